@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Benchmark `strata profile` against DuckDB on the same synthetic files, in one run.
+
+    cargo build --release -p strata-cli -p strata-benchmarks
+    python3 benchmarks/profile.py [--rows 20000000] [--files 8] [--repeat 5]
+
+Generates the data if missing (benchmarks/gen_synthetic.py), then times, each in its
+own process so peak memory (max RSS) is per job:
+  - strata profile (whole process: start-up, listing, planning, the pass, rendering);
+  - DuckDB GROUP BY GROUPING SETS over the four groupings strata reports
+    (query time inside the process, so DuckDB's Python start-up is not charged to it);
+  - DuckDB GROUP BY over the finest cells only;
+  - scan_floor: DataFusion decoding the same columns and nothing else.
+Prints the median of --repeat runs and the ratios. Needs pyarrow, numpy and duckdb
+(the test venv has them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+
+DUCK = r"""
+import sys, time, duckdb
+con = duckdb.connect()
+con.execute(f"SET threads = {sys.argv[3]}")
+files = sys.argv[1] + "/*.parquet"
+sql = {
+  "grouping_sets": '''SELECT sex, race, age_band, GROUPING(sex, race, age_band) AS g, count(*) AS n,
+        sum(CASE WHEN label = 1 THEN 1 ELSE 0 END) AS pos, count(label) AS labelled, sum(weight) AS w,
+        sum(CASE WHEN label = 1 THEN weight END) AS wpos
+      FROM read_parquet(?) GROUP BY GROUPING SETS ((sex), (race), (age_band), (sex, race, age_band))''',
+  "cells": '''SELECT sex, race, age_band, count(*) AS n, sum(CASE WHEN label = 1 THEN 1 ELSE 0 END) AS pos,
+        count(label) AS labelled, sum(weight) AS w, sum(CASE WHEN label = 1 THEN weight END) AS wpos
+      FROM read_parquet(?) GROUP BY sex, race, age_band''',
+}[sys.argv[2]]
+t = time.perf_counter()
+rows = con.execute(sql, [files]).fetchall()
+print(f"seconds={time.perf_counter() - t:.4f} groups={len(rows)}")
+"""
+
+
+def run(cmd: list[str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in MiB, stdout of one child process."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed: {err}")
+    return wall, usage.ru_maxrss // 1024, out
+
+
+def field(out: str, name: str) -> float:
+    for tok in out.split():
+        if tok.startswith(name + "="):
+            return float(tok.split("=", 1)[1])
+    raise ValueError(f"{name} not in {out!r}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=20_000_000)
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+
+    data = ROOT / "bench-data" / "synthetic"
+    marker = data / f".rows-{args.rows}-files-{args.files}"
+    if not marker.exists():
+        subprocess.run([sys.executable, str(ROOT / "benchmarks/gen_synthetic.py"), "--rows", str(args.rows),
+                        "--files", str(args.files), "--out", str(data)], check=True)
+        marker.touch()
+    size = sum(f.stat().st_size for f in data.glob("*.parquet"))
+    strata = TARGET / "release" / "strata"
+    scan = TARGET / "release" / "scan_floor"
+    spec = ROOT / "benchmarks" / "synthetic.toml"
+
+    jobs = {
+        "strata profile": [str(strata), "-q", "profile", str(spec), "--format", "json"],
+        "DuckDB GROUPING SETS": [sys.executable, "-c", DUCK, str(data), "grouping_sets", str(args.threads)],
+        "DuckDB GROUP BY cells": [sys.executable, "-c", DUCK, str(data), "cells", str(args.threads)],
+        "DataFusion scan floor": [str(scan), str(spec)],
+    }
+    results = {}
+    for name, cmd in jobs.items():
+        run(cmd)  # warm the page cache and the binaries
+        times, mems = [], []
+        for _ in range(args.repeat):
+            wall, rss, out = run(cmd)
+            times.append(wall if name == "strata profile" else field(out, "seconds"))
+            mems.append(rss)
+        results[name] = (statistics.median(times), max(mems))
+
+    print(f"\n{args.rows:,} rows, {args.files} files, {size / 1e6:.0f} MB zstd Parquet, "
+          f"{args.threads} threads, median of {args.repeat}\n")
+    print(f"| job | seconds | peak RSS (MiB) |\n| --- | ---: | ---: |")
+    for name, (t, m) in results.items():
+        print(f"| {name} | {t:.3f} | {m} |")
+    s = results["strata profile"][0]
+    print(f"\nstrata / DuckDB GROUPING SETS = {s / results['DuckDB GROUPING SETS'][0]:.2f}  (goal <= 1.0)")
+    print(f"strata / DuckDB cells         = {s / results['DuckDB GROUP BY cells'][0]:.2f}")
+    print(f"strata / scan floor           = {s / results['DataFusion scan floor'][0]:.2f}  (goal <= 1.2)")
+    print(json.dumps({k: {"seconds": v[0], "peak_rss_mib": v[1]} for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

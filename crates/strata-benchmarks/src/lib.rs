@@ -1,0 +1,1 @@
+//! Helpers for the benchmarks in `benchmarks/`; see `BENCHMARKS.md`.

@@ -1,0 +1,55 @@
+//! `strata`: the command-line front of the strata crates. Argument parsing, logging and
+//! exit codes live here; the work lives in the library crates.
+
+mod cli;
+mod commands;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes: the contract with schedulers (see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 0: the job succeeded (warnings allowed).
+    Success = 0,
+    /// 1: checks or gates failed.
+    #[allow(dead_code, reason = "returned by `check` and `run` once they land")]
+    Failed = 1,
+}
+
+/// 3: input, config or runtime error (2, usage errors, is clap's own).
+const EXIT_ERROR: u8 = 3;
+
+/// Whether logs are JSON: then a failure is also logged as an event a scheduler can parse.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn args_json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    logging::init(&args.global);
+    JSON_LOGS.store(args.global.log_format == cli::LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(commands::run(args)) {
+        Ok(outcome) => ExitCode::from(outcome as u8),
+        Err(err) => {
+            // One line: the error and its causes, so a scheduler's log keeps all of it.
+            let msg = err.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ");
+            if args_json_logs() {
+                tracing::error!(error = %msg, "strata failed");
+            }
+            eprintln!("error: {msg}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The strata integration tests: one binary, driving the real `strata` executable.
+
+mod common;
+mod profile;
+mod spec_errors;
+mod source_errors;

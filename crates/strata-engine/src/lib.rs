@@ -1,0 +1,74 @@
+//! The one place strata builds its DataFusion session.
+//!
+//! Every stage asks the [`Engine`] for a session with the pipeline's object stores
+//! registered and its source opened as a table, so swapping the embedded engine for a
+//! Ballista session later touches this crate only.
+
+mod error;
+mod schema;
+mod source;
+mod store;
+
+use std::sync::Arc;
+
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::memory::InMemory;
+
+pub use error::EngineError;
+pub use schema::{check_schema, LabelKind};
+pub use source::{SourceFile, SourceTable};
+pub use store::object_store_for;
+
+/// The name every stage's plans use for the pipeline's input.
+pub const SOURCE_TABLE: &str = "source";
+
+/// Knobs for the session, set from the CLI or the spec.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// DataFusion's `target_partitions`; defaults to the number of cores.
+    pub target_partitions: Option<usize>,
+}
+
+/// A DataFusion session configured for strata.
+#[derive(Clone)]
+pub struct Engine {
+    ctx: SessionContext,
+    memory: Arc<InMemory>,
+}
+
+impl Engine {
+    pub fn new(options: &EngineOptions) -> Result<Self, EngineError> {
+        let mut config = SessionConfig::new().with_information_schema(true);
+        if let Some(n) = options.target_partitions {
+            if n == 0 {
+                return Err(EngineError::Config("target partitions must be at least 1".into()));
+            }
+            config = config.with_target_partitions(n);
+        }
+        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(EngineError::datafusion("building the runtime"))?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // `memory://` is an in-process store: tests and embedders put objects in it
+        // through `Engine::memory_store` and read them back like any other URL.
+        let memory = Arc::new(InMemory::new());
+        let url = url::Url::parse("memory://").expect("static URL");
+        ctx.register_object_store(&url, memory.clone());
+        Ok(Self { ctx, memory })
+    }
+
+    /// The DataFusion session: stages build their plans on it.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The store behind `memory://` URLs.
+    pub fn memory_store(&self) -> Arc<InMemory> {
+        self.memory.clone()
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("session_id", &self.ctx.session_id()).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,105 @@
+//! Checks that a pipeline's columns exist in the source and have types strata can use,
+//! reported against the spec key that names each column.
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use strata_spec::{LabelValue, Pipeline};
+
+use crate::EngineError;
+
+/// How the label column is compared with the spec's positive value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelKind {
+    String,
+    Integer,
+    Boolean,
+}
+
+/// Validates the pipeline's columns against `schema`, returning the label's kind.
+pub fn check_schema(pipeline: &Pipeline, schema: &Schema, source: &str) -> Result<LabelKind, EngineError> {
+    let find = |key: &str, name: &str| -> Result<DataType, EngineError> {
+        schema
+            .field_with_name(name)
+            .map(|f| f.data_type().clone())
+            .map_err(|_| {
+                let mut names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                names.truncate(40);
+                pipeline
+                    .error_at(key, format!("column `{name}` not found in source `{source}` (columns: {})", names.join(", ")))
+                    .into()
+            })
+    };
+
+    for attribute in &pipeline.groups.attributes {
+        let t = find("groups.attributes", attribute)?;
+        if !is_groupable(&t) {
+            return Err(pipeline
+                .error_at(
+                    "groups.attributes",
+                    format!("protected attribute `{attribute}` has type {t}; use a string, integer, boolean or date column (bin continuous values first)"),
+                )
+                .into());
+        }
+    }
+
+    let label_type = find("label.column", &pipeline.label.column)?;
+    let kind = match value_type(&label_type) {
+        t if t.is_integer() => LabelKind::Integer,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => LabelKind::String,
+        DataType::Boolean => LabelKind::Boolean,
+        t => {
+            return Err(pipeline
+                .error_at(
+                    "label.column",
+                    format!("label column `{}` has type {t}; a label must be a string, integer or boolean column", pipeline.label.column),
+                )
+                .into());
+        }
+    };
+    let fits = matches!(
+        (kind, &pipeline.label.positive),
+        (LabelKind::String, LabelValue::String(_)) | (LabelKind::Integer, LabelValue::Int(_)) | (LabelKind::Boolean, LabelValue::Bool(_))
+    );
+    if !fits {
+        return Err(pipeline
+            .error_at(
+                "label.positive",
+                format!(
+                    "positive value {} does not fit label column `{}` of type {label_type}",
+                    pipeline.label.positive, pipeline.label.column
+                ),
+            )
+            .into());
+    }
+
+    if let Some(w) = &pipeline.source.weight_column {
+        let t = find("source.weight_column", w)?;
+        if !(t.is_numeric()) {
+            return Err(pipeline
+                .error_at("source.weight_column", format!("weight column `{w}` has type {t}; weights must be numeric"))
+                .into());
+        }
+    }
+    if let Some(id) = &pipeline.source.id_column {
+        let t = find("source.id_column", id)?;
+        if t.is_nested() {
+            return Err(pipeline.error_at("source.id_column", format!("id column `{id}` has nested type {t}")).into());
+        }
+    }
+    Ok(kind)
+}
+
+fn value_type(t: &DataType) -> &DataType {
+    match t {
+        DataType::Dictionary(_, v) => v,
+        other => other,
+    }
+}
+
+fn is_groupable(t: &DataType) -> bool {
+    let t = value_type(t);
+    t.is_integer()
+        || matches!(
+            t,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean | DataType::Date32 | DataType::Date64
+        )
+}

@@ -1,0 +1,299 @@
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::functions::math::expr_fn::isnan;
+use datafusion::functions_aggregate::count::count_all;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::prelude::*;
+use strata_engine::{EngineError, LabelKind, SourceTable, SOURCE_TABLE};
+use strata_spec::{LabelValue, Pipeline, MISSING_GROUP};
+
+use crate::report::{Attributes, GroupStats, LabelSummary, Profile, SourceSummary, SCHEMA_VERSION};
+use crate::ProfileError;
+
+/// Sums over one cell or group.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    rows: u64,
+    labelled: u64,
+    positives: u64,
+    weight: f64,
+    weighted_labelled: f64,
+    weighted_positives: f64,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.rows += o.rows;
+        self.labelled += o.labelled;
+        self.positives += o.positives;
+        self.weight += o.weight;
+        self.weighted_labelled += o.weighted_labelled;
+        self.weighted_positives += o.weighted_positives;
+    }
+}
+
+/// Sort key for a group value: present values in order, the missing group last.
+type Key = Vec<(bool, String)>;
+
+/// Profiles the registered `source` table in one pass (see the crate docs).
+pub async fn profile(
+    engine: &strata_engine::Engine,
+    pipeline: &Pipeline,
+    source: &SourceTable,
+    label_kind: LabelKind,
+) -> Result<Profile, ProfileError> {
+    let ctx = engine.context();
+    let attrs = &pipeline.groups.attributes;
+    let df = ctx.table(SOURCE_TABLE).await.map_err(EngineError::datafusion("opening the source table"))?;
+
+    let label = ident(&pipeline.label.column);
+    let is_positive = match &pipeline.label.positive {
+        LabelValue::String(s) => label.clone().eq(lit(s.as_str())),
+        LabelValue::Int(i) => label.clone().eq(lit(*i)),
+        LabelValue::Bool(b) => label.clone().eq(lit(*b)),
+    };
+    debug_assert!(matches!(label_kind, LabelKind::String | LabelKind::Integer | LabelKind::Boolean));
+
+    let group_by: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
+    let mut aggregates = vec![
+        count_all().alias("rows"),
+        count(label.clone()).alias("labelled"),
+        sum(cast(is_positive.clone(), DataType::Int64)).alias("positives"),
+    ];
+    let weighted = pipeline.source.weight_column.is_some();
+    if let Some(w) = &pipeline.source.weight_column {
+        let w = cast(ident(w), DataType::Float64);
+        aggregates.extend([
+            sum(w.clone()).alias("weight"),
+            sum(when(label.clone().is_not_null(), w.clone()).end().map_err(EngineError::datafusion("planning the profile"))?)
+                .alias("weighted_labelled"),
+            sum(when(is_positive, w.clone()).end().map_err(EngineError::datafusion("planning the profile"))?)
+                .alias("weighted_positives"),
+            sum(cast(w.clone().is_null().or(w.clone().lt(lit(0.0))).or(isnan(w)), DataType::Int64)).alias("bad_weights"),
+        ]);
+    }
+
+    let started = std::time::Instant::now();
+    let batches = df
+        .aggregate(group_by, aggregates)
+        .map_err(EngineError::datafusion("planning the profile"))?
+        .collect()
+        .await
+        .map_err(EngineError::datafusion(format!("profiling source `{}`", source.url)))?;
+
+    let (cells, bad_weights) = read_cells(&batches, attrs.len(), weighted)?;
+    tracing::info!(cells = cells.len(), elapsed_ms = started.elapsed().as_millis() as u64, "profile pass done");
+
+    if bad_weights > 0 {
+        return Err(pipeline
+            .error_at(
+                "source.weight_column",
+                format!(
+                    "{bad_weights} rows of source `{}` have a null, negative or NaN weight in column `{}`",
+                    source.url,
+                    pipeline.source.weight_column.as_deref().unwrap_or_default()
+                ),
+            )
+            .into());
+    }
+
+    let mut total = Tally::default();
+    for t in cells.values() {
+        total.add(t);
+    }
+    if total.labelled > 0 && total.positives == 0 {
+        let seen = distinct_labels(engine, pipeline).await?;
+        return Err(pipeline
+            .error_at(
+                "label.positive",
+                format!(
+                    "positive value {} never appears in label column `{}` of source `{}` (values seen: {seen})",
+                    pipeline.label.positive, pipeline.label.column, source.url
+                ),
+            )
+            .into());
+    }
+
+    let mut warnings = Vec::new();
+    if total.rows == 0 {
+        warnings.push(format!("source `{}` has no rows", source.url));
+    }
+    if total.labelled < total.rows {
+        warnings.push(format!(
+            "{} rows have no value in label column `{}`; rates are over labelled rows",
+            total.rows - total.labelled,
+            pipeline.label.column
+        ));
+    }
+
+    let groupings = pipeline.groups.groupings();
+    let mut groups = Vec::new();
+    for grouping in &groupings {
+        let mut rolled: BTreeMap<Key, Tally> = BTreeMap::new();
+        for (key, tally) in &cells {
+            let sub: Key = grouping.iter().map(|&i| key[i].clone()).collect();
+            rolled.entry(sub).or_default().add(tally);
+        }
+        let reference = match grouping.as_slice() {
+            [i] => pipeline.groups.reference.get(&attrs[*i]),
+            _ => None,
+        };
+        if let (Some(reference), [i]) = (reference, grouping.as_slice()) {
+            let key_name = format!("groups.reference.{}", attrs[*i]);
+            for group in reference.keys() {
+                let present = rolled.keys().any(|k| display_value(&k[0]) == *group);
+                if !present {
+                    let seen: Vec<_> = rolled.keys().map(|k| display_value(&k[0])).collect();
+                    return Err(pipeline
+                        .error_at(
+                            &key_name,
+                            format!("group `{group}` does not occur in column `{}` (groups: {})", attrs[*i], seen.join(", ")),
+                        )
+                        .into());
+                }
+            }
+        }
+        for (key, t) in rolled {
+            let attributes = Attributes(
+                grouping
+                    .iter()
+                    .zip(&key)
+                    .map(|(&i, (missing, v))| (attrs[i].clone(), (!missing).then(|| v.clone())))
+                    .collect(),
+            );
+            let share = ratio(t.rows as f64, total.rows as f64).unwrap_or(0.0);
+            let reference_share = reference.and_then(|r| r.get(&display_value(&key[0])).copied());
+            if reference.is_some() && reference_share.is_none() {
+                warnings.push(format!("group {} is not in the reference mix", attributes.label()));
+            }
+            let small = t.rows < pipeline.groups.min_group_rows;
+            groups.push(GroupStats {
+                rows: t.rows,
+                share,
+                weighted_rows: weighted.then_some(t.weight),
+                weighted_share: if weighted { ratio(t.weight, total.weight) } else { None },
+                labelled_rows: t.labelled,
+                positives: t.positives,
+                positive_rate: ratio(t.positives as f64, t.labelled as f64),
+                weighted_positive_rate: if weighted { ratio(t.weighted_positives, t.weighted_labelled) } else { None },
+                reference_share,
+                representation_ratio: reference_share.and_then(|r| ratio(share, r)),
+                gap: reference_share.map(|r| share - r),
+                small,
+                attributes,
+            });
+        }
+    }
+    let small: Vec<_> = groups.iter().filter(|g| g.small).map(|g| g.attributes.label()).collect();
+    if !small.is_empty() {
+        warnings.push(format!(
+            "{} groups have fewer than {} rows (min_group_rows): {}",
+            small.len(),
+            pipeline.groups.min_group_rows,
+            small.join(", ")
+        ));
+    }
+
+    Ok(Profile {
+        schema_version: SCHEMA_VERSION,
+        pipeline: pipeline.name.clone(),
+        source: SourceSummary {
+            url: source.url.clone(),
+            files: source.files.len(),
+            bytes: source.files.iter().map(|f| f.size).sum(),
+        },
+        label: LabelSummary {
+            column: pipeline.label.column.clone(),
+            positive: match &pipeline.label.positive {
+                LabelValue::String(s) => serde_json::Value::from(s.as_str()),
+                LabelValue::Int(i) => serde_json::Value::from(*i),
+                LabelValue::Bool(b) => serde_json::Value::from(*b),
+            },
+        },
+        weight_column: pipeline.source.weight_column.clone(),
+        min_group_rows: pipeline.groups.min_group_rows,
+        total_rows: total.rows,
+        labelled_rows: total.labelled,
+        positives: total.positives,
+        positive_rate: ratio(total.positives as f64, total.labelled as f64),
+        total_weight: weighted.then_some(total.weight),
+        groupings: groupings.iter().map(|g| g.iter().map(|&i| attrs[i].clone()).collect()).collect(),
+        groups,
+        warnings,
+    })
+}
+
+fn ratio(num: f64, den: f64) -> Option<f64> {
+    (den > 0.0).then(|| num / den)
+}
+
+fn display_value((missing, v): &(bool, String)) -> String {
+    if *missing { MISSING_GROUP.to_string() } else { v.clone() }
+}
+
+/// Reads the aggregated cells, keyed by their attribute values in sort order. Summing
+/// the cells in key order keeps float totals identical across runs, whatever order
+/// the engine's partitions returned them in.
+fn read_cells(batches: &[RecordBatch], n_attrs: usize, weighted: bool) -> Result<(BTreeMap<Key, Tally>, u64), ProfileError> {
+    let mut cells = BTreeMap::new();
+    let mut bad_weights = 0;
+    for batch in batches {
+        let keys: Vec<_> = (0..n_attrs)
+            .map(|i| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8))
+            .collect::<Result<_, _>>()
+            .map_err(|e| EngineError::datafusion("reading profile cells")(e.into()))?;
+        let int = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Int64Type>().clone());
+        let float = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Float64Type>().clone());
+        let (rows, labelled, positives) = (int("rows").unwrap(), int("labelled").unwrap(), int("positives").unwrap());
+        let (weight, wl, wp, bad) = (float("weight"), float("weighted_labelled"), float("weighted_positives"), int("bad_weights"));
+        for r in 0..batch.num_rows() {
+            let key: Key = keys
+                .iter()
+                .map(|k| {
+                    let k = k.as_string::<i32>();
+                    if k.is_null(r) { (true, String::new()) } else { (false, k.value(r).to_string()) }
+                })
+                .collect();
+            let get_f = |a: &Option<datafusion::arrow::array::Float64Array>| a.as_ref().map_or(0.0, |a| if a.is_null(r) { 0.0 } else { a.value(r) });
+            let tally = Tally {
+                rows: rows.value(r) as u64,
+                labelled: labelled.value(r) as u64,
+                positives: if positives.is_null(r) { 0 } else { positives.value(r) as u64 },
+                weight: get_f(&weight),
+                weighted_labelled: get_f(&wl),
+                weighted_positives: get_f(&wp),
+            };
+            if weighted {
+                bad_weights += bad.as_ref().map_or(0, |b| if b.is_null(r) { 0 } else { b.value(r) as u64 });
+            }
+            cells.insert(key, tally);
+        }
+    }
+    Ok((cells, bad_weights))
+}
+
+/// A few label values, for the error when the positive value never occurs.
+async fn distinct_labels(engine: &strata_engine::Engine, pipeline: &Pipeline) -> Result<String, ProfileError> {
+    let df = engine
+        .context()
+        .table(SOURCE_TABLE)
+        .await
+        .and_then(|df| df.select(vec![cast(ident(&pipeline.label.column), DataType::Utf8).alias("v")]))
+        .and_then(|df| df.distinct())
+        .and_then(|df| df.sort(vec![col("v").sort(true, false)]))
+        .and_then(|df| df.limit(0, Some(10)))
+        .map_err(EngineError::datafusion("listing label values"))?;
+    let batches = df.collect().await.map_err(EngineError::datafusion("listing label values"))?;
+    let mut values = Vec::new();
+    for b in &batches {
+        let a = b.column(0).as_string::<i32>();
+        for i in 0..a.len() {
+            if !a.is_null(i) {
+                values.push(format!("{:?}", a.value(i)));
+            }
+        }
+    }
+    Ok(values.join(", "))
+}

@@ -1,0 +1,289 @@
+//! The strata pipeline spec (`pipelines/*.toml`): parsing and the validation that needs
+//! no data. Checks against the source's schema live in the engine, which reports them
+//! through [`Pipeline::error_at`] so every error still names the file, key and line.
+
+mod error;
+mod model;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+pub use error::{Location, SpecError};
+pub use model::{Intersections, LabelValue, RetryOptions, S3Options, StorageOptions};
+
+/// The value of a group whose attribute is null. Missing values form a group of their
+/// own and are never dropped; reference shares name it with this key.
+pub const MISSING_GROUP: &str = "(missing)";
+
+/// Shares in a reference mix must sum to 1 within this tolerance (census tables are
+/// often rounded to three decimals).
+pub const SHARE_SUM_TOLERANCE: f64 = 1e-3;
+
+/// The most protected attributes a pipeline may name: profiles cover every combination,
+/// 2^n - 1 groupings.
+pub const MAX_ATTRIBUTES: usize = 8;
+
+/// A parsed and validated pipeline spec.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// `name` from the spec, or the file stem.
+    pub name: String,
+    /// The spec file as given.
+    pub path: PathBuf,
+    /// The spec file's text, kept so outputs can record a digest of exactly what ran.
+    pub text: String,
+    pub source: Source,
+    pub label: Label,
+    pub groups: Groups,
+    pub storage: StorageOptions,
+    locations: BTreeMap<String, Location>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// The source URL with relative local paths resolved against the spec's folder.
+    pub url: String,
+    pub weight_column: Option<String>,
+    pub id_column: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Label {
+    pub column: String,
+    pub positive: LabelValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Groups {
+    pub attributes: Vec<String>,
+    pub intersections: Intersections,
+    pub min_group_rows: u64,
+    /// attribute -> group value (or [`MISSING_GROUP`]) -> reference share.
+    pub reference: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl Groups {
+    /// The groupings to profile, in report order: each attribute alone, in spec order,
+    /// then the intersections (by size, then spec order).
+    pub fn groupings(&self) -> Vec<Vec<usize>> {
+        let n = self.attributes.len();
+        let mut out: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+        let mut combos: Vec<Vec<usize>> = (1u32..(1 << n))
+            .map(|mask| (0..n).filter(|i| mask & (1 << i) != 0).collect::<Vec<_>>())
+            .filter(|c| c.len() >= 2)
+            .filter(|c| match self.intersections {
+                Intersections::All => true,
+                Intersections::Full => c.len() == n,
+                Intersections::None => false,
+            })
+            .collect();
+        combos.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+        out.extend(combos);
+        out
+    }
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, SpecError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, text)
+    }
+
+    /// Validates spec text as if read from `path` (used for locating relative sources
+    /// and in error messages).
+    pub fn parse(path: impl AsRef<Path>, text: String) -> Result<Self, SpecError> {
+        let path = path.as_ref();
+        let reporter = error::Reporter { path, text: &text };
+        let raw: model::RawPipeline = toml::from_str(&text).map_err(|e| reporter.toml(&e))?;
+        let mut locations = BTreeMap::new();
+        let mut locate = |key: &str, span: std::ops::Range<usize>| {
+            locations.insert(key.to_string(), Location::of_offset(&text, span.start));
+        };
+
+        let url = raw.source.url.get_ref().trim();
+        if url.is_empty() {
+            return Err(reporter.at(Some(raw.source.url.span()), "source.url", "must not be empty"));
+        }
+        locate("source.url", raw.source.url.span());
+        let url = resolve_url(path, url);
+
+        let mut seen_columns = BTreeSet::new();
+        let attributes = raw.groups.attributes.get_ref().clone();
+        let attr_span = raw.groups.attributes.span();
+        locate("groups.attributes", attr_span.clone());
+        if attributes.is_empty() {
+            return Err(reporter.at(Some(attr_span), "groups.attributes", "name at least one protected attribute column"));
+        }
+        if attributes.len() > MAX_ATTRIBUTES {
+            return Err(reporter.at(
+                Some(attr_span),
+                "groups.attributes",
+                format!("at most {MAX_ATTRIBUTES} protected attributes are supported, found {}", attributes.len()),
+            ));
+        }
+        for a in &attributes {
+            if a.trim().is_empty() {
+                return Err(reporter.at(Some(attr_span.clone()), "groups.attributes", "column names must not be empty"));
+            }
+            if !seen_columns.insert(a.clone()) {
+                return Err(reporter.at(Some(attr_span.clone()), "groups.attributes", format!("column `{a}` is listed twice")));
+            }
+        }
+
+        let label_column = raw.label.column.get_ref().clone();
+        locate("label.column", raw.label.column.span());
+        locate("label.positive", raw.label.positive.span());
+        if attributes.contains(&label_column) {
+            return Err(reporter.at(
+                Some(raw.label.column.span()),
+                "label.column",
+                format!("`{label_column}` is also a protected attribute; the label must be a different column"),
+            ));
+        }
+
+        let mut role_column = |key: &str, value: &Option<toml::Spanned<String>>| -> Result<Option<String>, SpecError> {
+            let Some(v) = value else { return Ok(None) };
+            let name = v.get_ref().clone();
+            if name.trim().is_empty() {
+                return Err(reporter.at(Some(v.span()), key, "column name must not be empty"));
+            }
+            if attributes.contains(&name) || name == label_column {
+                return Err(reporter.at(
+                    Some(v.span()),
+                    key,
+                    format!("`{name}` is already used as a protected attribute or the label"),
+                ));
+            }
+            locations.insert(key.to_string(), Location::of_offset(&text, v.span().start));
+            Ok(Some(name))
+        };
+        let weight_column = role_column("source.weight_column", &raw.source.weight_column)?;
+        let id_column = role_column("source.id_column", &raw.source.id_column)?;
+
+        let mut reference = BTreeMap::new();
+        for (attribute, shares) in raw.groups.reference {
+            let key = format!("groups.reference.{attribute}");
+            if !attributes.contains(&attribute) {
+                return Err(reporter.at(
+                    Some(shares.span()),
+                    &key,
+                    format!("`{attribute}` is not one of groups.attributes {attributes:?}"),
+                ));
+            }
+            let span = shares.span();
+            let shares = shares.into_inner();
+            if shares.is_empty() {
+                return Err(reporter.at(Some(span), &key, "name at least one group and its share"));
+            }
+            let mut sum = 0.0;
+            for (group, share) in &shares {
+                let v = *share.get_ref();
+                if !v.is_finite() || !(0.0..=1.0).contains(&v) {
+                    return Err(reporter.at(Some(share.span()), &format!("{key}.{group}"), format!("share must be between 0 and 1, found {v}")));
+                }
+                sum += v;
+            }
+            if (sum - 1.0).abs() > SHARE_SUM_TOLERANCE {
+                return Err(reporter.at(
+                    Some(span),
+                    &key,
+                    format!("shares must sum to 1 (within {SHARE_SUM_TOLERANCE}), they sum to {sum:.6}"),
+                ));
+            }
+            locations.insert(key, Location::of_offset(&text, span.start));
+            reference.insert(attribute, shares.into_iter().map(|(g, s)| (g, s.into_inner())).collect());
+        }
+
+        let retry = &raw.storage.retry;
+        for (key, v) in [
+            ("storage.retry.retry_timeout_secs", retry.retry_timeout_secs),
+            ("storage.retry.connect_timeout_secs", retry.connect_timeout_secs),
+            ("storage.retry.request_timeout_secs", retry.request_timeout_secs),
+        ] {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(reporter.at(None, key, format!("must be a positive number of seconds, found {v}")));
+            }
+        }
+
+        let name = raw.name.unwrap_or_else(|| path.file_stem().map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned()));
+        Ok(Self {
+            name,
+            path: path.to_path_buf(),
+            source: Source { url, weight_column, id_column },
+            label: Label {
+                column: label_column,
+                positive: raw.label.positive.into_inner(),
+            },
+            groups: Groups {
+                attributes,
+                intersections: raw.groups.intersections,
+                min_group_rows: raw.groups.min_group_rows,
+                reference,
+            },
+            storage: raw.storage,
+            locations,
+            text,
+        })
+    }
+
+    /// Replaces the source URL (the CLI's `--source`), e.g. to point a nightly job at
+    /// today's partition. Relative paths are taken from the current directory.
+    pub fn with_source_url(mut self, url: &str) -> Self {
+        self.source.url = url.to_string();
+        self.locations.remove("source.url");
+        self
+    }
+
+    /// An error about `key` of this spec, located at the key's line where known.
+    pub fn error_at(&self, key: &str, message: impl Into<String>) -> SpecError {
+        SpecError::Invalid {
+            path: self.path.clone(),
+            location: self.locations.get(key).copied(),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+/// Local paths without a scheme are relative to the spec's folder, so a pipeline runs the
+/// same from any working directory; URLs (`s3://`, `file://`, `memory://`, ...) are kept.
+fn resolve_url(spec_path: &Path, url: &str) -> String {
+    if url.contains("://") || Path::new(url).is_absolute() {
+        return url.to_string();
+    }
+    let base = spec_path.parent().unwrap_or(Path::new(""));
+    let joined = base.join(url);
+    let absolute = if joined.is_absolute() {
+        joined
+    } else {
+        std::env::current_dir().map(|d| d.join(&joined)).unwrap_or(joined)
+    };
+    let mut s = normalize(&absolute).to_string_lossy().into_owned();
+    if url.ends_with('/') && !s.ends_with('/') {
+        s.push('/');
+    }
+    s
+}
+
+/// Removes `.` and `..` segments without touching the filesystem (the path may be a glob).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

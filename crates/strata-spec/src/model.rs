@@ -1,0 +1,148 @@
+//! The pipeline spec as written in `pipelines/*.toml`.
+//!
+//! Every struct denies unknown fields: a misspelt key is an error, never silently ignored.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The raw, deserialized form of a pipeline file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPipeline {
+    pub name: Option<String>,
+    pub source: RawSource,
+    pub label: RawLabel,
+    pub groups: RawGroups,
+    #[serde(default)]
+    pub storage: StorageOptions,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSource {
+    pub url: Spanned<String>,
+    pub weight_column: Option<Spanned<String>>,
+    pub id_column: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLabel {
+    pub column: Spanned<String>,
+    pub positive: Spanned<LabelValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGroups {
+    pub attributes: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub intersections: Intersections,
+    #[serde(default = "default_min_group_rows")]
+    pub min_group_rows: u64,
+    #[serde(default)]
+    pub reference: BTreeMap<String, Spanned<BTreeMap<String, Spanned<f64>>>>,
+}
+
+fn default_min_group_rows() -> u64 {
+    30
+}
+
+/// The label value counted as positive. Its TOML type must fit the label column's type.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum LabelValue {
+    Bool(bool),
+    Int(i64),
+    String(String),
+}
+
+impl std::fmt::Display for LabelValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::String(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// Which combinations of protected attributes are profiled besides each attribute alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Intersections {
+    /// Every combination of two or more attributes (for 3 attributes: 3 pairs and the triple).
+    #[default]
+    All,
+    /// Only the intersection of all attributes.
+    Full,
+    /// No intersections: each attribute alone.
+    None,
+}
+
+/// How strata talks to object storage; applies to every store a pipeline reads or writes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageOptions {
+    #[serde(default)]
+    pub s3: S3Options,
+    #[serde(default)]
+    pub retry: RetryOptions,
+}
+
+/// S3-compatible store settings. Each falls back to the standard `AWS_*` environment
+/// variable (`AWS_ENDPOINT_URL`/`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ALLOW_HTTP`, ...).
+/// Credentials are only ever taken from the environment, never from the spec.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Path-style requests (`http://host/bucket/key`), as most S3-compatible servers want.
+    pub path_style: Option<bool>,
+    /// Allow plain `http://` endpoints (local test servers).
+    pub allow_http: Option<bool>,
+}
+
+/// Bounded retries: a store that refuses connections fails the job after these limits
+/// instead of hanging a scheduler slot.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOptions {
+    #[serde(default = "RetryOptions::default_max_retries")]
+    pub max_retries: usize,
+    #[serde(default = "RetryOptions::default_retry_timeout_secs")]
+    pub retry_timeout_secs: f64,
+    #[serde(default = "RetryOptions::default_connect_timeout_secs")]
+    pub connect_timeout_secs: f64,
+    #[serde(default = "RetryOptions::default_request_timeout_secs")]
+    pub request_timeout_secs: f64,
+}
+
+impl RetryOptions {
+    fn default_max_retries() -> usize {
+        3
+    }
+    fn default_retry_timeout_secs() -> f64 {
+        15.0
+    }
+    fn default_connect_timeout_secs() -> f64 {
+        5.0
+    }
+    fn default_request_timeout_secs() -> f64 {
+        120.0
+    }
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        Self {
+            max_retries: Self::default_max_retries(),
+            retry_timeout_secs: Self::default_retry_timeout_secs(),
+            connect_timeout_secs: Self::default_connect_timeout_secs(),
+            request_timeout_secs: Self::default_request_timeout_secs(),
+        }
+    }
+}

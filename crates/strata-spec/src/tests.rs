@@ -1,0 +1,131 @@
+use super::*;
+
+const VALID: &str = r#"
+name = "demo"
+
+[source]
+url = "../data/x.parquet"
+weight_column = "w"
+
+[label]
+column = "income"
+positive = ">50K"
+
+[groups]
+attributes = ["sex", "race"]
+min_group_rows = 10
+
+[groups.reference.sex]
+Male = 0.49
+Female = 0.51
+"#;
+
+fn parse(text: &str) -> Result<Pipeline, SpecError> {
+    Pipeline::parse("/specs/pipelines/demo.toml", text.to_string())
+}
+
+fn err(text: &str) -> String {
+    parse(text).expect_err("spec should be rejected").to_string()
+}
+
+#[test]
+fn parses_a_valid_spec_and_resolves_relative_sources_against_its_folder() {
+    let p = parse(VALID).unwrap();
+    assert_eq!(p.name, "demo");
+    assert_eq!(p.source.url, "/specs/data/x.parquet");
+    assert_eq!(p.source.weight_column.as_deref(), Some("w"));
+    assert_eq!(p.label.positive, LabelValue::String(">50K".into()));
+    assert_eq!(p.groups.min_group_rows, 10);
+    assert_eq!(p.groups.reference["sex"]["Female"], 0.51);
+    assert_eq!(p.storage.retry.max_retries, 3);
+}
+
+#[test]
+fn urls_with_a_scheme_are_kept_verbatim() {
+    let p = parse(&VALID.replace("../data/x.parquet", "s3://bucket/adult/")).unwrap();
+    assert_eq!(p.source.url, "s3://bucket/adult/");
+}
+
+#[test]
+fn groupings_cover_each_attribute_then_every_intersection() {
+    let mut p = parse(&VALID.replace(r#"["sex", "race"]"#, r#"["a", "b", "c"]"#).replace("[groups.reference.sex]\nMale = 0.49\nFemale = 0.51\n", "")).unwrap();
+    assert_eq!(
+        p.groups.groupings(),
+        vec![vec![0], vec![1], vec![2], vec![0, 1], vec![0, 2], vec![1, 2], vec![0, 1, 2]]
+    );
+    p.groups.intersections = Intersections::Full;
+    assert_eq!(p.groups.groupings(), vec![vec![0], vec![1], vec![2], vec![0, 1, 2]]);
+    p.groups.intersections = Intersections::None;
+    assert_eq!(p.groups.groupings(), vec![vec![0], vec![1], vec![2]]);
+}
+
+#[test]
+fn unknown_keys_name_the_file_line_and_key() {
+    let e = err(&VALID.replace("min_group_rows = 10", "min_group_rowz = 10"));
+    assert!(e.starts_with("/specs/pipelines/demo.toml:14:1: unknown field `min_group_rowz`"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+#[test]
+fn malformed_toml_is_one_located_line() {
+    let e = err("[source\nurl = 1");
+    assert!(e.starts_with("/specs/pipelines/demo.toml:1:"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+#[test]
+fn missing_sections_are_reported() {
+    let e = err("[source]\nurl = \"x\"\n");
+    assert!(e.contains("missing field `label`"), "{e}");
+}
+
+#[test]
+fn reference_shares_must_sum_to_one() {
+    let e = err(&VALID.replace("Female = 0.51", "Female = 0.41"));
+    assert!(e.contains(":16:1: key `groups.reference.sex`: shares must sum to 1"), "{e}");
+}
+
+#[test]
+fn reference_for_an_unknown_attribute_is_rejected() {
+    let e = err(&VALID.replace("[groups.reference.sex]", "[groups.reference.age]"));
+    assert!(e.contains("key `groups.reference.age`: `age` is not one of groups.attributes"), "{e}");
+}
+
+#[test]
+fn reference_shares_out_of_range_are_rejected() {
+    let e = err(&VALID.replace("Male = 0.49", "Male = -0.49").replace("Female = 0.51", "Female = 1.49"));
+    assert!(e.contains("key `groups.reference.sex.Female`: share must be between 0 and 1"), "{e}");
+}
+
+#[test]
+fn label_cannot_be_a_protected_attribute() {
+    let e = err(&VALID.replace("column = \"income\"", "column = \"sex\""));
+    assert!(e.contains(":9:10: key `label.column`"), "{e}");
+}
+
+#[test]
+fn attributes_must_be_distinct_and_non_empty() {
+    assert!(err(&VALID.replace(r#"["sex", "race"]"#, "[]")).contains("at least one"));
+    assert!(err(&VALID.replace(r#"["sex", "race"]"#, r#"["sex", "sex"]"#)).contains("listed twice"));
+}
+
+#[test]
+fn positive_label_values_keep_their_toml_type() {
+    let p = parse(&VALID.replace(r#"positive = ">50K""#, "positive = 1")).unwrap();
+    assert_eq!(p.label.positive, LabelValue::Int(1));
+    let p = parse(&VALID.replace(r#"positive = ">50K""#, "positive = true")).unwrap();
+    assert_eq!(p.label.positive, LabelValue::Bool(true));
+}
+
+#[test]
+fn error_at_points_at_the_key_line() {
+    let p = parse(VALID).unwrap();
+    let e = p.error_at("label.column", "column `income` not found").to_string();
+    assert_eq!(e, "/specs/pipelines/demo.toml:9:10: key `label.column`: column `income` not found");
+}
+
+#[test]
+fn unreadable_file_names_the_path() {
+    let e = Pipeline::load("/nonexistent/p.toml").unwrap_err().to_string();
+    assert!(e.starts_with("/nonexistent/p.toml: cannot read pipeline spec"), "{e}");
+}

@@ -1,0 +1,101 @@
+"""Shared fixtures for the end-to-end tests: the strata binary, the raw UCI files,
+and a real S3-compatible server (moto) on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+RAW_ADULT = ROOT.parent / "shared" / "datasets" / "adult"
+
+
+def strata_bin() -> str:
+    if os.environ.get("STRATA_BIN"):
+        return os.environ["STRATA_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", str(pathlib.Path.home() / ".cache" / "strata-target"))
+    return str(pathlib.Path(target) / "debug" / "strata")
+
+
+def run_strata(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([strata_bin(), *args], capture_output=True, text=True, env=full_env, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"strata {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def profile_json(*args: str, env: dict | None = None) -> dict:
+    return json.loads(run_strata("profile", *args, "--format", "json", env=env).stdout)
+
+
+@pytest.fixture(scope="session")
+def raw_adult() -> pathlib.Path:
+    if not (RAW_ADULT / "adult.data").exists():
+        pytest.fail(f"raw UCI Adult files not found at {RAW_ADULT} (shared/datasets)")
+    return RAW_ADULT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """The S3-compatible server: the one scripts/test started, or one started here."""
+    endpoint = os.environ.get("STRATA_TEST_S3_ENDPOINT")
+    proc = None
+    if not endpoint:
+        port = _free_port()
+        moto = pathlib.Path(sys.executable).parent / "moto_server"
+        proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except Exception:
+                if time.time() > deadline:
+                    proc.kill()
+                    pytest.fail("moto_server did not start")
+                time.sleep(0.2)
+    yield endpoint
+    if proc:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_env(s3_endpoint) -> dict:
+    """Environment for strata to reach the test server (credentials only from env)."""
+    return {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint, s3_env):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
