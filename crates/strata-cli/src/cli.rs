@@ -38,6 +38,29 @@ pub enum Command {
     Validate(PipelineArgs),
     /// Profile group representation: every protected attribute alone and their intersections.
     Profile(ProfileArgs),
+    /// Split, then reweigh or resample the training split to the spec's target mix.
+    Curate(CurateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CurateArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Output folder URL (a path, file://, s3://, ...): curated.parquet and curation.json.
+    #[arg(long, value_name = "URL")]
+    pub out: String,
+    /// Overrides `curate.seed`.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Summary format on stdout.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    pub format: SummaryFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +73,32 @@ pub struct PipelineArgs {
     /// DataFusion target partitions (default: the number of cores).
     #[arg(long, value_name = "N")]
     pub target_partitions: Option<usize>,
+    /// Memory for query execution (e.g. `512MiB`, `2GiB`); sorts spill to disk past it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
+}
+
+/// Parses `1024`, `512KiB`, `512MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size such as 512MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kib" | "k" => 1024.0,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB or GiB)")),
+    };
+    let bytes = n * mult;
+    if bytes < 1.0 {
+        return Err("the memory limit must be positive".into());
+    }
+    Ok(bytes as usize)
 }
 
 #[derive(Debug, Args)]

@@ -5,13 +5,14 @@ use anyhow::Context;
 use strata_engine::{Engine, EngineOptions, LabelKind, SourceTable, SOURCE_TABLE};
 use strata_spec::Pipeline;
 
-use crate::cli::{Cli, Command, PipelineArgs, ProfileArgs};
+use crate::cli::{Cli, Command, CurateArgs, PipelineArgs, ProfileArgs, SummaryFormat};
 use crate::Outcome;
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Validate(args) => validate(args).await,
         Command::Profile(args) => profile(args).await,
+        Command::Curate(args) => curate(args).await,
     }
 }
 
@@ -30,6 +31,7 @@ async fn open(args: &PipelineArgs) -> anyhow::Result<Opened> {
     }
     let engine = Engine::new(&EngineOptions {
         target_partitions: args.target_partitions,
+        memory_limit: args.memory_limit,
     })?;
     let source = engine.open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE).await?;
     let label_kind = strata_engine::check_schema(&pipeline, &source.schema, &source.url)?;
@@ -76,6 +78,26 @@ async fn profile(args: ProfileArgs) -> anyhow::Result<Outcome> {
                     return Err(e).context("writing to stdout");
                 }
             }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+async fn curate(args: CurateArgs) -> anyhow::Result<Outcome> {
+    let o = open(&args.pipeline).await?;
+    let options = strata_curate::CurateOptions {
+        seed: args.seed,
+        out: args.out.clone(),
+    };
+    let curation = strata_curate::curate(&o.engine, &o.pipeline, &o.source, &options).await?;
+    let text = match args.format {
+        SummaryFormat::Table => curation.render_table(),
+        SummaryFormat::Json => serde_json::to_string_pretty(&curation)? + "\n",
+    };
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing to stdout");
         }
     }
     Ok(Outcome::Success)

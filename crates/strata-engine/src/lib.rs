@@ -5,6 +5,7 @@
 //! Ballista session later touches this crate only.
 
 mod error;
+mod hash;
 mod schema;
 mod source;
 mod store;
@@ -16,6 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::memory::InMemory;
 
 pub use error::EngineError;
+pub use hash::{strata_hash_udf, STRATA_HASH};
 pub use schema::{check_schema, LabelKind};
 pub use source::{SourceFile, SourceTable};
 pub use store::object_store_for;
@@ -28,6 +30,8 @@ pub const SOURCE_TABLE: &str = "source";
 pub struct EngineOptions {
     /// DataFusion's `target_partitions`; defaults to the number of cores.
     pub target_partitions: Option<usize>,
+    /// Memory for query execution, in bytes; sorts and aggregates spill to disk past it.
+    pub memory_limit: Option<usize>,
 }
 
 /// A DataFusion session configured for strata.
@@ -46,8 +50,15 @@ impl Engine {
             }
             config = config.with_target_partitions(n);
         }
-        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(EngineError::datafusion("building the runtime"))?;
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(bytes) = options.memory_limit {
+            runtime = runtime.with_memory_limit(bytes, 1.0);
+        }
+        let runtime = runtime.build_arc().map_err(EngineError::datafusion("building the runtime"))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // Registered in every session (and, on a cluster, every executor) so sampling
+        // plans can be shipped as SQL or serialized plans.
+        ctx.register_udf(strata_hash_udf());
         // `memory://` is an in-process store: tests and embedders put objects in it
         // through `Engine::memory_store` and read them back like any other URL.
         let memory = Arc::new(InMemory::new());

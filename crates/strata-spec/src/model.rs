@@ -17,6 +17,141 @@ pub(crate) struct RawPipeline {
     pub groups: RawGroups,
     #[serde(default)]
     pub storage: StorageOptions,
+    pub curate: Option<Spanned<RawCurate>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCurate {
+    pub strategy: Strategy,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub split: Option<Spanned<SplitFractions>>,
+    #[serde(default)]
+    pub resample: Option<Spanned<RawResample>>,
+    #[serde(default)]
+    pub on_empty: OnEmpty,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResample {
+    #[serde(default)]
+    pub target: Target,
+    #[serde(default)]
+    pub stratify: Stratify,
+    #[serde(default)]
+    pub mode: Mode,
+    pub total: Option<u64>,
+    #[serde(default = "default_exact")]
+    pub exact: bool,
+    #[serde(default = "default_max_replication")]
+    pub max_replication: f64,
+    #[serde(default)]
+    pub reweigh_after: bool,
+    #[serde(default)]
+    pub strata: Vec<Spanned<RawStratumTarget>>,
+}
+
+fn default_exact() -> bool {
+    true
+}
+
+fn default_max_replication() -> f64 {
+    10.0
+}
+
+/// One `[[curate.resample.strata]]` entry: group values plus `share` or `count`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawStratumTarget {
+    pub share: Option<f64>,
+    pub count: Option<u64>,
+    #[serde(flatten)]
+    pub groups: BTreeMap<String, toml::Value>,
+}
+
+/// How the training split is curated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Kamiran–Calders weights: group and label independent under the weights.
+    Reweigh,
+    /// Stratified resampling to a target group mix.
+    Resample,
+}
+
+/// Fractions of the deterministic train / validation / test split; they must sum to 1.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitFractions {
+    pub train: f64,
+    #[serde(default)]
+    pub validation: f64,
+    #[serde(default)]
+    pub test: f64,
+}
+
+impl Default for SplitFractions {
+    fn default() -> Self {
+        Self {
+            train: 0.8,
+            validation: 0.1,
+            test: 0.1,
+        }
+    }
+}
+
+/// The target mix of a resample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Every group the same share.
+    #[default]
+    Uniform,
+    /// The spec's reference shares; intersections take the product of the attributes'
+    /// reference shares (independence).
+    Reference,
+    /// Explicit `share` per group in `[[curate.resample.strata]]`.
+    Shares,
+    /// Explicit `count` per group in `[[curate.resample.strata]]`.
+    Counts,
+}
+
+/// What a resample stratum is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stratify {
+    /// The intersection of the protected attributes; each group's label mix is kept.
+    Groups,
+    /// The intersection × label: each group's target is spread over its labels in the
+    /// group's own label proportions, and each (group, label) cell is sampled exactly.
+    #[default]
+    GroupsLabel,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Shrink to the largest total every stratum can supply without replication.
+    #[default]
+    Undersample,
+    /// Grow to the smallest total that keeps every row of the most over-represented
+    /// stratum, replicating rows in the others.
+    Oversample,
+    /// Reach `total` rows, shrinking large strata and growing small ones.
+    Hybrid,
+}
+
+/// What to do with a stratum that has a positive target but no rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnEmpty {
+    /// Fail the job.
+    #[default]
+    Error,
+    /// Drop the stratum from the target, renormalise the others, and warn.
+    Skip,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! The strata integration tests: one binary, driving the real `strata` executable.
 
 mod common;
+mod curate;
 mod profile;
 mod spec_errors;
 mod source_errors;

@@ -1,0 +1,212 @@
+//! `strata curate`: determinism across partitioning and file layout, and bad input that
+//! must fail before anything is written. Weights and counts are checked against
+//! independent computations in tests/e2e.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+
+use crate::common::{adult_spec, adult_train, fails, repo_root, strata, write_parquet, write_spec};
+
+fn curate_ok(spec: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let o = strata()
+        .arg("curate")
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .args(["--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "curate failed: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn curated_bytes(out: &Path) -> Vec<u8> {
+    std::fs::read(out.join("curated.parquet")).expect("curated.parquet")
+}
+
+#[test]
+fn same_bytes_for_any_partitioning() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = repo_root().join("pipelines/adult-census-mix.toml");
+    let mut outputs = Vec::new();
+    for n in ["1", "2", "8"] {
+        let out = dir.path().join(format!("p{n}"));
+        curate_ok(&spec, &out, &["--target-partitions", n]);
+        outputs.push(curated_bytes(&out));
+    }
+    assert!(outputs.iter().all(|o| *o == outputs[0]), "output differs across --target-partitions");
+}
+
+#[test]
+fn same_bytes_for_one_file_or_many() {
+    let dir = tempfile::tempdir().unwrap();
+    // Adult's training split as three files of uneven size
+    let file = std::fs::File::open(adult_train()).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .with_batch_size(11_000)
+        .build()
+        .unwrap();
+    let many = dir.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    for (i, batch) in reader.enumerate() {
+        write_parquet(&many.join(format!("part-{i}.parquet")), &batch.unwrap());
+    }
+    assert_eq!(std::fs::read_dir(&many).unwrap().count(), 3);
+    let spec_text = adult_spec();
+    let (_d1, one_spec) = write_spec(&spec_text);
+    let (_d2, many_spec) = write_spec(&spec_text.replace(&adult_train().display().to_string(), &format!("{}/", many.display())));
+    let (a, b) = (dir.path().join("one-out"), dir.path().join("many-out"));
+    curate_ok(&one_spec, &a, &[]);
+    curate_ok(&many_spec, &b, &[]);
+    assert_eq!(curated_bytes(&a), curated_bytes(&b));
+}
+
+#[test]
+fn the_seed_changes_the_sample_and_the_same_seed_repeats_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = repo_root().join("pipelines/adult.toml");
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    curate_ok(&spec, &a, &[]);
+    curate_ok(&spec, &b, &[]);
+    curate_ok(&spec, &c, &["--seed", "43"]);
+    assert_eq!(curated_bytes(&a), curated_bytes(&b));
+    assert_ne!(curated_bytes(&a), curated_bytes(&c));
+    let summary = |p: &Path| {
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("curation.json")).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("output");
+        v
+    };
+    assert_eq!(summary(&a), summary(&b));
+}
+
+#[test]
+fn undersample_uniform_plans_equal_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = adult_spec().replace("strategy = \"reweigh\"", "strategy = \"resample\"")
+        + "\n[curate.resample]\ntarget = \"uniform\"\nstratify = \"groups\"\nmode = \"undersample\"\n";
+    let (_d, spec) = write_spec(&spec);
+    let s = curate_ok(&spec, &dir.path().join("out"), &[]);
+    let strata = s["strata"].as_array().unwrap();
+    assert_eq!(strata.len(), 10);
+    let rows: Vec<u64> = strata.iter().map(|x| x["rows_after"].as_u64().unwrap()).collect();
+    let before: Vec<u64> = strata.iter().map(|x| x["rows_before"].as_u64().unwrap()).collect();
+    // every group is cut to the smallest group's training rows
+    let min = *before.iter().min().unwrap();
+    assert!(rows.iter().all(|&r| r == min), "{rows:?} vs min {min}");
+}
+
+/// Runs curate expecting a one-line error (exit 3) and an empty output folder.
+fn curate_fails(spec: &str, expected: &str) {
+    let (_d, path) = write_spec(spec);
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("out");
+    let f = fails(&["curate", path.to_str().unwrap(), "--out", target.to_str().unwrap()]);
+    assert_eq!(f.code, 3, "{}", f.error);
+    assert!(f.error.contains(expected), "expected `{expected}` in: {}", f.error);
+    let written = std::fs::read_dir(&target).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "nothing may be written on bad input");
+}
+
+fn resample(extra: &str) -> String {
+    adult_spec().replace("strategy = \"reweigh\"", "strategy = \"resample\"") + "\n[curate.resample]\n" + extra
+}
+
+#[test]
+fn target_naming_a_group_that_does_not_exist() {
+    let spec = resample(
+        "target = \"shares\"\nstratify = \"groups\"\n[[curate.resample.strata]]\nsex = \"Female\"\nrace = \"Martian\"\nshare = 0.5\n[[curate.resample.strata]]\nsex = \"Male\"\nrace = \"White\"\nshare = 0.5\n",
+    );
+    curate_fails(&spec, "group sex=Female × race=Martian which does not occur in the data");
+}
+
+#[test]
+fn target_shares_not_summing_to_one() {
+    let spec = resample(
+        "target = \"shares\"\n[[curate.resample.strata]]\nsex = \"Female\"\nrace = \"White\"\nshare = 0.5\n[[curate.resample.strata]]\nsex = \"Male\"\nrace = \"White\"\nshare = 0.4\n",
+    );
+    curate_fails(&spec, "key `curate.resample.strata`: shares must sum to 1");
+}
+
+#[test]
+fn replication_over_the_cap() {
+    let spec = resample("target = \"uniform\"\nmode = \"oversample\"\nmax_replication = 10\n");
+    curate_fails(&spec, "key `curate.resample.max_replication`: stratum sex=Female × race=Amer-Indian-Eskimo × income=<=50K needs replication factor");
+}
+
+#[test]
+fn split_fractions_not_summing_to_one() {
+    let spec = adult_spec().replace("test = 0.1", "test = 0.2");
+    curate_fails(&spec, "key `curate.split`: train + validation + test must sum to 1");
+}
+
+fn small_table(dir: &Path, ids: Vec<i64>, weights: Vec<i64>) -> String {
+    let n = ids.len();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("sex", DataType::Utf8, true),
+        Field::new("race", DataType::Utf8, true),
+        Field::new("income", DataType::Utf8, true),
+        Field::new("fnlwgt", DataType::Int64, true),
+    ]));
+    let sexes: Vec<&str> = (0..n).map(|i| if i % 2 == 0 { "Male" } else { "Female" }).collect();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(sexes)),
+            Arc::new(StringArray::from(vec!["White"; n])),
+            Arc::new(StringArray::from((0..n).map(|i| if i % 3 == 0 { ">50K" } else { "<=50K" }).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(weights)),
+        ],
+    )
+    .unwrap();
+    let path = dir.join("small.parquet");
+    write_parquet(&path, &batch);
+    path.display().to_string()
+}
+
+fn small_spec(data: &str) -> String {
+    adult_spec()
+        .replace(&adult_train().display().to_string(), data)
+        .replace("weight_column = \"fnlwgt\"", "weight_column = \"fnlwgt\"\nid_column = \"id\"")
+        .replace("[groups.reference.race]\nWhite = 0.803\nBlack = 0.121\nAsian-Pac-Islander = 0.029\nAmer-Indian-Eskimo = 0.008\nOther = 0.039\n", "")
+}
+
+#[test]
+fn duplicate_ids_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_table(dir.path(), vec![1, 2, 3, 3, 4, 5], vec![1; 6]);
+    curate_fails(&small_spec(&data), "key `source.id_column`: id column `id` of source");
+}
+
+#[test]
+fn negative_weights_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_table(dir.path(), vec![1, 2, 3, 4, 5, 6], vec![1, 1, -2, 1, 1, 1]);
+    curate_fails(&small_spec(&data), "key `source.weight_column`: 1 rows of source");
+}
+
+#[test]
+fn a_positive_target_on_a_group_without_training_rows() {
+    // two rows only: the 80/10/10 split puts nothing of a one-row cell into test, but a
+    // 10/45/45 split leaves the single Female row out of train.
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_table(dir.path(), vec![1, 2, 3], vec![1, 1, 1]);
+    let spec = small_spec(&data).replace("train = 0.8\nvalidation = 0.1\ntest = 0.1", "train = 0.1\nvalidation = 0.45\ntest = 0.45")
+        .replace("strategy = \"reweigh\"", "strategy = \"resample\"")
+        + "\n[curate.resample]\ntarget = \"uniform\"\nstratify = \"groups\"\n";
+    curate_fails(&spec, "has no rows in the training split but a positive target");
+}
+
+#[test]
+fn no_curate_section() {
+    let spec = adult_spec();
+    let spec = &spec[..spec.find("\n[curate]").unwrap()];
+    curate_fails(spec, "key `curate`: the pipeline has no [curate] section");
+}

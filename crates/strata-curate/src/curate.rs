@@ -1,0 +1,828 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
+use datafusion::common::config::TableParquetOptions;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::functions::math::expr_fn::{floor, isnan};
+use datafusion::functions_aggregate::count::{count_all, count_all_window};
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
+use datafusion::functions_nested::expr_fn::range;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{ExprFunctionExt, JoinType};
+use datafusion::prelude::*;
+use object_store::ObjectStoreExt;
+use strata_engine::{object_store_for, strata_hash_udf, Engine, EngineError, SourceTable, SOURCE_TABLE};
+use strata_spec::{LabelValue, Mode, OnEmpty, Pipeline, Strategy, Stratify, Target, MISSING_GROUP};
+
+use crate::plan::{kamiran_calders, largest_remainder, plan_total};
+use crate::summary::{Curation, SplitSummary, StratumSummary, SUMMARY_SCHEMA_VERSION};
+use crate::CurateError;
+
+/// The curated rows, under the output URL.
+pub const CURATED_FILE: &str = "curated.parquet";
+/// The per-stratum summary, next to them.
+pub const SUMMARY_FILE: &str = "curation.json";
+
+const SPLITS: [&str; 3] = ["train", "validation", "test"];
+
+/// Per-run settings that the CLI may override.
+#[derive(Debug, Clone)]
+pub struct CurateOptions {
+    /// Overrides `curate.seed`.
+    pub seed: Option<u64>,
+    /// Output folder URL (`file://`, a path, `s3://`, ...).
+    pub out: String,
+}
+
+/// Group values, in spec order; `None` is the missing group.
+type GroupKey = Vec<Option<String>>;
+type LabelKey = Option<String>;
+
+/// One (group, label) cell of pass 1, with its rows and weight per split.
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    cell_id: u64,
+    group_id: u64,
+    rows: [u64; 3],
+    weight: [f64; 3],
+}
+
+/// A resample stratum's plan: rows available in train and rows planned.
+#[derive(Debug, Clone, Copy, Default)]
+struct Planned {
+    available: u64,
+    planned: u64,
+    target_share: Option<f64>,
+}
+
+/// Derives independent 64-bit seeds from the user's seed (SplitMix64 finaliser), so the
+/// split and the sample use unrelated hashes of the same key.
+fn derive_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) & (i64::MAX as u64)
+}
+
+fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> CurateError + '_ {
+    move |e| CurateError::Engine(EngineError::datafusion(context.to_string())(e))
+}
+
+/// Runs curation (see the crate docs) and writes `CURATED_FILE` and `SUMMARY_FILE`
+/// under `options.out`. Every check on the spec, the data and the plan happens before
+/// anything is written.
+pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, options: &CurateOptions) -> Result<Curation, CurateError> {
+    let spec = pipeline
+        .curate
+        .as_ref()
+        .ok_or_else(|| pipeline.error_at("curate", "the pipeline has no [curate] section"))?;
+    let seed = options.seed.unwrap_or(spec.seed);
+    let ctx = engine.context();
+    let attrs = &pipeline.groups.attributes;
+    let label_col = &pipeline.label.column;
+
+    for reserved in ["split", "sample_weight"] {
+        if source.schema.field_with_name(reserved).is_ok() {
+            return Err(EngineError::Source {
+                url: source.url.clone(),
+                message: format!("has a column named `{reserved}`, which curation adds; rename it first"),
+            }
+            .into());
+        }
+    }
+
+    // --- keyed rows: hashes for the split, the sample, and the cell and group ids ---
+    let hash = strata_hash_udf();
+    let call = |stream: u64, cols: &[Expr]| {
+        let mut args = vec![lit(derive_seed(seed, stream))];
+        args.extend(cols.iter().cloned());
+        hash.call(args)
+    };
+    let source_cols: Vec<Expr> = source.schema.fields().iter().map(|f| ident(f.name())).collect();
+    let key_cols: Vec<Expr> = match &pipeline.source.id_column {
+        Some(id) => vec![ident(id)],
+        None => source_cols.clone(),
+    };
+    let attr_cols: Vec<Expr> = attrs.iter().map(ident).collect();
+    let mut cell_cols = attr_cols.clone();
+    cell_cols.push(ident(label_col));
+    let weight = match &pipeline.source.weight_column {
+        Some(w) => cast(ident(w), DataType::Float64),
+        None => lit(1.0f64),
+    };
+    let mut keyed_cols = source_cols.clone();
+    keyed_cols.extend([
+        call(1, &key_cols).alias("__h_split"),
+        call(2, &key_cols).alias("__h_sample"),
+        call(3, &attr_cols).alias("__grp"),
+        call(4, &cell_cols).alias("__cell"),
+        weight.alias("__w"),
+    ]);
+
+    let split = spec.split;
+    let cut = |fraction: f64| floor(cast(ident("__cell_rows"), DataType::Float64) * lit(fraction) + lit(0.5));
+    let build_split = || async {
+        let df = ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone())?;
+        // one window per call: DataFusion plans window expressions of one call together,
+        // and they must share their sort keys
+        let df = df
+            .window(vec![count_all_window().partition_by(vec![ident("__cell")]).build()?.alias("__cell_rows")])?
+            .window(vec![
+                row_number()
+                    .partition_by(vec![ident("__cell")])
+                    .order_by(vec![ident("__h_split").sort(true, false), ident("__h_sample").sort(true, false)])
+                    .build()?
+                    .alias("__split_rank"),
+            ])?;
+        let rank = cast(ident("__split_rank"), DataType::Float64);
+        df.with_column(
+            "split",
+            when(rank.clone().lt_eq(cut(split.train)), lit("train"))
+                .when(rank.lt_eq(cut(split.train + split.validation)), lit("validation"))
+                .otherwise(lit("test"))?,
+        )
+    };
+
+    // --- pass 1: rows and weights per (group, label, split) ---
+    let started = std::time::Instant::now();
+    let mut group_by: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
+    group_by.extend([ident(label_col).alias("y"), ident("split"), ident("__cell"), ident("__grp")]);
+    let w = ident("__w");
+    let bad = w.clone().is_null().or(w.clone().lt(lit(0.0))).or(isnan(w.clone()));
+    let pass1 = build_split()
+        .await
+        .and_then(|df| df.aggregate(group_by, vec![count_all().alias("rows"), sum(w.clone()).alias("w"), sum(cast(bad, DataType::Int64)).alias("bad")]))
+        .map_err(df_err("planning curation"))?
+        .collect()
+        .await
+        .map_err(df_err("curation pass 1 (split and counts)"))?;
+    let (cells, bad_weights) = read_cells(&pass1, attrs.len())?;
+    tracing::info!(cells = cells.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1 done");
+    if bad_weights > 0 {
+        return Err(pipeline
+            .error_at(
+                "source.weight_column",
+                format!(
+                    "{bad_weights} rows of source `{}` have a null, negative or NaN weight in column `{}`",
+                    source.url,
+                    pipeline.source.weight_column.as_deref().unwrap_or_default()
+                ),
+            )
+            .into());
+    }
+    check_ids(ctx, pipeline, source).await?;
+
+    // --- plan on the driver ---
+    let mut warnings = Vec::new();
+    let train = 0;
+    let stratify_label = match (&spec.resample, spec.strategy) {
+        (Some(r), Strategy::Resample) => r.stratify == Stratify::GroupsLabel,
+        _ => true,
+    };
+    let mut groups: BTreeMap<GroupKey, BTreeMap<LabelKey, Cell>> = BTreeMap::new();
+    for ((g, y), c) in &cells {
+        groups.entry(g.clone()).or_default().insert(y.clone(), c.clone());
+    }
+    for ((g, y), c) in &cells {
+        if c.rows[train] == 0 {
+            warnings.push(format!("cell {} has no rows in the training split", describe(attrs, g, Some((label_col, y)))));
+        }
+    }
+
+    // factor per cell (reweigh / reweigh_after), plan per cell (k, n of its stratum)
+    let mut factors: BTreeMap<(GroupKey, LabelKey), Option<f64>> = BTreeMap::new();
+    let mut plans: BTreeMap<(GroupKey, LabelKey), Planned> = BTreeMap::new();
+    let mut group_targets: BTreeMap<GroupKey, f64> = BTreeMap::new();
+    match (spec.strategy, &spec.resample) {
+        (Strategy::Reweigh, _) | (_, None) => {
+            let w_train: BTreeMap<(GroupKey, LabelKey), f64> = cells.iter().map(|(k, c)| (k.clone(), c.weight[train])).collect();
+            let (f, complete) = kamiran_calders(&w_train);
+            factors = f;
+            if !complete {
+                warnings.push(incomplete_warning());
+            }
+            for (k, c) in &cells {
+                plans.insert(k.clone(), Planned { available: c.rows[train], planned: c.rows[train], target_share: None });
+            }
+        }
+        (Strategy::Resample, Some(r)) => {
+            let keys: Vec<GroupKey> = groups.keys().cloned().collect();
+            let available: Vec<u64> = keys.iter().map(|g| groups[g].values().map(|c| c.rows[train]).sum()).collect();
+            let mut shares: Vec<f64> = vec![0.0; keys.len()];
+            let mut counts: Option<Vec<u64>> = None;
+            let index_of = |values: &[String]| -> Option<usize> {
+                let key: GroupKey = values.iter().map(|v| (v != MISSING_GROUP).then(|| v.clone())).collect();
+                keys.iter().position(|k| *k == key)
+            };
+            match r.target {
+                Target::Uniform => shares.iter_mut().for_each(|s| *s = 1.0 / keys.len() as f64),
+                Target::Reference => {
+                    for (i, g) in keys.iter().enumerate() {
+                        let mut share = 1.0;
+                        for (a, v) in attrs.iter().zip(g) {
+                            let name = v.as_deref().unwrap_or(MISSING_GROUP);
+                            match pipeline.groups.reference.get(a).and_then(|m| m.get(name)) {
+                                Some(s) => share *= s,
+                                None => {
+                                    warnings.push(format!("{a}={name} is not in the reference mix; its groups get no target rows"));
+                                    share = 0.0;
+                                }
+                            }
+                        }
+                        shares[i] = share;
+                    }
+                    let sum: f64 = shares.iter().sum();
+                    if sum <= 0.0 {
+                        return Err(pipeline.error_at("curate.resample.target", "no group of the data has a positive reference share").into());
+                    }
+                    shares.iter_mut().for_each(|s| *s /= sum);
+                }
+                Target::Shares | Target::Counts => {
+                    let mut c = vec![0u64; keys.len()];
+                    for t in &r.strata {
+                        let i = index_of(&t.values).ok_or_else(|| {
+                            pipeline.error_at(
+                                "curate.resample.strata",
+                                format!("the target names group {} which does not occur in the data", describe_values(attrs, &t.values)),
+                            )
+                        })?;
+                        shares[i] = t.share.unwrap_or(0.0);
+                        c[i] = t.count.unwrap_or(0);
+                    }
+                    if r.target == Target::Counts {
+                        let total: u64 = c.iter().sum();
+                        shares = c.iter().map(|&x| if total == 0 { 0.0 } else { x as f64 / total as f64 }).collect();
+                        counts = Some(c);
+                    }
+                    let unlisted: Vec<_> = keys.iter().zip(&shares).filter(|(_, s)| **s == 0.0).map(|(k, _)| describe(attrs, k, None)).collect();
+                    if !unlisted.is_empty() {
+                        warnings.push(format!("groups with no target rows are left out of train: {}", unlisted.join(", ")));
+                    }
+                }
+            }
+            // a positive target on a group with no training rows
+            for i in 0..keys.len() {
+                if shares[i] > 0.0 && available[i] == 0 {
+                    let name = describe(attrs, &keys[i], None);
+                    match spec.on_empty {
+                        OnEmpty::Error => {
+                            return Err(pipeline
+                                .error_at(
+                                    "curate.on_empty",
+                                    format!("group {name} has no rows in the training split but a positive target; set on_empty = \"skip\" to drop it"),
+                                )
+                                .into());
+                        }
+                        OnEmpty::Skip => {
+                            warnings.push(format!("group {name} has no training rows; skipped (on_empty = \"skip\")"));
+                            shares[i] = 0.0;
+                            if let Some(c) = counts.as_mut() {
+                                c[i] = 0;
+                            }
+                        }
+                    }
+                }
+            }
+            let sum: f64 = shares.iter().sum();
+            if sum <= 0.0 {
+                return Err(pipeline.error_at("curate.resample", "no group has both training rows and a positive target").into());
+            }
+            shares.iter_mut().for_each(|s| *s /= sum);
+            let planned_groups: Vec<u64> = match &counts {
+                Some(c) => c.clone(),
+                None => {
+                    let n = plan_total(r.mode, r.total, &shares, &available).map_err(|e| pipeline.error_at("curate.resample", e.to_string()))?;
+                    let mut k = largest_remainder(n, &shares);
+                    for i in 0..k.len() {
+                        if shares[i] > 0.0 {
+                            match r.mode {
+                                Mode::Undersample => k[i] = k[i].min(available[i]),
+                                Mode::Oversample => k[i] = k[i].max(available[i]),
+                                Mode::Hybrid => {}
+                            }
+                        }
+                    }
+                    k
+                }
+            };
+            for (i, g) in keys.iter().enumerate() {
+                group_targets.insert(g.clone(), shares[i]);
+                let labels = &groups[g];
+                if stratify_label {
+                    let label_keys: Vec<&LabelKey> = labels.keys().collect();
+                    let weights: Vec<f64> = labels.values().map(|c| c.rows[train] as f64).collect();
+                    let k = largest_remainder(planned_groups[i], &weights);
+                    for (j, y) in label_keys.iter().enumerate() {
+                        let n = labels[*y].rows[train];
+                        let share_of_group = if available[i] == 0 { 0.0 } else { n as f64 / available[i] as f64 };
+                        plans.insert(
+                            (g.clone(), (*y).clone()),
+                            Planned { available: n, planned: k[j], target_share: Some(shares[i] * share_of_group) },
+                        );
+                    }
+                } else {
+                    for y in labels.keys() {
+                        plans.insert(
+                            (g.clone(), y.clone()),
+                            Planned { available: available[i], planned: planned_groups[i], target_share: Some(shares[i]) },
+                        );
+                    }
+                }
+            }
+            // replication cap, per stratum
+            for ((g, y), p) in &plans {
+                if p.available > 0 && p.planned as f64 > r.max_replication * p.available as f64 {
+                    let name = describe(attrs, g, stratify_label.then_some((label_col, y)));
+                    return Err(pipeline
+                        .error_at(
+                            "curate.resample.max_replication",
+                            format!(
+                                "stratum {name} needs replication factor {:.2} ({} rows from {}), over the cap {}",
+                                p.planned as f64 / p.available as f64,
+                                p.planned,
+                                p.available,
+                                r.max_replication
+                            ),
+                        )
+                        .into());
+                }
+            }
+        }
+    }
+
+    let resample = matches!(spec.strategy, Strategy::Resample);
+    let (exact, reweigh_after) = spec.resample.as_ref().map_or((true, false), |r| (r.exact, r.reweigh_after));
+    let replicate = resample && plans.values().any(|p| p.planned > p.available);
+
+    // --- the plan table, joined to the rows by cell id ---
+    let plan_df = {
+        let rows: Vec<(u64, i64, i64, Option<f64>)> = cells
+            .iter()
+            .map(|(k, c)| {
+                let p = plans.get(k).copied().unwrap_or_default();
+                let f = if resample { None } else { factors.get(k).copied().flatten() };
+                (c.cell_id, p.planned as i64, p.available as i64, f)
+            })
+            .collect();
+        plan_frame(ctx, &rows).map_err(df_err("building the curation plan"))?
+    };
+    let stratum_col = if stratify_label { "__cell" } else { "__grp" };
+    let build_output = || async {
+        let mut df = build_split().await?.join(plan_df.clone(), JoinType::Left, &["__cell"], &["__plan_cell"], None)?;
+        let is_train = ident("split").eq(lit("train"));
+        let copies = if !resample {
+            lit(1i64)
+        } else if exact {
+            df = df.window(vec![
+                row_number()
+                    .partition_by(vec![ident(stratum_col), ident("split")])
+                    .order_by(vec![ident("__h_sample").sort(true, false), ident("__h_split").sort(true, false)])
+                    .build()?
+                    .alias("__rank"),
+            ])?;
+            let (k, n) = (ident("__k"), ident("__n"));
+            let extra = when((cast(ident("__rank"), DataType::Int64) - lit(1i64)).lt(k.clone() % n.clone()), lit(1i64)).otherwise(lit(0i64))?;
+            when(is_train.clone(), k / n + extra).otherwise(lit(1i64))?
+        } else {
+            let p = cast(ident("__k"), DataType::Float64) / cast(ident("__n"), DataType::Float64);
+            let u = cast(ident("__h_sample"), DataType::Float64) / lit(18_446_744_073_709_551_616.0f64);
+            let extra = when(u.lt(p.clone() - floor(p.clone())), lit(1i64)).otherwise(lit(0i64))?;
+            when(is_train.clone(), cast(floor(p), DataType::Int64) + extra).otherwise(lit(1i64))?
+        };
+        df = df.with_column("__copies", copies)?.filter(ident("__copies").gt(lit(0i64)))?;
+        df = if replicate {
+            df.with_column("__copy", range(lit(0i64), ident("__copies"), lit(1i64)))?.unnest_columns(&["__copy"])?
+        } else {
+            df.with_column("__copy", lit(0i64))?
+        };
+        Ok::<_, datafusion::error::DataFusionError>(df)
+    };
+
+    // reweighing after resampling uses the resampled weight sums: one more aggregate
+    if resample && reweigh_after {
+        let sums = build_output()
+            .await
+            .and_then(|df| {
+                let mut g: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
+                g.push(ident(label_col).alias("y"));
+                df.filter(ident("split").eq(lit("train")))?.aggregate(g, vec![sum(ident("__w")).alias("w")])
+            })
+            .map_err(df_err("planning reweighing after resampling"))?
+            .collect()
+            .await
+            .map_err(df_err("reweighing after resampling"))?;
+        let mut w_after: BTreeMap<(GroupKey, LabelKey), f64> = BTreeMap::new();
+        for b in &sums {
+            let keys = string_columns(b, attrs.len() + 1)?;
+            let w = b.column_by_name("w").map(|c| c.as_primitive::<Float64Type>().clone());
+            for r in 0..b.num_rows() {
+                let g: GroupKey = keys[..attrs.len()].iter().map(|k| k[r].clone()).collect();
+                let y = keys[attrs.len()][r].clone();
+                w_after.insert((g, y), w.as_ref().map_or(0.0, |w| if w.is_null(r) { 0.0 } else { w.value(r) }));
+            }
+        }
+        let (f, complete) = kamiran_calders(&w_after);
+        factors = f;
+        if !complete {
+            warnings.push(incomplete_warning());
+        }
+    }
+    let factor_df = {
+        let rows: Vec<(u64, Option<f64>)> = cells.iter().map(|(k, c)| (c.cell_id, factors.get(k).copied().flatten())).collect();
+        factor_frame(ctx, &rows).map_err(df_err("building the weight table"))?
+    };
+
+    // --- pass 2: write ---
+    let out = OutputDir::parse(&options.out)?;
+    if let Some(store) = object_store_for(&out.url, &pipeline.storage)? {
+        ctx.register_object_store(&out.url, store);
+    }
+    let curated_url = out.join(CURATED_FILE);
+    let mut output_cols = source_cols.clone();
+    output_cols.push(ident("sample_weight"));
+    output_cols.push(ident("split"));
+    let written = build_output()
+        .await
+        .and_then(|df| {
+            let df = df.join(factor_df, JoinType::Left, &["__cell"], &["__factor_cell"], None)?;
+            let factor = when(ident("split").eq(lit("train")), coalesce(vec![ident("__factor"), lit(1.0f64)])).otherwise(lit(1.0f64))?;
+            let df = df.with_column("sample_weight", ident("__w") * factor)?;
+            let df = df.sort(vec![
+                ident("split").sort(true, false),
+                ident("__grp").sort(true, false),
+                ident("__cell").sort(true, false),
+                ident("__h_sample").sort(true, false),
+                ident("__h_split").sort(true, false),
+                ident("__copy").sort(true, false),
+            ])?;
+            df.select(output_cols)
+        })
+        .map_err(df_err("planning the curated output"))?;
+    let mut parquet = TableParquetOptions::default();
+    parquet.global.compression = Some("zstd(3)".into());
+    // one writer thread: the byte layout must not depend on scheduling
+    parquet.global.allow_single_file_parallelism = false;
+    let started = std::time::Instant::now();
+    written
+        .write_parquet(&curated_url, DataFrameWriteOptions::new().with_single_file_output(true), Some(parquet))
+        .await
+        .map_err(|e| CurateError::Output {
+            url: curated_url.clone(),
+            message: strata_engine_one_line(&e.to_string()),
+        })?;
+    tracing::info!(out = %curated_url, elapsed_ms = started.elapsed().as_millis() as u64, "curated rows written");
+
+    // --- summary, from the written file itself ---
+    let after = ctx
+        .read_parquet(curated_url.as_str(), ParquetReadOptions::default())
+        .await
+        .and_then(|df| {
+            let mut g: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
+            g.push(ident(label_col).alias("y"));
+            g.push(ident("split"));
+            df.aggregate(
+                g,
+                vec![
+                    count_all().alias("rows"),
+                    sum(ident("sample_weight")).alias("w"),
+                    sum(ident("sample_weight") * ident("sample_weight")).alias("w2"),
+                ],
+            )
+        })
+        .map_err(df_err("reading back the curated output"))?
+        .collect()
+        .await
+        .map_err(df_err("reading back the curated output"))?;
+    let summary = summarise(SummaryInput {
+        pipeline,
+        seed,
+        source,
+        output: &out.display,
+        cells: &cells,
+        plans: &plans,
+        factors: &factors,
+        group_targets: &group_targets,
+        stratify_label,
+        after: &after,
+        warnings,
+    })?;
+    let json = serde_json::to_vec_pretty(&summary).expect("a summary always serializes");
+    let store = ctx
+        .runtime_env()
+        .object_store(datafusion::execution::object_store::ObjectStoreUrl::parse(&out.url[..url::Position::BeforePath]).map_err(df_err("opening the output store"))?)
+        .map_err(df_err("opening the output store"))?;
+    let path = object_store::path::Path::from_url_path(out.join_path(SUMMARY_FILE)).map_err(|e| CurateError::Output {
+        url: out.display.clone(),
+        message: e.to_string(),
+    })?;
+    store.put(&path, json.into()).await.map_err(|e| CurateError::Output {
+        url: out.join(SUMMARY_FILE),
+        message: strata_engine_one_line(&e.to_string()),
+    })?;
+    Ok(summary)
+}
+
+fn incomplete_warning() -> String {
+    "some group × label cells of the training split are empty: group and label cannot be made independent; \
+     weights are scaled to keep the total"
+        .into()
+}
+
+fn strata_engine_one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Fails when the declared id column has duplicates or nulls: sampling by id would
+/// otherwise treat different rows as one.
+async fn check_ids(ctx: &SessionContext, pipeline: &Pipeline, source: &SourceTable) -> Result<(), CurateError> {
+    let Some(id) = &pipeline.source.id_column else { return Ok(()) };
+    let batches = ctx
+        .table(SOURCE_TABLE)
+        .await
+        .and_then(|df| df.aggregate(vec![], vec![count_all().alias("rows"), count(ident(id)).alias("ids"), count_distinct(ident(id)).alias("distinct")]))
+        .map_err(df_err("checking the id column"))?
+        .collect()
+        .await
+        .map_err(df_err("checking the id column"))?;
+    let get = |name: &str| batches.first().and_then(|b| b.column_by_name(name)).map_or(0, |c| c.as_primitive::<Int64Type>().value(0));
+    let (rows, ids, distinct) = (get("rows"), get("ids"), get("distinct"));
+    if ids < rows {
+        return Err(pipeline
+            .error_at("source.id_column", format!("{} rows of source `{}` have a null id in column `{id}`", rows - ids, source.url))
+            .into());
+    }
+    if distinct < ids {
+        return Err(pipeline
+            .error_at(
+                "source.id_column",
+                format!("id column `{id}` of source `{}` is not unique: {} duplicate values", source.url, ids - distinct),
+            )
+            .into());
+    }
+    Ok(())
+}
+
+/// Group by-columns of an aggregate as optional strings (missing group = `None`).
+fn string_columns(batch: &RecordBatch, n: usize) -> Result<Vec<Vec<Option<String>>>, CurateError> {
+    (0..n)
+        .map(|i| {
+            let a = datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8).map_err(|e| df_err("reading cells")(e.into()))?;
+            let a = a.as_string::<i32>();
+            Ok((0..a.len()).map(|r| (!a.is_null(r)).then(|| a.value(r).to_string())).collect())
+        })
+        .collect()
+}
+
+fn split_index(s: &str) -> usize {
+    SPLITS.iter().position(|x| *x == s).unwrap_or(2)
+}
+
+fn read_cells(batches: &[RecordBatch], n_attrs: usize) -> Result<(BTreeMap<(GroupKey, LabelKey), Cell>, u64), CurateError> {
+    let mut cells: BTreeMap<(GroupKey, LabelKey), Cell> = BTreeMap::new();
+    let mut ids: BTreeMap<u64, (GroupKey, LabelKey)> = BTreeMap::new();
+    let mut bad = 0u64;
+    for b in batches {
+        let keys = string_columns(b, n_attrs + 2)?;
+        let cell_ids = b.column_by_name("__cell").map(|c| c.as_primitive::<UInt64Type>().clone()).expect("__cell");
+        let group_ids = b.column_by_name("__grp").map(|c| c.as_primitive::<UInt64Type>().clone()).expect("__grp");
+        let rows = b.column_by_name("rows").map(|c| c.as_primitive::<Int64Type>().clone()).expect("rows");
+        let w = b.column_by_name("w").map(|c| c.as_primitive::<Float64Type>().clone()).expect("w");
+        let bad_col = b.column_by_name("bad").map(|c| c.as_primitive::<Int64Type>().clone()).expect("bad");
+        for r in 0..b.num_rows() {
+            let g: GroupKey = keys[..n_attrs].iter().map(|k| k[r].clone()).collect();
+            let y = keys[n_attrs][r].clone();
+            let split = split_index(keys[n_attrs + 1][r].as_deref().unwrap_or("test"));
+            let key = (g, y);
+            if let Some(other) = ids.insert(cell_ids.value(r), key.clone()) {
+                if other != key {
+                    return Err(CurateError::Engine(EngineError::Config(format!(
+                        "two strata hash to the same id ({other:?} and {key:?}); choose another seed"
+                    ))));
+                }
+            }
+            let cell = cells.entry(key).or_default();
+            cell.cell_id = cell_ids.value(r);
+            cell.group_id = group_ids.value(r);
+            cell.rows[split] += rows.value(r) as u64;
+            cell.weight[split] += if w.is_null(r) { 0.0 } else { w.value(r) };
+            bad += if bad_col.is_null(r) { 0 } else { bad_col.value(r) as u64 };
+        }
+    }
+    Ok((cells, bad))
+}
+
+fn plan_frame(ctx: &SessionContext, rows: &[(u64, i64, i64, Option<f64>)]) -> datafusion::error::Result<DataFrame> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("__plan_cell", DataType::UInt64, false),
+        Field::new("__k", DataType::Int64, false),
+        Field::new("__n", DataType::Int64, false),
+        Field::new("__unused_factor", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+        ],
+    )?;
+    ctx.read_batch(batch)?.select(vec![ident("__plan_cell"), ident("__k"), ident("__n")])
+}
+
+fn factor_frame(ctx: &SessionContext, rows: &[(u64, Option<f64>)]) -> datafusion::error::Result<DataFrame> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("__factor_cell", DataType::UInt64, false),
+        Field::new("__factor", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+        ],
+    )?;
+    ctx.read_batch(batch)
+}
+
+/// The output folder: a URL and its display form.
+struct OutputDir {
+    url: url::Url,
+    display: String,
+}
+
+impl OutputDir {
+    fn parse(out: &str) -> Result<Self, CurateError> {
+        let bad = |message: String| CurateError::Output { url: out.to_string(), message };
+        let url = if out.contains("://") {
+            url::Url::parse(out).map_err(|e| bad(format!("not a valid URL: {e}")))?
+        } else {
+            let path = std::path::Path::new(out);
+            let abs = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path)
+            };
+            std::fs::create_dir_all(&abs).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+            url::Url::from_directory_path(&abs).map_err(|()| bad("not an absolute path".into()))?
+        };
+        let mut url = url;
+        if !url.path().ends_with('/') {
+            let p = format!("{}/", url.path());
+            url.set_path(&p);
+        }
+        if url.scheme() == "file" {
+            if let Ok(p) = url.to_file_path() {
+                std::fs::create_dir_all(&p).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+            }
+        }
+        Ok(Self { display: url.to_string(), url })
+    }
+
+    fn join(&self, name: &str) -> String {
+        format!("{}{name}", self.url)
+    }
+
+    fn join_path(&self, name: &str) -> String {
+        format!("{}{name}", self.url.path())
+    }
+}
+
+fn describe(attrs: &[String], g: &GroupKey, label: Option<(&String, &LabelKey)>) -> String {
+    let mut parts: Vec<String> = attrs.iter().zip(g).map(|(a, v)| format!("{a}={}", v.as_deref().unwrap_or(MISSING_GROUP))).collect();
+    if let Some((l, y)) = label {
+        parts.push(format!("{l}={}", y.as_deref().unwrap_or(MISSING_GROUP)));
+    }
+    parts.join(" × ")
+}
+
+fn describe_values(attrs: &[String], values: &[String]) -> String {
+    attrs.iter().zip(values).map(|(a, v)| format!("{a}={v}")).collect::<Vec<_>>().join(" × ")
+}
+
+struct SummaryInput<'a> {
+    pipeline: &'a Pipeline,
+    seed: u64,
+    source: &'a SourceTable,
+    output: &'a str,
+    cells: &'a BTreeMap<(GroupKey, LabelKey), Cell>,
+    plans: &'a BTreeMap<(GroupKey, LabelKey), Planned>,
+    factors: &'a BTreeMap<(GroupKey, LabelKey), Option<f64>>,
+    group_targets: &'a BTreeMap<GroupKey, f64>,
+    stratify_label: bool,
+    after: &'a [RecordBatch],
+    warnings: Vec<String>,
+}
+
+fn summarise(input: SummaryInput<'_>) -> Result<Curation, CurateError> {
+    let SummaryInput { pipeline, seed, source, output, cells, plans, factors, group_targets, stratify_label, after, mut warnings } = input;
+    let attrs = &pipeline.groups.attributes;
+    let spec = pipeline.curate.as_ref().expect("checked by curate");
+    // after: (group, label, split) -> rows, Σw, Σw²
+    let mut got: BTreeMap<(GroupKey, LabelKey, usize), (u64, f64, f64)> = BTreeMap::new();
+    for b in after {
+        let keys = string_columns(b, attrs.len() + 2)?;
+        let rows = b.column_by_name("rows").map(|c| c.as_primitive::<Int64Type>().clone()).expect("rows");
+        let w = b.column_by_name("w").map(|c| c.as_primitive::<Float64Type>().clone()).expect("w");
+        let w2 = b.column_by_name("w2").map(|c| c.as_primitive::<Float64Type>().clone()).expect("w2");
+        for r in 0..b.num_rows() {
+            let g: GroupKey = keys[..attrs.len()].iter().map(|k| k[r].clone()).collect();
+            let y = keys[attrs.len()][r].clone();
+            let s = split_index(keys[attrs.len() + 1][r].as_deref().unwrap_or("test"));
+            let e = got.entry((g, y, s)).or_default();
+            e.0 += rows.value(r) as u64;
+            e.1 += if w.is_null(r) { 0.0 } else { w.value(r) };
+            e.2 += if w2.is_null(r) { 0.0 } else { w2.value(r) };
+        }
+    }
+    let splits = (0..3)
+        .map(|s| SplitSummary {
+            split: SPLITS[s].to_string(),
+            rows_before: cells.values().map(|c| c.rows[s]).sum(),
+            rows_after: got.iter().filter(|(k, _)| k.2 == s).map(|(_, v)| v.0).sum(),
+            weight_sum: got.iter().filter(|(k, _)| k.2 == s).map(|(_, v)| v.1).sum(),
+        })
+        .collect::<Vec<_>>();
+
+    // strata of the summary: cells, or groups when resampling by group only
+    let by_label = stratify_label || spec.strategy == Strategy::Reweigh;
+    let mut strata: BTreeMap<(GroupKey, Option<LabelKey>), (u64, u64, f64, f64, Option<f64>, Option<f64>)> = BTreeMap::new();
+    for ((g, y), c) in cells {
+        let key = (g.clone(), by_label.then(|| y.clone()));
+        let a = got.get(&(g.clone(), y.clone(), 0)).copied().unwrap_or_default();
+        let p = plans.get(&(g.clone(), y.clone())).copied().unwrap_or_default();
+        let e = strata.entry(key).or_insert((0, 0, 0.0, 0.0, None, None));
+        e.0 += c.rows[0];
+        e.1 = if by_label { p.planned } else { p.planned.max(e.1) };
+        e.2 += a.1;
+        e.3 += a.2;
+        e.4 = if by_label { p.target_share } else { group_targets.get(g).copied() };
+        e.5 = factors.get(&(g.clone(), y.clone())).copied().flatten();
+    }
+    let train_before: u64 = splits[0].rows_before;
+    let train_after: u64 = splits[0].rows_after;
+    let mut out = Vec::new();
+    for ((g, y), (before, planned, w, w2, target, factor)) in strata {
+        let rows_after: u64 = got
+            .iter()
+            .filter(|((gg, yy, s), _)| *s == 0 && *gg == g && y.as_ref().is_none_or(|y| yy == y))
+            .map(|(_, v)| v.0)
+            .sum();
+        let mut stratum = serde_json::Map::new();
+        for (a, v) in attrs.iter().zip(&g) {
+            stratum.insert(a.clone(), v.clone().map_or(serde_json::Value::Null, serde_json::Value::String));
+        }
+        if let Some(y) = &y {
+            stratum.insert(pipeline.label.column.clone(), label_json(&pipeline.label.positive, y));
+        }
+        if planned > rows_after && spec.strategy == Strategy::Resample && spec.resample.as_ref().is_some_and(|r| r.exact) {
+            warnings.push(format!("stratum {stratum:?} got {rows_after} rows of the {planned} planned"));
+        }
+        out.push(StratumSummary {
+            stratum,
+            rows_before: before,
+            share_before: if train_before == 0 { 0.0 } else { before as f64 / train_before as f64 },
+            target_share: target,
+            planned_rows: planned,
+            rows_after,
+            share_after: if train_after == 0 { 0.0 } else { rows_after as f64 / train_after as f64 },
+            weight_sum: w,
+            effective_rows: if w2 > 0.0 { w * w / w2 } else { 0.0 },
+            replication: if before == 0 { 0.0 } else { rows_after as f64 / before as f64 },
+            weight_factor: factor,
+        });
+    }
+    let (tw, tw2) = got.iter().filter(|(k, _)| k.2 == 0).fold((0.0, 0.0), |acc, (_, v)| (acc.0 + v.1, acc.1 + v.2));
+    let mut stratum_columns = attrs.clone();
+    if by_label {
+        stratum_columns.push(pipeline.label.column.clone());
+    }
+    Ok(Curation {
+        schema_version: SUMMARY_SCHEMA_VERSION,
+        pipeline: pipeline.name.clone(),
+        strategy: match spec.strategy {
+            Strategy::Reweigh => "reweigh".into(),
+            Strategy::Resample => "resample".into(),
+        },
+        seed,
+        source: source.url.clone(),
+        output: output.to_string(),
+        stratum_columns,
+        splits,
+        strata: out,
+        train_effective_rows: if tw2 > 0.0 { tw * tw / tw2 } else { 0.0 },
+        warnings,
+    })
+}
+
+/// A label value back in its spec type for the JSON summary.
+fn label_json(positive: &LabelValue, y: &LabelKey) -> serde_json::Value {
+    let Some(y) = y else { return serde_json::Value::Null };
+    match positive {
+        LabelValue::Int(_) => y.parse::<i64>().map_or_else(|_| serde_json::Value::String(y.clone()), serde_json::Value::from),
+        LabelValue::Bool(_) => y.parse::<bool>().map_or_else(|_| serde_json::Value::String(y.clone()), serde_json::Value::from),
+        LabelValue::String(_) => serde_json::Value::String(y.clone()),
+    }
+}

@@ -1,0 +1,30 @@
+//! Curation: turning a skewed dataset into a representative one.
+//!
+//! 1. A deterministic train / validation / test split, stratified by group × label:
+//!    within each (group, label) cell rows are ranked by a hash of (seed, row key) and
+//!    the first `round(n · train)` go to train, the next to validation, the rest to test.
+//! 2. On the training split only: Kamiran–Calders reweighing, or stratified resampling
+//!    to a target group mix (exact counts by hash rank, or a Bernoulli draw on the hash).
+//!
+//! Every decision depends only on (seed, row key), so the curated rows are identical for
+//! any partitioning, file layout or engine. Two DataFusion passes do the work; only
+//! per-cell summaries come back to the driver.
+
+mod curate;
+mod plan;
+mod summary;
+
+pub use curate::{curate, CurateOptions, CURATED_FILE, SUMMARY_FILE};
+pub use plan::{kamiran_calders, largest_remainder};
+pub use summary::{Curation, StratumSummary, SUMMARY_SCHEMA_VERSION};
+
+/// Why curation could not run. Each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CurateError {
+    #[error(transparent)]
+    Engine(#[from] strata_engine::EngineError),
+    #[error(transparent)]
+    Spec(#[from] strata_spec::SpecError),
+    #[error("output `{url}`: {message}")]
+    Output { url: String, message: String },
+}
