@@ -5,7 +5,7 @@ use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordB
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::functions::math::expr_fn::{floor, isnan};
+use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::{count_all, count_all_window};
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
 use datafusion::functions_nested::expr_fn::range;
@@ -150,10 +150,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let mut group_by: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
     group_by.extend([ident(label_col).alias("y"), ident("split"), ident("__cell"), ident("__grp")]);
     let w = ident("__w");
-    let bad = w.clone().is_null().or(w.clone().lt(lit(0.0))).or(isnan(w.clone()));
     let pass1 = build_split()
         .await
-        .and_then(|df| df.aggregate(group_by, vec![count_all().alias("rows"), sum(w.clone()).alias("w"), sum(cast(bad, DataType::Int64)).alias("bad")]))
+        .and_then(|df| df.aggregate(group_by, vec![count_all().alias("rows"), sum(w.clone()).alias("w"), sum(strata_engine::invalid_weight(w.clone())).alias("bad")]))
         .map_err(df_err("planning curation"))?
         .collect()
         .await
@@ -161,16 +160,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let (cells, bad_weights) = read_cells(&pass1, attrs.len())?;
     tracing::info!(cells = cells.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1 done");
     if bad_weights > 0 {
-        return Err(pipeline
-            .error_at(
-                "source.weight_column",
-                format!(
-                    "{bad_weights} rows of source `{}` have a null, negative or NaN weight in column `{}`",
-                    source.url,
-                    pipeline.source.weight_column.as_deref().unwrap_or_default()
-                ),
-            )
-            .into());
+        return Err(strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into());
     }
     check_ids(ctx, pipeline, source).await?;
 
@@ -470,7 +460,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         .await
         .map_err(|e| CurateError::Output {
             url: curated_url.clone(),
-            message: strata_engine_one_line(&e.to_string()),
+            message: strata_engine::one_line(&e.to_string()),
         })?;
     tracing::info!(out = %curated_url, elapsed_ms = started.elapsed().as_millis() as u64, "curated rows written");
 
@@ -519,7 +509,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     })?;
     store.put(&path, json.into()).await.map_err(|e| CurateError::Output {
         url: out.join(SUMMARY_FILE),
-        message: strata_engine_one_line(&e.to_string()),
+        message: strata_engine::one_line(&e.to_string()),
     })?;
     Ok(summary)
 }
@@ -530,9 +520,6 @@ fn incomplete_warning() -> String {
         .into()
 }
 
-fn strata_engine_one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
 
 /// Fails when the declared id column has duplicates or nulls: sampling by id would
 /// otherwise treat different rows as one.

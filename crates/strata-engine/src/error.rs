@@ -35,6 +35,6 @@ impl EngineError {
 
 /// Object store and Parquet errors can span lines (retry chains, backtraces); a
 /// scheduler's log wants one.
-pub(crate) fn one_line(s: &str) -> String {
+pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

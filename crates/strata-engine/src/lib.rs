@@ -9,6 +9,7 @@ mod hash;
 mod schema;
 mod source;
 mod store;
+mod weights;
 
 use std::sync::Arc;
 
@@ -20,7 +21,9 @@ pub use error::EngineError;
 pub use hash::{strata_hash_udf, STRATA_HASH};
 pub use schema::{check_schema, LabelKind};
 pub use source::{SourceFile, SourceTable};
+pub use error::one_line;
 pub use store::object_store_for;
+pub use weights::{invalid_weight, invalid_weights_error};
 
 /// The name every stage's plans use for the pipeline's input.
 pub const SOURCE_TABLE: &str = "source";

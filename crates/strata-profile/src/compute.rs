@@ -2,7 +2,6 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::functions::math::expr_fn::isnan;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::prelude::*;
@@ -71,7 +70,7 @@ pub async fn profile(
                 .alias("weighted_labelled"),
             sum(when(is_positive, w.clone()).end().map_err(EngineError::datafusion("planning the profile"))?)
                 .alias("weighted_positives"),
-            sum(cast(w.clone().is_null().or(w.clone().lt(lit(0.0))).or(isnan(w)), DataType::Int64)).alias("bad_weights"),
+            sum(strata_engine::invalid_weight(w)).alias("bad_weights"),
         ]);
     }
 
@@ -87,16 +86,7 @@ pub async fn profile(
     tracing::info!(cells = cells.len(), elapsed_ms = started.elapsed().as_millis() as u64, "profile pass done");
 
     if bad_weights > 0 {
-        return Err(pipeline
-            .error_at(
-                "source.weight_column",
-                format!(
-                    "{bad_weights} rows of source `{}` have a null, negative or NaN weight in column `{}`",
-                    source.url,
-                    pipeline.source.weight_column.as_deref().unwrap_or_default()
-                ),
-            )
-            .into());
+        return Err(strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into());
     }
 
     let mut total = Tally::default();
