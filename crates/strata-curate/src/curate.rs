@@ -281,6 +281,20 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             }
             shares.iter_mut().for_each(|s| *s /= sum);
             let planned_groups: Vec<u64> = match &counts {
+                Some(c) if r.mode == Mode::Undersample => c
+                    .iter()
+                    .zip(&available)
+                    .zip(&keys)
+                    .map(|((&k, &n), g)| {
+                        if k > n {
+                            warnings.push(format!(
+                                "group {} has {n} training rows but a target of {k}; undersampling keeps {n}",
+                                describe(attrs, g, None)
+                            ));
+                        }
+                        k.min(n)
+                    })
+                    .collect(),
                 Some(c) => c.clone(),
                 None => {
                     let n = plan_total(r.mode, r.total, &shares, &available).map_err(|e| pipeline.error_at("curate.resample", e.to_string()))?;

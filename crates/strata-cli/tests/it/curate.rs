@@ -210,3 +210,28 @@ fn no_curate_section() {
     let spec = &spec[..spec.find("\n[curate]").unwrap()];
     curate_fails(spec, "key `curate`: the pipeline has no [curate] section");
 }
+
+#[test]
+fn explicit_counts_beyond_the_rows_are_capped_when_undersampling() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = resample(
+        "target = \"counts\"\nstratify = \"groups\"\nmode = \"undersample\"\n[[curate.resample.strata]]\nsex = \"Female\"\nrace = \"Other\"\ncount = 1000\n[[curate.resample.strata]]\nsex = \"Male\"\nrace = \"White\"\ncount = 500\n",
+    );
+    let (_d, spec) = write_spec(&spec);
+    let s = curate_ok(&spec, &dir.path().join("out"), &[]);
+    let strata = s["strata"].as_array().unwrap();
+    let rows = |sex: &str, race: &str| {
+        strata
+            .iter()
+            .find(|x| x["stratum"]["sex"] == sex && x["stratum"]["race"] == race)
+            .map(|x| (x["rows_before"].as_u64().unwrap(), x["rows_after"].as_u64().unwrap()))
+            .unwrap()
+    };
+    let (other_before, other_after) = rows("Female", "Other");
+    assert!(other_before < 1000);
+    assert_eq!(other_after, other_before, "all of the group's rows, no replication");
+    assert_eq!(rows("Male", "White").1, 500);
+    assert_eq!(rows("Female", "White").1, 0, "groups without a target are left out of train");
+    let warnings: Vec<&str> = s["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert!(warnings.iter().any(|w| w.contains("a target of 1000; undersampling keeps")), "{warnings:?}");
+}
