@@ -32,6 +32,26 @@ def run_strata(*args: str, env: dict | None = None, check: bool = True) -> subpr
     return proc
 
 
+def latest_manifest(out: pathlib.Path) -> dict:
+    """The manifest of the run `out/_latest` points at (a local output folder)."""
+    latest = json.loads((out / "_latest").read_text())
+    return json.loads((out / latest["manifest"]).read_text())
+
+
+def shard_paths(out: pathlib.Path) -> list[pathlib.Path]:
+    m = latest_manifest(out)
+    run = out / "runs" / m["run_id"]
+    return [run / s["path"] for s in m["shards"]]
+
+
+def read_curated(out: pathlib.Path):
+    """Every curated row of the latest run, read by pyarrow from the shards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pa.concat_tables([pq.read_table(p) for p in shard_paths(out)])
+
+
 def profile_json(*args: str, env: dict | None = None) -> dict:
     return json.loads(run_strata("profile", *args, "--format", "json", env=env).stdout)
 

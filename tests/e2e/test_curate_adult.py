@@ -11,7 +11,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, run_strata
+from conftest import ROOT, latest_manifest, read_curated, run_strata, shard_paths
 from strata_hash import split_rows
 
 ADULT = ROOT / "data/adult/train.parquet"
@@ -38,7 +38,7 @@ def test_split_matches_an_independent_implementation_of_the_hash(reweighed):
     columns, rows = source_rows()
     expected = split_rows(rows, columns, key=columns, cell=["sex", "race", "income"], seed=42,
                           train=0.8, validation=0.1)
-    got = pq.read_table(out / "curated.parquet").to_pylist()
+    got = read_curated(out).to_pylist()
     assert len(got) == len(rows) == 32561  # reweighing keeps every row
     for split in ("train", "validation", "test"):
         want = collections.Counter(tuple(r[c] for c in columns) for r in expected[split])
@@ -65,7 +65,7 @@ def test_reweighing_matches_the_closed_form(reweighed):
         FROM t JOIN closed c USING (sex, race, income)
         GROUP BY ALL
         """,
-        [str(out / "curated.parquet")],
+        [[str(p) for p in shard_paths(out)]],
     ).fetchall()
     assert len(rows) == 20  # 2 sexes x 5 races x 2 labels, all present
     for sex, race, income, factor, lo, hi in rows:
@@ -73,15 +73,15 @@ def test_reweighing_matches_the_closed_form(reweighed):
         assert hi == pytest.approx(factor, rel=1e-12), (sex, race, income)
     # validation and test keep their natural weights
     other = con.execute("SELECT count(*) FROM read_parquet(?) WHERE split <> 'train' AND sample_weight <> fnlwgt",
-                        [str(out / "curated.parquet")]).fetchone()[0]
+                        [[str(p) for p in shard_paths(out)]]).fetchone()[0]
     assert other == 0
     # total training weight preserved; weighted positive rate equal across groups
     total, new_total = con.execute("SELECT sum(fnlwgt), sum(sample_weight) FROM read_parquet(?) WHERE split = 'train'",
-                                   [str(out / "curated.parquet")]).fetchone()
+                                   [[str(p) for p in shard_paths(out)]]).fetchone()
     assert new_total == pytest.approx(total, rel=1e-12)
     rates = con.execute(
         """SELECT sex, race, sum(CASE WHEN income = '>50K' THEN sample_weight END) / sum(sample_weight)
-           FROM read_parquet(?) WHERE split = 'train' GROUP BY ALL""", [str(out / "curated.parquet")]).fetchall()
+           FROM read_parquet(?) WHERE split = 'train' GROUP BY ALL""", [[str(p) for p in shard_paths(out)]]).fetchall()
     first = rates[0][2]
     for _, _, r in rates:
         assert r == pytest.approx(first, rel=1e-9)
@@ -89,7 +89,7 @@ def test_reweighing_matches_the_closed_form(reweighed):
 
 def test_census_mix_resample_hits_the_planned_counts_exactly(tmp_path):
     out, summary = curate(tmp_path, "pipelines/adult-census-mix.toml")
-    t = pq.read_table(out / "curated.parquet")
+    t = read_curated(out)
     con = duckdb.connect()
     counts = dict(((s, r, i), n) for s, r, i, n in con.execute(
         "SELECT sex, race, income, count(*) FROM t WHERE split = 'train' GROUP BY ALL").fetchall())
@@ -132,11 +132,17 @@ def test_census_mix_resample_hits_the_planned_counts_exactly(tmp_path):
 def test_curated_output_through_s3(tmp_path, s3_client, s3_env):
     s3_client.create_bucket(Bucket="strata-curate")
     local_out, _ = curate(tmp_path)
-    proc = run_strata("curate", str(ROOT / "pipelines/adult.toml"), "--out", "s3://strata-curate/adult/run1/",
+    proc = run_strata("curate", str(ROOT / "pipelines/adult.toml"), "--out", "s3://strata-curate/adult/",
                       "--format", "json", env=s3_env)
     summary = json.loads(proc.stdout)
-    assert summary["output"] == "s3://strata-curate/adult/run1/"
-    obj = s3_client.get_object(Bucket="strata-curate", Key="adult/run1/curated.parquet")["Body"].read()
-    assert obj == (local_out / "curated.parquet").read_bytes(), "same bytes through S3 and the local file system"
-    meta = json.loads(s3_client.get_object(Bucket="strata-curate", Key="adult/run1/curation.json")["Body"].read())
+    local = latest_manifest(local_out)
+    run_id = local["run_id"]
+    assert summary["output"] == f"s3://strata-curate/adult/runs/{run_id}/"
+    latest = json.loads(s3_client.get_object(Bucket="strata-curate", Key="adult/_latest")["Body"].read())
+    remote = json.loads(s3_client.get_object(Bucket="strata-curate", Key=f"adult/{latest['manifest']}")["Body"].read())
+    assert [s["sha256"] for s in remote["shards"]] == [s["sha256"] for s in local["shards"]]
+    for shard in remote["shards"]:
+        obj = s3_client.get_object(Bucket="strata-curate", Key=f"adult/runs/{run_id}/{shard['path']}")["Body"].read()
+        assert obj == (local_out / "runs" / run_id / shard["path"]).read_bytes(), "same bytes through S3 and locally"
+    meta = json.loads(s3_client.get_object(Bucket="strata-curate", Key=f"adult/runs/{run_id}/curation.json")["Body"].read())
     assert meta["splits"] == summary["splits"]

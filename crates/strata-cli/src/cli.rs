@@ -38,17 +38,60 @@ pub enum Command {
     Validate(PipelineArgs),
     /// Profile group representation: every protected attribute alone and their intersections.
     Profile(ProfileArgs),
-    /// Split, then reweigh or resample the training split to the spec's target mix.
+    /// Split, reweigh or resample the training split to the spec's target mix, and
+    /// publish stratified shards with a manifest.
     Curate(CurateArgs),
+    /// Published runs: verify them, or list the shards a training rank reads.
+    #[command(subcommand)]
+    Shards(ShardsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShardsCommand {
+    /// Re-read a published run and check every shard against the manifest: existence,
+    /// size, sha256, rows and per-stratum counts. Exits 1 on any mismatch.
+    Verify(ShardsArgs),
+    /// List the shards rank R of a world of N reads (balanced by rows), one URL per line.
+    Assign(AssignArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShardsArgs {
+    /// The output root (follows `_latest`), a run folder, or a manifest.json URL.
+    pub url: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    pub format: SummaryFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct AssignArgs {
+    /// The output root (follows `_latest`), a run folder, or a manifest.json URL.
+    pub url: String,
+    #[arg(long, value_name = "N")]
+    pub world_size: u64,
+    #[arg(long, value_name = "R")]
+    pub rank: u64,
+    /// The split to read.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Output format: `table` prints one URL per line.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    pub format: SummaryFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct CurateArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// Output folder URL (a path, file://, s3://, ...): curated.parquet and curation.json.
+    /// Output root URL (a path, file://, s3://, ...): the run goes to OUT/runs/<run id>/
+    /// and OUT/_latest points at it once its manifest is written.
     #[arg(long, value_name = "URL")]
     pub out: String,
+    /// The run's folder name (default: derived from the spec, seed and input files, so a
+    /// re-run of the same job is recognised and not redone).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
     /// Overrides `curate.seed`.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -78,27 +121,8 @@ pub struct PipelineArgs {
     pub memory_limit: Option<usize>,
 }
 
-/// Parses `1024`, `512KiB`, `512MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
 fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size such as 512MiB"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kib" | "k" => 1024.0,
-        "mib" | "m" => 1024.0 * 1024.0,
-        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB or GiB)")),
-    };
-    let bytes = n * mult;
-    if bytes < 1.0 {
-        return Err("the memory limit must be positive".into());
-    }
-    Ok(bytes as usize)
+    strata_spec::parse_size(s).map(|b| b as usize)
 }
 
 #[derive(Debug, Args)]

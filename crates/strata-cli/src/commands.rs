@@ -5,7 +5,7 @@ use anyhow::Context;
 use strata_engine::{Engine, EngineOptions, LabelKind, SourceTable, SOURCE_TABLE};
 use strata_spec::Pipeline;
 
-use crate::cli::{Cli, Command, CurateArgs, PipelineArgs, ProfileArgs, SummaryFormat};
+use crate::cli::{AssignArgs, Cli, Command, CurateArgs, PipelineArgs, ProfileArgs, ShardsArgs, ShardsCommand, SummaryFormat};
 use crate::Outcome;
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -13,6 +13,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Validate(args) => validate(args).await,
         Command::Profile(args) => profile(args).await,
         Command::Curate(args) => curate(args).await,
+        Command::Shards(ShardsCommand::Verify(args)) => shards_verify(args).await,
+        Command::Shards(ShardsCommand::Assign(args)) => shards_assign(args).await,
     }
 }
 
@@ -70,15 +72,7 @@ async fn profile(args: ProfileArgs) -> anyhow::Result<Outcome> {
             write_atomically(path, text.as_bytes())?;
             tracing::info!(out = %path.display(), groups = profile.groups.len(), "profile written");
         }
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            // A closed pipe (`strata profile ... | head`) is not an error worth a panic.
-            if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    return Err(e).context("writing to stdout");
-                }
-            }
-        }
+        None => print_stdout(&text)?,
     }
     Ok(Outcome::Success)
 }
@@ -88,19 +82,109 @@ async fn curate(args: CurateArgs) -> anyhow::Result<Outcome> {
     let options = strata_curate::CurateOptions {
         seed: args.seed,
         out: args.out.clone(),
+        run_id: args.run_id.clone(),
     };
-    let curation = strata_curate::curate(&o.engine, &o.pipeline, &o.source, &options).await?;
+    let published = strata_curate::curate(&o.engine, &o.pipeline, &o.source, &options).await?;
     let text = match args.format {
-        SummaryFormat::Table => curation.render_table(),
-        SummaryFormat::Json => serde_json::to_string_pretty(&curation)? + "\n",
+        SummaryFormat::Table => {
+            let m = &published.manifest;
+            let shards: Vec<String> = m.splits.iter().map(|s| format!("{} {} shards / {} rows", s.split, s.shards, s.rows)).collect();
+            format!(
+                "{}{} run {} at {}: {}\n",
+                published.curation.render_table(),
+                if published.already_published { "Already published:" } else { "Published" },
+                m.run_id,
+                published.run_url,
+                shards.join(", ")
+            )
+        }
+        SummaryFormat::Json => serde_json::to_string_pretty(&published.curation)? + "\n",
     };
+    print_stdout(&text)?;
+    Ok(Outcome::Success)
+}
+
+/// A user-given URL or local path as a URL; local folders get a trailing `/`.
+fn parse_location(s: &str) -> anyhow::Result<url::Url> {
+    if s.contains("://") {
+        return url::Url::parse(s).with_context(|| format!("`{s}`: not a valid URL"));
+    }
+    let path = std::path::absolute(s).with_context(|| format!("`{s}`: not a valid path"))?;
+    let url = if path.is_dir() { url::Url::from_directory_path(&path) } else { url::Url::from_file_path(&path) };
+    url.map_err(|()| anyhow::anyhow!("`{s}`: not a valid path"))
+}
+
+async fn shards_verify(args: ShardsArgs) -> anyhow::Result<Outcome> {
+    let url = parse_location(&args.url)?;
+    let engine = Engine::new(&EngineOptions::default())?;
+    let store = engine.store_for(&url, &strata_spec::StorageOptions::default())?;
+    let report = strata_publish::verify(store, &url).await?;
+    let m = &report.manifest;
+    let rows: u64 = m.shards.iter().map(|s| s.rows).sum();
+    let text = match args.format {
+        SummaryFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "run_id": m.run_id,
+                "run_url": report.run_url,
+                "shards": m.shards.len(),
+                "rows": rows,
+                "ok": report.problems.is_empty(),
+                "problems": report.problems,
+            }))? + "\n"
+        }
+        SummaryFormat::Table if report.problems.is_empty() => {
+            format!("ok: run {} at {}: {} shards, {rows} rows, sizes, sha256s and stratum counts match the manifest\n", m.run_id, report.run_url, m.shards.len())
+        }
+        SummaryFormat::Table => {
+            let mut t = format!("FAILED: run {} at {}: {} problem(s)\n", m.run_id, report.run_url, report.problems.len());
+            for p in &report.problems {
+                t.push_str(&format!("  {p}\n"));
+            }
+            t
+        }
+    };
+    print_stdout(&text)?;
+    for p in &report.problems {
+        tracing::error!(run = %m.run_id, problem = %p, "shard verification failed");
+    }
+    Ok(if report.problems.is_empty() { Outcome::Success } else { Outcome::Failed })
+}
+
+async fn shards_assign(args: AssignArgs) -> anyhow::Result<Outcome> {
+    let url = parse_location(&args.url)?;
+    let engine = Engine::new(&EngineOptions::default())?;
+    let store = engine.store_for(&url, &strata_spec::StorageOptions::default())?;
+    let (run, manifest) = strata_publish::resolve(store, &url).await?;
+    let mine = strata_publish::assign(&manifest, &args.split, args.world_size, args.rank)?;
+    if mine.is_empty() {
+        tracing::warn!(rank = args.rank, world_size = args.world_size, split = %args.split, "this rank gets no shards: the split has fewer shards than ranks");
+    }
+    let text = match args.format {
+        SummaryFormat::Table => mine.iter().map(|s| format!("{}\n", run.url_of(&s.path))).collect::<String>(),
+        SummaryFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "run_id": manifest.run_id,
+                "split": args.split,
+                "world_size": args.world_size,
+                "rank": args.rank,
+                "rows": mine.iter().map(|s| s.rows).sum::<u64>(),
+                "shards": mine.iter().map(|s| serde_json::json!({"url": run.url_of(&s.path), "rows": s.rows, "sha256": s.sha256})).collect::<Vec<_>>(),
+            }))? + "\n"
+        }
+    };
+    print_stdout(&text)?;
+    Ok(Outcome::Success)
+}
+
+/// Prints to stdout; a closed pipe (`strata ... | head`) is not an error worth a panic.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             return Err(e).context("writing to stdout");
         }
     }
-    Ok(Outcome::Success)
+    Ok(())
 }
 
 /// Writes through a temporary file in the same folder and renames it into place, so a

@@ -14,8 +14,7 @@ use clap::Parser;
 pub enum Outcome {
     /// 0: the job succeeded (warnings allowed).
     Success = 0,
-    /// 1: checks or gates failed.
-    #[allow(dead_code, reason = "returned by `check` and `run` once they land")]
+    /// 1: checks or gates failed (or `shards verify` found a mismatch).
     Failed = 1,
 }
 

@@ -1,10 +1,8 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
-use datafusion::common::config::TableParquetOptions;
-use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::{count_all, count_all_window};
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
@@ -12,17 +10,18 @@ use datafusion::functions_nested::expr_fn::range;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{ExprFunctionExt, JoinType};
 use datafusion::prelude::*;
-use object_store::ObjectStoreExt;
-use strata_engine::{object_store_for, strata_hash_udf, Engine, EngineError, SourceTable, SOURCE_TABLE};
-use strata_spec::{LabelValue, Mode, OnEmpty, Pipeline, Strategy, Stratify, Target, MISSING_GROUP};
+use strata_engine::{strata_hash_udf, Engine, EngineError, SourceTable, SOURCE_TABLE};
+use strata_publish::{
+    sha256_hex, ColumnSchema, Destination, Existing, InputFile, Manifest, ShardEntry, ShardSink, SinkColumns, SplitTotals, MANIFEST_FILE,
+    MANIFEST_SCHEMA_VERSION,
+};
+use strata_spec::{LabelValue, Mode, OnEmpty, Pipeline, ShardSize, Strategy, Stratify, Target, MISSING_GROUP};
 
 use crate::plan::{kamiran_calders, largest_remainder, plan_total};
 use crate::summary::{Curation, SplitSummary, StratumSummary, SUMMARY_SCHEMA_VERSION};
 use crate::CurateError;
 
-/// The curated rows, under the output URL.
-pub const CURATED_FILE: &str = "curated.parquet";
-/// The per-stratum summary, next to them.
+/// The per-stratum summary, in the run's folder next to the shards.
 pub const SUMMARY_FILE: &str = "curation.json";
 
 const SPLITS: [&str; 3] = ["train", "validation", "test"];
@@ -34,6 +33,34 @@ pub struct CurateOptions {
     pub seed: Option<u64>,
     /// Output folder URL (`file://`, a path, `s3://`, ...).
     pub out: String,
+    /// The run's folder name under `runs/`; by default derived from the run's identity.
+    pub run_id: Option<String>,
+}
+
+/// A published (or already published) run.
+#[derive(Debug)]
+pub struct Published {
+    pub curation: Curation,
+    pub manifest: Manifest,
+    /// The run's folder.
+    pub run_url: String,
+    /// The same run (same identity) was already committed there; nothing was written.
+    pub already_published: bool,
+}
+
+/// Run ids become object key segments: keep them to a portable alphabet.
+fn check_run_id(id: &str) -> Result<String, CurateError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(CurateError::Engine(EngineError::Config(format!(
+            "run id `{id}`: use 1 to 128 letters, digits, `-`, `_` or `.` (not starting with `.`)"
+        ))))
+    }
 }
 
 /// Group values, in spec order; `None` is the missing group.
@@ -70,10 +97,11 @@ fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> C
     move |e| CurateError::Engine(EngineError::datafusion(context.to_string())(e))
 }
 
-/// Runs curation (see the crate docs) and writes `CURATED_FILE` and `SUMMARY_FILE`
-/// under `options.out`. Every check on the spec, the data and the plan happens before
-/// anything is written.
-pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, options: &CurateOptions) -> Result<Curation, CurateError> {
+/// Runs curation (see the crate docs) and publishes the result under `options.out`:
+/// stratified shards, `SUMMARY_FILE` and a manifest in the run's folder, then the
+/// `_latest` pointer. Every check on the spec, the data and the plan happens before
+/// anything is written; a failure before the manifest leaves no committed run.
+pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, options: &CurateOptions) -> Result<Published, CurateError> {
     let spec = pipeline
         .curate
         .as_ref()
@@ -91,6 +119,31 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             }
             .into());
         }
+    }
+
+    // --- where the run goes; a run already committed there is not redone ---
+    let root = OutputDir::parse(&options.out)?;
+    let store = engine.store_for(&root.url, &pipeline.storage)?;
+    let destination = Destination::new(store, root.url.clone());
+    let identity = identity(pipeline, source, seed);
+    let run_id = match &options.run_id {
+        Some(id) => check_run_id(id)?,
+        None => identity[..16].to_string(),
+    };
+    let run = Run { url: destination.url_of(&format!("{}/", Destination::run_dir(&run_id))), run_id, identity };
+    if let Existing::Same(manifest) = destination.existing(&run.run_id, &run.identity).await? {
+        let rel = format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id));
+        let bytes = destination.get(&rel).await?.ok_or_else(|| CurateError::Output {
+            url: destination.url_of(&rel),
+            message: "the run's manifest exists but its summary is missing; run `strata shards verify`".into(),
+        })?;
+        let curation: Curation = serde_json::from_slice(&bytes).map_err(|e| CurateError::Output {
+            url: destination.url_of(&rel),
+            message: format!("not a curation summary: {e}"),
+        })?;
+        destination.point_latest(&manifest).await?;
+        tracing::info!(run = %run.url, "this run is already published (same spec, seed and inputs); nothing to do");
+        return Ok(Published { curation, manifest: *manifest, run_url: run.url, already_published: true });
     }
 
     // --- keyed rows: hashes for the split, the sample, and the cell and group ids ---
@@ -438,25 +491,93 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         factor_frame(ctx, &rows).map_err(df_err("building the weight table"))?
     };
 
-    // --- pass 2: write ---
-    let out = OutputDir::parse(&options.out)?;
-    if let Some(store) = object_store_for(&out.url, &pipeline.storage)? {
-        ctx.register_object_store(&out.url, store);
+    // --- rows per (split, cell) after curation: from the plan where it fixes them ---
+    let stratify_cells = stratify_label || !resample;
+    let mut counts: BTreeMap<(usize, u64), u64> = BTreeMap::new();
+    if !resample || (exact && stratify_cells) {
+        for (k, c) in &cells {
+            for s in 0..3 {
+                let n = if s == train { plans.get(k).map_or(c.rows[s], |p| p.planned) } else { c.rows[s] };
+                counts.insert((s, c.cell_id), n);
+            }
+        }
+    } else {
+        let batches = build_output()
+            .await
+            .and_then(|df| df.aggregate(vec![ident("split"), ident("__cell")], vec![count_all().alias("rows")]))
+            .map_err(df_err("planning the shard plan"))?
+            .collect()
+            .await
+            .map_err(df_err("counting curated rows per stratum"))?;
+        for b in &batches {
+            let split = string_columns(b, 1)?.remove(0);
+            let cell = b.column_by_name("__cell").expect("__cell").as_primitive::<UInt64Type>();
+            let rows = b.column_by_name("rows").expect("rows").as_primitive::<Int64Type>();
+            for r in 0..b.num_rows() {
+                counts.insert((split_index(split[r].as_deref().unwrap_or("test")), cell.value(r)), rows.value(r) as u64);
+            }
+        }
     }
-    let curated_url = out.join(CURATED_FILE);
+
+    // --- shard plan: per split S shards; a cell's rows are dealt round-robin starting
+    //     where the previous cell's stopped, so every shard holds ⌊c/S⌋ or ⌈c/S⌉ rows of
+    //     every cell and ⌊N/S⌋ or ⌈N/S⌉ rows in all ---
+    let shard_rows = match pipeline.publish.shard_size {
+        ShardSize::Rows(n) => n,
+        ShardSize::Bytes(bytes) => {
+            let source_rows: u64 = cells.values().map(|c| c.rows.iter().sum::<u64>()).sum();
+            let source_bytes: u64 = source.files.iter().map(|f| f.size).sum();
+            let per_row = (source_bytes as f64 / source_rows.max(1) as f64).max(1.0);
+            ((bytes as f64 / per_row) as u64).max(1)
+        }
+    };
+    let mut shard_plan: Vec<(u64, &'static str, i64, i64)> = Vec::new();
+    for (s, split_name) in SPLITS.iter().enumerate() {
+        let total: u64 = counts.iter().filter(|((ss, _), _)| *ss == s).map(|(_, n)| n).sum();
+        let n_shards = total.div_ceil(shard_rows).max(1) as i64;
+        let mut offset = 0u64;
+        for ((ss, cell), n) in &counts {
+            if *ss == s {
+                shard_plan.push((*cell, split_name, (offset % n_shards as u64) as i64, n_shards));
+                offset += n;
+            }
+        }
+    }
+    let shard_df = shard_frame(ctx, &shard_plan).map_err(df_err("building the shard plan"))?;
+
+    // --- pass 2: shards ---
     let mut output_cols = source_cols.clone();
     output_cols.push(ident("sample_weight"));
     output_cols.push(ident("split"));
-    let written = build_output()
+    output_cols.push(ident("__shard"));
+    output_cols.push(ident("__cell"));
+    let sorted = build_output()
         .await
         .and_then(|df| {
             let df = df.join(factor_df, JoinType::Left, &["__cell"], &["__factor_cell"], None)?;
             let factor = when(ident("split").eq(lit("train")), coalesce(vec![ident("__factor"), lit(1.0f64)])).otherwise(lit(1.0f64))?;
             let df = df.with_column("sample_weight", ident("__w") * factor)?;
+            let df = df.join(shard_df, JoinType::Inner, &["__cell", "split"], &["__sh_cell", "__sh_split"], None)?;
+            let df = df.window(vec![
+                row_number()
+                    .partition_by(vec![ident("split"), ident("__cell")])
+                    .order_by(vec![
+                        ident("__h_sample").sort(true, false),
+                        ident("__h_split").sort(true, false),
+                        ident("__copy").sort(true, false),
+                    ])
+                    .build()?
+                    .alias("__pos"),
+            ])?;
+            let df = df.with_column(
+                "__shard",
+                (ident("__sh_offset") + cast(ident("__pos"), DataType::Int64) - lit(1i64)) % ident("__sh_shards"),
+            )?;
+            let df = df.with_column("__shuffle", call(5, &[ident("__h_sample"), ident("__h_split"), ident("__copy")]))?;
             let df = df.sort(vec![
                 ident("split").sort(true, false),
-                ident("__grp").sort(true, false),
-                ident("__cell").sort(true, false),
+                ident("__shard").sort(true, false),
+                ident("__shuffle").sort(true, false),
                 ident("__h_sample").sort(true, false),
                 ident("__h_split").sort(true, false),
                 ident("__copy").sort(true, false),
@@ -464,68 +585,151 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             df.select(output_cols)
         })
         .map_err(df_err("planning the curated output"))?;
-    let mut parquet = TableParquetOptions::default();
-    parquet.global.compression = Some("zstd(3)".into());
-    // one writer thread: the byte layout must not depend on scheduling
-    parquet.global.allow_single_file_parallelism = false;
-    let started = std::time::Instant::now();
-    written
-        .write_parquet(&curated_url, DataFrameWriteOptions::new().with_single_file_output(true), Some(parquet))
-        .await
-        .map_err(|e| CurateError::Output {
-            url: curated_url.clone(),
-            message: strata_engine::one_line(&e.to_string()),
-        })?;
-    tracing::info!(out = %curated_url, elapsed_ms = started.elapsed().as_millis() as u64, "curated rows written");
 
-    // --- summary, from the written file itself ---
-    let after = ctx
-        .read_parquet(curated_url.as_str(), ParquetReadOptions::default())
-        .await
-        .and_then(|df| {
-            let mut g: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
-            g.push(ident(label_col).alias("y"));
-            g.push(ident("split"));
-            df.aggregate(
-                g,
-                vec![
-                    count_all().alias("rows"),
-                    sum(ident("sample_weight")).alias("w"),
-                    sum(ident("sample_weight") * ident("sample_weight")).alias("w2"),
-                ],
-            )
+    let started = std::time::Instant::now();
+    let stream = sorted.execute_stream().await.map_err(df_err("running curation pass 2"))?;
+    let strata_values: HashMap<u64, Vec<Option<String>>> = cells
+        .iter()
+        .map(|((g, y), c)| {
+            let mut v = g.clone();
+            v.push(y.clone());
+            (c.cell_id, v)
         })
-        .map_err(df_err("reading back the curated output"))?
-        .collect()
-        .await
-        .map_err(df_err("reading back the curated output"))?;
+        .collect();
+    let sink = ShardSink {
+        destination: destination.clone(),
+        run_dir: Destination::run_dir(&run.run_id),
+        columns: SinkColumns {
+            split: "split".into(),
+            weight: "sample_weight".into(),
+            shard: "__shard".into(),
+            stratum: "__cell".into(),
+        },
+        strata: strata_values,
+    };
+    let written = sink.write(stream).await.map_err(CurateError::from)?;
+    tracing::info!(
+        out = %run.url,
+        shards = written.shards.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "curated shards written"
+    );
+
+    // --- summary, from what the sink wrote ---
+    let id_to_key: HashMap<u64, &(GroupKey, LabelKey)> = cells.iter().map(|(k, c)| (c.cell_id, k)).collect();
+    let mut got: BTreeMap<(GroupKey, LabelKey, usize), (u64, f64, f64)> = BTreeMap::new();
+    for ((split_name, cell), t) in &written.totals {
+        let (g, y) = id_to_key[cell].clone();
+        got.insert((g, y, split_index(split_name)), (t.rows, t.weight_sum, t.weight_sq_sum));
+    }
     let summary = summarise(SummaryInput {
         pipeline,
         seed,
         source,
-        output: &out.display,
+        output: &run.url,
         cells: &cells,
         plans: &plans,
         factors: &factors,
         group_targets: &group_targets,
         stratify_label,
-        after: &after,
+        got: &got,
         warnings,
     })?;
-    let json = serde_json::to_vec_pretty(&summary).expect("a summary always serializes");
-    let store = ctx
-        .runtime_env()
-        .object_store(datafusion::execution::object_store::ObjectStoreUrl::parse(&out.url[..url::Position::BeforePath]).map_err(df_err("opening the output store"))?)
-        .map_err(df_err("opening the output store"))?;
-    let path = object_store::path::Path::from_url_path(out.join_path(SUMMARY_FILE)).map_err(|e| CurateError::Output {
-        url: out.display.clone(),
-        message: e.to_string(),
-    })?;
-    store.put(&path, json.into()).await.map_err(|e| CurateError::Output {
-        url: out.join(SUMMARY_FILE),
-        message: strata_engine::one_line(&e.to_string()),
-    })?;
-    Ok(summary)
+    let summary_json = serde_json::to_vec_pretty(&summary).expect("a summary always serializes");
+    destination
+        .put(&format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id)), summary_json.into())
+        .await?;
+
+    // --- commit: the manifest last, then the pointer ---
+    let mut shards = written.shards;
+    shards.sort_by_key(|s| (split_index(&s.split), s.index));
+    let splits = SPLITS
+        .iter()
+        .map(|name| {
+            let mine: Vec<&ShardEntry> = shards.iter().filter(|s| s.split == *name).collect();
+            SplitTotals {
+                split: (*name).to_string(),
+                shards: mine.len() as u64,
+                rows: mine.iter().map(|s| s.rows).sum(),
+                bytes: mine.iter().map(|s| s.bytes).sum(),
+                weight_sum: mine.iter().flat_map(|s| s.strata.iter().map(|c| c.weight_sum)).sum(),
+            }
+        })
+        .collect();
+    let mut stratum_columns = attrs.clone();
+    stratum_columns.push(label_col.clone());
+    let manifest = Manifest {
+        schema_version: MANIFEST_SCHEMA_VERSION,
+        run_id: run.run_id.clone(),
+        identity: run.identity.clone(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        strata_version: env!("CARGO_PKG_VERSION").to_string(),
+        pipeline: pipeline.name.clone(),
+        seed,
+        spec_sha256: sha256_hex(pipeline.text.as_bytes()),
+        source: source.url.clone(),
+        inputs: input_files(source),
+        schema: written
+            .schema
+            .fields()
+            .iter()
+            .map(|f| ColumnSchema { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
+            .collect(),
+        stratum_columns,
+        target_shard_rows: shard_rows,
+        summary: SUMMARY_FILE.to_string(),
+        splits,
+        shards,
+    };
+    destination.commit(&manifest).await?;
+    tracing::info!(manifest = %destination.url_of(&format!("{}/{MANIFEST_FILE}", Destination::run_dir(&run.run_id))), "run committed");
+    Ok(Published { curation: summary, manifest, run_url: run.url, already_published: false })
+}
+
+/// The run this curation publishes: its id, its identity and its folder's URL.
+struct Run {
+    run_id: String,
+    identity: String,
+    url: String,
+}
+
+fn input_files(source: &SourceTable) -> Vec<InputFile> {
+    source
+        .files
+        .iter()
+        .map(|f| InputFile { url: f.url.clone(), size: f.size, e_tag: f.e_tag.clone(), last_modified: f.last_modified.clone() })
+        .collect()
+}
+
+/// SHA-256 over everything that fixes the output bytes; equal identities give equal runs.
+fn identity(pipeline: &Pipeline, source: &SourceTable, seed: u64) -> String {
+    let doc = serde_json::json!({
+        "strata_version": env!("CARGO_PKG_VERSION"),
+        "spec_sha256": sha256_hex(pipeline.text.as_bytes()),
+        "source": source.url,
+        "inputs": input_files(source),
+        "seed": seed,
+    });
+    sha256_hex(doc.to_string().as_bytes())
+}
+
+fn shard_frame(ctx: &SessionContext, rows: &[(u64, &str, i64, i64)]) -> datafusion::error::Result<DataFrame> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("__sh_cell", DataType::UInt64, false),
+        Field::new("__sh_split", DataType::Utf8, false),
+        Field::new("__sh_offset", DataType::Int64, false),
+        Field::new("__sh_shards", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+        ],
+    )?;
+    ctx.read_batch(batch)
 }
 
 fn incomplete_warning() -> String {
@@ -651,7 +855,6 @@ fn factor_frame(ctx: &SessionContext, rows: &[(u64, Option<f64>)]) -> datafusion
 /// The output folder: a URL and its display form.
 struct OutputDir {
     url: url::Url,
-    display: String,
 }
 
 impl OutputDir {
@@ -679,16 +882,9 @@ impl OutputDir {
                 std::fs::create_dir_all(&p).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
             }
         }
-        Ok(Self { display: url.to_string(), url })
+        Ok(Self { url })
     }
 
-    fn join(&self, name: &str) -> String {
-        format!("{}{name}", self.url)
-    }
-
-    fn join_path(&self, name: &str) -> String {
-        format!("{}{name}", self.url.path())
-    }
 }
 
 fn describe(attrs: &[String], g: &GroupKey, label: Option<(&String, &LabelKey)>) -> String {
@@ -713,31 +909,15 @@ struct SummaryInput<'a> {
     factors: &'a BTreeMap<(GroupKey, LabelKey), Option<f64>>,
     group_targets: &'a BTreeMap<GroupKey, f64>,
     stratify_label: bool,
-    after: &'a [RecordBatch],
+    /// (group, label, split) -> rows, Σw, Σw², as written.
+    got: &'a BTreeMap<(GroupKey, LabelKey, usize), (u64, f64, f64)>,
     warnings: Vec<String>,
 }
 
 fn summarise(input: SummaryInput<'_>) -> Result<Curation, CurateError> {
-    let SummaryInput { pipeline, seed, source, output, cells, plans, factors, group_targets, stratify_label, after, mut warnings } = input;
+    let SummaryInput { pipeline, seed, source, output, cells, plans, factors, group_targets, stratify_label, got, mut warnings } = input;
     let attrs = &pipeline.groups.attributes;
     let spec = pipeline.curate.as_ref().expect("checked by curate");
-    // after: (group, label, split) -> rows, Σw, Σw²
-    let mut got: BTreeMap<(GroupKey, LabelKey, usize), (u64, f64, f64)> = BTreeMap::new();
-    for b in after {
-        let keys = string_columns(b, attrs.len() + 2)?;
-        let rows = b.column_by_name("rows").map(|c| c.as_primitive::<Int64Type>().clone()).expect("rows");
-        let w = b.column_by_name("w").map(|c| c.as_primitive::<Float64Type>().clone()).expect("w");
-        let w2 = b.column_by_name("w2").map(|c| c.as_primitive::<Float64Type>().clone()).expect("w2");
-        for r in 0..b.num_rows() {
-            let g: GroupKey = keys[..attrs.len()].iter().map(|k| k[r].clone()).collect();
-            let y = keys[attrs.len()][r].clone();
-            let s = split_index(keys[attrs.len() + 1][r].as_deref().unwrap_or("test"));
-            let e = got.entry((g, y, s)).or_default();
-            e.0 += rows.value(r) as u64;
-            e.1 += if w.is_null(r) { 0.0 } else { w.value(r) };
-            e.2 += if w2.is_null(r) { 0.0 } else { w2.value(r) };
-        }
-    }
     let splits = (0..3)
         .map(|s| SplitSummary {
             split: SPLITS[s].to_string(),

@@ -8,13 +8,14 @@
 //!
 //! Every decision depends only on (seed, row key), so the curated rows are identical for
 //! any partitioning, file layout or engine. Two DataFusion passes do the work; only
-//! per-cell summaries come back to the driver.
+//! per-cell summaries come back to the driver. The second pass streams its rows,
+//! sorted by (split, shard, shuffle key), into `strata-publish`'s shard writer.
 
 mod curate;
 mod plan;
 mod summary;
 
-pub use curate::{curate, CurateOptions, CURATED_FILE, SUMMARY_FILE};
+pub use curate::{curate, CurateOptions, Published, SUMMARY_FILE};
 pub use plan::{kamiran_calders, largest_remainder};
 pub use summary::{Curation, StratumSummary, SUMMARY_SCHEMA_VERSION};
 
@@ -27,4 +28,6 @@ pub enum CurateError {
     Spec(#[from] strata_spec::SpecError),
     #[error("output `{url}`: {message}")]
     Output { url: String, message: String },
+    #[error(transparent)]
+    Publish(#[from] strata_publish::PublishError),
 }

@@ -3,11 +3,11 @@
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Curation {
     pub schema_version: u32,
     pub pipeline: String,
@@ -26,7 +26,7 @@ pub struct Curation {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SplitSummary {
     pub split: String,
     pub rows_before: u64,
@@ -34,7 +34,7 @@ pub struct SplitSummary {
     pub weight_sum: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StratumSummary {
     /// Column -> value (`null` for the missing group), in spec order, label last.
     pub stratum: serde_json::Map<String, serde_json::Value>,

@@ -65,13 +65,15 @@ fn run(batch: &RecordBatch, pipeline: &Pipeline) -> Vec<RecordBatch> {
         w.close().unwrap();
         engine.memory_store().put(&Path::from("in/data.parquet"), buf.into()).await.unwrap();
         let source = engine.open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE).await.unwrap();
-        let options = strata_curate::CurateOptions { seed: None, out: "memory:///out/".into() };
-        strata_curate::curate(&engine, pipeline, &source, &options).await.unwrap();
-        let df = engine
-            .context()
-            .read_parquet("memory:///out/curated.parquet", datafusion::prelude::ParquetReadOptions::default())
-            .await
-            .unwrap();
+        let options = strata_curate::CurateOptions { seed: None, out: "memory:///out/".into(), run_id: Some("run".into()) };
+        let published = strata_curate::curate(&engine, pipeline, &source, &options).await.unwrap();
+        if published.manifest.shards.is_empty() {
+            // nothing curated at all (tiny tables): a run with no shards
+            return Vec::new();
+        }
+        // exactly the manifest's shards
+        let urls: Vec<String> = published.manifest.shards.iter().map(|s| format!("memory:///out/runs/run/{}", s.path)).collect();
+        let df = engine.context().read_parquet(urls, datafusion::prelude::ParquetReadOptions::default()).await.unwrap();
         df.collect().await.unwrap()
     })
 }

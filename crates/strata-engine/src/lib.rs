@@ -75,6 +75,17 @@ impl Engine {
         &self.ctx
     }
 
+    /// The store for `url` (registered in the session first if it is not yet), for
+    /// stages that write objects themselves: shards, manifests, summaries.
+    pub fn store_for(&self, url: &url::Url, storage: &strata_spec::StorageOptions) -> Result<Arc<dyn object_store::ObjectStore>, EngineError> {
+        if let Some(store) = object_store_for(url, storage)? {
+            self.ctx.register_object_store(url, store);
+        }
+        let base = datafusion::execution::object_store::ObjectStoreUrl::parse(&url[..url::Position::BeforePath])
+            .map_err(EngineError::datafusion(format!("output `{url}`")))?;
+        self.ctx.runtime_env().object_store(base).map_err(EngineError::datafusion(format!("output `{url}`")))
+    }
+
     /// The store behind `memory://` URLs.
     pub fn memory_store(&self) -> Arc<InMemory> {
         self.memory.clone()

@@ -23,8 +23,8 @@ pub fn object_store_for(url: &Url, storage: &StorageOptions) -> Result<Option<Ar
     let retry = &storage.retry;
     let retry_config = RetryConfig {
         backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
+            init_backoff: Duration::from_secs_f64(retry.initial_backoff_secs),
+            max_backoff: Duration::from_secs_f64(retry.max_backoff_secs.max(retry.initial_backoff_secs)),
             base: 2.0,
         },
         max_retries: retry.max_retries,

@@ -40,7 +40,32 @@ pub struct Pipeline {
     pub storage: StorageOptions,
     /// The `[curate]` section, if any.
     pub curate: Option<Curate>,
+    /// `[publish]`: how curated splits are cut into shards.
+    pub publish: Publish,
     locations: BTreeMap<String, Location>,
+}
+
+/// The validated `[publish]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    pub shard_size: ShardSize,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Self { shard_size: ShardSize::Rows(DEFAULT_SHARD_ROWS) }
+    }
+}
+
+/// Rows per shard when the spec sets neither `shard_rows` nor `shard_bytes`.
+pub const DEFAULT_SHARD_ROWS: u64 = 500_000;
+
+/// How big a shard should be. Shards of one split hold equal row counts (±1), so a
+/// byte target is turned into rows from the source's compressed bytes per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardSize {
+    Rows(u64),
+    Bytes(u64),
 }
 
 /// The validated `[curate]` section.
@@ -242,6 +267,8 @@ impl Pipeline {
             ("storage.retry.retry_timeout_secs", retry.retry_timeout_secs),
             ("storage.retry.connect_timeout_secs", retry.connect_timeout_secs),
             ("storage.retry.request_timeout_secs", retry.request_timeout_secs),
+            ("storage.retry.initial_backoff_secs", retry.initial_backoff_secs),
+            ("storage.retry.max_backoff_secs", retry.max_backoff_secs),
         ] {
             if !v.is_finite() || v <= 0.0 {
                 return Err(reporter.at(None, key, format!("must be a positive number of seconds, found {v}")));
@@ -253,6 +280,34 @@ impl Pipeline {
             Some(c) => {
                 locations.insert("curate".into(), Location::of_offset(&text, c.span().start));
                 Some(validate_curate(&reporter, c, &attributes, &reference, &mut locations)?)
+            }
+        };
+
+        let publish = match raw.publish {
+            None => Publish::default(),
+            Some(p) => {
+                let span = p.span();
+                locations.insert("publish".into(), Location::of_offset(&text, span.start));
+                let p = p.into_inner();
+                let shard_bytes = match &p.shard_bytes {
+                    None => None,
+                    Some(v) => {
+                        let bytes = match v.get_ref() {
+                            toml::Value::Integer(i) if *i > 0 => Ok(*i as u64),
+                            toml::Value::String(s) => parse_size(s),
+                            other => Err(format!("must be a size such as \"128MiB\" or a positive byte count, found {other}")),
+                        };
+                        Some(bytes.map_err(|m| reporter.at(Some(v.span()), "publish.shard_bytes", m))?)
+                    }
+                };
+                let shard_size = match (p.shard_rows, shard_bytes) {
+                    (Some(_), Some(_)) => return Err(reporter.at(Some(span), "publish", "set `shard_rows` or `shard_bytes`, not both")),
+                    (Some(0), None) => return Err(reporter.at(Some(span), "publish.shard_rows", "must be at least 1")),
+                    (Some(rows), None) => ShardSize::Rows(rows),
+                    (None, Some(bytes)) => ShardSize::Bytes(bytes),
+                    (None, None) => Publish::default().shard_size,
+                };
+                Publish { shard_size }
             }
         };
 
@@ -273,6 +328,7 @@ impl Pipeline {
             },
             storage: raw.storage,
             curate,
+            publish,
             locations,
             text,
         })
@@ -427,6 +483,29 @@ fn validate_curate(
         on_empty: raw.on_empty,
         resample,
     })
+}
+
+/// Parses a size: `1024`, `512KiB`, `64MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size such as 512MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kib" | "k" => 1024.0,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        other => return Err(format!("unknown size unit `{other}` in `{s}` (use KiB, MiB or GiB)")),
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!("`{s}` must be a positive size"));
+    }
+    Ok(bytes as u64)
 }
 
 /// Local paths without a scheme are relative to the spec's folder, so a pipeline runs the

@@ -18,6 +18,15 @@ pub(crate) struct RawPipeline {
     #[serde(default)]
     pub storage: StorageOptions,
     pub curate: Option<Spanned<RawCurate>>,
+    pub publish: Option<Spanned<RawPublish>>,
+}
+
+/// `[publish]`: how curated splits are cut into shards.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPublish {
+    pub shard_rows: Option<u64>,
+    pub shard_bytes: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +263,11 @@ pub struct RetryOptions {
     pub connect_timeout_secs: f64,
     #[serde(default = "RetryOptions::default_request_timeout_secs")]
     pub request_timeout_secs: f64,
+    /// First wait between retries; it doubles up to `max_backoff_secs`.
+    #[serde(default = "RetryOptions::default_initial_backoff_secs")]
+    pub initial_backoff_secs: f64,
+    #[serde(default = "RetryOptions::default_max_backoff_secs")]
+    pub max_backoff_secs: f64,
 }
 
 impl RetryOptions {
@@ -269,6 +283,12 @@ impl RetryOptions {
     fn default_request_timeout_secs() -> f64 {
         120.0
     }
+    fn default_initial_backoff_secs() -> f64 {
+        0.1
+    }
+    fn default_max_backoff_secs() -> f64 {
+        5.0
+    }
 }
 
 impl Default for RetryOptions {
@@ -278,6 +298,8 @@ impl Default for RetryOptions {
             retry_timeout_secs: Self::default_retry_timeout_secs(),
             connect_timeout_secs: Self::default_connect_timeout_secs(),
             request_timeout_secs: Self::default_request_timeout_secs(),
+            initial_backoff_secs: Self::default_initial_backoff_secs(),
+            max_backoff_secs: Self::default_max_backoff_secs(),
         }
     }
 }

@@ -65,3 +65,9 @@ pub fn write_parquet(path: &Path, batch: &arrow::record_batch::RecordBatch) {
     w.write(batch).expect("write batch");
     w.close().expect("close");
 }
+
+/// The manifest of the run `out/_latest` points at.
+pub fn latest_manifest(out: &Path) -> serde_json::Value {
+    let latest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("_latest")).expect("_latest")).unwrap();
+    serde_json::from_slice(&std::fs::read(out.join(latest["manifest"].as_str().unwrap())).expect("manifest")).unwrap()
+}

@@ -25,8 +25,16 @@ fn curate_ok(spec: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// Every shard's bytes, in the order of the run's manifest (found through `_latest`).
 fn curated_bytes(out: &Path) -> Vec<u8> {
-    std::fs::read(out.join("curated.parquet")).expect("curated.parquet")
+    let manifest = crate::common::latest_manifest(out);
+    let run = out.join("runs").join(manifest["run_id"].as_str().unwrap());
+    let mut bytes = Vec::new();
+    for shard in manifest["shards"].as_array().unwrap() {
+        bytes.extend(std::fs::read(run.join(shard["path"].as_str().unwrap())).unwrap());
+    }
+    assert!(!bytes.is_empty());
+    bytes
 }
 
 #[test]
@@ -78,7 +86,8 @@ fn the_seed_changes_the_sample_and_the_same_seed_repeats_it() {
     assert_eq!(curated_bytes(&a), curated_bytes(&b));
     assert_ne!(curated_bytes(&a), curated_bytes(&c));
     let summary = |p: &Path| {
-        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("curation.json")).unwrap()).unwrap();
+        let run = crate::common::latest_manifest(p)["run_id"].as_str().unwrap().to_string();
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("runs").join(run).join("curation.json")).unwrap()).unwrap();
         v.as_object_mut().unwrap().remove("output");
         v
     };

@@ -1,0 +1,102 @@
+//! Spreading a run's shards over the ranks of a training job.
+
+use crate::manifest::{Manifest, ShardEntry};
+use crate::PublishError;
+
+/// The shards rank `rank` of `world_size` reads from `split`.
+///
+/// The rule, so any reader can reproduce it: take the split's shards by descending rows,
+/// then by path; give each in turn to the rank with the fewest rows so far (the lowest
+/// rank on ties). Shards of a split hold equal rows (±1), so this deals them out
+/// round-robin and every rank's row count is within one shard of every other's. Each
+/// shard carries the target mix, so every rank's data does too.
+pub fn assign<'m>(manifest: &'m Manifest, split: &str, world_size: u64, rank: u64) -> Result<Vec<&'m ShardEntry>, PublishError> {
+    if world_size == 0 {
+        return Err(PublishError::Usage("--world-size must be at least 1".into()));
+    }
+    if rank >= world_size {
+        return Err(PublishError::Usage(format!("--rank {rank} is out of range for --world-size {world_size} (ranks are 0..{world_size})")));
+    }
+    if !manifest.splits.iter().any(|s| s.split == split) {
+        let known: Vec<&str> = manifest.splits.iter().map(|s| s.split.as_str()).collect();
+        return Err(PublishError::Usage(format!("the run has no split `{split}` (it has {})", known.join(", "))));
+    }
+    let mut shards: Vec<&ShardEntry> = manifest.shards.iter().filter(|s| s.split == split).collect();
+    shards.sort_by(|a, b| b.rows.cmp(&a.rows).then_with(|| a.path.cmp(&b.path)));
+    let mut load = vec![0u64; world_size as usize];
+    let mut mine = Vec::new();
+    for shard in shards {
+        let (r, _) = load.iter().enumerate().min_by_key(|(i, l)| (**l, *i)).expect("world_size >= 1");
+        load[r] += shard.rows;
+        if r as u64 == rank {
+            mine.push(shard);
+        }
+    }
+    mine.sort_by_key(|s| s.index);
+    Ok(mine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::SplitTotals;
+
+    fn manifest(rows: &[u64]) -> Manifest {
+        Manifest {
+            schema_version: 1,
+            run_id: "r".into(),
+            identity: "i".into(),
+            created_at: String::new(),
+            strata_version: String::new(),
+            pipeline: "p".into(),
+            seed: 0,
+            spec_sha256: String::new(),
+            source: String::new(),
+            inputs: vec![],
+            schema: vec![],
+            stratum_columns: vec![],
+            target_shard_rows: 10,
+            summary: String::new(),
+            splits: vec![SplitTotals { split: "train".into(), shards: rows.len() as u64, rows: rows.iter().sum(), bytes: 0, weight_sum: 0.0 }],
+            shards: rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ShardEntry {
+                    path: format!("train/part-{i:05}.parquet"),
+                    split: "train".into(),
+                    index: i as u64,
+                    rows: *r,
+                    bytes: 0,
+                    sha256: String::new(),
+                    strata: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_shard_goes_to_exactly_one_rank_and_loads_stay_within_one_shard() {
+        let m = manifest(&[11, 11, 11, 10, 10, 10, 10]);
+        for world in 1..=9u64 {
+            let mut seen = vec![];
+            let mut loads = vec![];
+            for rank in 0..world {
+                let mine = assign(&m, "train", world, rank).unwrap();
+                loads.push(mine.iter().map(|s| s.rows).sum::<u64>());
+                seen.extend(mine.iter().map(|s| s.index));
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, (0..7).collect::<Vec<_>>(), "world {world}");
+            let (lo, hi) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+            assert!(hi - lo <= 11, "world {world}: loads {loads:?}");
+        }
+    }
+
+    #[test]
+    fn bad_ranks_and_splits_are_usage_errors() {
+        let m = manifest(&[5]);
+        assert!(assign(&m, "train", 0, 0).is_err());
+        assert!(assign(&m, "train", 2, 2).unwrap_err().to_string().contains("out of range"));
+        assert!(assign(&m, "nope", 1, 0).unwrap_err().to_string().contains("no split `nope`"));
+    }
+}

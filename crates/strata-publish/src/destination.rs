@@ -1,0 +1,195 @@
+//! The output URL of a publish: object paths under it and the commit protocol.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use url::Url;
+
+use crate::manifest::{Latest, Manifest};
+use crate::{one_line, PublishError};
+
+/// Folder of the runs under the output URL.
+pub const RUNS_DIR: &str = "runs";
+/// The commit record of a run, in its folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The pointer to the latest committed run, at the output URL's root.
+pub const LATEST_FILE: &str = "_latest";
+
+/// What a run prefix already holds.
+#[derive(Debug)]
+pub enum Existing {
+    /// No manifest: nothing committed there (leftover shards of a failed run are overwritten).
+    None,
+    /// The manifest of this very run (same identity): publishing again is a no-op.
+    Same(Box<Manifest>),
+}
+
+/// An output URL (a folder) and the store behind it.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    store: Arc<dyn ObjectStore>,
+    root: Url,
+    root_path: String,
+}
+
+impl Destination {
+    /// `root` is the output folder; a trailing `/` is added when missing.
+    pub fn new(store: Arc<dyn ObjectStore>, mut root: Url) -> Self {
+        if !root.path().ends_with('/') {
+            let p = format!("{}/", root.path());
+            root.set_path(&p);
+        }
+        let root_path = Path::from_url_path(root.path()).map(|p| p.to_string()).unwrap_or_default();
+        Self { store, root, root_path }
+    }
+
+    /// The folder of run `run_id`, relative to the root.
+    pub fn run_dir(run_id: &str) -> String {
+        format!("{RUNS_DIR}/{run_id}")
+    }
+
+    /// The URL of `rel` (a path relative to the root), for messages and readers.
+    pub fn url_of(&self, rel: &str) -> String {
+        format!("{}{rel}", self.root)
+    }
+
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    fn path_of(&self, rel: &str) -> Path {
+        if self.root_path.is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{rel}", self.root_path))
+        }
+    }
+
+    fn store_err(&self, rel: &str) -> impl FnOnce(object_store::Error) -> PublishError + '_ {
+        let url = self.url_of(rel);
+        move |e| PublishError::Store { url, message: one_line(&e.to_string()) }
+    }
+
+    /// The object at `rel`, or `None` when there is none.
+    pub async fn get(&self, rel: &str) -> Result<Option<Bytes>, PublishError> {
+        match self.store.get(&self.path_of(rel)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(self.store_err(rel))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_err(rel)(e)),
+        }
+    }
+
+    /// Size of the object at `rel`, or `None` when there is none.
+    pub async fn size(&self, rel: &str) -> Result<Option<u64>, PublishError> {
+        match self.store.head(&self.path_of(rel)).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_err(rel)(e)),
+        }
+    }
+
+    /// Writes (or overwrites) `rel`.
+    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<(), PublishError> {
+        self.store.put(&self.path_of(rel), PutPayload::from(bytes)).await.map_err(self.store_err(rel))?;
+        Ok(())
+    }
+
+    /// Writes `rel` only if no object is there; `false` when one already was.
+    async fn put_new(&self, rel: &str, bytes: Bytes) -> Result<bool, PublishError> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&self.path_of(rel), PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.store_err(rel)(e)),
+        }
+    }
+
+    /// Reads the manifest of a run, if committed.
+    pub async fn manifest(&self, run_id: &str) -> Result<Option<Manifest>, PublishError> {
+        let rel = format!("{}/{MANIFEST_FILE}", Self::run_dir(run_id));
+        match self.get(&rel).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| PublishError::Manifest {
+                url: self.url_of(&rel),
+                message: format!("not a strata manifest: {e}"),
+            }),
+        }
+    }
+
+    /// What the run prefix holds. A manifest of a different run is a conflict: it is
+    /// refused before any shard is written, so a published run is never overwritten.
+    pub async fn existing(&self, run_id: &str, identity: &str) -> Result<Existing, PublishError> {
+        match self.manifest(run_id).await? {
+            None => Ok(Existing::None),
+            Some(m) if m.identity == identity => Ok(Existing::Same(Box::new(m))),
+            Some(m) => Err(PublishError::Conflict {
+                url: self.url_of(&format!("{}/{MANIFEST_FILE}", Self::run_dir(run_id))),
+                message: format!("its identity is {}, this run's is {identity}", m.identity),
+            }),
+        }
+    }
+
+    /// Commits a run: the manifest is put create-if-absent (the one atomic step), then
+    /// `_latest` is pointed at it. A concurrent publisher of the same run loses the race
+    /// harmlessly; one of a different run gets a conflict.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<(), PublishError> {
+        let rel = format!("{}/{MANIFEST_FILE}", Self::run_dir(&manifest.run_id));
+        let bytes = serde_json::to_vec_pretty(manifest).expect("a manifest always serializes");
+        if !self.put_new(&rel, bytes.into()).await? {
+            self.existing(&manifest.run_id, &manifest.identity).await?;
+        }
+        self.point_latest(manifest).await
+    }
+
+    /// Points `_latest` at a committed run.
+    pub async fn point_latest(&self, manifest: &Manifest) -> Result<(), PublishError> {
+        let latest = Latest {
+            run_id: manifest.run_id.clone(),
+            manifest: format!("{}/{MANIFEST_FILE}", Self::run_dir(&manifest.run_id)),
+        };
+        let bytes = serde_json::to_vec_pretty(&latest).expect("a pointer always serializes");
+        self.put(LATEST_FILE, bytes.into()).await
+    }
+}
+
+/// Finds the manifest that a user-given URL means: a `manifest.json` itself, a run
+/// folder holding one, or an output root whose `_latest` names one. Returns the run's
+/// folder as a destination, the manifest's relative name in it, and the manifest.
+pub async fn resolve(store: Arc<dyn ObjectStore>, url: &Url) -> Result<(Destination, Manifest), PublishError> {
+    let not_found = |what: &str| PublishError::Manifest { url: url.to_string(), message: what.to_string() };
+    let parse = |bytes: &[u8], at: String| -> Result<Manifest, PublishError> {
+        serde_json::from_slice(bytes).map_err(|e| PublishError::Manifest { url: at, message: format!("not a strata manifest: {e}") })
+    };
+    if url.path().ends_with(".json") {
+        let mut dir = url.clone();
+        let parent = url.path().rsplit_once('/').map_or("/", |(p, _)| p).to_string();
+        dir.set_path(&format!("{parent}/"));
+        let dest = Destination::new(store, dir);
+        let name = url.path().rsplit('/').next().unwrap_or(MANIFEST_FILE).to_string();
+        let bytes = dest.get(&name).await?.ok_or_else(|| not_found("no such manifest"))?;
+        let m = parse(&bytes, url.to_string())?;
+        return Ok((dest, m));
+    }
+    let dest = Destination::new(store.clone(), url.clone());
+    if let Some(bytes) = dest.get(MANIFEST_FILE).await? {
+        let m = parse(&bytes, dest.url_of(MANIFEST_FILE))?;
+        return Ok((dest, m));
+    }
+    let latest = dest
+        .get(LATEST_FILE)
+        .await?
+        .ok_or_else(|| not_found("neither a manifest.json nor a _latest pointer is there: no committed run"))?;
+    let latest: Latest = serde_json::from_slice(&latest).map_err(|e| PublishError::Manifest {
+        url: dest.url_of(LATEST_FILE),
+        message: format!("not a strata pointer: {e}"),
+    })?;
+    let run = Destination::new(store, Url::parse(&dest.url_of(&format!("{}/", Destination::run_dir(&latest.run_id)))).map_err(|e| not_found(&e.to_string()))?);
+    let bytes = run.get(MANIFEST_FILE).await?.ok_or_else(|| PublishError::Manifest {
+        url: run.url_of(MANIFEST_FILE),
+        message: "_latest names this run but its manifest is missing".into(),
+    })?;
+    let m = parse(&bytes, run.url_of(MANIFEST_FILE))?;
+    Ok((run, m))
+}

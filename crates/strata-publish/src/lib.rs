@@ -1,0 +1,60 @@
+//! Publishing curated data for training clusters.
+//!
+//! A published run is a folder of Parquet shards plus a `manifest.json` under a
+//! run-specific prefix of the output URL:
+//!
+//! ```text
+//! OUT/_latest                         {"run_id": ..., "manifest": "runs/<id>/manifest.json"}
+//! OUT/runs/<id>/train/part-00000.parquet
+//! OUT/runs/<id>/validation/part-00000.parquet
+//! OUT/runs/<id>/test/part-00000.parquet
+//! OUT/runs/<id>/curation.json
+//! OUT/runs/<id>/manifest.json         written last, create-if-absent
+//! ```
+//!
+//! The manifest is the commit: readers trust a run only once its manifest exists, and
+//! `_latest` moves only after that. Shards are written by [`ShardSink`] from a stream
+//! sorted by (split, shard, shuffle key); [`verify`] re-reads a run and [`assign`]
+//! spreads its shards over the ranks of a training job.
+
+mod assign;
+mod destination;
+mod manifest;
+mod sink;
+mod verify;
+
+pub use assign::assign;
+pub use destination::{resolve, Destination, Existing, LATEST_FILE, MANIFEST_FILE, RUNS_DIR};
+pub use manifest::{ColumnSchema, InputFile, Latest, Manifest, ShardEntry, SplitTotals, StratumCount, MANIFEST_SCHEMA_VERSION};
+pub use sink::{ShardSink, SinkColumns, SinkOutput, StratumTotals};
+pub use verify::{verify, VerifyReport};
+
+/// Why publishing, verifying or assigning failed. Each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// An object store request failed (after its retries).
+    #[error("`{url}`: {message}")]
+    Store { url: String, message: String },
+    /// The run prefix already holds a manifest of a different run.
+    #[error("`{url}` already holds the manifest of a different run ({message}); publish to another output or run id, nothing was overwritten")]
+    Conflict { url: String, message: String },
+    /// A manifest or pointer that cannot be read.
+    #[error("`{url}`: {message}")]
+    Manifest { url: String, message: String },
+    /// Encoding or reading Parquet, or reading the curated stream.
+    #[error("{context}: {message}")]
+    Data { context: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// First line of an error message: object_store and DataFusion errors can span lines.
+pub(crate) fn one_line(message: &str) -> String {
+    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
