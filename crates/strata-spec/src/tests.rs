@@ -129,3 +129,26 @@ fn unreadable_file_names_the_path() {
     let e = Pipeline::load("/nonexistent/p.toml").unwrap_err().to_string();
     assert!(e.starts_with("/nonexistent/p.toml: cannot read pipeline spec"), "{e}");
 }
+
+#[test]
+fn publish_takes_rows_or_a_byte_size() {
+    assert_eq!(parse(VALID).unwrap().publish.shard_size, ShardSize::Rows(DEFAULT_SHARD_ROWS));
+    let rows = parse(&format!("{VALID}\n[publish]\nshard_rows = 1000\n")).unwrap();
+    assert_eq!(rows.publish.shard_size, ShardSize::Rows(1000));
+    let bytes = parse(&format!("{VALID}\n[publish]\nshard_bytes = \"64MiB\"\n")).unwrap();
+    assert_eq!(bytes.publish.shard_size, ShardSize::Bytes(64 * 1024 * 1024));
+    let plain = parse(&format!("{VALID}\n[publish]\nshard_bytes = 1000000\n")).unwrap();
+    assert_eq!(plain.publish.shard_size, ShardSize::Bytes(1_000_000));
+}
+
+#[test]
+fn publish_errors_name_the_key() {
+    let both = err(&format!("{VALID}\n[publish]\nshard_rows = 10\nshard_bytes = \"1MiB\"\n"));
+    assert!(both.contains("key `publish`: set `shard_rows` or `shard_bytes`, not both"), "{both}");
+    let zero = err(&format!("{VALID}\n[publish]\nshard_rows = 0\n"));
+    assert!(zero.contains("key `publish.shard_rows`: must be at least 1"), "{zero}");
+    let unit = err(&format!("{VALID}\n[publish]\nshard_bytes = \"12 parsecs\"\n"));
+    assert!(unit.contains("demo.toml:21:15: key `publish.shard_bytes`: unknown size unit `parsecs`"), "{unit}");
+    let unknown = err(&format!("{VALID}\n[publish]\nshards = 3\n"));
+    assert!(unknown.contains("unknown field `shards`"), "{unknown}");
+}

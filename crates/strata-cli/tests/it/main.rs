@@ -3,5 +3,6 @@
 mod common;
 mod curate;
 mod profile;
+mod shards;
 mod spec_errors;
 mod source_errors;
