@@ -41,9 +41,45 @@ pub enum Command {
     /// Split, reweigh or resample the training split to the spec's target mix, and
     /// publish stratified shards with a manifest.
     Curate(CurateArgs),
+    /// Run the SQL checks (`.sql` files returning failing rows) over the source, its
+    /// profile and the published curated run. Exit 1 when an error-severity check fails,
+    /// 3 when a check cannot run.
+    Check(CheckArgs),
     /// Published runs: verify them, or list the shards a training rank reads.
     #[command(subcommand)]
     Shards(ShardsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Which checks run: those of the source stage, the curated stage, or both.
+    #[arg(long, value_enum, default_value_t = StageArg::All)]
+    pub stage: StageArg,
+    /// The output root of `strata curate` (follows `_latest`), a run folder or a
+    /// manifest.json: the `curated` and `curation` tables. Without it curated checks are skipped.
+    #[arg(long, value_name = "URL")]
+    pub out: Option<String>,
+    /// Write JUnit XML here (one test case per check).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Keep failing rows as Parquet under this URL (default: `checks/` in the run folder).
+    #[arg(long, value_name = "URL")]
+    pub failing_rows: Option<String>,
+    /// Warnings fail the job too.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StageArg {
+    Source,
+    Curated,
+    All,
 }
 
 #[derive(Debug, Subcommand)]

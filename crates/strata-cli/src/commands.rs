@@ -5,7 +5,7 @@ use anyhow::Context;
 use strata_engine::{Engine, EngineOptions, LabelKind, SourceTable, SOURCE_TABLE};
 use strata_spec::Pipeline;
 
-use crate::cli::{AssignArgs, Cli, Command, CurateArgs, PipelineArgs, ProfileArgs, ShardsArgs, ShardsCommand, SummaryFormat};
+use crate::cli::{AssignArgs, CheckArgs, Cli, Command, StageArg, CurateArgs, PipelineArgs, ProfileArgs, ShardsArgs, ShardsCommand, SummaryFormat};
 use crate::Outcome;
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -13,6 +13,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Validate(args) => validate(args).await,
         Command::Profile(args) => profile(args).await,
         Command::Curate(args) => curate(args).await,
+        Command::Check(args) => check(args).await,
         Command::Shards(ShardsCommand::Verify(args)) => shards_verify(args).await,
         Command::Shards(ShardsCommand::Assign(args)) => shards_assign(args).await,
     }
@@ -102,6 +103,38 @@ async fn curate(args: CurateArgs) -> anyhow::Result<Outcome> {
     };
     print_stdout(&text)?;
     Ok(Outcome::Success)
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
+    let o = open(&args.pipeline).await?;
+    let options = strata_check::CheckOptions {
+        stages: match args.stage {
+            StageArg::Source => strata_check::StageSelection::Source,
+            StageArg::Curated => strata_check::StageSelection::Curated,
+            StageArg::All => strata_check::StageSelection::All,
+        },
+        out: args.out.clone(),
+        failing_rows: args.failing_rows.clone(),
+        strict: args.strict,
+    };
+    let run = strata_check::check(&o.engine, &o.pipeline, &o.source, o.label_kind, &options).await?;
+    if let Some(path) = &args.junit {
+        write_atomically(path, run.to_junit().as_bytes())?;
+    }
+    if let Some(path) = &args.json {
+        write_atomically(path, (serde_json::to_string_pretty(&run.to_json())? + "\n").as_bytes())?;
+    }
+    print_stdout(&run.render_text())?;
+    for r in run.results.iter().filter(|r| r.status == strata_check::Status::Error) {
+        tracing::error!(check = %r.check.name, stage = r.stage.as_str(), error = r.message.as_deref().unwrap_or(""), "check could not run");
+    }
+    Ok(if run.any_error() {
+        Outcome::Error
+    } else if run.any_failure() {
+        Outcome::Failed
+    } else {
+        Outcome::Success
+    })
 }
 
 /// A user-given URL or local path as a URL; local folders get a trailing `/`.

@@ -16,6 +16,9 @@ pub enum Outcome {
     Success = 0,
     /// 1: checks or gates failed (or `shards verify` found a mismatch).
     Failed = 1,
+    /// 3: the job ran but part of it could not (a check with a SQL error); the same
+    /// code as an input, config or runtime error.
+    Error = 3,
 }
 
 /// 3: input, config or runtime error (2, usage errors, is clap's own).

@@ -42,7 +42,34 @@ pub struct Pipeline {
     pub curate: Option<Curate>,
     /// `[publish]`: how curated splits are cut into shards.
     pub publish: Publish,
+    /// `[checks]`: SQL check folders and parameters.
+    pub checks: Checks,
     locations: BTreeMap<String, Location>,
+}
+
+/// The validated `[checks]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checks {
+    /// Folders of `.sql` check files, resolved against the spec's folder.
+    pub dirs: Vec<String>,
+    /// Values checks bind as `$name` placeholders (never pasted into SQL text).
+    pub params: BTreeMap<String, ParamValue>,
+    /// Failing rows kept per failed check.
+    pub max_failing_rows: u64,
+}
+
+/// Where checks are looked for when the spec names no folder: `sql/` beside the
+/// spec's folder (`pipelines/../sql`).
+pub const DEFAULT_CHECK_DIR: &str = "../sql/";
+pub const DEFAULT_MAX_FAILING_ROWS: u64 = 100;
+
+/// A check parameter's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    String(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
 }
 
 /// The validated `[publish]` section.
@@ -311,6 +338,45 @@ impl Pipeline {
             }
         };
 
+        let checks = {
+            let mut checks = Checks {
+                dirs: vec![resolve_url(path, DEFAULT_CHECK_DIR)],
+                params: BTreeMap::new(),
+                max_failing_rows: DEFAULT_MAX_FAILING_ROWS,
+            };
+            if let Some(c) = raw.checks {
+                let span = c.span();
+                locations.insert("checks".into(), Location::of_offset(&text, span.start));
+                let c = c.into_inner();
+                if let Some(dirs) = c.dirs {
+                    if dirs.iter().any(|d| d.trim().is_empty()) {
+                        return Err(reporter.at(Some(span), "checks.dirs", "folder names must not be empty"));
+                    }
+                    checks.dirs = dirs.iter().map(|d| resolve_url(path, d)).collect();
+                }
+                if let Some(n) = c.max_failing_rows {
+                    checks.max_failing_rows = n;
+                }
+                for (name, value) in c.params {
+                    let key = format!("checks.params.{name}");
+                    if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') || name.starts_with(|ch: char| ch.is_ascii_digit()) {
+                        return Err(reporter.at(Some(value.span()), &key, "parameter names are letters, digits and `_`, not starting with a digit"));
+                    }
+                    let v = match value.get_ref() {
+                        toml::Value::String(s) => ParamValue::String(s.clone()),
+                        toml::Value::Integer(i) => ParamValue::Int(*i),
+                        toml::Value::Float(f) => ParamValue::Float(*f),
+                        toml::Value::Boolean(b) => ParamValue::Bool(*b),
+                        other => {
+                            return Err(reporter.at(Some(value.span()), &key, format!("must be a string, integer, float or boolean, found {}", other.type_str())));
+                        }
+                    };
+                    checks.params.insert(name, v);
+                }
+            }
+            checks
+        };
+
         let name = raw.name.unwrap_or_else(|| path.file_stem().map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned()));
         Ok(Self {
             name,
@@ -329,6 +395,7 @@ impl Pipeline {
             storage: raw.storage,
             curate,
             publish,
+            checks,
             locations,
             text,
         })

@@ -19,6 +19,17 @@ pub(crate) struct RawPipeline {
     pub storage: StorageOptions,
     pub curate: Option<Spanned<RawCurate>>,
     pub publish: Option<Spanned<RawPublish>>,
+    pub checks: Option<Spanned<RawChecks>>,
+}
+
+/// `[checks]`: where the SQL checks live and the values they may bind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawChecks {
+    pub dirs: Option<Vec<String>>,
+    #[serde(default)]
+    pub params: BTreeMap<String, Spanned<toml::Value>>,
+    pub max_failing_rows: Option<u64>,
 }
 
 /// `[publish]`: how curated splits are cut into shards.
