@@ -164,3 +164,36 @@ pub fn load_checks(dirs: &[String]) -> Result<Vec<CheckFile>, CheckError> {
     checks.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(checks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<CheckFile, CheckError> {
+        CheckFile::parse(Path::new("/checks/c.sql"), text)
+    }
+
+    #[test]
+    fn reads_the_header_and_keeps_the_whole_file_as_sql() {
+        let c = parse("-- name: c1\n-- description: d: with a colon\n-- severity: warn\n-- stage: both\n-- warn_if: > 2%\n\nSELECT 1\n-- trailing: not metadata\n").unwrap();
+        assert_eq!(c.name, "c1");
+        assert_eq!(c.description, "d: with a colon");
+        assert_eq!(c.severity, Severity::Warn);
+        assert_eq!(c.stages, [Stage::Source, Stage::Curated]);
+        assert_eq!(c.warn_if.unwrap().to_string(), "> 2%");
+        assert!(c.sql.starts_with("-- name: c1"));
+    }
+
+    #[test]
+    fn defaults_name_from_the_file_and_severity_error() {
+        let c = parse("-- stage: source\nSELECT 1").unwrap();
+        assert_eq!((c.name.as_str(), c.severity), ("c", Severity::Error));
+    }
+
+    #[test]
+    fn rejects_duplicates_and_empty_checks() {
+        assert!(parse("-- stage: source\n-- stage: curated\nSELECT 1").unwrap_err().to_string().contains("c.sql:2: metadata key `stage` is given twice"));
+        assert!(parse("-- stage: source\n").unwrap_err().to_string().contains("no SQL"));
+        assert!(parse("-- name: a b\n-- stage: source\nSELECT 1").unwrap_err().to_string().contains("c.sql:1: name `a b`"));
+    }
+}
