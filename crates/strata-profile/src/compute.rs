@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::{count, min, sum};
 use datafusion::prelude::*;
 use strata_engine::{EngineError, LabelKind, SourceTable, SOURCE_TABLE};
 use strata_spec::{LabelValue, Pipeline, MISSING_GROUP};
@@ -47,31 +47,24 @@ pub async fn profile(
     let attrs = &pipeline.groups.attributes;
     let df = ctx.table(SOURCE_TABLE).await.map_err(EngineError::datafusion("opening the source table"))?;
 
-    let label = ident(&pipeline.label.column);
-    let is_positive = match &pipeline.label.positive {
-        LabelValue::String(s) => label.clone().eq(lit(s.as_str())),
-        LabelValue::Int(i) => label.clone().eq(lit(*i)),
-        LabelValue::Bool(b) => label.clone().eq(lit(*b)),
+    let positive = match &pipeline.label.positive {
+        LabelValue::String(s) => s.clone(),
+        LabelValue::Int(i) => i.to_string(),
+        LabelValue::Bool(b) => b.to_string(),
     };
     debug_assert!(matches!(label_kind, LabelKind::String | LabelKind::Integer | LabelKind::Boolean));
 
-    let group_by: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
-    let mut aggregates = vec![
-        count_all().alias("rows"),
-        count(label.clone()).alias("labelled"),
-        sum(cast(is_positive.clone(), DataType::Int64)).alias("positives"),
-    ];
+    // Grouping by the label as well turns every label statistic into a plain count or
+    // sum per (cell, label value): no CASE expression runs per row. Weights are checked
+    // with a minimum and a count per cell (and a sum, which is NaN if any weight is);
+    // only if those look wrong does a second query count the bad rows for the error.
+    let mut group_by: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
+    group_by.push(ident(&pipeline.label.column).alias("y"));
+    let mut aggregates = vec![count_all().alias("rows")];
     let weighted = pipeline.source.weight_column.is_some();
     if let Some(w) = &pipeline.source.weight_column {
         let w = cast(ident(w), DataType::Float64);
-        aggregates.extend([
-            sum(w.clone()).alias("weight"),
-            sum(when(label.clone().is_not_null(), w.clone()).end().map_err(EngineError::datafusion("planning the profile"))?)
-                .alias("weighted_labelled"),
-            sum(when(is_positive, w.clone()).end().map_err(EngineError::datafusion("planning the profile"))?)
-                .alias("weighted_positives"),
-            sum(strata_engine::invalid_weight(w)).alias("bad_weights"),
-        ]);
+        aggregates.extend([sum(w.clone()).alias("weight"), min(w.clone()).alias("weight_min"), count(w).alias("weight_count")]);
     }
 
     let started = std::time::Instant::now();
@@ -82,7 +75,8 @@ pub async fn profile(
         .await
         .map_err(EngineError::datafusion(format!("profiling source `{}`", source.url)))?;
 
-    let (cells, bad_weights) = read_cells(&batches, attrs.len(), weighted)?;
+    let (cells, suspect_weights) = read_cells(&batches, attrs.len(), &positive)?;
+    let bad_weights = if suspect_weights { count_invalid_weights(engine, pipeline).await? } else { 0 };
     tracing::info!(cells = cells.len(), elapsed_ms = started.elapsed().as_millis() as u64, "profile pass done");
 
     if bad_weights > 0 {
@@ -223,45 +217,69 @@ fn display_value((missing, v): &(bool, String)) -> String {
     if *missing { MISSING_GROUP.to_string() } else { v.clone() }
 }
 
-/// Reads the aggregated cells, keyed by their attribute values in sort order. Summing
-/// the cells in key order keeps float totals identical across runs, whatever order
-/// the engine's partitions returned them in.
-fn read_cells(batches: &[RecordBatch], n_attrs: usize, weighted: bool) -> Result<(BTreeMap<Key, Tally>, u64), ProfileError> {
-    let mut cells = BTreeMap::new();
-    let mut bad_weights = 0;
+/// Reads the aggregated (cell, label value) rows into cells keyed by their attribute
+/// values in sort order. Summing in key order keeps float totals identical across runs,
+/// whatever order the engine's partitions returned them in. Also says whether any
+/// weight may be null, negative or NaN.
+fn read_cells(batches: &[RecordBatch], n_attrs: usize, positive: &str) -> Result<(BTreeMap<Key, Tally>, bool), ProfileError> {
+    // (cell, label) rows, sorted, then folded into cells
+    let mut rows: BTreeMap<(Key, Option<String>), (u64, f64)> = BTreeMap::new();
+    let mut suspect = false;
     for batch in batches {
-        let keys: Vec<_> = (0..n_attrs)
+        let keys: Vec<_> = (0..=n_attrs)
             .map(|i| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8))
             .collect::<Result<_, _>>()
             .map_err(|e| EngineError::datafusion("reading profile cells")(e.into()))?;
-        let int = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Int64Type>().clone());
+        let count = batch.column_by_name("rows").map(|c| c.as_primitive::<Int64Type>().clone()).expect("rows");
         let float = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Float64Type>().clone());
-        let (rows, labelled, positives) = (int("rows").unwrap(), int("labelled").unwrap(), int("positives").unwrap());
-        let (weight, wl, wp, bad) = (float("weight"), float("weighted_labelled"), float("weighted_positives"), int("bad_weights"));
+        let (weight, weight_min) = (float("weight"), float("weight_min"));
+        let weight_count = batch.column_by_name("weight_count").map(|c| c.as_primitive::<Int64Type>().clone());
         for r in 0..batch.num_rows() {
-            let key: Key = keys
-                .iter()
-                .map(|k| {
-                    let k = k.as_string::<i32>();
-                    if k.is_null(r) { (true, String::new()) } else { (false, k.value(r).to_string()) }
-                })
-                .collect();
-            let get_f = |a: &Option<datafusion::arrow::array::Float64Array>| a.as_ref().map_or(0.0, |a| if a.is_null(r) { 0.0 } else { a.value(r) });
-            let tally = Tally {
-                rows: rows.value(r) as u64,
-                labelled: labelled.value(r) as u64,
-                positives: if positives.is_null(r) { 0 } else { positives.value(r) as u64 },
-                weight: get_f(&weight),
-                weighted_labelled: get_f(&wl),
-                weighted_positives: get_f(&wp),
+            let text = |i: usize| {
+                let k = keys[i].as_string::<i32>();
+                (!k.is_null(r)).then(|| k.value(r).to_string())
             };
-            if weighted {
-                bad_weights += bad.as_ref().map_or(0, |b| if b.is_null(r) { 0 } else { b.value(r) as u64 });
+            let key: Key = (0..n_attrs).map(|i| text(i).map_or((true, String::new()), |v| (false, v))).collect();
+            let n = count.value(r) as u64;
+            let w = weight.as_ref().map_or(0.0, |a| if a.is_null(r) { 0.0 } else { a.value(r) });
+            if let (Some(wc), Some(wm)) = (&weight_count, &weight_min) {
+                suspect |= (wc.value(r) as u64) < n || w.is_nan() || (!wm.is_null(r) && wm.value(r) < 0.0);
             }
-            cells.insert(key, tally);
+            rows.insert((key, text(n_attrs)), (n, w));
         }
     }
-    Ok((cells, bad_weights))
+    let mut cells: BTreeMap<Key, Tally> = BTreeMap::new();
+    for ((key, label), (n, w)) in rows {
+        let is_positive = label.as_deref() == Some(positive);
+        cells.entry(key).or_default().add(&Tally {
+            rows: n,
+            labelled: if label.is_some() { n } else { 0 },
+            positives: if is_positive { n } else { 0 },
+            weight: w,
+            weighted_labelled: if label.is_some() { w } else { 0.0 },
+            weighted_positives: if is_positive { w } else { 0.0 },
+        });
+    }
+    Ok((cells, suspect))
+}
+
+/// Rows whose weight is null, negative or NaN: a second query, run only when the
+/// profile pass saw signs of them.
+async fn count_invalid_weights(engine: &strata_engine::Engine, pipeline: &Pipeline) -> Result<u64, ProfileError> {
+    let Some(w) = &pipeline.source.weight_column else { return Ok(0) };
+    let batches = engine
+        .context()
+        .table(SOURCE_TABLE)
+        .await
+        .and_then(|df| df.aggregate(vec![], vec![sum(strata_engine::invalid_weight(cast(ident(w), DataType::Float64))).alias("bad")]))
+        .map_err(EngineError::datafusion("counting invalid weights"))?
+        .collect()
+        .await
+        .map_err(EngineError::datafusion("counting invalid weights"))?;
+    Ok(batches
+        .first()
+        .map(|b| b.column(0).as_primitive::<Int64Type>())
+        .map_or(0, |a| if a.is_null(0) { 0 } else { a.value(0) as u64 }))
 }
 
 /// A few label values, for the error when the positive value never occurs.
