@@ -558,17 +558,40 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             let factor = when(ident("split").eq(lit("train")), coalesce(vec![ident("__factor"), lit(1.0f64)])).otherwise(lit(1.0f64))?;
             let df = df.with_column("sample_weight", ident("__w") * factor)?;
             let df = df.join(shard_df, JoinType::Inner, &["__cell", "split"], &["__sh_cell", "__sh_split"], None)?;
-            let df = df.window(vec![
-                row_number()
-                    .partition_by(vec![ident("split"), ident("__cell")])
-                    .order_by(vec![
-                        ident("__h_sample").sort(true, false),
-                        ident("__h_split").sort(true, false),
-                        ident("__copy").sort(true, false),
-                    ])
-                    .build()?
-                    .alias("__pos"),
-            ])?;
+            // A row's position within its (split, cell). Where the plan fixes it, it comes
+            // from ranks already computed (each cell's splits are consecutive split-rank
+            // ranges; exact resampling's copies follow from the sample rank), which spares
+            // a sort; only Bernoulli draws and group-level strata need a window.
+            let df = if resample && !(exact && stratify_label) {
+                df.window(vec![
+                    row_number()
+                        .partition_by(vec![ident("split"), ident("__cell")])
+                        .order_by(vec![
+                            ident("__h_sample").sort(true, false),
+                            ident("__h_split").sort(true, false),
+                            ident("__copy").sort(true, false),
+                        ])
+                        .build()?
+                        .alias("__pos"),
+                ])?
+            } else {
+                let int = |e: Expr| cast(e, DataType::Int64);
+                let start = when(ident("split").eq(lit("train")), lit(0i64))
+                    .when(ident("split").eq(lit("validation")), int(cut(split.train)))
+                    .otherwise(int(cut(split.train + split.validation)))?;
+                let natural = int(ident("__split_rank")) - start;
+                let pos = if resample {
+                    // copies of the rank-r row start after (r-1)·q + min(r-1, k mod n) rows
+                    let r0 = int(ident("__rank")) - lit(1i64);
+                    let (k, n) = (ident("__k"), ident("__n"));
+                    let before = r0.clone() * (k.clone() / n.clone())
+                        + when(r0.clone().lt(k.clone() % n.clone()), r0).otherwise(k % n)?;
+                    when(ident("split").eq(lit("train")), before + ident("__copy") + lit(1i64)).otherwise(natural)?
+                } else {
+                    natural
+                };
+                df.with_column("__pos", pos)?
+            };
             let df = df.with_column(
                 "__shard",
                 (ident("__sh_offset") + cast(ident("__pos"), DataType::Int64) - lit(1i64)) % ident("__sh_shards"),

@@ -162,3 +162,34 @@ fn s3_endpoint_refusing_connections_fails_after_bounded_retries() {
     assert!(error.contains("s3://no-such-bucket/adult/"), "{error}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn null_and_nan_weights_are_counted_with_the_negative_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("sex", DataType::Utf8, true),
+        Field::new("race", DataType::Utf8, true),
+        Field::new("income", DataType::Utf8, true),
+        Field::new("fnlwgt", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["Male", "Female", "Female", "Male", "Male", "Female"])),
+            Arc::new(StringArray::from(vec!["White", "Black", "Other", "White", "White", "Black"])),
+            Arc::new(StringArray::from(vec![">50K", "<=50K", ">50K", "<=50K", ">50K", ">50K"])),
+            Arc::new(Float64Array::from(vec![Some(1.0), Some(f64::NAN), None, Some(-2.0), Some(5.0), Some(0.5)])),
+        ],
+    )
+    .unwrap();
+    let path = dir.path().join("weights.parquet");
+    write_parquet(&path, &batch);
+    let spec = adult_spec()
+        .replace(&adult_train().display().to_string(), &path.display().to_string())
+        .replace("[groups.reference.sex]\nFemale = 0.513\nMale = 0.487\n", "")
+        .replace("[groups.reference.race]\nWhite = 0.803\nBlack = 0.121\nAsian-Pac-Islander = 0.029\nAmer-Indian-Eskimo = 0.008\nOther = 0.039\n", "");
+    let (_d, spec) = write_spec(&spec);
+    let f = fails(&["profile", &spec.display().to_string()]);
+    assert_eq!(f.code, 3);
+    assert!(f.error.contains("key `source.weight_column`: 3 rows of source"), "{}", f.error);
+}
