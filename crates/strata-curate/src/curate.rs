@@ -492,36 +492,49 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     };
 
     // --- rows per (split, cell) after curation: from the plan where it fixes them ---
-    let stratify_cells = stratify_label || !resample;
+    // Shard strata are the curation's strata: (group, label) cells, or groups when
+    // resampling by group only.
+    let group_strata = resample && !stratify_label;
+    let shard_key = if group_strata { "__grp" } else { "__cell" };
+    // rows per (split, stratum id) after curation: from the plan where it fixes them
     let mut counts: BTreeMap<(usize, u64), u64> = BTreeMap::new();
-    if !resample || (exact && stratify_cells) {
+    if !resample || exact {
         for (k, c) in &cells {
             for s in 0..3 {
-                let n = if s == train { plans.get(k).map_or(c.rows[s], |p| p.planned) } else { c.rows[s] };
-                counts.insert((s, c.cell_id), n);
+                let id = if group_strata { c.group_id } else { c.cell_id };
+                if s == train && group_strata {
+                    // every cell of a group carries the group's plan
+                    counts.insert((s, id), plans.get(k).map_or(0, |p| p.planned));
+                } else {
+                    let n = if s == train { plans.get(k).map_or(c.rows[s], |p| p.planned) } else { c.rows[s] };
+                    *counts.entry((s, id)).or_default() += n;
+                }
             }
         }
     } else {
         let batches = build_output()
             .await
-            .and_then(|df| df.aggregate(vec![ident("split"), ident("__cell")], vec![count_all().alias("rows")]))
+            .and_then(|df| df.aggregate(vec![ident("split"), ident(shard_key).alias("__stratum")], vec![count_all().alias("rows")]))
             .map_err(df_err("planning the shard plan"))?
             .collect()
             .await
             .map_err(df_err("counting curated rows per stratum"))?;
         for b in &batches {
             let split = string_columns(b, 1)?.remove(0);
-            let cell = b.column_by_name("__cell").expect("__cell").as_primitive::<UInt64Type>();
+            let id = b.column_by_name("__stratum").expect("__stratum").as_primitive::<UInt64Type>();
             let rows = b.column_by_name("rows").expect("rows").as_primitive::<Int64Type>();
             for r in 0..b.num_rows() {
-                counts.insert((split_index(split[r].as_deref().unwrap_or("test")), cell.value(r)), rows.value(r) as u64);
+                counts.insert((split_index(split[r].as_deref().unwrap_or("test")), id.value(r)), rows.value(r) as u64);
             }
         }
     }
 
-    // --- shard plan: per split S shards; a cell's rows are dealt round-robin starting
-    //     where the previous cell's stopped, so every shard holds ⌊c/S⌋ or ⌈c/S⌉ rows of
-    //     every cell and ⌊N/S⌋ or ⌈N/S⌉ rows in all ---
+    // --- shard plan: per split S shards; the strata are laid end to end in id order and
+    //     row i of that sequence goes to shard i mod S, so every shard holds ⌊c/S⌋ or
+    //     ⌈c/S⌉ rows of every stratum and ⌊N/S⌋ or ⌈N/S⌉ rows in all. The plan gives each
+    //     (cell, split) the offset its rows start at; a row adds its position within
+    //     the stratum (or, for a group's natural validation and test rows, within the
+    //     cell, the cells of a group following each other) ---
     let shard_rows = match pipeline.publish.shard_size {
         ShardSize::Rows(n) => n,
         ShardSize::Bytes(bytes) => {
@@ -531,16 +544,26 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             ((bytes as f64 / per_row) as u64).max(1)
         }
     };
+    // positions of a group's validation/test rows are per cell (from the split rank)
+    // when the plan fixes them; per group otherwise (a window, or the group's sample rank)
+    let per_cell_positions = |s: usize| group_strata && exact && s != train;
     let mut shard_plan: Vec<(u64, &'static str, i64, i64)> = Vec::new();
     for (s, split_name) in SPLITS.iter().enumerate() {
         let total: u64 = counts.iter().filter(|((ss, _), _)| *ss == s).map(|(_, n)| n).sum();
-        let n_shards = total.div_ceil(shard_rows).max(1) as i64;
+        let n_shards = total.div_ceil(shard_rows).max(1);
         let mut offset = 0u64;
-        for ((ss, cell), n) in &counts {
-            if *ss == s {
-                shard_plan.push((*cell, split_name, (offset % n_shards as u64) as i64, n_shards));
-                offset += n;
+        for ((ss, id), n) in &counts {
+            if *ss != s {
+                continue;
             }
+            let mut within = 0u64;
+            for c in cells.values().filter(|c| if group_strata { c.group_id == *id } else { c.cell_id == *id }) {
+                shard_plan.push((c.cell_id, split_name, ((offset + within) % n_shards) as i64, n_shards as i64));
+                if per_cell_positions(s) {
+                    within += c.rows[s];
+                }
+            }
+            offset += n;
         }
     }
     let shard_df = shard_frame(ctx, &shard_plan).map_err(df_err("building the shard plan"))?;
@@ -550,7 +573,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     output_cols.push(ident("sample_weight"));
     output_cols.push(ident("split"));
     output_cols.push(ident("__shard"));
-    output_cols.push(ident("__cell"));
+    output_cols.push(ident(shard_key).alias("__stratum"));
+    if group_strata {
+        output_cols.push(ident("__cell"));
+    }
     let sorted = build_output()
         .await
         .and_then(|df| {
@@ -562,10 +588,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             // from ranks already computed (each cell's splits are consecutive split-rank
             // ranges; exact resampling's copies follow from the sample rank), which spares
             // a sort; only Bernoulli draws and group-level strata need a window.
-            let df = if resample && !(exact && stratify_label) {
+            let df = if resample && !exact {
                 df.window(vec![
                     row_number()
-                        .partition_by(vec![ident("split"), ident("__cell")])
+                        .partition_by(vec![ident("split"), ident(shard_key)])
                         .order_by(vec![
                             ident("__h_sample").sort(true, false),
                             ident("__h_split").sort(true, false),
@@ -614,9 +640,13 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let strata_values: HashMap<u64, Vec<Option<String>>> = cells
         .iter()
         .map(|((g, y), c)| {
-            let mut v = g.clone();
-            v.push(y.clone());
-            (c.cell_id, v)
+            if group_strata {
+                (c.group_id, g.clone())
+            } else {
+                let mut v = g.clone();
+                v.push(y.clone());
+                (c.cell_id, v)
+            }
         })
         .collect();
     let sink = ShardSink {
@@ -626,7 +656,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             split: "split".into(),
             weight: "sample_weight".into(),
             shard: "__shard".into(),
-            stratum: "__cell".into(),
+            stratum: "__stratum".into(),
+            cell: if group_strata { "__cell" } else { "__stratum" }.into(),
         },
         strata: strata_values,
     };
@@ -680,7 +711,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         })
         .collect();
     let mut stratum_columns = attrs.clone();
-    stratum_columns.push(label_col.clone());
+    if !group_strata {
+        stratum_columns.push(label_col.clone());
+    }
     let manifest = Manifest {
         schema_version: MANIFEST_SCHEMA_VERSION,
         run_id: run.run_id.clone(),

@@ -40,6 +40,8 @@ pub struct SinkColumns {
     pub shard: String,
     /// Stratum id (UInt64 helper), a key of `ShardSink::strata`.
     pub stratum: String,
+    /// A finer id (UInt64 helper) the totals are kept by; may equal `stratum`.
+    pub cell: String,
 }
 
 /// Rows and weights of one (split, stratum) over all its shards.
@@ -55,7 +57,7 @@ pub struct StratumTotals {
 pub struct SinkOutput {
     /// In write order: by split as the stream ordered them, then shard index.
     pub shards: Vec<ShardEntry>,
-    /// Keyed by (split, stratum id).
+    /// Keyed by (split, cell id).
     pub totals: BTreeMap<(String, u64), StratumTotals>,
     /// The written schema (helpers removed).
     pub schema: SchemaRef,
@@ -94,8 +96,13 @@ impl ShardSink {
                 message: format!("the curated stream has no column `{name}`"),
             })
         };
-        let (split_i, weight_i, shard_i, stratum_i) =
-            (index_of(&self.columns.split)?, index_of(&self.columns.weight)?, index_of(&self.columns.shard)?, index_of(&self.columns.stratum)?);
+        let (split_i, weight_i, shard_i, stratum_i, cell_i) = (
+            index_of(&self.columns.split)?,
+            index_of(&self.columns.weight)?,
+            index_of(&self.columns.shard)?,
+            index_of(&self.columns.stratum)?,
+            index_of(&self.columns.cell)?,
+        );
 
         let mut current: Option<OpenShard> = None;
         let mut shards = Vec::new();
@@ -114,6 +121,7 @@ impl ShardSink {
             let weight = cast(batch.column(weight_i), &DataType::Float64).map_err(data_err("reading the weight column"))?;
             let weight = weight.as_primitive::<Float64Type>();
             let stratum = batch.column(stratum_i).as_primitive::<UInt64Type>();
+            let cell = batch.column(cell_i).as_primitive::<UInt64Type>();
             let data = batch.project(&keep).map_err(data_err("projecting shard rows"))?;
 
             let mut start = 0;
@@ -145,7 +153,7 @@ impl ShardSink {
                     let e = open.strata.entry(stratum.value(r)).or_default();
                     e.0 += 1;
                     e.1 += w;
-                    let t = totals.entry((s.to_string(), stratum.value(r))).or_default();
+                    let t = totals.entry((s.to_string(), cell.value(r))).or_default();
                     t.rows += 1;
                     t.weight_sum += w;
                     t.weight_sq_sum += w * w;
