@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import shutil
-import subprocess
 import sys
-import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+from harness import ROOT, TARGET, run, synthetic_data
 
 DUCK = r"""
 import sys, time, duckdb
@@ -53,16 +49,6 @@ print(f"seconds={time.perf_counter() - t:.3f}")
 """
 
 
-def run(cmd):
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    out, err = proc.stdout.read(), proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(cmd)} failed: {err[-2000:]}")
-    return wall, usage.ru_maxrss // 1024, out
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,12 +57,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--memory-limit", default="1GiB")
     args = ap.parse_args()
-    data = ROOT / "bench-data" / "synthetic"
-    marker = data / f".rows-{args.rows}-files-{args.files}"
-    if not marker.exists():
-        subprocess.run([sys.executable, str(ROOT / "benchmarks/gen_synthetic.py"), "--rows", str(args.rows),
-                        "--files", str(args.files), "--out", str(data)], check=True)
-        marker.touch()
+    data = synthetic_data(args.rows, args.files)
     scratch = ROOT / "bench-data" / "out"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

@@ -19,14 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 import statistics
-import subprocess
 import sys
-import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+from harness import ROOT, TARGET, run, synthetic_data
 
 DUCK = r"""
 import sys, time, duckdb
@@ -48,18 +44,6 @@ print(f"seconds={time.perf_counter() - t:.4f} groups={len(rows)}")
 """
 
 
-def run(cmd: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS in MiB, stdout of one child process."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    out, err = proc.stdout.read(), proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed: {err}")
-    return wall, usage.ru_maxrss // 1024, out
-
 
 def field(out: str, name: str) -> float:
     for tok in out.split():
@@ -76,12 +60,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
 
-    data = ROOT / "bench-data" / "synthetic"
-    marker = data / f".rows-{args.rows}-files-{args.files}"
-    if not marker.exists():
-        subprocess.run([sys.executable, str(ROOT / "benchmarks/gen_synthetic.py"), "--rows", str(args.rows),
-                        "--files", str(args.files), "--out", str(data)], check=True)
-        marker.touch()
+    data = synthetic_data(args.rows, args.files)
     size = sum(f.stat().st_size for f in data.glob("*.parquet"))
     strata = TARGET / "release" / "strata"
     scan = TARGET / "release" / "scan_floor"

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
 use datafusion::functions::math::expr_fn::floor;
-use datafusion::functions_aggregate::count::{count_all, count_all_window};
+use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
 use datafusion::functions_nested::expr_fn::range;
 use datafusion::functions_window::expr_fn::row_number;
@@ -176,19 +176,28 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
 
     let split = spec.split;
     let cut = |fraction: f64| floor(cast(ident("__cell_rows"), DataType::Float64) * lit(fraction) + lit(0.5));
+    // --- pass 0: rows per cell. A small table joined back gives each row its cell's
+    //     size; a count window would buffer each whole cell in memory instead ---
+    let cell_rows = ctx
+        .table(SOURCE_TABLE)
+        .await
+        .and_then(|df| df.select(vec![call(4, &cell_cols).alias("__cr_cell")]))
+        .and_then(|df| df.aggregate(vec![ident("__cr_cell")], vec![count_all().alias("__cell_rows")]))
+        .map_err(df_err("planning curation"))?
+        .collect()
+        .await
+        .map_err(df_err("curation pass 0 (rows per cell)"))?;
+    let cell_rows_df = ctx.read_batches(cell_rows).map_err(df_err("planning curation"))?;
+
     let build_split = || async {
         let df = ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone())?;
-        // one window per call: DataFusion plans window expressions of one call together,
-        // and they must share their sort keys
-        let df = df
-            .window(vec![count_all_window().partition_by(vec![ident("__cell")]).build()?.alias("__cell_rows")])?
-            .window(vec![
-                row_number()
-                    .partition_by(vec![ident("__cell")])
-                    .order_by(vec![ident("__h_split").sort(true, false), ident("__h_sample").sort(true, false)])
-                    .build()?
-                    .alias("__split_rank"),
-            ])?;
+        let df = df.join(cell_rows_df.clone(), JoinType::Inner, &["__cell"], &["__cr_cell"], None)?.window(vec![
+            row_number()
+                .partition_by(vec![ident("__cell")])
+                .order_by(vec![ident("__h_split").sort(true, false), ident("__h_sample").sort(true, false)])
+                .build()?
+                .alias("__split_rank"),
+        ])?;
         let rank = cast(ident("__split_rank"), DataType::Float64);
         df.with_column(
             "split",

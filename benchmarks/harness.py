@@ -1,0 +1,34 @@
+"""What the benchmark scripts share: the synthetic data, and timing a child process."""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+
+
+def synthetic_data(rows: int, files: int) -> pathlib.Path:
+    """The synthetic dataset's folder, generated first if missing (gen_synthetic.py)."""
+    data = ROOT / "bench-data" / "synthetic"
+    marker = data / f".rows-{rows}-files-{files}"
+    if not marker.exists():
+        subprocess.run([sys.executable, str(ROOT / "benchmarks/gen_synthetic.py"), "--rows", str(rows),
+                        "--files", str(files), "--out", str(data)], check=True)
+        marker.touch()
+    return data
+
+
+def run(cmd: list[str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in MiB and stdout of one child process; exits on failure."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(cmd)} failed: {err[-2000:]}")
+    return wall, usage.ru_maxrss // 1024, out
