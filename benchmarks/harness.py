@@ -22,13 +22,16 @@ def synthetic_data(rows: int, files: int) -> pathlib.Path:
     return data
 
 
-def run(cmd: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS in MiB and stdout of one child process; exits on failure."""
+def run(cmd: list[str], check: bool = True) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in MiB and stdout of one child process. On failure: exits,
+    or with check=False returns the stdout `FAILED: <last error line>`."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     out, err = proc.stdout.read(), proc.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(cmd)} failed: {err[-2000:]}")
+        if check:
+            sys.exit(f"{' '.join(cmd)} failed: {err[-2000:]}")
+        return wall, usage.ru_maxrss // 1024, "FAILED: " + (err.strip().splitlines() or ["?"])[-1][:300]
     return wall, usage.ru_maxrss // 1024, out

@@ -191,7 +191,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
 
     let build_split = || async {
         let df = ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone())?;
-        let df = df.join(cell_rows_df.clone(), JoinType::Inner, &["__cell"], &["__cr_cell"], None)?.window(vec![
+        // small tables go on the left of every join: the left side is the hash table
+        // DataFusion builds in memory, and it cannot spill
+        let df = cell_rows_df.clone().join(df, JoinType::Inner, &["__cr_cell"], &["__cell"], None)?.window(vec![
             row_number()
                 .partition_by(vec![ident("__cell")])
                 .order_by(vec![ident("__h_split").sort(true, false), ident("__h_sample").sort(true, false)])
@@ -436,7 +438,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     };
     let stratum_col = if stratify_label { "__cell" } else { "__grp" };
     let build_output = || async {
-        let mut df = build_split().await?.join(plan_df.clone(), JoinType::Left, &["__cell"], &["__plan_cell"], None)?;
+        let mut df = plan_df.clone().join(build_split().await?, JoinType::Right, &["__plan_cell"], &["__cell"], None)?;
         let is_train = ident("split").eq(lit("train"));
         let copies = if !resample {
             lit(1i64)
@@ -589,10 +591,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let sorted = build_output()
         .await
         .and_then(|df| {
-            let df = df.join(factor_df, JoinType::Left, &["__cell"], &["__factor_cell"], None)?;
+            let df = factor_df.join(df, JoinType::Right, &["__factor_cell"], &["__cell"], None)?;
             let factor = when(ident("split").eq(lit("train")), coalesce(vec![ident("__factor"), lit(1.0f64)])).otherwise(lit(1.0f64))?;
             let df = df.with_column("sample_weight", ident("__w") * factor)?;
-            let df = df.join(shard_df, JoinType::Inner, &["__cell", "split"], &["__sh_cell", "__sh_split"], None)?;
+            let df = shard_df.join(df, JoinType::Inner, &["__sh_cell", "__sh_split"], &["__cell", "split"], None)?;
             // A row's position within its (split, cell). Where the plan fixes it, it comes
             // from ranks already computed (each cell's splits are consecutive split-rank
             // ranges; exact resampling's copies follow from the sample rank), which spares

@@ -7,8 +7,8 @@
 //!    to a target group mix (exact counts by hash rank, or a Bernoulli draw on the hash).
 //!
 //! Every decision depends only on (seed, row key), so the curated rows are identical for
-//! any partitioning, file layout or engine. Two DataFusion passes do the work; only
-//! per-cell summaries come back to the driver. The second pass streams its rows,
+//! any partitioning, file layout or engine. Three DataFusion passes do the work; only
+//! per-cell summaries come back to the driver. The last pass streams its rows,
 //! sorted by (split, shard, shuffle key), into `strata-publish`'s shard writer.
 
 mod curate;
