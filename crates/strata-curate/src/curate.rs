@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
 use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::count_all;
@@ -193,7 +193,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let df = ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone())?;
         // small tables go on the left of every join: the left side is the hash table
         // DataFusion builds in memory, and it cannot spill
-        let df = cell_rows_df.clone().join(df, JoinType::Inner, &["__cr_cell"], &["__cell"], None)?.window(vec![
+        let df = cell_rows_df.clone().join(df, JoinType::Right, &["__cr_cell"], &["__cell"], None)?.window(vec![
             row_number()
                 .partition_by(vec![ident("__cell")])
                 .order_by(vec![ident("__h_split").sort(true, false), ident("__h_sample").sort(true, false)])
@@ -497,10 +497,6 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             warnings.push(incomplete_warning());
         }
     }
-    let factor_df = {
-        let rows: Vec<(u64, Option<f64>)> = cells.iter().map(|(k, c)| (c.cell_id, factors.get(k).copied().flatten())).collect();
-        factor_frame(ctx, &rows).map_err(df_err("building the weight table"))?
-    };
 
     // --- rows per (split, cell) after curation: from the plan where it fixes them ---
     // Shard strata are the curation's strata: (group, label) cells, or groups when
@@ -577,7 +573,23 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             offset += n;
         }
     }
-    let shard_df = shard_frame(ctx, &shard_plan).map_err(df_err("building the shard plan"))?;
+    // per cell: the weight factor, and each split's shard offset and shard count. One
+    // small table joined with the small side as the build side (an inner join would
+    // let the planner put the large side there by its estimates, and it cannot spill).
+    let lookup_df = {
+        let mut shard_of: HashMap<(u64, &str), (i64, i64)> = HashMap::new();
+        for (cell, split_name, offset, n) in &shard_plan {
+            shard_of.insert((*cell, *split_name), (*offset, *n));
+        }
+        let rows: Vec<CellLookup> = cells
+            .iter()
+            .map(|(k, c)| {
+                let of = |s: &str| shard_of.get(&(c.cell_id, s)).copied().unwrap_or((0, 1));
+                CellLookup { cell: c.cell_id, factor: factors.get(k).copied().flatten(), shards: [of("train"), of("validation"), of("test")] }
+            })
+            .collect();
+        lookup_frame(ctx, &rows).map_err(df_err("building the weight and shard table"))?
+    };
 
     // --- pass 2: shards ---
     let mut output_cols = source_cols.clone();
@@ -591,10 +603,15 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let sorted = build_output()
         .await
         .and_then(|df| {
-            let df = factor_df.join(df, JoinType::Right, &["__factor_cell"], &["__cell"], None)?;
+            let df = lookup_df.join(df, JoinType::Right, &["__factor_cell"], &["__cell"], None)?;
             let factor = when(ident("split").eq(lit("train")), coalesce(vec![ident("__factor"), lit(1.0f64)])).otherwise(lit(1.0f64))?;
             let df = df.with_column("sample_weight", ident("__w") * factor)?;
-            let df = shard_df.join(df, JoinType::Inner, &["__sh_cell", "__sh_split"], &["__cell", "split"], None)?;
+            let by_split = |prefix: &str| {
+                when(ident("split").eq(lit("train")), ident(format!("{prefix}0")))
+                    .when(ident("split").eq(lit("validation")), ident(format!("{prefix}1")))
+                    .otherwise(ident(format!("{prefix}2")))
+            };
+            let df = df.with_column("__sh_offset", by_split("__sh_offset")?)?.with_column("__sh_shards", by_split("__sh_shards")?)?;
             // A row's position within its (split, cell). Where the plan fixes it, it comes
             // from ranks already computed (each cell's splits are consecutive split-rank
             // ranges; exact resampling's copies follow from the sample rank), which spares
@@ -647,7 +664,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         .map_err(df_err("planning the curated output"))?;
 
     let started = std::time::Instant::now();
-    let stream = sorted.execute_stream().await.map_err(df_err("running curation pass 2"))?;
+    let plan = sorted.create_physical_plan().await.map_err(df_err("planning curation pass 2"))?;
+    tracing::debug!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "curation pass 2 plan");
+    let stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx()).map_err(df_err("running curation pass 2"))?;
     let strata_values: HashMap<u64, Vec<Option<String>>> = cells
         .iter()
         .map(|((g, y), c)| {
@@ -780,24 +799,6 @@ fn identity(pipeline: &Pipeline, source: &SourceTable, seed: u64) -> String {
     sha256_hex(doc.to_string().as_bytes())
 }
 
-fn shard_frame(ctx: &SessionContext, rows: &[(u64, &str, i64, i64)]) -> datafusion::error::Result<DataFrame> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("__sh_cell", DataType::UInt64, false),
-        Field::new("__sh_split", DataType::Utf8, false),
-        Field::new("__sh_offset", DataType::Int64, false),
-        Field::new("__sh_shards", DataType::Int64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
-        ],
-    )?;
-    ctx.read_batch(batch)
-}
 
 fn incomplete_warning() -> String {
     "some group × label cells of the training split are empty: group and label cannot be made independent; \
@@ -904,19 +905,27 @@ fn plan_frame(ctx: &SessionContext, rows: &[(u64, i64, i64, Option<f64>)]) -> da
     ctx.read_batch(batch)?.select(vec![ident("__plan_cell"), ident("__k"), ident("__n")])
 }
 
-fn factor_frame(ctx: &SessionContext, rows: &[(u64, Option<f64>)]) -> datafusion::error::Result<DataFrame> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("__factor_cell", DataType::UInt64, false),
-        Field::new("__factor", DataType::Float64, true),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-        ],
-    )?;
-    ctx.read_batch(batch)
+/// One row of the per-cell lookup table of pass 2.
+struct CellLookup {
+    cell: u64,
+    factor: Option<f64>,
+    /// (offset, shard count) for train, validation, test.
+    shards: [(i64, i64); 3],
+}
+
+fn lookup_frame(ctx: &SessionContext, rows: &[CellLookup]) -> datafusion::error::Result<DataFrame> {
+    let mut fields = vec![Field::new("__factor_cell", DataType::UInt64, false), Field::new("__factor", DataType::Float64, true)];
+    let mut columns: Vec<datafusion::arrow::array::ArrayRef> = vec![
+        Arc::new(UInt64Array::from(rows.iter().map(|r| r.cell).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(rows.iter().map(|r| r.factor).collect::<Vec<_>>())),
+    ];
+    for s in 0..3 {
+        fields.push(Field::new(format!("__sh_offset{s}"), DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from(rows.iter().map(|r| r.shards[s].0).collect::<Vec<_>>())));
+        fields.push(Field::new(format!("__sh_shards{s}"), DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from(rows.iter().map(|r| r.shards[s].1).collect::<Vec<_>>())));
+    }
+    ctx.read_batch(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
 /// The output folder: a URL and its display form.
