@@ -13,6 +13,7 @@ mod weights;
 
 use std::sync::Arc;
 
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::memory::InMemory;
@@ -55,7 +56,11 @@ impl Engine {
         }
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = options.memory_limit {
-            runtime = runtime.with_memory_limit(bytes, 1.0);
+            // A fair pool: curation runs two sorts at once (a window's and the output's),
+            // and a greedy pool lets the first take everything and starve the other.
+            let pool = FairSpillPool::new(bytes);
+            let top = std::num::NonZeroUsize::new(5).expect("non-zero");
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(pool, top)));
         }
         let runtime = runtime.build_arc().map_err(EngineError::datafusion("building the runtime"))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
