@@ -52,7 +52,12 @@ impl CheckRun {
             let detail = match (r.status, r.failing_rows) {
                 (Status::Error | Status::Skipped, _) => r.message.clone().unwrap_or_default(),
                 (_, Some(n)) => {
-                    let share = if r.checked_rows > 0 { format!(" ({:.2}% of {})", 100.0 * n as f64 / r.checked_rows as f64, r.checked_rows) } else { String::new() };
+                    let pct = if r.checked_rows > 0 { 100.0 * n as f64 / r.checked_rows as f64 } else { 0.0 };
+                    let share = match (r.checked_rows, n) {
+                        (0, _) | (_, 0) => String::new(),
+                        _ if pct < 0.01 => format!(" (<0.01% of {})", r.checked_rows),
+                        _ => format!(" ({pct:.2}% of {})", r.checked_rows),
+                    };
                     let rule = if r.status == Status::Pass { String::new() } else { format!("; {}", r.rule) };
                     format!("{n} failing row{}{share}{rule}", if n == 1 { "" } else { "s" })
                 }
