@@ -94,7 +94,7 @@ pub async fn check(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, l
     // the published run, when asked for
     let mut run: Option<(Destination, strata_publish::Manifest)> = None;
     if let (true, Some(out)) = (want_curated, &options.out) {
-        let url = parse_location(out)?;
+        let url = strata_publish::parse_location(out)?;
         let store = engine.store_for(&url, &pipeline.storage)?;
         let (dest, manifest) = strata_publish::resolve(store, &url).await?;
         let urls: Vec<String> = manifest.shards.iter().map(|s| dest.url_of(&s.path)).collect();
@@ -132,7 +132,7 @@ pub async fn check(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, l
     // keep failing rows, tagged with the run id
     let keep_at = match (&options.failing_rows, &run) {
         (Some(url), _) => {
-            let url = parse_location(url)?;
+            let url = strata_publish::parse_location(url)?;
             Some(Destination::new(engine.store_for(&url, &pipeline.storage)?, url))
         }
         (None, Some((dest, _))) => Some(dest.clone()),
@@ -184,14 +184,4 @@ fn failing_rows_parquet(batches: &[RecordBatch], run_id: &str) -> Result<Vec<u8>
 
 fn chrono_stamp() -> String {
     chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
-}
-
-/// A user-given URL or local path as a URL; local folders get a trailing `/`.
-pub fn parse_location(s: &str) -> Result<url::Url, CheckError> {
-    if s.contains("://") {
-        return url::Url::parse(s).map_err(|e| CheckError::Usage(format!("`{s}`: not a valid URL: {e}")));
-    }
-    let path = std::path::absolute(s).map_err(|e| CheckError::Usage(format!("`{s}`: not a valid path: {e}")))?;
-    let url = if path.is_dir() || s.ends_with('/') { url::Url::from_directory_path(&path) } else { url::Url::from_file_path(&path) };
-    url.map_err(|()| CheckError::Usage(format!("`{s}`: not a valid path")))
 }

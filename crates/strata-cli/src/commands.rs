@@ -137,18 +137,8 @@ async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// A user-given URL or local path as a URL; local folders get a trailing `/`.
-fn parse_location(s: &str) -> anyhow::Result<url::Url> {
-    if s.contains("://") {
-        return url::Url::parse(s).with_context(|| format!("`{s}`: not a valid URL"));
-    }
-    let path = std::path::absolute(s).with_context(|| format!("`{s}`: not a valid path"))?;
-    let url = if path.is_dir() { url::Url::from_directory_path(&path) } else { url::Url::from_file_path(&path) };
-    url.map_err(|()| anyhow::anyhow!("`{s}`: not a valid path"))
-}
-
 async fn shards_verify(args: ShardsArgs) -> anyhow::Result<Outcome> {
-    let url = parse_location(&args.url)?;
+    let url = strata_publish::parse_location(&args.url)?;
     let engine = Engine::new(&EngineOptions::default())?;
     let store = engine.store_for(&url, &strata_spec::StorageOptions::default())?;
     let report = strata_publish::verify(store, &url).await?;
@@ -184,7 +174,7 @@ async fn shards_verify(args: ShardsArgs) -> anyhow::Result<Outcome> {
 }
 
 async fn shards_assign(args: AssignArgs) -> anyhow::Result<Outcome> {
-    let url = parse_location(&args.url)?;
+    let url = strata_publish::parse_location(&args.url)?;
     let engine = Engine::new(&EngineOptions::default())?;
     let store = engine.store_for(&url, &strata_spec::StorageOptions::default())?;
     let (run, manifest) = strata_publish::resolve(store, &url).await?;

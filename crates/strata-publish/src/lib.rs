@@ -58,3 +58,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub(crate) fn one_line(message: &str) -> String {
     message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
+
+/// A user-given output URL or local path as a URL; local folders (and paths ending in
+/// `/`) get a trailing `/`, so relative names join under them.
+pub fn parse_location(s: &str) -> Result<url::Url, PublishError> {
+    if s.contains("://") {
+        return url::Url::parse(s).map_err(|e| PublishError::Usage(format!("`{s}`: not a valid URL: {e}")));
+    }
+    let path = std::path::absolute(s).map_err(|e| PublishError::Usage(format!("`{s}`: not a valid path: {e}")))?;
+    let url = if path.is_dir() || s.ends_with('/') { url::Url::from_directory_path(&path) } else { url::Url::from_file_path(&path) };
+    url.map_err(|()| PublishError::Usage(format!("`{s}`: not a valid path")))
+}
