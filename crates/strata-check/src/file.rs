@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::threshold::Threshold;
 use crate::CheckError;
+use crate::threshold::Threshold;
 
 /// When a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -192,7 +192,12 @@ mod tests {
 
     #[test]
     fn rejects_duplicates_and_empty_checks() {
-        assert!(parse("-- stage: source\n-- stage: curated\nSELECT 1").unwrap_err().to_string().contains("c.sql:2: metadata key `stage` is given twice"));
+        assert!(
+            parse("-- stage: source\n-- stage: curated\nSELECT 1")
+                .unwrap_err()
+                .to_string()
+                .contains("c.sql:2: metadata key `stage` is given twice")
+        );
         assert!(parse("-- stage: source\n").unwrap_err().to_string().contains("no SQL"));
         assert!(parse("-- name: a b\n-- stage: source\nSELECT 1").unwrap_err().to_string().contains("c.sql:1: name `a b`"));
     }

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::*;
-use strata_engine::{Engine, EngineError, LabelKind, SourceTable, SOURCE_TABLE};
+use strata_engine::{Engine, EngineError, LabelKind, SOURCE_TABLE, SourceTable};
 use strata_publish::Destination;
 use strata_spec::{ParamValue, Pipeline};
 
-pub use file::{load_checks, CheckFile, Severity, Stage};
-pub use report::{CheckRun, CHECKS_SCHEMA_VERSION};
+pub use file::{CheckFile, Severity, Stage, load_checks};
+pub use report::{CHECKS_SCHEMA_VERSION, CheckRun};
 pub use run::{CheckResult, Status};
 pub use threshold::Threshold;
 
@@ -69,7 +69,13 @@ fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> C
 }
 
 /// Loads the pipeline's checks, prepares their tables and runs them stage by stage.
-pub async fn check(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, label_kind: LabelKind, options: &CheckOptions) -> Result<CheckRun, CheckError> {
+pub async fn check(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    source: &SourceTable,
+    label_kind: LabelKind,
+    options: &CheckOptions,
+) -> Result<CheckRun, CheckError> {
     let ctx = engine.context();
     let checks = load_checks(&pipeline.checks.dirs)?;
     if checks.is_empty() {
@@ -103,8 +109,12 @@ pub async fn check(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, l
         }
         let curated = ctx.read_parquet(urls, ParquetReadOptions::default()).await.map_err(df_err("reading the curated shards"))?;
         ctx.register_table(tables::CURATED_TABLE, curated.into_view()).map_err(df_err("registering the curated table"))?;
-        let summary = dest.get(&manifest.summary).await?.ok_or_else(|| CheckError::Usage(format!("{} is missing", dest.url_of(&manifest.summary))))?;
-        let summary: serde_json::Value = serde_json::from_slice(&summary).map_err(|e| CheckError::Usage(format!("{}: {e}", dest.url_of(&manifest.summary))))?;
+        let summary = dest
+            .get(&manifest.summary)
+            .await?
+            .ok_or_else(|| CheckError::Usage(format!("{} is missing", dest.url_of(&manifest.summary))))?;
+        let summary: serde_json::Value =
+            serde_json::from_slice(&summary).map_err(|e| CheckError::Usage(format!("{}: {e}", dest.url_of(&manifest.summary))))?;
         let batch = tables::curation_batch(&summary).map_err(df_err("building the curation table"))?;
         ctx.register_batch(tables::CURATION_TABLE, batch).map_err(df_err("registering the curation table"))?;
         run = Some((dest, manifest));

@@ -5,8 +5,8 @@ use std::io::Cursor;
 
 use datafusion::arrow::json::ArrayWriter;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use quick_xml::events::{BytesCData, BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
+use quick_xml::events::{BytesCData, BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 
 use crate::run::{CheckResult, Status};
 
@@ -160,7 +160,10 @@ impl CheckRun {
                     Status::Fail => {
                         let mut f = BytesStart::new("failure");
                         f.push_attribute(("type", r.check.severity.as_str()));
-                        f.push_attribute(("message", format!("{}: {} failing rows ({})", r.check.name, r.failing_rows.unwrap_or(0), r.rule).as_str()));
+                        f.push_attribute((
+                            "message",
+                            format!("{}: {} failing rows ({})", r.check.name, r.failing_rows.unwrap_or(0), r.rule).as_str(),
+                        ));
                         ok(w.write_event(Event::Start(f)));
                         ok(w.write_event(Event::CData(BytesCData::new(body(r)))));
                         ok(w.write_event(Event::End(BytesEnd::new("failure"))));

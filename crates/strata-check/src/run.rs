@@ -88,7 +88,14 @@ pub async fn run_stage(
         .await
 }
 
-async fn run_one(ctx: &SessionContext, check: &CheckFile, stage: Stage, params: &[(String, ParamValue)], checked_rows: u64, max_failing_rows: u64) -> CheckResult {
+async fn run_one(
+    ctx: &SessionContext,
+    check: &CheckFile,
+    stage: Stage,
+    params: &[(String, ParamValue)],
+    checked_rows: u64,
+    max_failing_rows: u64,
+) -> CheckResult {
     let started = Instant::now();
     let (warn_if, error_if) = rules(check);
     let mut result = CheckResult {
@@ -133,7 +140,12 @@ async fn run_one(ctx: &SessionContext, check: &CheckFile, stage: Stage, params: 
 
 /// The failing-row count and the first failing rows, or a one-line error that names the
 /// file and the line.
-async fn evaluate(ctx: &SessionContext, check: &CheckFile, params: &[(String, ParamValue)], max_failing_rows: u64) -> Result<(u64, Vec<RecordBatch>), String> {
+async fn evaluate(
+    ctx: &SessionContext,
+    check: &CheckFile,
+    params: &[(String, ParamValue)],
+    max_failing_rows: u64,
+) -> Result<(u64, Vec<RecordBatch>), String> {
     let located = |e: datafusion::error::DataFusionError| locate(check, &e.to_string());
     // Checks read; they never create, change or drop anything.
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
@@ -172,7 +184,7 @@ fn locate(check: &CheckFile, error: &str) -> String {
         let name = ["No field named ", "table '", "No value found for placeholder with name "]
             .iter()
             .find_map(|p| message.find(p).map(|i| &message[i + p.len()..]))
-            .map(|rest| rest.split(|c: char| c == ' ' || c == '\'' || c == ',').next().unwrap_or("").trim_end_matches('.').to_string());
+            .map(|rest| rest.split([' ', '\'', ',']).next().unwrap_or("").trim_end_matches('.').to_string());
         if let Some(name) = name.filter(|n| !n.is_empty()) {
             let bare = name.rsplit('.').next().unwrap_or(&name).trim_matches('"').to_string();
             line = sql_lines(&check.sql).find(|(_, l)| l.contains(&bare)).map(|(n, _)| n);

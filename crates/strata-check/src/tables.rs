@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::*;
 use strata_engine::SOURCE_TABLE;
 use strata_profile::Profile;
-use strata_spec::{Pipeline, MISSING_GROUP};
+use strata_spec::{MISSING_GROUP, Pipeline};
 
 use crate::file::Stage;
 
@@ -49,9 +49,15 @@ pub fn profile_batch(pipeline: &Pipeline, profile: &Profile) -> datafusion::erro
         fields.push(Field::new(name, t, true));
     }
     let g = &profile.groups;
-    let text = |f: &dyn Fn(&strata_profile::GroupStats) -> String| -> ArrayRef { Arc::new(StringArray::from(g.iter().map(f).collect::<Vec<_>>())) };
-    let float = |f: &dyn Fn(&strata_profile::GroupStats) -> Option<f64>| -> ArrayRef { Arc::new(Float64Array::from(g.iter().map(f).collect::<Vec<_>>())) };
-    let int = |f: &dyn Fn(&strata_profile::GroupStats) -> u64| -> ArrayRef { Arc::new(Int64Array::from(g.iter().map(|x| f(x) as i64).collect::<Vec<_>>())) };
+    let text = |f: &dyn Fn(&strata_profile::GroupStats) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(g.iter().map(f).collect::<Vec<_>>()))
+    };
+    let float = |f: &dyn Fn(&strata_profile::GroupStats) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from(g.iter().map(f).collect::<Vec<_>>()))
+    };
+    let int = |f: &dyn Fn(&strata_profile::GroupStats) -> u64| -> ArrayRef {
+        Arc::new(Int64Array::from(g.iter().map(|x| f(x) as i64).collect::<Vec<_>>()))
+    };
     let mut columns: Vec<ArrayRef> = vec![
         text(&|x| x.attributes.0.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(" × ")),
         text(&|x| x.attributes.0.iter().map(|(_, v)| v.as_deref().unwrap_or(MISSING_GROUP)).collect::<Vec<_>>().join(" × ")),
@@ -85,7 +91,10 @@ pub fn profile_batch(pipeline: &Pipeline, profile: &Profile) -> datafusion::erro
 /// `curation`: one row per training stratum of the run's `curation.json`. Stratum
 /// columns hold values as text (`(missing)` for the missing group).
 pub fn curation_batch(summary: &serde_json::Value) -> datafusion::error::Result<RecordBatch> {
-    let columns: Vec<String> = summary["stratum_columns"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let columns: Vec<String> = summary["stratum_columns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
     let strata: Vec<&serde_json::Value> = summary["strata"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
     let mut fields: Vec<Field> = columns.iter().map(|c| Field::new(c, DataType::Utf8, true)).collect();
     let mut arrays: Vec<ArrayRef> = columns

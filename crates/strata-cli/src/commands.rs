@@ -2,11 +2,13 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use strata_engine::{Engine, EngineOptions, LabelKind, SourceTable, SOURCE_TABLE};
+use strata_engine::{Engine, EngineOptions, LabelKind, SOURCE_TABLE, SourceTable};
 use strata_spec::Pipeline;
 
-use crate::cli::{AssignArgs, CheckArgs, Cli, Command, StageArg, CurateArgs, PipelineArgs, ProfileArgs, ShardsArgs, ShardsCommand, SummaryFormat};
 use crate::Outcome;
+use crate::cli::{
+    AssignArgs, CheckArgs, Cli, Command, CurateArgs, PipelineArgs, ProfileArgs, ShardsArgs, ShardsCommand, StageArg, SummaryFormat,
+};
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
@@ -32,18 +34,10 @@ async fn open(args: &PipelineArgs) -> anyhow::Result<Opened> {
     if let Some(url) = &args.source {
         pipeline = pipeline.with_source_url(url);
     }
-    let engine = Engine::new(&EngineOptions {
-        target_partitions: args.target_partitions,
-        memory_limit: args.memory_limit,
-    })?;
+    let engine = Engine::new(&EngineOptions { target_partitions: args.target_partitions, memory_limit: args.memory_limit })?;
     let source = engine.open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE).await?;
     let label_kind = strata_engine::check_schema(&pipeline, &source.schema, &source.url)?;
-    Ok(Opened {
-        pipeline,
-        engine,
-        source,
-        label_kind,
-    })
+    Ok(Opened { pipeline, engine, source, label_kind })
 }
 
 async fn validate(args: PipelineArgs) -> anyhow::Result<Outcome> {
@@ -80,11 +74,7 @@ async fn profile(args: ProfileArgs) -> anyhow::Result<Outcome> {
 
 async fn curate(args: CurateArgs) -> anyhow::Result<Outcome> {
     let o = open(&args.pipeline).await?;
-    let options = strata_curate::CurateOptions {
-        seed: args.seed,
-        out: args.out.clone(),
-        run_id: args.run_id.clone(),
-    };
+    let options = strata_curate::CurateOptions { seed: args.seed, out: args.out.clone(), run_id: args.run_id.clone() };
     let published = strata_curate::curate(&o.engine, &o.pipeline, &o.source, &options).await?;
     let text = match args.format {
         SummaryFormat::Table => {
@@ -156,7 +146,12 @@ async fn shards_verify(args: ShardsArgs) -> anyhow::Result<Outcome> {
             }))? + "\n"
         }
         SummaryFormat::Table if report.problems.is_empty() => {
-            format!("ok: run {} at {}: {} shards, {rows} rows, sizes, sha256s and stratum counts match the manifest\n", m.run_id, report.run_url, m.shards.len())
+            format!(
+                "ok: run {} at {}: {} shards, {rows} rows, sizes, sha256s and stratum counts match the manifest\n",
+                m.run_id,
+                report.run_url,
+                m.shards.len()
+            )
         }
         SummaryFormat::Table => {
             let mut t = format!("FAILED: run {} at {}: {} problem(s)\n", m.run_id, report.run_url, report.problems.len());
@@ -202,10 +197,10 @@ async fn shards_assign(args: AssignArgs) -> anyhow::Result<Outcome> {
 /// Prints to stdout; a closed pipe (`strata ... | head`) is not an error worth a panic.
 fn print_stdout(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e).context("writing to stdout");
-        }
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("writing to stdout");
     }
     Ok(())
 }

@@ -10,16 +10,16 @@ use datafusion::functions_nested::expr_fn::range;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{ExprFunctionExt, JoinType};
 use datafusion::prelude::*;
-use strata_engine::{strata_hash_udf, Engine, EngineError, SourceTable, SOURCE_TABLE};
+use strata_engine::{Engine, EngineError, SOURCE_TABLE, SourceTable, strata_hash_udf};
 use strata_publish::{
-    sha256_hex, ColumnSchema, Destination, Existing, InputFile, Manifest, ShardEntry, ShardSink, SinkColumns, SplitTotals, MANIFEST_FILE,
-    MANIFEST_SCHEMA_VERSION,
+    ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, ShardSink, SinkColumns,
+    SplitTotals, sha256_hex,
 };
-use strata_spec::{LabelValue, Mode, OnEmpty, Pipeline, ShardSize, Strategy, Stratify, Target, MISSING_GROUP};
+use strata_spec::{LabelValue, MISSING_GROUP, Mode, OnEmpty, Pipeline, ShardSize, Strategy, Stratify, Target};
 
-use crate::plan::{kamiran_calders, largest_remainder, plan_total};
-use crate::summary::{Curation, SplitSummary, StratumSummary, SUMMARY_SCHEMA_VERSION};
 use crate::CurateError;
+use crate::plan::{kamiran_calders, largest_remainder, plan_total};
+use crate::summary::{Curation, SUMMARY_SCHEMA_VERSION, SplitSummary, StratumSummary};
 
 /// The per-stratum summary, in the run's folder next to the shards.
 pub const SUMMARY_FILE: &str = "curation.json";
@@ -102,10 +102,7 @@ fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> C
 /// `_latest` pointer. Every check on the spec, the data and the plan happens before
 /// anything is written; a failure before the manifest leaves no committed run.
 pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, options: &CurateOptions) -> Result<Published, CurateError> {
-    let spec = pipeline
-        .curate
-        .as_ref()
-        .ok_or_else(|| pipeline.error_at("curate", "the pipeline has no [curate] section"))?;
+    let spec = pipeline.curate.as_ref().ok_or_else(|| pipeline.error_at("curate", "the pipeline has no [curate] section"))?;
     let seed = options.seed.unwrap_or(spec.seed);
     let ctx = engine.context();
     let attrs = &pipeline.groups.attributes;
@@ -137,10 +134,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             url: destination.url_of(&rel),
             message: "the run's manifest exists but its summary is missing; run `strata shards verify`".into(),
         })?;
-        let curation: Curation = serde_json::from_slice(&bytes).map_err(|e| CurateError::Output {
-            url: destination.url_of(&rel),
-            message: format!("not a curation summary: {e}"),
-        })?;
+        let curation: Curation = serde_json::from_slice(&bytes)
+            .map_err(|e| CurateError::Output { url: destination.url_of(&rel), message: format!("not a curation summary: {e}") })?;
         destination.point_latest(&manifest).await?;
         tracing::info!(run = %run.url, "this run is already published (same spec, seed and inputs); nothing to do");
         return Ok(Published { curation, manifest: *manifest, run_url: run.url, already_published: true });
@@ -216,7 +211,12 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let w = ident("__w");
     let pass1 = build_split()
         .await
-        .and_then(|df| df.aggregate(group_by, vec![count_all().alias("rows"), sum(w.clone()).alias("w"), sum(strata_engine::invalid_weight(w.clone())).alias("bad")]))
+        .and_then(|df| {
+            df.aggregate(
+                group_by,
+                vec![count_all().alias("rows"), sum(w.clone()).alias("w"), sum(strata_engine::invalid_weight(w.clone())).alias("bad")],
+            )
+        })
         .map_err(df_err("planning curation"))?
         .collect()
         .await
@@ -289,7 +289,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                     }
                     let sum: f64 = shares.iter().sum();
                     if sum <= 0.0 {
-                        return Err(pipeline.error_at("curate.resample.target", "no group of the data has a positive reference share").into());
+                        return Err(pipeline
+                            .error_at("curate.resample.target", "no group of the data has a positive reference share")
+                            .into());
                     }
                     shares.iter_mut().for_each(|s| *s /= sum);
                 }
@@ -310,7 +312,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                         shares = c.iter().map(|&x| if total == 0 { 0.0 } else { x as f64 / total as f64 }).collect();
                         counts = Some(c);
                     }
-                    let unlisted: Vec<_> = keys.iter().zip(&shares).filter(|(_, s)| **s == 0.0).map(|(k, _)| describe(attrs, k, None)).collect();
+                    let unlisted: Vec<_> =
+                        keys.iter().zip(&shares).filter(|(_, s)| **s == 0.0).map(|(k, _)| describe(attrs, k, None)).collect();
                     if !unlisted.is_empty() {
                         warnings.push(format!("groups with no target rows are left out of train: {}", unlisted.join(", ")));
                     }
@@ -361,7 +364,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                     .collect(),
                 Some(c) => c.clone(),
                 None => {
-                    let n = plan_total(r.mode, r.total, &shares, &available).map_err(|e| pipeline.error_at("curate.resample", e.to_string()))?;
+                    let n = plan_total(r.mode, r.total, &shares, &available)
+                        .map_err(|e| pipeline.error_at("curate.resample", e.to_string()))?;
                     let mut k = largest_remainder(n, &shares);
                     for i in 0..k.len() {
                         if shares[i] > 0.0 {
@@ -451,7 +455,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                     .alias("__rank"),
             ])?;
             let (k, n) = (ident("__k"), ident("__n"));
-            let extra = when((cast(ident("__rank"), DataType::Int64) - lit(1i64)).lt(k.clone() % n.clone()), lit(1i64)).otherwise(lit(0i64))?;
+            let extra =
+                when((cast(ident("__rank"), DataType::Int64) - lit(1i64)).lt(k.clone() % n.clone()), lit(1i64)).otherwise(lit(0i64))?;
             when(is_train.clone(), k / n + extra).otherwise(lit(1i64))?
         } else {
             let p = cast(ident("__k"), DataType::Float64) / cast(ident("__n"), DataType::Float64);
@@ -585,7 +590,11 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             .iter()
             .map(|(k, c)| {
                 let of = |s: &str| shard_of.get(&(c.cell_id, s)).copied().unwrap_or((0, 1));
-                CellLookup { cell: c.cell_id, factor: factors.get(k).copied().flatten(), shards: [of("train"), of("validation"), of("test")] }
+                CellLookup {
+                    cell: c.cell_id,
+                    factor: factors.get(k).copied().flatten(),
+                    shards: [of("train"), of("validation"), of("test")],
+                }
             })
             .collect();
         lookup_frame(ctx, &rows).map_err(df_err("building the weight and shard table"))?
@@ -638,8 +647,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                     // copies of the rank-r row start after (r-1)·q + min(r-1, k mod n) rows
                     let r0 = int(ident("__rank")) - lit(1i64);
                     let (k, n) = (ident("__k"), ident("__n"));
-                    let before = r0.clone() * (k.clone() / n.clone())
-                        + when(r0.clone().lt(k.clone() % n.clone()), r0).otherwise(k % n)?;
+                    let before = r0.clone() * (k.clone() / n.clone()) + when(r0.clone().lt(k.clone() % n.clone()), r0).otherwise(k % n)?;
                     when(ident("split").eq(lit("train")), before + ident("__copy") + lit(1i64)).otherwise(natural)?
                 } else {
                     natural
@@ -720,9 +728,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         warnings,
     })?;
     let summary_json = serde_json::to_vec_pretty(&summary).expect("a summary always serializes");
-    destination
-        .put(&format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id)), summary_json.into())
-        .await?;
+    destination.put(&format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id)), summary_json.into()).await?;
 
     // --- commit: the manifest last, then the pointer ---
     let mut shards = written.shards;
@@ -799,13 +805,11 @@ fn identity(pipeline: &Pipeline, source: &SourceTable, seed: u64) -> String {
     sha256_hex(doc.to_string().as_bytes())
 }
 
-
 fn incomplete_warning() -> String {
     "some group × label cells of the training split are empty: group and label cannot be made independent; \
      weights are scaled to keep the total"
         .into()
 }
-
 
 /// Fails when the declared id column has duplicates or nulls: sampling by id would
 /// otherwise treat different rows as one.
@@ -814,7 +818,12 @@ async fn check_ids(ctx: &SessionContext, pipeline: &Pipeline, source: &SourceTab
     let batches = ctx
         .table(SOURCE_TABLE)
         .await
-        .and_then(|df| df.aggregate(vec![], vec![count_all().alias("rows"), count(ident(id)).alias("ids"), count_distinct(ident(id)).alias("distinct")]))
+        .and_then(|df| {
+            df.aggregate(
+                vec![],
+                vec![count_all().alias("rows"), count(ident(id)).alias("ids"), count_distinct(ident(id)).alias("distinct")],
+            )
+        })
         .map_err(df_err("checking the id column"))?
         .collect()
         .await
@@ -868,12 +877,12 @@ fn read_cells(batches: &[RecordBatch], n_attrs: usize) -> Result<(BTreeMap<(Grou
             let y = keys[n_attrs][r].clone();
             let split = split_index(keys[n_attrs + 1][r].as_deref().unwrap_or("test"));
             let key = (g, y);
-            if let Some(other) = ids.insert(cell_ids.value(r), key.clone()) {
-                if other != key {
-                    return Err(CurateError::Engine(EngineError::Config(format!(
-                        "two strata hash to the same id ({other:?} and {key:?}); choose another seed"
-                    ))));
-                }
+            if let Some(other) = ids.insert(cell_ids.value(r), key.clone())
+                && other != key
+            {
+                return Err(CurateError::Engine(EngineError::Config(format!(
+                    "two strata hash to the same id ({other:?} and {key:?}); choose another seed"
+                ))));
             }
             let cell = cells.entry(key).or_default();
             cell.cell_id = cell_ids.value(r);
@@ -940,11 +949,8 @@ impl OutputDir {
             url::Url::parse(out).map_err(|e| bad(format!("not a valid URL: {e}")))?
         } else {
             let path = std::path::Path::new(out);
-            let abs = if path.is_absolute() {
-                path.to_path_buf()
-            } else {
-                std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path)
-            };
+            let abs =
+                if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path) };
             std::fs::create_dir_all(&abs).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
             url::Url::from_directory_path(&abs).map_err(|()| bad("not an absolute path".into()))?
         };
@@ -953,14 +959,13 @@ impl OutputDir {
             let p = format!("{}/", url.path());
             url.set_path(&p);
         }
-        if url.scheme() == "file" {
-            if let Ok(p) = url.to_file_path() {
-                std::fs::create_dir_all(&p).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
-            }
+        if url.scheme() == "file"
+            && let Ok(p) = url.to_file_path()
+        {
+            std::fs::create_dir_all(&p).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
         }
         Ok(Self { url })
     }
-
 }
 
 fn describe(attrs: &[String], g: &GroupKey, label: Option<(&String, &LabelKey)>) -> String {
@@ -1022,11 +1027,8 @@ fn summarise(input: SummaryInput<'_>) -> Result<Curation, CurateError> {
     let train_after: u64 = splits[0].rows_after;
     let mut out = Vec::new();
     for ((g, y), (before, planned, w, w2, target, factor)) in strata {
-        let rows_after: u64 = got
-            .iter()
-            .filter(|((gg, yy, s), _)| *s == 0 && *gg == g && y.as_ref().is_none_or(|y| yy == y))
-            .map(|(_, v)| v.0)
-            .sum();
+        let rows_after: u64 =
+            got.iter().filter(|((gg, yy, s), _)| *s == 0 && *gg == g && y.as_ref().is_none_or(|y| yy == y)).map(|(_, v)| v.0).sum();
         let mut stratum = serde_json::Map::new();
         for (a, v) in attrs.iter().zip(&g) {
             stratum.insert(a.clone(), v.clone().map_or(serde_json::Value::Null, serde_json::Value::String));

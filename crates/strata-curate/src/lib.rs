@@ -15,9 +15,9 @@ mod curate;
 mod plan;
 mod summary;
 
-pub use curate::{curate, CurateOptions, Published, SUMMARY_FILE};
+pub use curate::{CurateOptions, Published, SUMMARY_FILE, curate};
 pub use plan::{kamiran_calders, largest_remainder};
-pub use summary::{Curation, StratumSummary, SUMMARY_SCHEMA_VERSION};
+pub use summary::{Curation, SUMMARY_SCHEMA_VERSION, StratumSummary};
 
 /// Why curation could not run. Each displays as one line.
 #[derive(Debug, thiserror::Error)]

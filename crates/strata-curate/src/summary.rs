@@ -56,10 +56,7 @@ pub struct StratumSummary {
 
 impl Curation {
     pub fn render_table(&self) -> String {
-        let mut out = format!(
-            "Curated `{}` with {} (seed {}) -> {}\n",
-            self.pipeline, self.strategy, self.seed, self.output
-        );
+        let mut out = format!("Curated `{}` with {} (seed {}) -> {}\n", self.pipeline, self.strategy, self.seed, self.output);
         for s in &self.splits {
             out.push_str(&format!("  {:<10} {:>10} -> {:>10} rows  (weight {:.6e})\n", s.split, s.rows_before, s.rows_after, s.weight_sum));
         }
@@ -67,7 +64,15 @@ impl Curation {
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED);
         table.set_header(vec![
-            "stratum", "rows before", "share before", "target", "rows after", "share after", "weight sum", "eff. rows", "replication",
+            "stratum",
+            "rows before",
+            "share before",
+            "target",
+            "rows after",
+            "share after",
+            "weight sum",
+            "eff. rows",
+            "replication",
         ]);
         for s in &self.strata {
             let name = s

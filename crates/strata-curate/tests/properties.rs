@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
-use object_store::path::Path;
 use object_store::ObjectStoreExt;
+use object_store::path::Path;
 use proptest::prelude::*;
 use strata_engine::{Engine, EngineOptions, SOURCE_TABLE};
 use strata_spec::Pipeline;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
-use datafusion::common::{exec_err, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use twox_hash::XxHash3_64;
 
@@ -28,9 +28,7 @@ pub const STRATA_HASH: &str = "strata_hash";
 
 /// The UDF, for registering in a session and for building expressions.
 pub fn strata_hash_udf() -> ScalarUDF {
-    ScalarUDF::new_from_impl(StrataHash {
-        signature: Signature::variadic_any(Volatility::Immutable),
-    })
+    ScalarUDF::new_from_impl(StrataHash { signature: Signature::variadic_any(Volatility::Immutable) })
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -127,7 +125,13 @@ fn encode(c: &Canon, row: usize, buf: &mut Vec<u8>) {
         }
         Canon::Float(a) => {
             let v = a.as_primitive::<Float64Type>().value(row);
-            let v = if v == 0.0 { 0.0 } else if v.is_nan() { f64::NAN } else { v };
+            let v = if v == 0.0 {
+                0.0
+            } else if v.is_nan() {
+                f64::NAN
+            } else {
+                v
+            };
             buf.push(0x04);
             buf.extend_from_slice(&v.to_bits().to_le_bytes());
         }

@@ -19,10 +19,10 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::memory::InMemory;
 
 pub use error::EngineError;
-pub use hash::{strata_hash_udf, STRATA_HASH};
-pub use schema::{check_schema, LabelKind};
-pub use source::{SourceFile, SourceTable};
 pub use error::one_line;
+pub use hash::{STRATA_HASH, strata_hash_udf};
+pub use schema::{LabelKind, check_schema};
+pub use source::{SourceFile, SourceTable};
 pub use store::object_store_for;
 pub use weights::{invalid_weight, invalid_weights_error};
 
@@ -82,7 +82,11 @@ impl Engine {
 
     /// The store for `url` (registered in the session first if it is not yet), for
     /// stages that write objects themselves: shards, manifests, summaries.
-    pub fn store_for(&self, url: &url::Url, storage: &strata_spec::StorageOptions) -> Result<Arc<dyn object_store::ObjectStore>, EngineError> {
+    pub fn store_for(
+        &self,
+        url: &url::Url,
+        storage: &strata_spec::StorageOptions,
+    ) -> Result<Arc<dyn object_store::ObjectStore>, EngineError> {
         if let Some(store) = object_store_for(url, storage)? {
             self.ctx.register_object_store(url, store);
         }

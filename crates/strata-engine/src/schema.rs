@@ -17,16 +17,11 @@ pub enum LabelKind {
 /// Validates the pipeline's columns against `schema`, returning the label's kind.
 pub fn check_schema(pipeline: &Pipeline, schema: &Schema, source: &str) -> Result<LabelKind, EngineError> {
     let find = |key: &str, name: &str| -> Result<DataType, EngineError> {
-        schema
-            .field_with_name(name)
-            .map(|f| f.data_type().clone())
-            .map_err(|_| {
-                let mut names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                names.truncate(40);
-                pipeline
-                    .error_at(key, format!("column `{name}` not found in source `{source}` (columns: {})", names.join(", ")))
-                    .into()
-            })
+        schema.field_with_name(name).map(|f| f.data_type().clone()).map_err(|_| {
+            let mut names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            names.truncate(40);
+            pipeline.error_at(key, format!("column `{name}` not found in source `{source}` (columns: {})", names.join(", "))).into()
+        })
     };
 
     for attribute in &pipeline.groups.attributes {
@@ -98,8 +93,5 @@ fn value_type(t: &DataType) -> &DataType {
 fn is_groupable(t: &DataType) -> bool {
     let t = value_type(t);
     t.is_integer()
-        || matches!(
-            t,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean | DataType::Date32 | DataType::Date64
-        )
+        || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean | DataType::Date32 | DataType::Date64)
 }

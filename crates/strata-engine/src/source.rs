@@ -48,11 +48,8 @@ impl Engine {
         if let Some(store) = object_store_for(table_url.get_url(), storage)? {
             self.ctx.register_object_store(table_url.get_url(), store);
         }
-        let store: Arc<dyn ObjectStore> = self
-            .ctx
-            .runtime_env()
-            .object_store(table_url.object_store())
-            .map_err(EngineError::datafusion(format!("source `{shown}`")))?;
+        let store: Arc<dyn ObjectStore> =
+            self.ctx.runtime_env().object_store(table_url.object_store()).map_err(EngineError::datafusion(format!("source `{shown}`")))?;
         let state = self.ctx.state();
 
         // A URL naming one object is read whatever its extension; prefixes and globs
@@ -69,11 +66,7 @@ impl Engine {
         files.retain(|f| f.size > 0 || single);
         files.sort_by(|a, b| a.location.cmp(&b.location));
         if files.is_empty() {
-            let what = if single {
-                "no such file, and no `.parquet` files under it as a prefix"
-            } else {
-                "no `.parquet` files found"
-            };
+            let what = if single { "no such file, and no `.parquet` files under it as a prefix" } else { "no `.parquet` files found" };
             return Err(source_err(&shown, what.into()));
         }
 
@@ -90,13 +83,9 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()
             .map_err(EngineError::datafusion(format!("source `{shown}`")))?;
         let options = ListingOptions::new(format).with_file_extension(extension);
-        let config = ListingTableConfig::new_with_multi_paths(file_urls.clone())
-            .with_listing_options(options)
-            .with_schema(schema.clone());
+        let config = ListingTableConfig::new_with_multi_paths(file_urls.clone()).with_listing_options(options).with_schema(schema.clone());
         let table = ListingTable::try_new(config).map_err(EngineError::datafusion(format!("source `{shown}`")))?;
-        self.ctx
-            .register_table(name, Arc::new(table))
-            .map_err(EngineError::datafusion(format!("source `{shown}`")))?;
+        self.ctx.register_table(name, Arc::new(table)).map_err(EngineError::datafusion(format!("source `{shown}`")))?;
         tracing::info!(source = %shown, files = files.len(), columns = schema.fields().len(), "opened source");
 
         let files = files
@@ -109,11 +98,7 @@ impl Engine {
                 last_modified: meta.last_modified.to_rfc3339(),
             })
             .collect();
-        Ok(SourceTable {
-            url: shown,
-            files,
-            schema,
-        })
+        Ok(SourceTable { url: shown, files, schema })
     }
 
     /// Schema inference reads every footer at once; on failure, find the file to name.
@@ -132,10 +117,7 @@ impl Engine {
                 return source_err(&url, format!("not a readable Parquet file: {}", one_line(&e.to_string())));
             }
         }
-        source_err(
-            &redact(table_url.get_url()),
-            format!("the files' schemas cannot be merged: {}", one_line(&err.to_string())),
-        )
+        source_err(&redact(table_url.get_url()), format!("the files' schemas cannot be merged: {}", one_line(&err.to_string())))
     }
 }
 
@@ -172,10 +154,7 @@ async fn check_footers(store: &Arc<dyn ObjectStore>, files: &[ObjectMeta], table
 }
 
 fn source_err(url: &str, message: String) -> EngineError {
-    EngineError::Source {
-        url: url.to_string(),
-        message,
-    }
+    EngineError::Source { url: url.to_string(), message }
 }
 
 /// Parses a source URL. Plain paths and `file://` URLs may hold globs (DataFusion

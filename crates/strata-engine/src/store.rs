@@ -36,15 +36,12 @@ pub fn object_store_for(url: &Url, storage: &StorageOptions) -> Result<Option<Ar
         (ClientConfigKey::ConnectTimeout, millis(retry.connect_timeout_secs)),
         (ClientConfigKey::Timeout, millis(retry.request_timeout_secs)),
     ];
-    let err = |e: object_store::Error| EngineError::Store {
-        url: redact(url),
-        message: crate::error::one_line(&e.to_string()),
-    };
+    let err = |e: object_store::Error| EngineError::Store { url: redact(url), message: crate::error::one_line(&e.to_string()) };
     let bucket = || {
-        url.host_str().filter(|h| !h.is_empty()).map(str::to_string).ok_or_else(|| EngineError::Store {
-            url: redact(url),
-            message: "the URL names no bucket".into(),
-        })
+        url.host_str()
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| EngineError::Store { url: redact(url), message: "the URL names no bucket".into() })
     };
 
     let store: Arc<dyn ObjectStore> = match url.scheme() {

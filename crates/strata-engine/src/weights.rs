@@ -3,7 +3,7 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::functions::math::expr_fn::isnan;
-use datafusion::prelude::{cast, lit, Expr};
+use datafusion::prelude::{Expr, cast, lit};
 use strata_spec::{Pipeline, SpecError};
 
 /// 1 for a row whose weight (already cast to Float64) is null, negative or NaN, else 0;

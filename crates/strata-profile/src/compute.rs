@@ -5,11 +5,11 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{count, min, sum};
 use datafusion::prelude::*;
-use strata_engine::{EngineError, LabelKind, SourceTable, SOURCE_TABLE};
-use strata_spec::{LabelValue, Pipeline, MISSING_GROUP};
+use strata_engine::{EngineError, LabelKind, SOURCE_TABLE, SourceTable};
+use strata_spec::{LabelValue, MISSING_GROUP, Pipeline};
 
-use crate::report::{Attributes, GroupStats, LabelSummary, Profile, SourceSummary, SCHEMA_VERSION};
 use crate::ProfileError;
+use crate::report::{Attributes, GroupStats, LabelSummary, Profile, SCHEMA_VERSION, SourceSummary};
 
 /// Sums over one cell or group.
 #[derive(Debug, Clone, Copy, Default)]
@@ -140,13 +140,8 @@ pub async fn profile(
             }
         }
         for (key, t) in rolled {
-            let attributes = Attributes(
-                grouping
-                    .iter()
-                    .zip(&key)
-                    .map(|(&i, (missing, v))| (attrs[i].clone(), (!missing).then(|| v.clone())))
-                    .collect(),
-            );
+            let attributes =
+                Attributes(grouping.iter().zip(&key).map(|(&i, (missing, v))| (attrs[i].clone(), (!missing).then(|| v.clone()))).collect());
             let share = ratio(t.rows as f64, total.rows as f64).unwrap_or(0.0);
             let reference_share = reference.and_then(|r| r.get(&display_value(&key[0])).copied());
             if reference.is_some() && reference_share.is_none() {
@@ -183,11 +178,7 @@ pub async fn profile(
     Ok(Profile {
         schema_version: SCHEMA_VERSION,
         pipeline: pipeline.name.clone(),
-        source: SourceSummary {
-            url: source.url.clone(),
-            files: source.files.len(),
-            bytes: source.files.iter().map(|f| f.size).sum(),
-        },
+        source: SourceSummary { url: source.url.clone(), files: source.files.len(), bytes: source.files.iter().map(|f| f.size).sum() },
         label: LabelSummary {
             column: pipeline.label.column.clone(),
             positive: match &pipeline.label.positive {
@@ -276,10 +267,7 @@ async fn count_invalid_weights(engine: &strata_engine::Engine, pipeline: &Pipeli
         .collect()
         .await
         .map_err(EngineError::datafusion("counting invalid weights"))?;
-    Ok(batches
-        .first()
-        .map(|b| b.column(0).as_primitive::<Int64Type>())
-        .map_or(0, |a| if a.is_null(0) { 0 } else { a.value(0) as u64 }))
+    Ok(batches.first().map(|b| b.column(0).as_primitive::<Int64Type>()).map_or(0, |a| if a.is_null(0) { 0 } else { a.value(0) as u64 }))
 }
 
 /// A few label values, for the error when the positive value never occurs.

@@ -10,7 +10,7 @@ mod render;
 mod report;
 
 pub use compute::profile;
-pub use render::{render, Format};
+pub use render::{Format, render};
 pub use report::{GroupStats, Profile, SCHEMA_VERSION};
 
 /// Why a profile could not be computed.

@@ -83,11 +83,7 @@ impl Serialize for Attributes {
 impl Attributes {
     /// `sex=Female × race=Black`, with missing values shown as `(missing)`.
     pub fn label(&self) -> String {
-        self.0
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or(strata_spec::MISSING_GROUP)))
-            .collect::<Vec<_>>()
-            .join(" × ")
+        self.0.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or(strata_spec::MISSING_GROUP))).collect::<Vec<_>>().join(" × ")
     }
 }
 

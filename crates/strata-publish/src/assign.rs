@@ -1,7 +1,7 @@
 //! Spreading a run's shards over the ranks of a training job.
 
-use crate::manifest::{Manifest, ShardEntry};
 use crate::PublishError;
+use crate::manifest::{Manifest, ShardEntry};
 
 /// The shards rank `rank` of `world_size` reads from `split`.
 ///
@@ -15,7 +15,9 @@ pub fn assign<'m>(manifest: &'m Manifest, split: &str, world_size: u64, rank: u6
         return Err(PublishError::Usage("--world-size must be at least 1".into()));
     }
     if rank >= world_size {
-        return Err(PublishError::Usage(format!("--rank {rank} is out of range for --world-size {world_size} (ranks are 0..{world_size})")));
+        return Err(PublishError::Usage(format!(
+            "--rank {rank} is out of range for --world-size {world_size} (ranks are 0..{world_size})"
+        )));
     }
     if !manifest.splits.iter().any(|s| s.split == split) {
         let known: Vec<&str> = manifest.splits.iter().map(|s| s.split.as_str()).collect();
@@ -57,7 +59,13 @@ mod tests {
             stratum_columns: vec![],
             target_shard_rows: 10,
             summary: String::new(),
-            splits: vec![SplitTotals { split: "train".into(), shards: rows.len() as u64, rows: rows.iter().sum(), bytes: 0, weight_sum: 0.0 }],
+            splits: vec![SplitTotals {
+                split: "train".into(),
+                shards: rows.len() as u64,
+                rows: rows.iter().sum(),
+                bytes: 0,
+                weight_sum: 0.0,
+            }],
             shards: rows
                 .iter()
                 .enumerate()

@@ -8,7 +8,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use url::Url;
 
 use crate::manifest::{Latest, Manifest};
-use crate::{one_line, PublishError};
+use crate::{PublishError, one_line};
 
 /// Folder of the runs under the output URL.
 pub const RUNS_DIR: &str = "runs";
@@ -60,11 +60,7 @@ impl Destination {
     }
 
     fn path_of(&self, rel: &str) -> Path {
-        if self.root_path.is_empty() {
-            Path::from(rel)
-        } else {
-            Path::from(format!("{}/{rel}", self.root_path))
-        }
+        if self.root_path.is_empty() { Path::from(rel) } else { Path::from(format!("{}/{rel}", self.root_path)) }
     }
 
     fn store_err(&self, rel: &str) -> impl FnOnce(object_store::Error) -> PublishError + '_ {
@@ -111,10 +107,9 @@ impl Destination {
         let rel = format!("{}/{MANIFEST_FILE}", Self::run_dir(run_id));
         match self.get(&rel).await? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| PublishError::Manifest {
-                url: self.url_of(&rel),
-                message: format!("not a strata manifest: {e}"),
-            }),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| PublishError::Manifest { url: self.url_of(&rel), message: format!("not a strata manifest: {e}") }),
         }
     }
 
@@ -145,10 +140,7 @@ impl Destination {
 
     /// Points `_latest` at a committed run.
     pub async fn point_latest(&self, manifest: &Manifest) -> Result<(), PublishError> {
-        let latest = Latest {
-            run_id: manifest.run_id.clone(),
-            manifest: format!("{}/{MANIFEST_FILE}", Self::run_dir(&manifest.run_id)),
-        };
+        let latest = Latest { run_id: manifest.run_id.clone(), manifest: format!("{}/{MANIFEST_FILE}", Self::run_dir(&manifest.run_id)) };
         let bytes = serde_json::to_vec_pretty(&latest).expect("a pointer always serializes");
         self.put(LATEST_FILE, bytes.into()).await
     }
@@ -181,11 +173,12 @@ pub async fn resolve(store: Arc<dyn ObjectStore>, url: &Url) -> Result<(Destinat
         .get(LATEST_FILE)
         .await?
         .ok_or_else(|| not_found("neither a manifest.json nor a _latest pointer is there: no committed run"))?;
-    let latest: Latest = serde_json::from_slice(&latest).map_err(|e| PublishError::Manifest {
-        url: dest.url_of(LATEST_FILE),
-        message: format!("not a strata pointer: {e}"),
-    })?;
-    let run = Destination::new(store, Url::parse(&dest.url_of(&format!("{}/", Destination::run_dir(&latest.run_id)))).map_err(|e| not_found(&e.to_string()))?);
+    let latest: Latest = serde_json::from_slice(&latest)
+        .map_err(|e| PublishError::Manifest { url: dest.url_of(LATEST_FILE), message: format!("not a strata pointer: {e}") })?;
+    let run = Destination::new(
+        store,
+        Url::parse(&dest.url_of(&format!("{}/", Destination::run_dir(&latest.run_id)))).map_err(|e| not_found(&e.to_string()))?,
+    );
     let bytes = run.get(MANIFEST_FILE).await?.ok_or_else(|| PublishError::Manifest {
         url: run.url_of(MANIFEST_FILE),
         message: "_latest names this run but its manifest is missing".into(),

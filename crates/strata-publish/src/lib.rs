@@ -24,10 +24,10 @@ mod sink;
 mod verify;
 
 pub use assign::assign;
-pub use destination::{resolve, Destination, Existing, LATEST_FILE, MANIFEST_FILE, RUNS_DIR};
-pub use manifest::{ColumnSchema, InputFile, Latest, Manifest, ShardEntry, SplitTotals, StratumCount, MANIFEST_SCHEMA_VERSION};
+pub use destination::{Destination, Existing, LATEST_FILE, MANIFEST_FILE, RUNS_DIR, resolve};
+pub use manifest::{ColumnSchema, InputFile, Latest, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, SplitTotals, StratumCount};
 pub use sink::{ShardSink, SinkColumns, SinkOutput, StratumTotals};
-pub use verify::{verify, VerifyReport};
+pub use verify::{VerifyReport, verify};
 
 /// Why publishing, verifying or assigning failed. Each displays as one line.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,9 @@ pub enum PublishError {
     #[error("`{url}`: {message}")]
     Store { url: String, message: String },
     /// The run prefix already holds a manifest of a different run.
-    #[error("`{url}` already holds the manifest of a different run ({message}); publish to another output or run id, nothing was overwritten")]
+    #[error(
+        "`{url}` already holds the manifest of a different run ({message}); publish to another output or run id, nothing was overwritten"
+    )]
     Conflict { url: String, message: String },
     /// A manifest or pointer that cannot be read.
     #[error("`{url}`: {message}")]

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::destination::Destination;
 use crate::manifest::{ShardEntry, StratumCount};
-use crate::{sha256_hex, PublishError};
+use crate::{PublishError, sha256_hex};
 
 /// Rows handed to the Parquet writer at a time (and so its page-size checks).
 const CHUNK_ROWS: usize = 8192;
@@ -140,7 +140,8 @@ impl ShardSink {
                         split: s.to_string(),
                         index: k,
                         schema: schema.clone(),
-                        writer: ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties())).map_err(data_err("starting a shard"))?,
+                        writer: ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties()))
+                            .map_err(data_err("starting a shard"))?,
                         pending: Vec::new(),
                         pending_rows: 0,
                         rows: 0,
@@ -184,11 +185,7 @@ impl ShardSink {
         let mut strata: Vec<StratumCount> = open
             .strata
             .iter()
-            .map(|(id, (rows, w))| StratumCount {
-                values: self.strata.get(id).cloned().unwrap_or_default(),
-                rows: *rows,
-                weight_sum: *w,
-            })
+            .map(|(id, (rows, w))| StratumCount { values: self.strata.get(id).cloned().unwrap_or_default(), rows: *rows, weight_sum: *w })
             .collect();
         strata.sort_by(|a, b| a.values.cmp(&b.values));
         let entry = ShardEntry {

@@ -9,13 +9,13 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use url::Url;
 
-use crate::destination::{resolve, Destination};
+use crate::destination::{Destination, resolve};
 use crate::manifest::{Manifest, ShardEntry};
-use crate::{sha256_hex, PublishError};
+use crate::{PublishError, sha256_hex};
 
 /// Shards checked at once.
 const CHECKS_IN_FLIGHT: usize = 4;
@@ -74,7 +74,8 @@ async fn check_shard(run: &Destination, manifest: &Manifest, shard: &ShardEntry)
             if rows != shard.rows {
                 problems.push(format!("shard {name}: holds {rows} rows, the manifest says {}", shard.rows));
             }
-            let expected: BTreeMap<&Vec<Option<String>>, (u64, f64)> = shard.strata.iter().map(|s| (&s.values, (s.rows, s.weight_sum))).collect();
+            let expected: BTreeMap<&Vec<Option<String>>, (u64, f64)> =
+                shard.strata.iter().map(|s| (&s.values, (s.rows, s.weight_sum))).collect();
             for (values, (rows, w)) in &strata {
                 match expected.get(values) {
                     None => problems.push(format!("shard {name}: stratum {} has {rows} rows, the manifest lists none", show(values))),

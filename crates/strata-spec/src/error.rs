@@ -13,12 +13,7 @@ pub enum SpecError {
         source: std::io::Error,
     },
     #[error("{}{}: {}{message}", path.display(), location.as_ref().map(|l| format!(":{l}")).unwrap_or_default(), key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
-    Invalid {
-        path: PathBuf,
-        location: Option<Location>,
-        key: Option<String>,
-        message: String,
-    },
+    Invalid { path: PathBuf, location: Option<Location>, key: Option<String>, message: String },
 }
 
 /// A 1-based line and column in the spec file.

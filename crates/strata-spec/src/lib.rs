@@ -177,10 +177,7 @@ impl Pipeline {
     /// Reads and validates a pipeline file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, SpecError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
         Self::parse(path, text)
     }
 
@@ -243,11 +240,7 @@ impl Pipeline {
                 return Err(reporter.at(Some(v.span()), key, "column name must not be empty"));
             }
             if attributes.contains(&name) || name == label_column {
-                return Err(reporter.at(
-                    Some(v.span()),
-                    key,
-                    format!("`{name}` is already used as a protected attribute or the label"),
-                ));
+                return Err(reporter.at(Some(v.span()), key, format!("`{name}` is already used as a protected attribute or the label")));
             }
             locations.insert(key.to_string(), Location::of_offset(&text, v.span().start));
             Ok(Some(name))
@@ -274,7 +267,11 @@ impl Pipeline {
             for (group, share) in &shares {
                 let v = *share.get_ref();
                 if !v.is_finite() || !(0.0..=1.0).contains(&v) {
-                    return Err(reporter.at(Some(share.span()), &format!("{key}.{group}"), format!("share must be between 0 and 1, found {v}")));
+                    return Err(reporter.at(
+                        Some(share.span()),
+                        &format!("{key}.{group}"),
+                        format!("share must be between 0 and 1, found {v}"),
+                    ));
                 }
                 sum += v;
             }
@@ -359,8 +356,15 @@ impl Pipeline {
                 }
                 for (name, value) in c.params {
                     let key = format!("checks.params.{name}");
-                    if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') || name.starts_with(|ch: char| ch.is_ascii_digit()) {
-                        return Err(reporter.at(Some(value.span()), &key, "parameter names are letters, digits and `_`, not starting with a digit"));
+                    if name.is_empty()
+                        || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                        || name.starts_with(|ch: char| ch.is_ascii_digit())
+                    {
+                        return Err(reporter.at(
+                            Some(value.span()),
+                            &key,
+                            "parameter names are letters, digits and `_`, not starting with a digit",
+                        ));
                     }
                     let v = match value.get_ref() {
                         toml::Value::String(s) => ParamValue::String(s.clone()),
@@ -368,7 +372,11 @@ impl Pipeline {
                         toml::Value::Float(f) => ParamValue::Float(*f),
                         toml::Value::Boolean(b) => ParamValue::Bool(*b),
                         other => {
-                            return Err(reporter.at(Some(value.span()), &key, format!("must be a string, integer, float or boolean, found {}", other.type_str())));
+                            return Err(reporter.at(
+                                Some(value.span()),
+                                &key,
+                                format!("must be a string, integer, float or boolean, found {}", other.type_str()),
+                            ));
                         }
                     };
                     checks.params.insert(name, v);
@@ -382,16 +390,8 @@ impl Pipeline {
             name,
             path: path.to_path_buf(),
             source: Source { url, weight_column, id_column },
-            label: Label {
-                column: label_column,
-                positive: raw.label.positive.into_inner(),
-            },
-            groups: Groups {
-                attributes,
-                intersections: raw.groups.intersections,
-                min_group_rows: raw.groups.min_group_rows,
-                reference,
-            },
+            label: Label { column: label_column, positive: raw.label.positive.into_inner() },
+            groups: Groups { attributes, intersections: raw.groups.intersections, min_group_rows: raw.groups.min_group_rows, reference },
             storage: raw.storage,
             curate,
             publish,
@@ -436,7 +436,11 @@ fn validate_curate(
             let f = s.into_inner();
             for (k, v) in [("train", f.train), ("validation", f.validation), ("test", f.test)] {
                 if !v.is_finite() || !(0.0..=1.0).contains(&v) {
-                    return Err(reporter.at(Some(span.clone()), &format!("curate.split.{k}"), format!("must be between 0 and 1, found {v}")));
+                    return Err(reporter.at(
+                        Some(span.clone()),
+                        &format!("curate.split.{k}"),
+                        format!("must be between 0 and 1, found {v}"),
+                    ));
                 }
             }
             let sum = f.train + f.validation + f.test;
@@ -480,10 +484,10 @@ fn validate_curate(
             if !r.max_replication.is_finite() || r.max_replication < 1.0 {
                 return Err(at("curate.resample.max_replication", format!("must be at least 1, found {}", r.max_replication)));
             }
-            if r.target == Target::Reference {
-                if let Some(a) = attributes.iter().find(|a| !reference.contains_key(*a)) {
-                    return Err(at("curate.resample.target", format!("target = \"reference\" needs [groups.reference.{a}]")));
-                }
+            if r.target == Target::Reference
+                && let Some(a) = attributes.iter().find(|a| !reference.contains_key(*a))
+            {
+                return Err(at("curate.resample.target", format!("target = \"reference\" needs [groups.reference.{a}]")));
             }
             let explicit = matches!(r.target, Target::Shares | Target::Counts);
             if explicit && r.strata.is_empty() {
@@ -501,16 +505,29 @@ fn validate_curate(
                 let key = "curate.resample.strata";
                 let mut values = Vec::new();
                 for a in attributes {
-                    let v = e.groups.get(a).ok_or_else(|| reporter.at(Some(espan.clone()), key, format!("entry does not name attribute `{a}`")))?;
+                    let v = e
+                        .groups
+                        .get(a)
+                        .ok_or_else(|| reporter.at(Some(espan.clone()), key, format!("entry does not name attribute `{a}`")))?;
                     values.push(match v {
                         toml::Value::String(s) => s.clone(),
                         toml::Value::Integer(i) => i.to_string(),
                         toml::Value::Boolean(b) => b.to_string(),
-                        other => return Err(reporter.at(Some(espan.clone()), key, format!("`{a}` must be a string, integer or boolean, found {}", other.type_str()))),
+                        other => {
+                            return Err(reporter.at(
+                                Some(espan.clone()),
+                                key,
+                                format!("`{a}` must be a string, integer or boolean, found {}", other.type_str()),
+                            ));
+                        }
                     });
                 }
                 if let Some(extra) = e.groups.keys().find(|k| !attributes.contains(k)) {
-                    return Err(reporter.at(Some(espan.clone()), key, format!("`{extra}` is neither a protected attribute nor `share`/`count`")));
+                    return Err(reporter.at(
+                        Some(espan.clone()),
+                        key,
+                        format!("`{extra}` is neither a protected attribute nor `share`/`count`"),
+                    ));
                 }
                 if !seen.insert(values.clone()) {
                     return Err(reporter.at(Some(espan.clone()), key, format!("group {values:?} is listed twice")));
@@ -523,13 +540,28 @@ fn validate_curate(
                         share_sum += share;
                     }
                     (Target::Counts, None, Some(_)) => {}
-                    (Target::Shares, _, _) => return Err(reporter.at(Some(espan.clone()), key, "with target = \"shares\" each entry needs `share` (and no `count`)")),
-                    _ => return Err(reporter.at(Some(espan.clone()), key, "with target = \"counts\" each entry needs `count` (and no `share`)")),
+                    (Target::Shares, _, _) => {
+                        return Err(reporter.at(
+                            Some(espan.clone()),
+                            key,
+                            "with target = \"shares\" each entry needs `share` (and no `count`)",
+                        ));
+                    }
+                    _ => {
+                        return Err(reporter.at(
+                            Some(espan.clone()),
+                            key,
+                            "with target = \"counts\" each entry needs `count` (and no `share`)",
+                        ));
+                    }
                 }
                 strata.push(StratumTarget { values, share: e.share, count: e.count });
             }
             if r.target == Target::Shares && (share_sum - 1.0).abs() > SHARE_SUM_TOLERANCE {
-                return Err(at("curate.resample.strata", format!("shares must sum to 1 (within {SHARE_SUM_TOLERANCE}), they sum to {share_sum:.6}")));
+                return Err(at(
+                    "curate.resample.strata",
+                    format!("shares must sum to 1 (within {SHARE_SUM_TOLERANCE}), they sum to {share_sum:.6}"),
+                ));
             }
             Some(Resample {
                 target: r.target,
@@ -543,13 +575,7 @@ fn validate_curate(
             })
         }
     };
-    Ok(Curate {
-        strategy: raw.strategy,
-        seed: raw.seed,
-        split,
-        on_empty: raw.on_empty,
-        resample,
-    })
+    Ok(Curate { strategy: raw.strategy, seed: raw.seed, split, on_empty: raw.on_empty, resample })
 }
 
 /// Parses a size: `1024`, `512KiB`, `64MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
@@ -583,11 +609,7 @@ fn resolve_url(spec_path: &Path, url: &str) -> String {
     }
     let base = spec_path.parent().unwrap_or(Path::new(""));
     let joined = base.join(url);
-    let absolute = if joined.is_absolute() {
-        joined
-    } else {
-        std::env::current_dir().map(|d| d.join(&joined)).unwrap_or(joined)
-    };
+    let absolute = if joined.is_absolute() { joined } else { std::env::current_dir().map(|d| d.join(&joined)).unwrap_or(joined) };
     let mut s = normalize(&absolute).to_string_lossy().into_owned();
     if url.ends_with('/') && !s.ends_with('/') {
         s.push('/');

@@ -48,11 +48,11 @@ fn urls_with_a_scheme_are_kept_verbatim() {
 
 #[test]
 fn groupings_cover_each_attribute_then_every_intersection() {
-    let mut p = parse(&VALID.replace(r#"["sex", "race"]"#, r#"["a", "b", "c"]"#).replace("[groups.reference.sex]\nMale = 0.49\nFemale = 0.51\n", "")).unwrap();
-    assert_eq!(
-        p.groups.groupings(),
-        vec![vec![0], vec![1], vec![2], vec![0, 1], vec![0, 2], vec![1, 2], vec![0, 1, 2]]
-    );
+    let mut p = parse(
+        &VALID.replace(r#"["sex", "race"]"#, r#"["a", "b", "c"]"#).replace("[groups.reference.sex]\nMale = 0.49\nFemale = 0.51\n", ""),
+    )
+    .unwrap();
+    assert_eq!(p.groups.groupings(), vec![vec![0], vec![1], vec![2], vec![0, 1], vec![0, 2], vec![1, 2], vec![0, 1, 2]]);
     p.groups.intersections = Intersections::Full;
     assert_eq!(p.groups.groupings(), vec![vec![0], vec![1], vec![2], vec![0, 1, 2]]);
     p.groups.intersections = Intersections::None;

@@ -62,7 +62,10 @@ fn a_check_that_cannot_run_is_an_error_result_and_the_others_still_run() {
     assert_eq!(by("ok")["status"], "pass");
     let unknown = by("unknown_column");
     assert_eq!(unknown["status"], "error");
-    assert!(unknown["message"].as_str().unwrap().contains("a_unknown_column.sql:5: Schema error: No field named no_such_column"), "{unknown}");
+    assert!(
+        unknown["message"].as_str().unwrap().contains("a_unknown_column.sql:5: Schema error: No field named no_such_column"),
+        "{unknown}"
+    );
     let param = by("missing_param")["message"].as_str().unwrap().to_string();
     assert!(param.contains("b_missing_param.sql:5: ") && param.contains("undeclared"), "{param}");
     assert!(by("ddl")["message"].as_str().unwrap().contains("DDL not supported"), "{}", by("ddl"));

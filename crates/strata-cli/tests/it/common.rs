@@ -52,10 +52,7 @@ pub fn fails(args: &[&str]) -> Failure {
     assert!(out.stdout.is_empty(), "stdout should be empty on failure: {}", String::from_utf8_lossy(&out.stdout));
     let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "expected one error line, stderr: {stderr}");
-    Failure {
-        code: out.status.code().expect("exit code"),
-        error: errors[0].to_string(),
-    }
+    Failure { code: out.status.code().expect("exit code"), error: errors[0].to_string() }
 }
 
 /// Writes a small Parquet file with the given columns.

@@ -12,15 +12,7 @@ use arrow::record_batch::RecordBatch;
 use crate::common::{adult_spec, adult_train, fails, repo_root, strata, write_parquet, write_spec};
 
 fn curate_ok(spec: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
-    let o = strata()
-        .arg("curate")
-        .arg(spec)
-        .arg("--out")
-        .arg(out)
-        .args(["--format", "json"])
-        .args(extra)
-        .output()
-        .unwrap();
+    let o = strata().arg("curate").arg(spec).arg("--out").arg(out).args(["--format", "json"]).args(extra).output().unwrap();
     assert!(o.status.success(), "curate failed: {}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -55,11 +47,8 @@ fn same_bytes_for_one_file_or_many() {
     let dir = tempfile::tempdir().unwrap();
     // Adult's training split as three files of uneven size
     let file = std::fs::File::open(adult_train()).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .with_batch_size(11_000)
-        .build()
-        .unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().with_batch_size(11_000).build().unwrap();
     let many = dir.path().join("many");
     std::fs::create_dir(&many).unwrap();
     for (i, batch) in reader.enumerate() {
@@ -87,7 +76,8 @@ fn the_seed_changes_the_sample_and_the_same_seed_repeats_it() {
     assert_ne!(curated_bytes(&a), curated_bytes(&c));
     let summary = |p: &Path| {
         let run = crate::common::latest_manifest(p)["run_id"].as_str().unwrap().to_string();
-        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("runs").join(run).join("curation.json")).unwrap()).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p.join("runs").join(run).join("curation.json")).unwrap()).unwrap();
         v.as_object_mut().unwrap().remove("output");
         v
     };
@@ -145,7 +135,10 @@ fn target_shares_not_summing_to_one() {
 #[test]
 fn replication_over_the_cap() {
     let spec = resample("target = \"uniform\"\nmode = \"oversample\"\nmax_replication = 10\n");
-    curate_fails(&spec, "key `curate.resample.max_replication`: stratum sex=Female × race=Amer-Indian-Eskimo × income=<=50K needs replication factor");
+    curate_fails(
+        &spec,
+        "key `curate.resample.max_replication`: stratum sex=Female × race=Amer-Indian-Eskimo × income=<=50K needs replication factor",
+    );
 }
 
 #[test]
@@ -207,7 +200,8 @@ fn a_positive_target_on_a_group_without_training_rows() {
     // 10/45/45 split leaves the single Female row out of train.
     let dir = tempfile::tempdir().unwrap();
     let data = small_table(dir.path(), vec![1, 2, 3], vec![1, 1, 1]);
-    let spec = small_spec(&data).replace("train = 0.8\nvalidation = 0.1\ntest = 0.1", "train = 0.1\nvalidation = 0.45\ntest = 0.45")
+    let spec = small_spec(&data)
+        .replace("train = 0.8\nvalidation = 0.1\ntest = 0.1", "train = 0.1\nvalidation = 0.45\ntest = 0.45")
         .replace("strategy = \"reweigh\"", "strategy = \"resample\"")
         + "\n[curate.resample]\ntarget = \"uniform\"\nstratify = \"groups\"\n";
     curate_fails(&spec, "has no rows in the training split but a positive target");

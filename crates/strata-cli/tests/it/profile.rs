@@ -8,12 +8,7 @@ use crate::common::{repo_root, strata};
 
 fn profile(args: &[&str]) -> String {
     let pipeline = repo_root().join("pipelines/adult.toml");
-    let out = strata()
-        .arg("profile")
-        .arg(&pipeline)
-        .args(args)
-        .output()
-        .expect("run strata");
+    let out = strata().arg("profile").arg(&pipeline).args(args).output().expect("run strata");
     assert!(out.status.success(), "strata failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
@@ -57,10 +52,8 @@ fn json_contract() {
     // Each grouping's rows add up to the total, and shares to 1.
     for grouping in p["groupings"].as_array().unwrap() {
         let names: Vec<_> = grouping.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        let of: Vec<_> = groups
-            .iter()
-            .filter(|g| g["attributes"].as_object().unwrap().keys().map(String::as_str).eq(names.iter().copied()))
-            .collect();
+        let of: Vec<_> =
+            groups.iter().filter(|g| g["attributes"].as_object().unwrap().keys().map(String::as_str).eq(names.iter().copied())).collect();
         let rows: u64 = of.iter().map(|g| g["rows"].as_u64().unwrap()).sum();
         let share: f64 = of.iter().map(|g| g["share"].as_f64().unwrap()).sum();
         assert_eq!(rows, 32561, "{grouping}");
@@ -86,13 +79,8 @@ fn small_groups_are_flagged() {
     let out = strata().arg("profile").arg(&path).args(["--format", "json"]).output().unwrap();
     assert!(out.status.success());
     let p: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let small: Vec<_> = p["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|g| g["small"].as_bool().unwrap())
-        .map(|g| g["rows"].as_u64().unwrap())
-        .collect();
+    let small: Vec<_> =
+        p["groups"].as_array().unwrap().iter().filter(|g| g["small"].as_bool().unwrap()).map(|g| g["rows"].as_u64().unwrap()).collect();
     // Female × Amer-Indian-Eskimo (119) and Female × Other (109) in the training split
     assert_eq!(small, [119, 109]);
     let warned = p["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("2 groups have fewer than 150 rows"));

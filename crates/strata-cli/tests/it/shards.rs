@@ -6,14 +6,7 @@ use std::path::Path;
 use crate::common::{fails, latest_manifest, repo_root, strata};
 
 fn publish(out: &Path, extra: &[&str]) -> String {
-    let o = strata()
-        .arg("curate")
-        .arg(repo_root().join("pipelines/adult.toml"))
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap();
+    let o = strata().arg("curate").arg(repo_root().join("pipelines/adult.toml")).arg("--out").arg(out).args(extra).output().unwrap();
     assert!(o.status.success(), "curate failed: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
@@ -66,7 +59,12 @@ fn every_shard_holds_every_stratum_within_one_row_of_its_share() {
         }
         for (stratum, total) in &totals {
             for shard in &shards {
-                let here = shard["strata"].as_array().unwrap().iter().find(|st| st["values"].to_string() == *stratum).map_or(0, |st| st["rows"].as_u64().unwrap());
+                let here = shard["strata"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|st| st["values"].to_string() == *stratum)
+                    .map_or(0, |st| st["rows"].as_u64().unwrap());
                 assert!((here as f64 - *total as f64 / s).abs() < 1.0, "{name} {stratum}: {here} rows in a shard, {total} / {s}");
             }
         }
@@ -132,11 +130,17 @@ fn assign_gives_every_training_shard_to_exactly_one_rank() {
     let out = dir.path();
     publish(out, &[]);
     let m = latest_manifest(out);
-    let train: Vec<String> = m["shards"].as_array().unwrap().iter().filter(|s| s["split"] == "train").map(|s| s["path"].as_str().unwrap().to_string()).collect();
+    let train: Vec<String> =
+        m["shards"].as_array().unwrap().iter().filter(|s| s["split"] == "train").map(|s| s["path"].as_str().unwrap().to_string()).collect();
     for world in [1u32, 2, 3, 16] {
         let mut all = Vec::new();
         for rank in 0..world {
-            let o = strata().args(["shards", "assign"]).arg(out).args(["--world-size", &world.to_string(), "--rank", &rank.to_string()]).output().unwrap();
+            let o = strata()
+                .args(["shards", "assign"])
+                .arg(out)
+                .args(["--world-size", &world.to_string(), "--rank", &rank.to_string()])
+                .output()
+                .unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             let lines: Vec<String> = String::from_utf8(o.stdout).unwrap().lines().map(str::to_string).collect();
             assert!(lines.len() as f64 <= (train.len() as f64 / f64::from(world)).ceil(), "world {world} rank {rank}: {lines:?}");

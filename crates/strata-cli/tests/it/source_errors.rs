@@ -118,9 +118,7 @@ fn odd_table(dir: &std::path::Path) -> String {
 fn label_of_an_unusable_type() {
     let dir = tempfile::tempdir().unwrap();
     let data = odd_table(dir.path());
-    let spec = adult_spec()
-        .replace(&adult_train().display().to_string(), &data)
-        .replace(r#"column = "income""#, r#"column = "score""#);
+    let spec = adult_spec().replace(&adult_train().display().to_string(), &data).replace(r#"column = "income""#, r#"column = "score""#);
     let (_d, spec) = write_spec(&spec);
     let f = fails(&["validate", &spec.display().to_string()]);
     assert_eq!(f.code, 3);
