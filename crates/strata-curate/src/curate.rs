@@ -173,16 +173,24 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let cut = |fraction: f64| floor(cast(ident("__cell_rows"), DataType::Float64) * lit(fraction) + lit(0.5));
     // --- pass 0: rows per cell. A small table joined back gives each row its cell's
     //     size; a count window would buffer each whole cell in memory instead ---
-    let cell_rows = ctx
+    let mut pass0_cols: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
+    pass0_cols.extend([ident(label_col).alias("y"), call(4, &cell_cols).alias("__cr_cell"), call(3, &attr_cols).alias("__cr_grp")]);
+    let pass0_keys: Vec<Expr> = pass0_cols.iter().map(|e| ident(e.schema_name().to_string())).collect();
+    let pass0 = ctx
         .table(SOURCE_TABLE)
         .await
-        .and_then(|df| df.select(vec![call(4, &cell_cols).alias("__cr_cell")]))
-        .and_then(|df| df.aggregate(vec![ident("__cr_cell")], vec![count_all().alias("__cell_rows")]))
+        .and_then(|df| df.select(pass0_cols))
+        .and_then(|df| df.aggregate(pass0_keys, vec![count_all().alias("__cell_rows")]))
         .map_err(df_err("planning curation"))?
         .collect()
         .await
         .map_err(df_err("curation pass 0 (rows per cell)"))?;
-    let cell_rows_df = ctx.read_batches(cell_rows).map_err(df_err("planning curation"))?;
+    // each cell's values, so later passes group and sort by the cell id alone
+    let cell_keys = read_cell_keys(&pass0, attrs.len())?;
+    let cell_rows_df = ctx
+        .read_batches(pass0)
+        .and_then(|df| df.select(vec![ident("__cr_cell"), ident("__cell_rows")]))
+        .map_err(df_err("planning curation"))?;
 
     let build_split = || async {
         let df = ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone())?;
@@ -206,10 +214,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
 
     // --- pass 1: rows and weights per (group, label, split) ---
     let started = std::time::Instant::now();
-    let mut group_by: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
-    group_by.extend([ident(label_col).alias("y"), ident("split"), ident("__cell"), ident("__grp")]);
+    let group_by = vec![ident("split"), ident("__cell")];
     let w = ident("__w");
-    let pass1 = build_split()
+    let pass1_df = build_split()
         .await
         .and_then(|df| {
             df.aggregate(
@@ -217,11 +224,11 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                 vec![count_all().alias("rows"), sum(w.clone()).alias("w"), sum(strata_engine::invalid_weight(w.clone())).alias("bad")],
             )
         })
-        .map_err(df_err("planning curation"))?
-        .collect()
-        .await
-        .map_err(df_err("curation pass 1 (split and counts)"))?;
-    let (cells, bad_weights) = read_cells(&pass1, attrs.len())?;
+        .map_err(df_err("planning curation"))?;
+    let plan = pass1_df.create_physical_plan().await.map_err(df_err("planning curation pass 1"))?;
+    tracing::debug!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "curation pass 1 plan");
+    let pass1 = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.map_err(df_err("curation pass 1 (split and counts)"))?;
+    let (cells, bad_weights) = read_cells(&pass1, &cell_keys)?;
     tracing::info!(cells = cells.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1 done");
     if bad_weights > 0 {
         return Err(strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into());
@@ -861,32 +868,50 @@ fn split_index(s: &str) -> usize {
     SPLITS.iter().position(|x| *x == s).unwrap_or(2)
 }
 
-fn read_cells(batches: &[RecordBatch], n_attrs: usize) -> Result<(BTreeMap<(GroupKey, LabelKey), Cell>, u64), CurateError> {
-    let mut cells: BTreeMap<(GroupKey, LabelKey), Cell> = BTreeMap::new();
-    let mut ids: BTreeMap<u64, (GroupKey, LabelKey)> = BTreeMap::new();
-    let mut bad = 0u64;
+/// A cell's values and its group's id, by cell id.
+type CellKeys = HashMap<u64, ((GroupKey, LabelKey), u64)>;
+
+/// Pass 0's cells: their values (group, label) and group id, keyed by cell id. Fails
+/// if two different cells hash to one id.
+fn read_cell_keys(batches: &[RecordBatch], n_attrs: usize) -> Result<CellKeys, CurateError> {
+    let mut out: CellKeys = HashMap::new();
     for b in batches {
-        let keys = string_columns(b, n_attrs + 2)?;
-        let cell_ids = b.column_by_name("__cell").map(|c| c.as_primitive::<UInt64Type>().clone()).expect("__cell");
-        let group_ids = b.column_by_name("__grp").map(|c| c.as_primitive::<UInt64Type>().clone()).expect("__grp");
-        let rows = b.column_by_name("rows").map(|c| c.as_primitive::<Int64Type>().clone()).expect("rows");
-        let w = b.column_by_name("w").map(|c| c.as_primitive::<Float64Type>().clone()).expect("w");
-        let bad_col = b.column_by_name("bad").map(|c| c.as_primitive::<Int64Type>().clone()).expect("bad");
-        for r in 0..b.num_rows() {
+        let keys = string_columns(b, n_attrs + 1)?;
+        let cell_ids = b.column_by_name("__cr_cell").expect("__cr_cell").as_primitive::<UInt64Type>();
+        let group_ids = b.column_by_name("__cr_grp").expect("__cr_grp").as_primitive::<UInt64Type>();
+        for (r, (cell, group)) in cell_ids.values().iter().zip(group_ids.values()).enumerate() {
             let g: GroupKey = keys[..n_attrs].iter().map(|k| k[r].clone()).collect();
-            let y = keys[n_attrs][r].clone();
-            let split = split_index(keys[n_attrs + 1][r].as_deref().unwrap_or("test"));
-            let key = (g, y);
-            if let Some(other) = ids.insert(cell_ids.value(r), key.clone())
+            let key = (g, keys[n_attrs][r].clone());
+            if let Some((other, _)) = out.insert(*cell, (key.clone(), *group))
                 && other != key
             {
                 return Err(CurateError::Engine(EngineError::Config(format!(
                     "two strata hash to the same id ({other:?} and {key:?}); choose another seed"
                 ))));
             }
+        }
+    }
+    Ok(out)
+}
+
+/// Pass 1's rows and weight sums per (split, cell id), into cells keyed by their values.
+fn read_cells(batches: &[RecordBatch], cell_keys: &CellKeys) -> Result<(BTreeMap<(GroupKey, LabelKey), Cell>, u64), CurateError> {
+    let mut cells: BTreeMap<(GroupKey, LabelKey), Cell> = BTreeMap::new();
+    let mut bad = 0u64;
+    for b in batches {
+        let splits = string_columns(b, 1)?.remove(0);
+        let cell_ids = b.column_by_name("__cell").expect("__cell").as_primitive::<UInt64Type>();
+        let rows = b.column_by_name("rows").expect("rows").as_primitive::<Int64Type>();
+        let w = b.column_by_name("w").expect("w").as_primitive::<Float64Type>();
+        let bad_col = b.column_by_name("bad").expect("bad").as_primitive::<Int64Type>();
+        for (r, split) in splits.iter().enumerate() {
+            let split = split_index(split.as_deref().unwrap_or("test"));
+            let (key, group_id) = cell_keys.get(&cell_ids.value(r)).cloned().ok_or_else(|| {
+                CurateError::Engine(EngineError::Config(format!("cell id {} of pass 1 is unknown to pass 0", cell_ids.value(r))))
+            })?;
             let cell = cells.entry(key).or_default();
             cell.cell_id = cell_ids.value(r);
-            cell.group_id = group_ids.value(r);
+            cell.group_id = group_id;
             cell.rows[split] += rows.value(r) as u64;
             cell.weight[split] += if w.is_null(r) { 0.0 } else { w.value(r) };
             bad += if bad_col.is_null(r) { 0 } else { bad_col.value(r) as u64 };
