@@ -152,12 +152,17 @@ async fn evaluate(
     let df = ctx.sql_with_options(&check.sql, options).await.map_err(located)?;
     let values: Vec<(String, ScalarValue)> = params.iter().map(|(k, v)| (k.clone(), scalar(v))).collect();
     let df = df.with_param_values(ParamValues::Map(values.into_iter().map(|(k, v)| (k, v.into())).collect())).map_err(located)?;
-    let count = df.clone().count().await.map_err(located)? as u64;
-    let sample = if count == 0 {
-        Vec::new()
-    } else {
-        df.limit(0, Some(max_failing_rows as usize)).map_err(located)?.collect().await.map_err(located)?
-    };
+    // One execution: count every failing row, keep the first `max_failing_rows`.
+    let mut stream = df.execute_stream().await.map_err(located)?;
+    let (mut count, mut sample) = (0u64, Vec::new());
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(located)?;
+        let keep = (max_failing_rows.saturating_sub(count) as usize).min(batch.num_rows());
+        if keep > 0 {
+            sample.push(batch.slice(0, keep));
+        }
+        count += batch.num_rows() as u64;
+    }
     Ok((count, sample))
 }
 

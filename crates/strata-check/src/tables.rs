@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
 use datafusion::prelude::*;
 use strata_engine::SOURCE_TABLE;
 use strata_profile::Profile;
@@ -146,5 +147,3 @@ pub async fn register_stage_views(ctx: &SessionContext, pipeline: &Pipeline, sta
     ctx.register_table(ROLES_VIEW, roles.into_view())?;
     Ok(())
 }
-
-use datafusion::common::ScalarValue;

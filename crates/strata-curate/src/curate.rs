@@ -119,9 +119,16 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     }
 
     // --- where the run goes; a run already committed there is not redone ---
-    let root = OutputDir::parse(&options.out)?;
-    let store = engine.store_for(&root.url, &pipeline.storage)?;
-    let destination = Destination::new(store, root.url.clone());
+    let root = strata_publish::parse_location(&options.out)?;
+    if root.scheme() == "file"
+        && let Ok(dir) = root.to_file_path()
+    {
+        // fail now, not after the passes, when the folder cannot be made
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| CurateError::Output { url: root.to_string(), message: format!("cannot create the folder: {e}") })?;
+    }
+    let store = engine.store_for(&root, &pipeline.storage)?;
+    let destination = Destination::new(store, root);
     let identity = identity(pipeline, source, seed);
     let run_id = match &options.run_id {
         Some(id) => check_run_id(id)?,
@@ -437,12 +444,11 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
 
     // --- the plan table, joined to the rows by cell id ---
     let plan_df = {
-        let rows: Vec<(u64, i64, i64, Option<f64>)> = cells
+        let rows: Vec<(u64, i64, i64)> = cells
             .iter()
             .map(|(k, c)| {
                 let p = plans.get(k).copied().unwrap_or_default();
-                let f = if resample { None } else { factors.get(k).copied().flatten() };
-                (c.cell_id, p.planned as i64, p.available as i64, f)
+                (c.cell_id, p.planned as i64, p.available as i64)
             })
             .collect();
         plan_frame(ctx, &rows).map_err(df_err("building the curation plan"))?
@@ -920,12 +926,11 @@ fn read_cells(batches: &[RecordBatch], cell_keys: &CellKeys) -> Result<(BTreeMap
     Ok((cells, bad))
 }
 
-fn plan_frame(ctx: &SessionContext, rows: &[(u64, i64, i64, Option<f64>)]) -> datafusion::error::Result<DataFrame> {
+fn plan_frame(ctx: &SessionContext, rows: &[(u64, i64, i64)]) -> datafusion::error::Result<DataFrame> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("__plan_cell", DataType::UInt64, false),
         Field::new("__k", DataType::Int64, false),
         Field::new("__n", DataType::Int64, false),
-        Field::new("__unused_factor", DataType::Float64, true),
     ]));
     let batch = RecordBatch::try_new(
         schema,
@@ -933,10 +938,9 @@ fn plan_frame(ctx: &SessionContext, rows: &[(u64, i64, i64, Option<f64>)]) -> da
             Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
             Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
             Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
         ],
     )?;
-    ctx.read_batch(batch)?.select(vec![ident("__plan_cell"), ident("__k"), ident("__n")])
+    ctx.read_batch(batch)
 }
 
 /// One row of the per-cell lookup table of pass 2.
@@ -960,37 +964,6 @@ fn lookup_frame(ctx: &SessionContext, rows: &[CellLookup]) -> datafusion::error:
         columns.push(Arc::new(Int64Array::from(rows.iter().map(|r| r.shards[s].1).collect::<Vec<_>>())));
     }
     ctx.read_batch(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
-}
-
-/// The output folder: a URL and its display form.
-struct OutputDir {
-    url: url::Url,
-}
-
-impl OutputDir {
-    fn parse(out: &str) -> Result<Self, CurateError> {
-        let bad = |message: String| CurateError::Output { url: out.to_string(), message };
-        let url = if out.contains("://") {
-            url::Url::parse(out).map_err(|e| bad(format!("not a valid URL: {e}")))?
-        } else {
-            let path = std::path::Path::new(out);
-            let abs =
-                if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path) };
-            std::fs::create_dir_all(&abs).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
-            url::Url::from_directory_path(&abs).map_err(|()| bad("not an absolute path".into()))?
-        };
-        let mut url = url;
-        if !url.path().ends_with('/') {
-            let p = format!("{}/", url.path());
-            url.set_path(&p);
-        }
-        if url.scheme() == "file"
-            && let Ok(p) = url.to_file_path()
-        {
-            std::fs::create_dir_all(&p).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
-        }
-        Ok(Self { url })
-    }
 }
 
 fn describe(attrs: &[String], g: &GroupKey, label: Option<(&String, &LabelKey)>) -> String {
