@@ -1,14 +1,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema, UInt64Type};
 use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
 use datafusion::functions_nested::expr_fn::range;
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{ExprFunctionExt, JoinType};
+use datafusion::logical_expr::JoinType;
 use datafusion::prelude::*;
 use strata_engine::{Engine, EngineError, SOURCE_TABLE, SourceTable, strata_hash_udf};
 use strata_publish::{
@@ -18,6 +17,7 @@ use strata_publish::{
 use strata_spec::{LabelValue, MISSING_GROUP, Mode, OnEmpty, Pipeline, ShardSize, Strategy, Stratify, Target};
 
 use crate::CurateError;
+use crate::cut::{self, Cut, Key, Observed, Window};
 use crate::plan::{kamiran_calders, largest_remainder, plan_total};
 use crate::summary::{Curation, SUMMARY_SCHEMA_VERSION, SplitSummary, StratumSummary};
 
@@ -175,14 +175,14 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         call(4, &cell_cols).alias("__cell"),
         weight.alias("__w"),
     ]);
+    let keyed = || async { ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone()) };
 
-    let split = spec.split;
-    let cut = |fraction: f64| floor(cast(ident("__cell_rows"), DataType::Float64) * lit(fraction) + lit(0.5));
-    // --- pass 0: rows per cell. A small table joined back gives each row its cell's
-    //     size; a count window would buffer each whole cell in memory instead ---
+    // --- pass 0: rows per cell, and each cell's values, so later passes group by the
+    //     cell id alone ---
     let mut pass0_cols: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
     pass0_cols.extend([ident(label_col).alias("y"), call(4, &cell_cols).alias("__cr_cell"), call(3, &attr_cols).alias("__cr_grp")]);
     let pass0_keys: Vec<Expr> = pass0_cols.iter().map(|e| ident(e.schema_name().to_string())).collect();
+    let started = std::time::Instant::now();
     let pass0 = ctx
         .table(SOURCE_TABLE)
         .await
@@ -192,58 +192,64 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         .collect()
         .await
         .map_err(df_err("curation pass 0 (rows per cell)"))?;
-    // each cell's values, so later passes group and sort by the cell id alone
     let cell_keys = read_cell_keys(&pass0, attrs.len())?;
-    let cell_rows_df = ctx
-        .read_batches(pass0)
-        .and_then(|df| df.select(vec![ident("__cr_cell"), ident("__cell_rows")]))
-        .map_err(df_err("planning curation"))?;
+    tracing::info!(cells = cell_keys.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 0 done");
 
-    let build_split = || async {
-        let df = ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone())?;
-        // small tables go on the left of every join: the left side is the hash table
-        // DataFusion builds in memory, and it cannot spill
-        let df = cell_rows_df.clone().join(df, JoinType::Right, &["__cr_cell"], &["__cell"], None)?.window(vec![
-            row_number()
-                .partition_by(vec![ident("__cell")])
-                .order_by(vec![ident("__h_split").sort(true, false), ident("__h_sample").sort(true, false)])
-                .build()?
-                .alias("__split_rank"),
-        ])?;
-        let rank = cast(ident("__split_rank"), DataType::Float64);
-        df.with_column(
-            "split",
-            when(rank.clone().lt_eq(cut(split.train)), lit("train"))
-                .when(rank.lt_eq(cut(split.train + split.validation)), lit("validation"))
-                .otherwise(lit("test"))?,
-        )
-    };
-
-    // --- pass 1: rows and weights per (group, label, split) ---
+    // --- pass 1: the split. Within each cell rows are ordered by (split hash, sample
+    //     hash); the first round(n·train) go to train, the next to validation. The two
+    //     cut keys are found without sorting (see `cut`) ---
+    let split = spec.split;
+    let round = |n: u64, f: f64| ((n as f64) * f + 0.5).floor() as u64;
+    let split_ranks: HashMap<u64, [u64; 2]> = cell_keys
+        .iter()
+        .map(|(id, k)| (*id, [round(k.rows, split.train), round(k.rows, split.train + split.validation).min(k.rows)]))
+        .collect();
     let started = std::time::Instant::now();
-    let group_by = vec![ident("split"), ident("__cell")];
-    let w = ident("__w");
-    let pass1_df = build_split()
-        .await
-        .and_then(|df| {
-            df.aggregate(
-                group_by,
-                vec![count_all().alias("rows"), sum(w.clone()).alias("w"), sum(strata_engine::invalid_weight(w.clone())).alias("bad")],
-            )
-        })
-        .map_err(df_err("planning curation"))?;
-    let plan = pass1_df.create_physical_plan().await.map_err(df_err("planning curation pass 1"))?;
-    tracing::debug!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "curation pass 1 plan");
-    let pass1 = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.map_err(df_err("curation pass 1 (split and counts)"))?;
-    let (cells, bad_weights) = read_cells(&pass1, &cell_keys)?;
-    tracing::info!(cells = cells.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1 done");
+    let rows_by_cell = || async {
+        keyed().await?.select(vec![
+            ident("__cell").alias("__stratum"),
+            ident("__h_split").alias("__h1"),
+            ident("__h_sample").alias("__h2"),
+            ident("__w"),
+        ])
+    };
+    let targets: BTreeMap<u64, (u64, Vec<u64>)> = split_ranks.iter().map(|(c, r)| (*c, (cell_keys[c].rows, r.to_vec()))).collect();
+    let (observed, bad_weights) = find_cuts(ctx, rows_by_cell, &targets, "curation pass 1 (the split)").await?;
+    tracing::info!(cells = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1 done");
     if bad_weights > 0 {
         return Err(strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into());
     }
     check_ids(ctx, pipeline, source).await?;
+    let mut warnings = Vec::new();
+    let mut cells: BTreeMap<(GroupKey, LabelKey), Cell> = BTreeMap::new();
+    let mut split_cuts: HashMap<u64, [Cut; 2]> = HashMap::new();
+    for (id, (obs, cuts)) in &observed {
+        let CellKey { key: (g, y), group: group_id, .. } = cell_keys[id].clone();
+        let (c1, c2) = (cuts[0], cuts[1]);
+        let parts = [cut::between(obs, None, &c1), cut::between(obs, Some(&c1), &c2), cut::between(obs, Some(&c2), &Cut::Everything)];
+        for (c, k, name) in [(c1, split_ranks[id][0], "train/validation"), (c2, split_ranks[id][1], "validation/test")] {
+            if let Cut::At { before, at, .. } = c
+                && before + at > k
+            {
+                warnings.push(format!(
+                    "cell {}: {at} identical rows at the {name} cut were kept together",
+                    describe(attrs, &g, Some((label_col, &y)))
+                ));
+            }
+        }
+        cells.insert(
+            (g, y),
+            Cell {
+                cell_id: *id,
+                group_id,
+                rows: [parts[0].0, parts[1].0, parts[2].0],
+                weight: [parts[0].1, parts[1].1, parts[2].1],
+            },
+        );
+        split_cuts.insert(*id, [c1, c2]);
+    }
 
     // --- plan on the driver ---
-    let mut warnings = Vec::new();
     let train = 0;
     let stratify_label = match (&spec.resample, spec.strategy) {
         (Some(r), Strategy::Resample) => r.stratify == Stratify::GroupsLabel,
@@ -441,36 +447,90 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let resample = matches!(spec.strategy, Strategy::Resample);
     let (exact, reweigh_after) = spec.resample.as_ref().map_or((true, false), |r| (r.exact, r.reweigh_after));
     let replicate = resample && plans.values().any(|p| p.planned > p.available);
+    // Shard strata are the curation's strata: (group, label) cells, or groups when
+    // resampling by group only.
+    let group_strata = resample && !stratify_label;
+    let stratum_col = if group_strata { "__grp" } else { "__cell" };
+    let stratum_of = |c: &Cell| if group_strata { c.group_id } else { c.cell_id };
 
-    // --- the plan table, joined to the rows by cell id ---
-    let plan_df = {
-        let rows: Vec<(u64, i64, i64)> = cells
-            .iter()
-            .map(|(k, c)| {
-                let p = plans.get(k).copied().unwrap_or_default();
-                (c.cell_id, p.planned as i64, p.available as i64)
-            })
-            .collect();
-        plan_frame(ctx, &rows).map_err(df_err("building the curation plan"))?
+    // --- the per-cell table every later pass joins to its rows: the split cuts, the
+    //     plan of the cell's stratum, later the sample cut and the weight factor ---
+    let mut table: BTreeMap<u64, CellRow> = BTreeMap::new();
+    for (k, c) in &cells {
+        let p = plans.get(k).copied().unwrap_or_default();
+        let [c1, c2] = split_cuts[&c.cell_id];
+        table.insert(
+            c.cell_id,
+            CellRow { cell: c.cell_id, split: [c1.threshold(), c2.threshold()], planned: p.planned, available: p.available, ..CellRow::default() },
+        );
+    }
+    // the rows with the cell's table columns and their split
+    let joined = |table: DataFrame| async move {
+        let df = table.join(keyed().await?, JoinType::Right, &["__lk_cell"], &["__cell"], None)?;
+        df.with_column(
+            "split",
+            when(at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"), lit("train"))
+                .when(at_or_below("__h_split", "__h_sample", "__t2a", "__t2b"), lit("validation"))
+                .otherwise(lit("test"))?,
+        )
     };
-    let stratum_col = if stratify_label { "__cell" } else { "__grp" };
-    let build_output = || async {
-        let mut df = plan_df.clone().join(build_split().await?, JoinType::Right, &["__plan_cell"], &["__cell"], None)?;
+
+    // --- pass 1b (exact resampling): per stratum of n training rows and k planned, the
+    //     cut at rank k mod n by (sample hash, split hash). Rows at or below it get
+    //     ⌊k/n⌋ + 1 copies, the others ⌊k/n⌋. Identical rows straddling the cut all get
+    //     the extra copy and the shard writer keeps only as many as the rank allows ---
+    let mut trims: HashMap<u64, u64> = HashMap::new();
+    if resample && exact {
+        let mut strata_plan: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for (k, c) in &cells {
+            let p = plans.get(k).copied().unwrap_or_default();
+            strata_plan.insert(stratum_of(c), (p.planned, p.available));
+        }
+        let targets: BTreeMap<u64, (u64, Vec<u64>)> =
+            strata_plan.iter().filter(|(_, (_, n))| *n > 0).map(|(s, (k, n))| (*s, (*n, vec![k % n]))).collect();
+        let split_table = cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?;
+        let train_rows = || async {
+            joined(split_table.clone()).await?.filter(ident("split").eq(lit("train")))?.select(vec![
+                ident(stratum_col).alias("__stratum"),
+                ident("__h_sample").alias("__h1"),
+                ident("__h_split").alias("__h2"),
+                ident("__w"),
+            ])
+        };
+        let started = std::time::Instant::now();
+        let (observed, _) = find_cuts(ctx, train_rows, &targets, "curation pass 1b (exact resampling)").await?;
+        tracing::info!(strata = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1b done");
+        let mut sample_cuts: HashMap<u64, (u64, Option<Key>, Option<(u64, Key)>)> = HashMap::new();
+        for (s, (_, cuts)) in &observed {
+            let (k, n) = strata_plan[s];
+            let (q, r) = (k / n, k % n);
+            let tie = match cuts[0] {
+                Cut::At { key, before, at, .. } if before + at > r => {
+                    let id = trims.len() as u64 + 1;
+                    trims.insert(id, q * at + (r - before));
+                    Some((id, key))
+                }
+                _ => None,
+            };
+            sample_cuts.insert(*s, (q, cuts[0].threshold(), tie));
+        }
+        for c in cells.values() {
+            if let (Some(row), Some((q, cut, tie))) = (table.get_mut(&c.cell_id), sample_cuts.get(&stratum_of(c))) {
+                row.copies = *q;
+                row.sample = *cut;
+                row.tie = *tie;
+            }
+        }
+    }
+
+    let build_output = |table: DataFrame| async move {
+        let mut df = joined(table).await?;
         let is_train = ident("split").eq(lit("train"));
         let copies = if !resample {
             lit(1i64)
         } else if exact {
-            df = df.window(vec![
-                row_number()
-                    .partition_by(vec![ident(stratum_col), ident("split")])
-                    .order_by(vec![ident("__h_sample").sort(true, false), ident("__h_split").sort(true, false)])
-                    .build()?
-                    .alias("__rank"),
-            ])?;
-            let (k, n) = (ident("__k"), ident("__n"));
-            let extra =
-                when((cast(ident("__rank"), DataType::Int64) - lit(1i64)).lt(k.clone() % n.clone()), lit(1i64)).otherwise(lit(0i64))?;
-            when(is_train.clone(), k / n + extra).otherwise(lit(1i64))?
+            let extra = when(at_or_below("__h_sample", "__h_split", "__ra", "__rb"), lit(1i64)).otherwise(lit(0i64))?;
+            when(is_train.clone(), ident("__q") + extra).otherwise(lit(1i64))?
         } else {
             let p = cast(ident("__k"), DataType::Float64) / cast(ident("__n"), DataType::Float64);
             let u = cast(ident("__h_sample"), DataType::Float64) / lit(18_446_744_073_709_551_616.0f64);
@@ -483,17 +543,17 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         } else {
             df.with_column("__copy", lit(0i64))?
         };
-        Ok::<_, datafusion::error::DataFusionError>(df)
+        let in_tie = is_train.and(ident("__h_sample").eq(ident("__tie_a"))).and(ident("__h_split").eq(ident("__tie_b")));
+        df.with_column("__tie", when(in_tie, ident("__tie_id")).otherwise(lit(0u64))?)
     };
 
     // reweighing after resampling uses the resampled weight sums: one more aggregate
     if resample && reweigh_after {
-        let sums = build_output()
+        let sums = build_output(cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?)
             .await
             .and_then(|df| {
-                let mut g: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
-                g.push(ident(label_col).alias("y"));
-                df.filter(ident("split").eq(lit("train")))?.aggregate(g, vec![sum(ident("__w")).alias("w")])
+                df.filter(ident("split").eq(lit("train")))?
+                    .aggregate(vec![ident("__cell"), ident("__tie")], vec![count_all().alias("rows"), sum(ident("__w")).alias("w")])
             })
             .map_err(df_err("planning reweighing after resampling"))?
             .collect()
@@ -501,12 +561,19 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             .map_err(df_err("reweighing after resampling"))?;
         let mut w_after: BTreeMap<(GroupKey, LabelKey), f64> = BTreeMap::new();
         for b in &sums {
-            let keys = string_columns(b, attrs.len() + 1)?;
-            let w = b.column_by_name("w").map(|c| c.as_primitive::<Float64Type>().clone());
+            let cell = b.column_by_name("__cell").expect("__cell").as_primitive::<UInt64Type>();
+            let tie = b.column_by_name("__tie").expect("__tie").as_primitive::<UInt64Type>();
+            let rows = b.column_by_name("rows").expect("rows").as_primitive::<Int64Type>();
+            let w = b.column_by_name("w").expect("w").as_primitive::<Float64Type>();
             for r in 0..b.num_rows() {
-                let g: GroupKey = keys[..attrs.len()].iter().map(|k| k[r].clone()).collect();
-                let y = keys[attrs.len()][r].clone();
-                w_after.insert((g, y), w.as_ref().map_or(0.0, |w| if w.is_null(r) { 0.0 } else { w.value(r) }));
+                let mut sum = if w.is_null(r) { 0.0 } else { w.value(r) };
+                // a trimmed group of identical rows counts as the rows kept of it
+                if let Some(keep) = trims.get(&tie.value(r)) {
+                    sum *= *keep as f64 / rows.value(r).max(1) as f64;
+                }
+                if let Some(k) = cell_keys.get(&cell.value(r)) {
+                    *w_after.entry(k.key.clone()).or_default() += sum;
+                }
             }
         }
         let (f, complete) = kamiran_calders(&w_after);
@@ -515,51 +582,12 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             warnings.push(incomplete_warning());
         }
     }
-
-    // --- rows per (split, cell) after curation: from the plan where it fixes them ---
-    // Shard strata are the curation's strata: (group, label) cells, or groups when
-    // resampling by group only.
-    let group_strata = resample && !stratify_label;
-    let shard_key = if group_strata { "__grp" } else { "__cell" };
-    // rows per (split, stratum id) after curation: from the plan where it fixes them
-    let mut counts: BTreeMap<(usize, u64), u64> = BTreeMap::new();
-    if !resample || exact {
-        for (k, c) in &cells {
-            for s in 0..3 {
-                let id = if group_strata { c.group_id } else { c.cell_id };
-                if s == train && group_strata {
-                    // every cell of a group carries the group's plan
-                    counts.insert((s, id), plans.get(k).map_or(0, |p| p.planned));
-                } else {
-                    let n = if s == train { plans.get(k).map_or(c.rows[s], |p| p.planned) } else { c.rows[s] };
-                    *counts.entry((s, id)).or_default() += n;
-                }
-            }
-        }
-    } else {
-        let batches = build_output()
-            .await
-            .and_then(|df| df.aggregate(vec![ident("split"), ident(shard_key).alias("__stratum")], vec![count_all().alias("rows")]))
-            .map_err(df_err("planning the shard plan"))?
-            .collect()
-            .await
-            .map_err(df_err("counting curated rows per stratum"))?;
-        for b in &batches {
-            let split = string_columns(b, 1)?.remove(0);
-            let id = b.column_by_name("__stratum").expect("__stratum").as_primitive::<UInt64Type>();
-            let rows = b.column_by_name("rows").expect("rows").as_primitive::<Int64Type>();
-            for r in 0..b.num_rows() {
-                counts.insert((split_index(split[r].as_deref().unwrap_or("test")), id.value(r)), rows.value(r) as u64);
-            }
+    for (k, c) in &cells {
+        if let Some(row) = table.get_mut(&c.cell_id) {
+            row.factor = factors.get(k).copied().flatten();
         }
     }
 
-    // --- shard plan: per split S shards; the strata are laid end to end in id order and
-    //     row i of that sequence goes to shard i mod S, so every shard holds ⌊c/S⌋ or
-    //     ⌈c/S⌉ rows of every stratum and ⌊N/S⌋ or ⌈N/S⌉ rows in all. The plan gives each
-    //     (cell, split) the offset its rows start at; a row adds its position within
-    //     the stratum (or, for a group's natural validation and test rows, within the
-    //     cell, the cells of a group following each other) ---
     let shard_rows = match pipeline.publish.shard_size {
         ShardSize::Rows(n) => n,
         ShardSize::Bytes(bytes) => {
@@ -569,125 +597,38 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             ((bytes as f64 / per_row) as u64).max(1)
         }
     };
-    // positions of a group's validation/test rows are per cell (from the split rank)
-    // when the plan fixes them; per group otherwise (a window, or the group's sample rank)
-    let per_cell_positions = |s: usize| group_strata && exact && s != train;
-    let mut shard_plan: Vec<(u64, &'static str, i64, i64)> = Vec::new();
-    for (s, split_name) in SPLITS.iter().enumerate() {
-        let total: u64 = counts.iter().filter(|((ss, _), _)| *ss == s).map(|(_, n)| n).sum();
-        let n_shards = total.div_ceil(shard_rows).max(1);
-        let mut offset = 0u64;
-        for ((ss, id), n) in &counts {
-            if *ss != s {
-                continue;
-            }
-            let mut within = 0u64;
-            for c in cells.values().filter(|c| if group_strata { c.group_id == *id } else { c.cell_id == *id }) {
-                shard_plan.push((c.cell_id, split_name, ((offset + within) % n_shards) as i64, n_shards as i64));
-                if per_cell_positions(s) {
-                    within += c.rows[s];
-                }
-            }
-            offset += n;
-        }
-    }
-    // per cell: the weight factor, and each split's shard offset and shard count. One
-    // small table joined with the small side as the build side (an inner join would
-    // let the planner put the large side there by its estimates, and it cannot spill).
-    let lookup_df = {
-        let mut shard_of: HashMap<(u64, &str), (i64, i64)> = HashMap::new();
-        for (cell, split_name, offset, n) in &shard_plan {
-            shard_of.insert((*cell, *split_name), (*offset, *n));
-        }
-        let rows: Vec<CellLookup> = cells
-            .iter()
-            .map(|(k, c)| {
-                let of = |s: &str| shard_of.get(&(c.cell_id, s)).copied().unwrap_or((0, 1));
-                CellLookup {
-                    cell: c.cell_id,
-                    factor: factors.get(k).copied().flatten(),
-                    shards: [of("train"), of("validation"), of("test")],
-                }
-            })
-            .collect();
-        lookup_frame(ctx, &rows).map_err(df_err("building the weight and shard table"))?
+    let expected_rows: u64 = {
+        let planned: BTreeMap<u64, u64> = cells.iter().map(|(k, c)| (stratum_of(c), plans.get(k).map_or(c.rows[train], |p| p.planned))).collect();
+        planned.values().sum::<u64>() + cells.values().map(|c| c.rows[1] + c.rows[2]).sum::<u64>()
     };
 
-    // --- pass 2: shards ---
+    // --- pass 2: the curated rows, in no order, into the shard writer (which deals each
+    //     stratum's rows to the shards in shuffle-key order) ---
     let mut output_cols = source_cols.clone();
-    output_cols.push(ident("sample_weight"));
-    output_cols.push(ident("split"));
-    output_cols.push(ident("__shard"));
-    output_cols.push(ident(shard_key).alias("__stratum"));
-    if group_strata {
-        output_cols.push(ident("__cell"));
-    }
-    let sorted = build_output()
+    output_cols.extend([
+        ident("sample_weight"),
+        ident("split"),
+        ident(stratum_col).alias("__stratum"),
+        ident("__cell"),
+        call(5, &[ident("__h_sample"), ident("__h_split"), ident("__copy")]).alias("__u"),
+        ident("__h_sample"),
+        ident("__h_split"),
+        ident("__copy"),
+        ident("__tie"),
+    ]);
+    let output = build_output(cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?)
         .await
         .and_then(|df| {
-            let df = lookup_df.join(df, JoinType::Right, &["__factor_cell"], &["__cell"], None)?;
             let factor = when(ident("split").eq(lit("train")), coalesce(vec![ident("__factor"), lit(1.0f64)])).otherwise(lit(1.0f64))?;
-            let df = df.with_column("sample_weight", ident("__w") * factor)?;
-            let by_split = |prefix: &str| {
-                when(ident("split").eq(lit("train")), ident(format!("{prefix}0")))
-                    .when(ident("split").eq(lit("validation")), ident(format!("{prefix}1")))
-                    .otherwise(ident(format!("{prefix}2")))
-            };
-            let df = df.with_column("__sh_offset", by_split("__sh_offset")?)?.with_column("__sh_shards", by_split("__sh_shards")?)?;
-            // A row's position within its (split, cell). Where the plan fixes it, it comes
-            // from ranks already computed (each cell's splits are consecutive split-rank
-            // ranges; exact resampling's copies follow from the sample rank), which spares
-            // a sort; only Bernoulli draws and group-level strata need a window.
-            let df = if resample && !exact {
-                df.window(vec![
-                    row_number()
-                        .partition_by(vec![ident("split"), ident(shard_key)])
-                        .order_by(vec![
-                            ident("__h_sample").sort(true, false),
-                            ident("__h_split").sort(true, false),
-                            ident("__copy").sort(true, false),
-                        ])
-                        .build()?
-                        .alias("__pos"),
-                ])?
-            } else {
-                let int = |e: Expr| cast(e, DataType::Int64);
-                let start = when(ident("split").eq(lit("train")), lit(0i64))
-                    .when(ident("split").eq(lit("validation")), int(cut(split.train)))
-                    .otherwise(int(cut(split.train + split.validation)))?;
-                let natural = int(ident("__split_rank")) - start;
-                let pos = if resample {
-                    // copies of the rank-r row start after (r-1)·q + min(r-1, k mod n) rows
-                    let r0 = int(ident("__rank")) - lit(1i64);
-                    let (k, n) = (ident("__k"), ident("__n"));
-                    let before = r0.clone() * (k.clone() / n.clone()) + when(r0.clone().lt(k.clone() % n.clone()), r0).otherwise(k % n)?;
-                    when(ident("split").eq(lit("train")), before + ident("__copy") + lit(1i64)).otherwise(natural)?
-                } else {
-                    natural
-                };
-                df.with_column("__pos", pos)?
-            };
-            let df = df.with_column(
-                "__shard",
-                (ident("__sh_offset") + cast(ident("__pos"), DataType::Int64) - lit(1i64)) % ident("__sh_shards"),
-            )?;
-            let df = df.with_column("__shuffle", call(5, &[ident("__h_sample"), ident("__h_split"), ident("__copy")]))?;
-            let df = df.sort(vec![
-                ident("split").sort(true, false),
-                ident("__shard").sort(true, false),
-                ident("__shuffle").sort(true, false),
-                ident("__h_sample").sort(true, false),
-                ident("__h_split").sort(true, false),
-                ident("__copy").sort(true, false),
-            ])?;
-            df.select(output_cols)
+            df.with_column("sample_weight", ident("__w") * factor)?.select(output_cols)
         })
         .map_err(df_err("planning the curated output"))?;
 
     let started = std::time::Instant::now();
-    let plan = sorted.create_physical_plan().await.map_err(df_err("planning curation pass 2"))?;
+    let plan = output.create_physical_plan().await.map_err(df_err("planning curation pass 2"))?;
     tracing::debug!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "curation pass 2 plan");
-    let stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx()).map_err(df_err("running curation pass 2"))?;
+    let streams =
+        datafusion::physical_plan::execute_stream_partitioned(plan, ctx.task_ctx()).map_err(df_err("running curation pass 2"))?;
     let strata_values: HashMap<u64, Vec<Option<String>>> = cells
         .iter()
         .map(|((g, y), c)| {
@@ -706,13 +647,17 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         columns: SinkColumns {
             split: "split".into(),
             weight: "sample_weight".into(),
-            shard: "__shard".into(),
             stratum: "__stratum".into(),
-            cell: if group_strata { "__cell" } else { "__stratum" }.into(),
+            cell: "__cell".into(),
+            order: ["__u", "__h_sample", "__h_split", "__copy"].map(String::from).to_vec(),
+            tie: Some("__tie".into()),
         },
         strata: strata_values,
+        shard_rows,
+        expected_rows,
+        trims,
     };
-    let written = sink.write(stream).await.map_err(CurateError::from)?;
+    let written = sink.write(streams).await.map_err(CurateError::from)?;
     tracing::info!(
         out = %run.url,
         shards = written.shards.len(),
@@ -874,25 +819,32 @@ fn split_index(s: &str) -> usize {
     SPLITS.iter().position(|x| *x == s).unwrap_or(2)
 }
 
-/// A cell's values and its group's id, by cell id.
-type CellKeys = HashMap<u64, ((GroupKey, LabelKey), u64)>;
+/// A cell as pass 0 saw it: its values, its group's id and its rows.
+#[derive(Debug, Clone)]
+struct CellKey {
+    key: (GroupKey, LabelKey),
+    group: u64,
+    rows: u64,
+}
 
-/// Pass 0's cells: their values (group, label) and group id, keyed by cell id. Fails
-/// if two different cells hash to one id.
-fn read_cell_keys(batches: &[RecordBatch], n_attrs: usize) -> Result<CellKeys, CurateError> {
-    let mut out: CellKeys = HashMap::new();
+/// Pass 0's cells by cell id. Fails if two different cells hash to one id.
+fn read_cell_keys(batches: &[RecordBatch], n_attrs: usize) -> Result<HashMap<u64, CellKey>, CurateError> {
+    let mut out: HashMap<u64, CellKey> = HashMap::new();
     for b in batches {
         let keys = string_columns(b, n_attrs + 1)?;
         let cell_ids = b.column_by_name("__cr_cell").expect("__cr_cell").as_primitive::<UInt64Type>();
         let group_ids = b.column_by_name("__cr_grp").expect("__cr_grp").as_primitive::<UInt64Type>();
-        for (r, (cell, group)) in cell_ids.values().iter().zip(group_ids.values()).enumerate() {
+        let rows = b.column_by_name("__cell_rows").expect("__cell_rows").as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
             let g: GroupKey = keys[..n_attrs].iter().map(|k| k[r].clone()).collect();
             let key = (g, keys[n_attrs][r].clone());
-            if let Some((other, _)) = out.insert(*cell, (key.clone(), *group))
-                && other != key
+            let cell = CellKey { key: key.clone(), group: group_ids.value(r), rows: rows.value(r) as u64 };
+            if let Some(other) = out.insert(cell_ids.value(r), cell)
+                && other.key != key
             {
                 return Err(CurateError::Engine(EngineError::Config(format!(
-                    "two strata hash to the same id ({other:?} and {key:?}); choose another seed"
+                    "two strata hash to the same id ({:?} and {key:?}); choose another seed",
+                    other.key
                 ))));
             }
         }
@@ -900,70 +852,159 @@ fn read_cell_keys(batches: &[RecordBatch], n_attrs: usize) -> Result<CellKeys, C
     Ok(out)
 }
 
-/// Pass 1's rows and weight sums per (split, cell id), into cells keyed by their values.
-fn read_cells(batches: &[RecordBatch], cell_keys: &CellKeys) -> Result<(BTreeMap<(GroupKey, LabelKey), Cell>, u64), CurateError> {
-    let mut cells: BTreeMap<(GroupKey, LabelKey), Cell> = BTreeMap::new();
+/// `(a, b) <= (ta, tb)` in lexicographic order; null (no row is below) when `ta` is null.
+fn at_or_below(a: &str, b: &str, ta: &str, tb: &str) -> Expr {
+    ident(a).lt(ident(ta)).or(ident(a).eq(ident(ta)).and(ident(b).lt_eq(ident(tb))))
+}
+
+/// What later passes need of a cell, joined to its rows by cell id.
+#[derive(Debug, Clone, Copy, Default)]
+struct CellRow {
+    cell: u64,
+    /// Keys (split hash, sample hash) of the train and validation cuts.
+    split: [Option<Key>; 2],
+    /// Kamiran–Calders factor of the cell's training rows.
+    factor: Option<f64>,
+    /// Exact resampling: copies of every training row, plus one at or below `sample`.
+    copies: u64,
+    sample: Option<Key>,
+    /// Identical rows straddling the sample cut: their trim id and key.
+    tie: Option<(u64, Key)>,
+    /// The stratum's planned and available training rows (Bernoulli resampling).
+    planned: u64,
+    available: u64,
+}
+
+fn cell_frame<'a>(ctx: &SessionContext, rows: impl Iterator<Item = &'a CellRow>) -> datafusion::error::Result<DataFrame> {
+    let rows: Vec<&CellRow> = rows.collect();
+    let u64s = |name: &str, f: &dyn Fn(&CellRow) -> Option<u64>| {
+        (Field::new(name, DataType::UInt64, true), Arc::new(UInt64Array::from(rows.iter().map(|r| f(r)).collect::<Vec<_>>())) as ArrayRef)
+    };
+    let i64s = |name: &str, f: &dyn Fn(&CellRow) -> i64| {
+        (Field::new(name, DataType::Int64, false), Arc::new(Int64Array::from(rows.iter().map(|r| f(r)).collect::<Vec<_>>())) as ArrayRef)
+    };
+    let columns = vec![
+        u64s("__lk_cell", &|r| Some(r.cell)),
+        u64s("__t1a", &|r| r.split[0].map(|k| k.0)),
+        u64s("__t1b", &|r| r.split[0].map(|k| k.1)),
+        u64s("__t2a", &|r| r.split[1].map(|k| k.0)),
+        u64s("__t2b", &|r| r.split[1].map(|k| k.1)),
+        (Field::new("__factor", DataType::Float64, true), Arc::new(Float64Array::from(rows.iter().map(|r| r.factor).collect::<Vec<_>>())) as ArrayRef),
+        i64s("__q", &|r| r.copies as i64),
+        u64s("__ra", &|r| r.sample.map(|k| k.0)),
+        u64s("__rb", &|r| r.sample.map(|k| k.1)),
+        u64s("__tie_id", &|r| r.tie.map(|t| t.0)),
+        u64s("__tie_a", &|r| r.tie.map(|t| t.1.0)),
+        u64s("__tie_b", &|r| r.tie.map(|t| t.1.1)),
+        i64s("__k", &|r| r.planned as i64),
+        i64s("__n", &|r| r.available as i64),
+    ];
+    let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
+    ctx.read_batch(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// Per stratum: what one pass saw and the cuts at the given ranks. `targets` maps a
+/// stratum to its rows and ranks (at most two); `rows` yields `__stratum`, `__h1` (the
+/// primary key), `__h2` and `__w`. Strata whose cut fell outside its window are looked
+/// at again over the whole key space. Also returns the count of unusable weights.
+async fn find_cuts<F, Fut>(
+    ctx: &SessionContext,
+    rows: F,
+    targets: &BTreeMap<u64, (u64, Vec<u64>)>,
+    what: &str,
+) -> Result<(BTreeMap<u64, (Observed, Vec<Cut>)>, u64), CurateError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = datafusion::error::Result<DataFrame>>,
+{
+    let mut windows: BTreeMap<u64, [Option<Window>; 2]> = targets
+        .iter()
+        .map(|(s, (n, ks))| (*s, [ks.first().and_then(|&k| cut::window(k, *n)), ks.get(1).and_then(|&k| cut::window(k, *n))]))
+        .collect();
+    for _ in 0..2 {
+        let df = rows().await.map_err(df_err(what))?;
+        let (observed, bad) = observe(ctx, df, &windows, what).await?;
+        let mut out = BTreeMap::new();
+        let mut missed = Vec::new();
+        for (s, (_, ks)) in targets {
+            let obs = observed.get(s).cloned().unwrap_or_default();
+            match ks.iter().map(|&k| cut::find(&obs, k)).collect::<Option<Vec<Cut>>>() {
+                Some(cuts) => {
+                    out.insert(*s, (obs, cuts));
+                }
+                None => missed.push(*s),
+            }
+        }
+        if missed.is_empty() {
+            return Ok((out, bad));
+        }
+        tracing::info!(strata = missed.len(), "{what}: a cut fell outside its window; looking again over the whole key space");
+        for s in missed {
+            windows.insert(s, [Some(cut::FULL), None]);
+        }
+    }
+    Err(CurateError::Engine(EngineError::Config(format!("{what}: the rows changed while curation read them"))))
+}
+
+/// One aggregate pass: per stratum, rows and weights per zone, keys inside windows.
+async fn observe(
+    ctx: &SessionContext,
+    rows: DataFrame,
+    windows: &BTreeMap<u64, [Option<Window>; 2]>,
+    what: &str,
+) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
+    let table = {
+        let col = |f: &dyn Fn(&[Option<Window>; 2]) -> Option<u64>| {
+            Arc::new(UInt64Array::from(windows.values().map(f).collect::<Vec<_>>())) as ArrayRef
+        };
+        let schema = Schema::new(
+            ["__win_stratum", "__lo1", "__hi1", "__lo2", "__hi2"].map(|n| Field::new(n, DataType::UInt64, true)).to_vec(),
+        );
+        let arrays = vec![
+            Arc::new(UInt64Array::from(windows.keys().copied().collect::<Vec<_>>())) as ArrayRef,
+            col(&|w| w[0].map(|w| w.0)),
+            col(&|w| w[0].map(|w| w.1)),
+            col(&|w| w[1].map(|w| w.0)),
+            col(&|w| w[1].map(|w| w.1)),
+        ];
+        RecordBatch::try_new(Arc::new(schema), arrays).and_then(|b| Ok(ctx.read_batch(b)))
+    };
+    let plan = || -> datafusion::error::Result<DataFrame> {
+        let h1 = ident("__h1");
+        let zone = when(h1.clone().lt(ident("__lo1")), lit(0i32))
+            .when(h1.clone().lt_eq(ident("__hi1")), lit(1i32))
+            .when(h1.clone().lt(ident("__lo2")), lit(2i32))
+            .when(h1.lt_eq(ident("__hi2")), lit(3i32))
+            .otherwise(lit(4i32))?;
+        let inside = ident("__zone").eq(lit(1i32)).or(ident("__zone").eq(lit(3i32)));
+        table??.join(rows, JoinType::Right, &["__win_stratum"], &["__stratum"], None)?.with_column("__zone", zone)?.aggregate(
+            vec![
+                ident("__stratum"),
+                ident("__zone"),
+                when(inside.clone(), ident("__h1")).otherwise(lit(0u64))?.alias("__k1"),
+                when(inside, ident("__h2")).otherwise(lit(0u64))?.alias("__k2"),
+            ],
+            vec![count_all().alias("rows"), sum(ident("__w")).alias("w"), sum(strata_engine::invalid_weight(ident("__w"))).alias("bad")],
+        )
+    };
+    let batches = plan().map_err(df_err(what))?.collect().await.map_err(df_err(what))?;
+    let mut out: HashMap<u64, Observed> = HashMap::new();
     let mut bad = 0u64;
-    for b in batches {
-        let splits = string_columns(b, 1)?.remove(0);
-        let cell_ids = b.column_by_name("__cell").expect("__cell").as_primitive::<UInt64Type>();
-        let rows = b.column_by_name("rows").expect("rows").as_primitive::<Int64Type>();
-        let w = b.column_by_name("w").expect("w").as_primitive::<Float64Type>();
-        let bad_col = b.column_by_name("bad").expect("bad").as_primitive::<Int64Type>();
-        for (r, split) in splits.iter().enumerate() {
-            let split = split_index(split.as_deref().unwrap_or("test"));
-            let (key, group_id) = cell_keys.get(&cell_ids.value(r)).cloned().ok_or_else(|| {
-                CurateError::Engine(EngineError::Config(format!("cell id {} of pass 1 is unknown to pass 0", cell_ids.value(r))))
-            })?;
-            let cell = cells.entry(key).or_default();
-            cell.cell_id = cell_ids.value(r);
-            cell.group_id = group_id;
-            cell.rows[split] += rows.value(r) as u64;
-            cell.weight[split] += if w.is_null(r) { 0.0 } else { w.value(r) };
+    for b in &batches {
+        let col = |name: &str| b.column_by_name(name).expect("aggregate column");
+        let stratum = col("__stratum").as_primitive::<UInt64Type>();
+        let zone = col("__zone").as_primitive::<Int32Type>();
+        let (k1, k2) = (col("__k1").as_primitive::<UInt64Type>(), col("__k2").as_primitive::<UInt64Type>());
+        let rows = col("rows").as_primitive::<Int64Type>();
+        let w = col("w").as_primitive::<Float64Type>();
+        let bad_col = col("bad").as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            let weight = if w.is_null(r) { 0.0 } else { w.value(r) };
+            out.entry(stratum.value(r)).or_default().add(zone.value(r) as usize, Some((k1.value(r), k2.value(r))), rows.value(r) as u64, weight);
             bad += if bad_col.is_null(r) { 0 } else { bad_col.value(r) as u64 };
         }
     }
-    Ok((cells, bad))
-}
-
-fn plan_frame(ctx: &SessionContext, rows: &[(u64, i64, i64)]) -> datafusion::error::Result<DataFrame> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("__plan_cell", DataType::UInt64, false),
-        Field::new("__k", DataType::Int64, false),
-        Field::new("__n", DataType::Int64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-        ],
-    )?;
-    ctx.read_batch(batch)
-}
-
-/// One row of the per-cell lookup table of pass 2.
-struct CellLookup {
-    cell: u64,
-    factor: Option<f64>,
-    /// (offset, shard count) for train, validation, test.
-    shards: [(i64, i64); 3],
-}
-
-fn lookup_frame(ctx: &SessionContext, rows: &[CellLookup]) -> datafusion::error::Result<DataFrame> {
-    let mut fields = vec![Field::new("__factor_cell", DataType::UInt64, false), Field::new("__factor", DataType::Float64, true)];
-    let mut columns: Vec<datafusion::arrow::array::ArrayRef> = vec![
-        Arc::new(UInt64Array::from(rows.iter().map(|r| r.cell).collect::<Vec<_>>())),
-        Arc::new(Float64Array::from(rows.iter().map(|r| r.factor).collect::<Vec<_>>())),
-    ];
-    for s in 0..3 {
-        fields.push(Field::new(format!("__sh_offset{s}"), DataType::Int64, false));
-        columns.push(Arc::new(Int64Array::from(rows.iter().map(|r| r.shards[s].0).collect::<Vec<_>>())));
-        fields.push(Field::new(format!("__sh_shards{s}"), DataType::Int64, false));
-        columns.push(Arc::new(Int64Array::from(rows.iter().map(|r| r.shards[s].1).collect::<Vec<_>>())));
-    }
-    ctx.read_batch(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok((out, bad))
 }
 
 fn describe(attrs: &[String], g: &GroupKey, label: Option<(&String, &LabelKey)>) -> String {

@@ -12,6 +12,7 @@
 //! sorted by (split, shard, shuffle key), into `strata-publish`'s shard writer.
 
 mod curate;
+mod cut;
 mod plan;
 mod summary;
 

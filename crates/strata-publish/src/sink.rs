@@ -1,17 +1,36 @@
-//! Writes a sorted stream of curated rows as Parquet shards.
+//! Writes curated rows as stratified Parquet shards, from a stream in no particular order.
 //!
-//! The stream arrives ordered by (split, shard, shuffle key); the sink cuts it where
-//! (split, shard) changes, encodes each shard in memory, hashes it and uploads it while
-//! the next one is encoded. Rows reach the Parquet writer in fixed chunks counted from
-//! the shard's first row, so the bytes never depend on how the engine batched them.
+//! Within a split of N rows cut into S = ⌈N / shard_rows⌉ shards, the strata are laid
+//! end to end in id order and each stratum's rows are dealt round robin in the order of
+//! a seeded shuffle key, starting at the shard where the previous stratum stopped. So
+//! every shard holds ⌊c/S⌋ or ⌈c/S⌉ rows of each stratum of c rows, and ⌊N/S⌋ or ⌈N/S⌉
+//! rows in all; rows within a shard are in shuffle-key order.
+//!
+//! Dealing in key order is a sort by key, done here as an external bucket sort in three
+//! linear steps over local spill files (Arrow IPC under `$TMPDIR`), so memory stays
+//! bounded by a key range and a few shards whatever the size of the data, and no
+//! engine-wide sort is needed:
+//! 1. **route**: each input partition sends its rows to key ranges (equal slices of the
+//!    64-bit key space, about [`RANGE_ROWS`] rows each) and counts rows per stratum;
+//! 2. **deal**: range by range in key order, rows are sorted in memory by key and dealt
+//!    to shards, then written back grouped by shard;
+//! 3. **encode**: shard by shard, its pieces (one per range, already in key order) are
+//!    concatenated, encoded as Parquet in fixed chunks of rows counted from the shard's
+//!    first row (so bytes never depend on batch boundaries), hashed and uploaded, with
+//!    one shard encoding per core.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, UInt64Type};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef, UInt64Type};
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
@@ -25,7 +44,11 @@ use crate::{PublishError, sha256_hex};
 
 /// Rows handed to the Parquet writer at a time (and so its page-size checks).
 const CHUNK_ROWS: usize = 8192;
-/// Shards uploading while the next is encoded.
+/// Rows a key range holds on average: the unit of the in-memory sort.
+pub const RANGE_ROWS: u64 = 1 << 20;
+/// Rows buffered per (split, range) before a spill write.
+const SPILL_BATCH_ROWS: usize = 8192;
+/// Shards uploading at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
 
 /// Names of the columns the sink reads. Columns whose names start with `__` are
@@ -36,12 +59,16 @@ pub struct SinkColumns {
     pub split: String,
     /// The row weight, a written column.
     pub weight: String,
-    /// Shard index within the split (integer helper).
-    pub shard: String,
     /// Stratum id (UInt64 helper), a key of `ShardSink::strata`.
     pub stratum: String,
     /// A finer id (UInt64 helper) the totals are kept by; may equal `stratum`.
     pub cell: String,
+    /// Integer helpers ordering the rows: the first is the shuffle key (uniform over
+    /// 64 bits), the others break its ties.
+    pub order: Vec<String>,
+    /// Optional UInt64 helper: a nonzero id marks rows of a group of identical rows of
+    /// which only `ShardSink::trims[id]` are kept (the first in key order).
+    pub tie: Option<String>,
 }
 
 /// Rows and weights of one (split, stratum) over all its shards.
@@ -55,7 +82,7 @@ pub struct StratumTotals {
 /// What the sink wrote.
 #[derive(Debug)]
 pub struct SinkOutput {
-    /// In write order: by split as the stream ordered them, then shard index.
+    /// By split name, then shard index.
     pub shards: Vec<ShardEntry>,
     /// Keyed by (split, cell id).
     pub totals: BTreeMap<(String, u64), StratumTotals>,
@@ -72,167 +99,459 @@ pub struct ShardSink {
     pub columns: SinkColumns,
     /// Stratum id → its values (one per stratum column, `None` for missing).
     pub strata: HashMap<u64, Vec<Option<String>>>,
+    /// Target rows per shard: a split of N rows gets ⌈N / shard_rows⌉ shards.
+    pub shard_rows: u64,
+    /// About how many rows the stream holds; sizes the key ranges.
+    pub expected_rows: u64,
+    /// Tie id → rows of that tie group to keep.
+    pub trims: HashMap<u64, u64>,
 }
 
-struct OpenShard {
-    split: String,
-    index: u64,
-    schema: SchemaRef,
-    writer: ArrowWriter<Vec<u8>>,
+/// Column positions in the stream, shared by the routing tasks.
+#[derive(Debug)]
+struct Layout {
+    split: usize,
+    weight: usize,
+    stratum: usize,
+    cell: usize,
+    order: Vec<usize>,
+    tie: Option<usize>,
+    /// Written columns (no helpers).
+    keep: Vec<usize>,
+    ranges: u64,
+}
+
+/// (split, stratum, tie id) → rows.
+type Counts = HashMap<(String, u64, u64), u64>;
+
+/// One spill file being written, with rows waiting to fill a batch.
+struct SpillFile {
+    writer: FileWriter<BufWriter<File>>,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
-    rows: u64,
-    strata: BTreeMap<u64, (u64, f64)>,
 }
 
+impl SpillFile {
+    fn create(path: &Path, schema: &SchemaRef) -> Result<Self, PublishError> {
+        let file = File::create(path).map_err(spill_err(path))?;
+        let writer = FileWriter::try_new(BufWriter::new(file), schema).map_err(spill_err(path))?;
+        Ok(Self { writer, pending: Vec::new(), pending_rows: 0 })
+    }
+
+    fn push(&mut self, batch: RecordBatch, path: &Path) -> Result<(), PublishError> {
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        if self.pending_rows >= SPILL_BATCH_ROWS { self.flush(path) } else { Ok(()) }
+    }
+
+    fn flush(&mut self, path: &Path) -> Result<(), PublishError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let schema = self.pending[0].schema();
+        let batch = concat_batches(&schema, &self.pending).map_err(spill_err(path))?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.writer.write(&batch).map_err(spill_err(path))
+    }
+
+    fn finish(mut self, path: &Path) -> Result<(), PublishError> {
+        self.flush(path)?;
+        self.writer.finish().map_err(spill_err(path))
+    }
+}
+
+/// What one routing task wrote: its files by (split, range), and its counts.
+struct Routed {
+    files: Vec<((String, u64), PathBuf)>,
+    counts: Counts,
+}
+
+/// Where one shard's rows lie after dealing: (range, batch index in the range's file).
+type Pieces = BTreeMap<u64, Vec<(u64, usize)>>;
+
+/// Per shard: stratum id → (rows, weight sum).
+type ShardStrata = BTreeMap<u64, BTreeMap<u64, (u64, f64)>>;
+
 impl ShardSink {
-    pub async fn write(self, mut stream: SendableRecordBatchStream) -> Result<SinkOutput, PublishError> {
-        let input = stream.schema();
-        let keep: Vec<usize> = (0..input.fields().len()).filter(|&i| !input.field(i).name().starts_with("__")).collect();
-        let schema: SchemaRef = Arc::new(input.project(&keep).map_err(data_err("projecting the shard schema"))?);
+    /// Writes the rows of `streams` (the partitions of one plan, run concurrently).
+    pub async fn write(self, streams: Vec<SendableRecordBatchStream>) -> Result<SinkOutput, PublishError> {
+        let Some(first) = streams.first() else {
+            return Err(PublishError::Data { context: "writing shards".into(), message: "no input".into() });
+        };
+        let input = first.schema();
         let index_of = |name: &str| {
             input.index_of(name).map_err(|_| PublishError::Data {
                 context: "writing shards".into(),
                 message: format!("the curated stream has no column `{name}`"),
             })
         };
-        let (split_i, weight_i, shard_i, stratum_i, cell_i) = (
-            index_of(&self.columns.split)?,
-            index_of(&self.columns.weight)?,
-            index_of(&self.columns.shard)?,
-            index_of(&self.columns.stratum)?,
-            index_of(&self.columns.cell)?,
-        );
+        let keep: Vec<usize> = (0..input.fields().len()).filter(|&i| !input.field(i).name().starts_with("__")).collect();
+        let schema: SchemaRef = Arc::new(input.project(&keep).map_err(data_err("projecting the shard schema"))?);
+        let layout = Arc::new(Layout {
+            split: index_of(&self.columns.split)?,
+            weight: index_of(&self.columns.weight)?,
+            stratum: index_of(&self.columns.stratum)?,
+            cell: index_of(&self.columns.cell)?,
+            order: self.columns.order.iter().map(|c| index_of(c)).collect::<Result<_, _>>()?,
+            tie: self.columns.tie.as_deref().map(index_of).transpose()?,
+            keep,
+            ranges: self.expected_rows.div_ceil(RANGE_ROWS).max(1),
+        });
+        if layout.order.is_empty() {
+            return Err(PublishError::Usage("the shard sink needs at least one order column".into()));
+        }
+        let spill = tempfile::Builder::new().prefix("strata-shards-").tempdir().map_err(|e| PublishError::Data {
+            context: format!("creating spill files under {}", std::env::temp_dir().display()),
+            message: e.to_string(),
+        })?;
 
-        let mut current: Option<OpenShard> = None;
+        // 1. route
+        let mut tasks = JoinSet::new();
+        for (p, stream) in streams.into_iter().enumerate() {
+            let (layout, dir) = (layout.clone(), spill.path().to_path_buf());
+            tasks.spawn(async move { route(stream, &layout, &dir, p).await });
+        }
+        let mut files: BTreeMap<(String, u64), Vec<PathBuf>> = BTreeMap::new();
+        let mut counts: Counts = HashMap::new();
+        while let Some(routed) = tasks.join_next().await {
+            let routed = routed.map_err(join_err)??;
+            for (key, path) in routed.files {
+                files.entry(key).or_default().push(path);
+            }
+            for (key, n) in routed.counts {
+                *counts.entry(key).or_default() += n;
+            }
+        }
+        tracing::debug!(ranges = layout.ranges, files = files.values().map(Vec::len).sum::<usize>(), "shard rows routed");
+
+        let splits: Vec<String> = {
+            let mut s: Vec<String> = files.keys().map(|(s, _)| s.clone()).collect();
+            s.dedup();
+            s
+        };
         let mut shards = Vec::new();
         let mut totals: BTreeMap<(String, u64), StratumTotals> = BTreeMap::new();
-        let mut uploads: JoinSet<Result<(), PublishError>> = JoinSet::new();
-
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(data_err("computing the curated rows"))?;
-            if batch.num_rows() == 0 {
-                continue;
+        for split in &splits {
+            // rows per stratum once ties are trimmed, and where each stratum starts
+            let mut per_stratum: BTreeMap<u64, u64> = BTreeMap::new();
+            for ((s, stratum, tie), n) in &counts {
+                if s == split {
+                    let n = if *tie == 0 { *n } else { (*n).min(self.trims.get(tie).copied().unwrap_or(*n)) };
+                    *per_stratum.entry(*stratum).or_default() += n;
+                }
             }
-            let split = cast(batch.column(split_i), &DataType::Utf8).map_err(data_err("reading the split column"))?;
-            let split = split.as_string::<i32>();
-            let shard = cast(batch.column(shard_i), &DataType::Int64).map_err(data_err("reading the shard column"))?;
-            let shard = shard.as_primitive::<Int64Type>();
-            let weight = cast(batch.column(weight_i), &DataType::Float64).map_err(data_err("reading the weight column"))?;
-            let weight = weight.as_primitive::<Float64Type>();
-            let stratum = batch.column(stratum_i).as_primitive::<UInt64Type>();
-            let cell = batch.column(cell_i).as_primitive::<UInt64Type>();
-            let data = batch.project(&keep).map_err(data_err("projecting shard rows"))?;
-
-            let mut start = 0;
-            while start < batch.num_rows() {
-                let (s, k) = (split.value(start), shard.value(start) as u64);
-                let mut end = start + 1;
-                while end < batch.num_rows() && split.value(end) == s && shard.value(end) as u64 == k {
-                    end += 1;
-                }
-                let same = current.as_ref().is_some_and(|c| c.split == s && c.index == k);
-                if !same {
-                    if let Some(done) = current.take() {
-                        shards.push(self.finish(done, &mut uploads).await?);
-                    }
-                    current = Some(OpenShard {
-                        split: s.to_string(),
-                        index: k,
-                        schema: schema.clone(),
-                        writer: ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties()))
-                            .map_err(data_err("starting a shard"))?,
-                        pending: Vec::new(),
-                        pending_rows: 0,
-                        rows: 0,
-                        strata: BTreeMap::new(),
-                    });
-                }
-                let open = current.as_mut().expect("opened above");
-                for r in start..end {
-                    let w = if weight.is_null(r) { 0.0 } else { weight.value(r) };
-                    let e = open.strata.entry(stratum.value(r)).or_default();
-                    e.0 += 1;
-                    e.1 += w;
-                    let t = totals.entry((s.to_string(), cell.value(r))).or_default();
-                    t.rows += 1;
-                    t.weight_sum += w;
-                    t.weight_sq_sum += w * w;
-                }
-                open.rows += (end - start) as u64;
-                open.pending.push(data.slice(start, end - start));
-                open.pending_rows += end - start;
-                if open.pending_rows >= CHUNK_ROWS {
-                    write_chunks(open, &schema, false)?;
-                }
-                start = end;
+            let total: u64 = per_stratum.values().sum();
+            let n_shards = total.div_ceil(self.shard_rows.max(1)).max(1);
+            let mut offsets: HashMap<u64, u64> = HashMap::new();
+            let mut at = 0u64;
+            for (stratum, n) in &per_stratum {
+                offsets.insert(*stratum, at % n_shards);
+                at += n;
             }
-        }
-        if let Some(done) = current.take() {
-            shards.push(self.finish(done, &mut uploads).await?);
-        }
-        while let Some(r) = uploads.join_next().await {
-            r.map_err(|e| PublishError::Data { context: "uploading a shard".into(), message: e.to_string() })??;
+
+            // 2. deal, range by range in key order
+            let mut dealer = Dealer {
+                layout: &layout,
+                trims: &self.trims,
+                n_shards,
+                offsets,
+                next: HashMap::new(),
+                kept: HashMap::new(),
+                pieces: BTreeMap::new(),
+                strata: BTreeMap::new(),
+                totals: &mut totals,
+                split,
+            };
+            let mut dealt: Vec<Option<PathBuf>> = Vec::new();
+            for r in 0..layout.ranges {
+                let path = spill.path().join(format!("dealt-{split}-{r}.arrow"));
+                let written = match files.get(&(split.clone(), r)) {
+                    Some(inputs) => dealer.deal(r, inputs, &path)?,
+                    None => false,
+                };
+                dealt.push(written.then_some(path));
+            }
+            let (pieces, strata) = (dealer.pieces, dealer.strata);
+
+            // 3. encode and upload, shard by shard
+            shards.extend(self.encode_split(split, &schema, &layout, &dealt, pieces, strata).await?);
         }
         Ok(SinkOutput { shards, totals, schema })
     }
 
-    async fn finish(&self, mut open: OpenShard, uploads: &mut JoinSet<Result<(), PublishError>>) -> Result<ShardEntry, PublishError> {
-        let schema = open.schema.clone();
-        write_chunks(&mut open, &schema, true)?;
-        let bytes = Bytes::from(open.writer.into_inner().map_err(data_err("finishing a shard"))?);
-        let path = format!("{}/part-{:05}.parquet", open.split, open.index);
-        let mut strata: Vec<StratumCount> = open
-            .strata
-            .iter()
-            .map(|(id, (rows, w))| StratumCount { values: self.strata.get(id).cloned().unwrap_or_default(), rows: *rows, weight_sum: *w })
-            .collect();
-        strata.sort_by(|a, b| a.values.cmp(&b.values));
-        let entry = ShardEntry {
-            path: path.clone(),
-            split: open.split.clone(),
-            index: open.index,
-            rows: open.rows,
-            bytes: bytes.len() as u64,
-            sha256: sha256_hex(&bytes),
-            strata,
-        };
+    async fn encode_split(
+        &self,
+        split: &str,
+        schema: &SchemaRef,
+        layout: &Layout,
+        dealt: &[Option<PathBuf>],
+        pieces: Pieces,
+        mut strata: ShardStrata,
+    ) -> Result<Vec<ShardEntry>, PublishError> {
+        let mut readers: Vec<Option<FileReader<BufReader<File>>>> = Vec::new();
+        for path in dealt {
+            readers.push(match path {
+                Some(p) => Some(FileReader::try_new_buffered(File::open(p).map_err(spill_err(p))?, None).map_err(spill_err(p))?),
+                None => None,
+            });
+        }
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut encoding: JoinSet<Result<(ShardEntry, Bytes), PublishError>> = JoinSet::new();
+        let mut uploads: JoinSet<Result<(), PublishError>> = JoinSet::new();
+        let mut entries = Vec::new();
+        for (index, at) in pieces {
+            let mut batches = Vec::with_capacity(at.len());
+            for (r, b) in at {
+                let path = dealt[r as usize].as_deref().unwrap_or(Path::new("?"));
+                let reader = readers[r as usize].as_mut().ok_or_else(|| spill_err(path)("a piece of a range with no file"))?;
+                reader.set_index(b).map_err(spill_err(path))?;
+                let batch = reader.next().ok_or_else(|| spill_err(path)("a piece is missing"))?.map_err(spill_err(path))?;
+                batches.push(batch.project(&layout.keep).map_err(spill_err(path))?);
+            }
+            let rows = concat_batches(schema, &batches).map_err(data_err("gathering a shard"))?;
+            drop(batches);
+            let shard_strata = strata.remove(&index).unwrap_or_default();
+            let mut counted: Vec<StratumCount> = shard_strata
+                .iter()
+                .map(|(id, (n, w))| StratumCount { values: self.strata.get(id).cloned().unwrap_or_default(), rows: *n, weight_sum: *w })
+                .collect();
+            counted.sort_by(|a, b| a.values.cmp(&b.values));
+            let path = format!("{split}/part-{index:05}.parquet");
+            let split = split.to_string();
+            while encoding.len() >= parallel {
+                entries.push(self.upload_next(&mut encoding, &mut uploads).await?);
+            }
+            encoding.spawn_blocking(move || {
+                let bytes = encode(rows.schema(), &rows)?;
+                let entry = ShardEntry {
+                    path,
+                    split,
+                    index,
+                    rows: rows.num_rows() as u64,
+                    bytes: bytes.len() as u64,
+                    sha256: sha256_hex(&bytes),
+                    strata: counted,
+                };
+                Ok((entry, bytes))
+            });
+        }
+        while !encoding.is_empty() {
+            entries.push(self.upload_next(&mut encoding, &mut uploads).await?);
+        }
+        while let Some(r) = uploads.join_next().await {
+            r.map_err(join_err)??;
+        }
+        entries.sort_by_key(|e| e.index);
+        Ok(entries)
+    }
+
+    /// Waits for the next encoded shard and starts its upload.
+    async fn upload_next(
+        &self,
+        encoding: &mut JoinSet<Result<(ShardEntry, Bytes), PublishError>>,
+        uploads: &mut JoinSet<Result<(), PublishError>>,
+    ) -> Result<ShardEntry, PublishError> {
+        let (entry, bytes) = encoding.join_next().await.expect("a shard is encoding").map_err(join_err)??;
         while uploads.len() >= UPLOADS_IN_FLIGHT {
             if let Some(r) = uploads.join_next().await {
-                r.map_err(|e| PublishError::Data { context: "uploading a shard".into(), message: e.to_string() })??;
+                r.map_err(join_err)??;
             }
         }
         let dest = self.destination.clone();
-        let rel = format!("{}/{path}", self.run_dir);
+        let rel = format!("{}/{}", self.run_dir, entry.path);
         uploads.spawn(async move { dest.put(&rel, bytes).await });
         tracing::debug!(shard = %entry.path, rows = entry.rows, bytes = entry.bytes, "shard encoded");
         Ok(entry)
     }
 }
 
-/// Hands pending rows to the writer in `CHUNK_ROWS` pieces; the remainder waits unless
-/// this is the end of the shard.
-fn write_chunks(open: &mut OpenShard, schema: &SchemaRef, last: bool) -> Result<(), PublishError> {
-    if open.pending.is_empty() {
-        return Ok(());
-    }
-    let all = concat_batches(schema, &open.pending).map_err(data_err("buffering shard rows"))?;
-    open.pending.clear();
-    let mut at = 0;
-    while all.num_rows() - at >= CHUNK_ROWS {
-        open.writer.write(&all.slice(at, CHUNK_ROWS)).map_err(data_err("encoding a shard"))?;
-        at += CHUNK_ROWS;
-    }
-    let rest = all.num_rows() - at;
-    if rest > 0 {
-        if last {
-            open.writer.write(&all.slice(at, rest)).map_err(data_err("encoding a shard"))?;
-        } else {
-            open.pending.push(all.slice(at, rest));
+/// Step 1 for one input partition: rows to (split, key range) spill files, counted.
+async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: &Path, partition: usize) -> Result<Routed, PublishError> {
+    let mut open: HashMap<(usize, u64), (PathBuf, SpillFile)> = HashMap::new();
+    // split names by index: a handful of values, compared per row instead of hashed
+    let mut names: Vec<String> = Vec::new();
+    let mut counts: HashMap<(usize, u64, u64), u64> = HashMap::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(data_err("computing the curated rows"))?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let split = cast(batch.column(layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
+        let split = split.as_string::<i32>();
+        let key = u64_column(&batch, layout.order[0])?;
+        let stratum = u64_column(&batch, layout.stratum)?;
+        let tie = layout.tie.map(|i| u64_column(&batch, i)).transpose()?;
+        let mut groups: HashMap<(usize, u64), Vec<u32>> = HashMap::new();
+        let mut last: Option<((usize, u64, u64), u64)> = None;
+        for r in 0..batch.num_rows() {
+            let s = split.value(r);
+            let s = match names.iter().position(|n| n == s) {
+                Some(i) => i,
+                None => {
+                    names.push(s.to_string());
+                    names.len() - 1
+                }
+            };
+            let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u64;
+            groups.entry((s, range)).or_default().push(r as u32);
+            // rows of one stratum tend to come together: count runs, not rows
+            let k = (s, stratum.value(r), tie.as_ref().map_or(0, |t| t.value(r)));
+            match &mut last {
+                Some((lk, n)) if *lk == k => *n += 1,
+                _ => {
+                    if let Some((lk, n)) = last.take() {
+                        *counts.entry(lk).or_default() += n;
+                    }
+                    last = Some((k, 1));
+                }
+            }
+        }
+        if let Some((lk, n)) = last {
+            *counts.entry(lk).or_default() += n;
+        }
+        for ((s, range), rows) in groups {
+            let part = take_record_batch(&batch, &UInt32Array::from(rows)).map_err(data_err("routing shard rows"))?;
+            if !open.contains_key(&(s, range)) {
+                let path = dir.join(format!("routed-{}-{range}-{partition}.arrow", names[s]));
+                let file = SpillFile::create(&path, &batch.schema())?;
+                open.insert((s, range), (path, file));
+            }
+            let (path, file) = open.get_mut(&(s, range)).expect("opened above");
+            file.push(part, path)?;
         }
     }
-    open.pending_rows = if last { 0 } else { rest };
-    Ok(())
+    let counts: Counts = counts.into_iter().map(|((s, stratum, tie), n)| ((names[s].clone(), stratum, tie), n)).collect();
+    let mut files = Vec::new();
+    for ((s, range), (path, file)) in open {
+        file.finish(&path)?;
+        files.push(((names[s].clone(), range), path));
+    }
+    Ok(Routed { files, counts })
+}
+
+/// Step 2 for one split: deals each range's rows to shards.
+struct Dealer<'a> {
+    layout: &'a Layout,
+    trims: &'a HashMap<u64, u64>,
+    n_shards: u64,
+    /// Stratum → the shard its first row goes to.
+    offsets: HashMap<u64, u64>,
+    /// Stratum → rows dealt so far.
+    next: HashMap<u64, u64>,
+    /// Tie id → rows kept so far.
+    kept: HashMap<u64, u64>,
+    pieces: Pieces,
+    strata: ShardStrata,
+    totals: &'a mut BTreeMap<(String, u64), StratumTotals>,
+    split: &'a str,
+}
+
+impl Dealer<'_> {
+    /// Deals range `r` (its routed files) and writes it grouped by shard to `out`.
+    /// Returns whether any row was kept.
+    fn deal(&mut self, r: u64, inputs: &[PathBuf], out: &Path) -> Result<bool, PublishError> {
+        let mut batches = Vec::new();
+        for path in inputs {
+            let reader = FileReader::try_new_buffered(File::open(path).map_err(spill_err(path))?, None).map_err(spill_err(path))?;
+            for b in reader {
+                batches.push(b.map_err(spill_err(path))?);
+            }
+            std::fs::remove_file(path).map_err(spill_err(path))?;
+        }
+        let Some(first) = batches.first() else { return Ok(false) };
+        let rows = concat_batches(&first.schema(), &batches).map_err(data_err("reading spilled rows"))?;
+        drop(batches);
+
+        // sort by the order columns; ties of the shuffle key are rare, so only they are
+        // compared on the other columns
+        let order: Vec<_> = self.layout.order.iter().map(|&i| u64_column(&rows, i)).collect::<Result<_, _>>()?;
+        let mut perm: Vec<(u64, u32)> = order[0].values().iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
+        perm.sort_unstable();
+        let mut start = 0;
+        while start < perm.len() {
+            let mut end = start + 1;
+            while end < perm.len() && perm[end].0 == perm[start].0 {
+                end += 1;
+            }
+            if end - start > 1 {
+                perm[start..end].sort_by(|a, b| {
+                    order[1..]
+                        .iter()
+                        .map(|c| c.value(a.1 as usize).cmp(&c.value(b.1 as usize)))
+                        .find(|o| o.is_ne())
+                        .unwrap_or_else(|| a.1.cmp(&b.1))
+                });
+            }
+            start = end;
+        }
+
+        let stratum = u64_column(&rows, self.layout.stratum)?;
+        let cell = u64_column(&rows, self.layout.cell)?;
+        let tie = self.layout.tie.map(|i| u64_column(&rows, i)).transpose()?;
+        let weight = cast(rows.column(self.layout.weight), &DataType::Float64).map_err(data_err("reading the weight column"))?;
+        let weight = weight.as_primitive::<Float64Type>();
+        let mut by_shard: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        for &(_, i) in &perm {
+            let i = i as usize;
+            let t = tie.as_ref().map_or(0, |t| t.value(i));
+            if t != 0
+                && let Some(&keep) = self.trims.get(&t)
+            {
+                let kept = self.kept.entry(t).or_default();
+                if *kept >= keep {
+                    continue;
+                }
+                *kept += 1;
+            }
+            let s = stratum.value(i);
+            let pos = self.next.entry(s).or_default();
+            let shard = (self.offsets.get(&s).copied().unwrap_or(0) + *pos) % self.n_shards;
+            *pos += 1;
+            by_shard.entry(shard).or_default().push(i as u32);
+            let w = if weight.is_null(i) { 0.0 } else { weight.value(i) };
+            let e = self.strata.entry(shard).or_default().entry(s).or_default();
+            e.0 += 1;
+            e.1 += w;
+            let t = self.totals.entry((self.split.to_string(), cell.value(i))).or_default();
+            t.rows += 1;
+            t.weight_sum += w;
+            t.weight_sq_sum += w * w;
+        }
+        if by_shard.is_empty() {
+            return Ok(false);
+        }
+        let file = File::create(out).map_err(spill_err(out))?;
+        let mut writer = FileWriter::try_new(BufWriter::new(file), &rows.schema()).map_err(spill_err(out))?;
+        for (b, (shard, idx)) in by_shard.into_iter().enumerate() {
+            let piece = take_record_batch(&rows, &UInt32Array::from(idx)).map_err(data_err("dealing shard rows"))?;
+            writer.write(&piece).map_err(spill_err(out))?;
+            self.pieces.entry(shard).or_default().push((r, b));
+        }
+        writer.finish().map_err(spill_err(out))?;
+        Ok(true)
+    }
+}
+
+fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array::UInt64Array, PublishError> {
+    let name = batch.schema().field(i).name().clone();
+    let a = cast(batch.column(i), &DataType::UInt64).map_err(|e| PublishError::Data {
+        context: "writing shards".into(),
+        message: format!("column `{name}` is not an unsigned integer: {e}"),
+    })?;
+    Ok(a.as_primitive::<UInt64Type>().clone())
+}
+
+/// Encodes one shard: rows reach the writer in `CHUNK_ROWS` pieces from its first row.
+fn encode(schema: SchemaRef, rows: &RecordBatch) -> Result<Bytes, PublishError> {
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties())).map_err(data_err("starting a shard"))?;
+    let mut at = 0;
+    while at < rows.num_rows() {
+        let n = CHUNK_ROWS.min(rows.num_rows() - at);
+        writer.write(&rows.slice(at, n)).map_err(data_err("encoding a shard"))?;
+        at += n;
+    }
+    Ok(Bytes::from(writer.into_inner().map_err(data_err("finishing a shard"))?))
 }
 
 /// zstd, page statistics and indexes on, a fixed `created_by`: shards are read by
@@ -247,4 +566,12 @@ fn writer_properties() -> WriterProperties {
 
 fn data_err<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> PublishError + '_ {
     move |e| PublishError::Data { context: context.to_string(), message: crate::one_line(&e.to_string()) }
+}
+
+fn spill_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> PublishError + '_ {
+    move |e| PublishError::Data { context: format!("spill file {}", path.display()), message: crate::one_line(&e.to_string()) }
+}
+
+fn join_err(e: tokio::task::JoinError) -> PublishError {
+    PublishError::Data { context: "writing shards".into(), message: e.to_string() }
 }
