@@ -5,7 +5,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Arra
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema, UInt64Type};
 use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
+use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::functions_nested::expr_fn::range;
 use datafusion::logical_expr::JoinType;
 use datafusion::prelude::*;
@@ -181,18 +181,38 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     //     cell id alone ---
     let mut pass0_cols: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
     pass0_cols.extend([ident(label_col).alias("y"), call(4, &cell_cols).alias("__cr_cell"), call(3, &attr_cols).alias("__cr_grp")]);
-    let pass0_keys: Vec<Expr> = pass0_cols.iter().map(|e| ident(e.schema_name().to_string())).collect();
+    if let Some(id) = &pipeline.source.id_column {
+        pass0_cols.push(ident(id));
+    }
+    let pass0_keys: Vec<Expr> =
+        pass0_cols.iter().take(attrs.len() + 3).map(|e| ident(e.schema_name().to_string())).collect();
     let started = std::time::Instant::now();
     let pass0 = ctx
         .table(SOURCE_TABLE)
         .await
         .and_then(|df| df.select(pass0_cols))
-        .and_then(|df| df.aggregate(pass0_keys, vec![count_all().alias("__cell_rows")]))
+        .and_then(|df| {
+            // rows with an id, to find null ids (duplicates show up where the shard
+            // writer sorts the rows by their hashes)
+            let ids = match &pipeline.source.id_column {
+                Some(id) => count(ident(id)),
+                None => count_all(),
+            };
+            df.aggregate(pass0_keys, vec![count_all().alias("__cell_rows"), ids.alias("__ids")])
+        })
         .map_err(df_err("planning curation"))?
         .collect()
         .await
         .map_err(df_err("curation pass 0 (rows per cell)"))?;
     let cell_keys = read_cell_keys(&pass0, attrs.len())?;
+    if let Some(id) = &pipeline.source.id_column {
+        let nulls: u64 = cell_keys.values().map(|c| c.rows - c.ids).sum();
+        if nulls > 0 {
+            return Err(pipeline
+                .error_at("source.id_column", format!("{nulls} rows of source `{}` have a null id in column `{id}`", source.url))
+                .into());
+        }
+    }
     tracing::info!(cells = cell_keys.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 0 done");
 
     // --- pass 1: the split. Within each cell rows are ordered by (split hash, sample
@@ -219,7 +239,6 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     if bad_weights > 0 {
         return Err(strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into());
     }
-    check_ids(ctx, pipeline, source).await?;
     let mut warnings = Vec::new();
     let mut cells: BTreeMap<(GroupKey, LabelKey), Cell> = BTreeMap::new();
     let mut split_cuts: HashMap<u64, [Cut; 2]> = HashMap::new();
@@ -656,8 +675,17 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         shard_rows,
         expected_rows,
         trims,
+        unique_order: pipeline.source.id_column.is_some(),
     };
-    let written = sink.write(streams).await.map_err(CurateError::from)?;
+    let written = match sink.write(streams).await {
+        Err(strata_publish::PublishError::RepeatedKeys { rows }) => {
+            let id = pipeline.source.id_column.as_deref().unwrap_or_default();
+            return Err(pipeline
+                .error_at("source.id_column", format!("id column `{id}` of source `{}` is not unique: {rows} rows repeat an id", source.url))
+                .into());
+        }
+        written => written?,
+    };
     tracing::info!(
         out = %run.url,
         shards = written.shards.len(),
@@ -769,41 +797,6 @@ fn incomplete_warning() -> String {
         .into()
 }
 
-/// Fails when the declared id column has duplicates or nulls: sampling by id would
-/// otherwise treat different rows as one.
-async fn check_ids(ctx: &SessionContext, pipeline: &Pipeline, source: &SourceTable) -> Result<(), CurateError> {
-    let Some(id) = &pipeline.source.id_column else { return Ok(()) };
-    let batches = ctx
-        .table(SOURCE_TABLE)
-        .await
-        .and_then(|df| {
-            df.aggregate(
-                vec![],
-                vec![count_all().alias("rows"), count(ident(id)).alias("ids"), count_distinct(ident(id)).alias("distinct")],
-            )
-        })
-        .map_err(df_err("checking the id column"))?
-        .collect()
-        .await
-        .map_err(df_err("checking the id column"))?;
-    let get = |name: &str| batches.first().and_then(|b| b.column_by_name(name)).map_or(0, |c| c.as_primitive::<Int64Type>().value(0));
-    let (rows, ids, distinct) = (get("rows"), get("ids"), get("distinct"));
-    if ids < rows {
-        return Err(pipeline
-            .error_at("source.id_column", format!("{} rows of source `{}` have a null id in column `{id}`", rows - ids, source.url))
-            .into());
-    }
-    if distinct < ids {
-        return Err(pipeline
-            .error_at(
-                "source.id_column",
-                format!("id column `{id}` of source `{}` is not unique: {} duplicate values", source.url, ids - distinct),
-            )
-            .into());
-    }
-    Ok(())
-}
-
 /// Group by-columns of an aggregate as optional strings (missing group = `None`).
 fn string_columns(batch: &RecordBatch, n: usize) -> Result<Vec<Vec<Option<String>>>, CurateError> {
     (0..n)
@@ -825,6 +818,8 @@ struct CellKey {
     key: (GroupKey, LabelKey),
     group: u64,
     rows: u64,
+    /// Rows with a non-null id (all rows when there is no id column).
+    ids: u64,
 }
 
 /// Pass 0's cells by cell id. Fails if two different cells hash to one id.
@@ -835,10 +830,11 @@ fn read_cell_keys(batches: &[RecordBatch], n_attrs: usize) -> Result<HashMap<u64
         let cell_ids = b.column_by_name("__cr_cell").expect("__cr_cell").as_primitive::<UInt64Type>();
         let group_ids = b.column_by_name("__cr_grp").expect("__cr_grp").as_primitive::<UInt64Type>();
         let rows = b.column_by_name("__cell_rows").expect("__cell_rows").as_primitive::<Int64Type>();
+        let ids = b.column_by_name("__ids").expect("__ids").as_primitive::<Int64Type>();
         for r in 0..b.num_rows() {
             let g: GroupKey = keys[..n_attrs].iter().map(|k| k[r].clone()).collect();
             let key = (g, keys[n_attrs][r].clone());
-            let cell = CellKey { key: key.clone(), group: group_ids.value(r), rows: rows.value(r) as u64 };
+            let cell = CellKey { key: key.clone(), group: group_ids.value(r), rows: rows.value(r) as u64, ids: ids.value(r) as u64 };
             if let Some(other) = out.insert(cell_ids.value(r), cell)
                 && other.key != key
             {

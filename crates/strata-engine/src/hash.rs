@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray, StringViewArray, UInt64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -36,14 +36,16 @@ struct StrataHash {
     signature: Signature,
 }
 
-/// One argument column in its canonical class.
+/// One argument column in its canonical class, downcast once per batch so the per-row
+/// loop does no dynamic dispatch.
 enum Canon {
     Null,
-    Int(ArrayRef),
-    UInt(ArrayRef),
-    Float(ArrayRef),
-    Bool(ArrayRef),
-    Str(ArrayRef),
+    Int(Int64Array),
+    UInt(UInt64Array),
+    Float(Float64Array),
+    Bool(BooleanArray),
+    Str(StringArray),
+    View(StringViewArray),
 }
 
 fn canonical(a: &ArrayRef) -> Result<Canon> {
@@ -54,12 +56,15 @@ fn canonical(a: &ArrayRef) -> Result<Canon> {
     Ok(match t {
         DataType::Null => Canon::Null,
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => {
-            Canon::Int(cast(a, &DataType::Int64)?)
+            Canon::Int(cast(a, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
         }
-        DataType::UInt64 => Canon::UInt(cast(a, &DataType::UInt64)?),
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => Canon::Float(cast(a, &DataType::Float64)?),
-        DataType::Boolean => Canon::Bool(cast(a, &DataType::Boolean)?),
-        _ => Canon::Str(cast(a, &DataType::Utf8)?),
+        DataType::UInt64 => Canon::UInt(cast(a, &DataType::UInt64)?.as_primitive::<UInt64Type>().clone()),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            Canon::Float(cast(a, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+        }
+        DataType::Boolean => Canon::Bool(cast(a, &DataType::Boolean)?.as_boolean().clone()),
+        DataType::Utf8View if !matches!(a.data_type(), DataType::Dictionary(..)) => Canon::View(a.as_string_view().clone()),
+        _ => Canon::Str(cast(a, &DataType::Utf8)?.as_string::<i32>().clone()),
     })
 }
 
@@ -98,20 +103,30 @@ impl ScalarUDFImpl for StrataHash {
 fn encode(c: &Canon, row: usize, buf: &mut Vec<u8>) {
     let is_null = match c {
         Canon::Null => true,
-        Canon::Int(a) | Canon::UInt(a) | Canon::Float(a) | Canon::Bool(a) | Canon::Str(a) => a.is_null(row),
+        Canon::Int(a) => a.is_null(row),
+        Canon::UInt(a) => a.is_null(row),
+        Canon::Float(a) => a.is_null(row),
+        Canon::Bool(a) => a.is_null(row),
+        Canon::Str(a) => a.is_null(row),
+        Canon::View(a) => a.is_null(row),
     };
     if is_null {
         buf.push(0x00);
         return;
     }
+    let string = |buf: &mut Vec<u8>, s: &str| {
+        buf.push(0x01);
+        buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    };
     match c {
         Canon::Null => unreachable!("handled above"),
         Canon::Int(a) => {
             buf.push(0x02);
-            buf.extend_from_slice(&a.as_primitive::<Int64Type>().value(row).to_le_bytes());
+            buf.extend_from_slice(&a.value(row).to_le_bytes());
         }
         Canon::UInt(a) => {
-            let v = a.as_primitive::<UInt64Type>().value(row);
+            let v = a.value(row);
             match i64::try_from(v) {
                 Ok(i) => {
                     buf.push(0x02);
@@ -124,7 +139,7 @@ fn encode(c: &Canon, row: usize, buf: &mut Vec<u8>) {
             }
         }
         Canon::Float(a) => {
-            let v = a.as_primitive::<Float64Type>().value(row);
+            let v = a.value(row);
             let v = if v == 0.0 {
                 0.0
             } else if v.is_nan() {
@@ -137,14 +152,10 @@ fn encode(c: &Canon, row: usize, buf: &mut Vec<u8>) {
         }
         Canon::Bool(a) => {
             buf.push(0x05);
-            buf.push(u8::from(a.as_boolean().value(row)));
+            buf.push(u8::from(a.value(row)));
         }
-        Canon::Str(a) => {
-            let s = a.as_string::<i32>().value(row);
-            buf.push(0x01);
-            buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            buf.extend_from_slice(s.as_bytes());
-        }
+        Canon::Str(a) => string(buf, a.value(row)),
+        Canon::View(a) => string(buf, a.value(row)),
     }
 }
 
@@ -162,8 +173,8 @@ mod tests {
         expected.extend_from_slice(b"ab");
         expected.push(0x00);
         let ints: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from(vec![7]));
-        let strs: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec!["ab"]));
-        let nulls: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec![None::<&str>]));
+        let strs: ArrayRef = Arc::new(StringArray::from(vec!["ab"]));
+        let nulls: ArrayRef = Arc::new(StringArray::from(vec![None::<&str>]));
         let mut buf = Vec::new();
         for a in [&ints, &strs, &nulls] {
             encode(&canonical(a).unwrap(), 0, &mut buf);
@@ -174,10 +185,25 @@ mod tests {
     #[test]
     fn integer_widths_hash_alike() {
         let a: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from(vec![-5]));
-        let b: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(vec![-5]));
+        let b: ArrayRef = Arc::new(Int64Array::from(vec![-5]));
         let (mut x, mut y) = (Vec::new(), Vec::new());
         encode(&canonical(&a).unwrap(), 0, &mut x);
         encode(&canonical(&b).unwrap(), 0, &mut y);
         assert_eq!(x, y);
+    }
+
+    #[test]
+    fn string_layouts_hash_alike() {
+        let values = vec![Some("Female"), None, Some("a much longer string than twelve bytes")];
+        let plain: ArrayRef = Arc::new(StringArray::from(values.clone()));
+        let view: ArrayRef = Arc::new(StringViewArray::from(values.clone()));
+        let dict: ArrayRef = Arc::new(values.into_iter().collect::<datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int32Type>>());
+        for row in 0..3 {
+            let (mut x, mut y, mut z) = (Vec::new(), Vec::new(), Vec::new());
+            encode(&canonical(&plain).unwrap(), row, &mut x);
+            encode(&canonical(&view).unwrap(), row, &mut y);
+            encode(&canonical(&dict).unwrap(), row, &mut z);
+            assert_eq!((&x, &x), (&y, &z), "row {row}");
+        }
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! The manifest is the commit: readers trust a run only once its manifest exists, and
 //! `_latest` moves only after that. Shards are written by [`ShardSink`] from a stream
-//! sorted by (split, shard, shuffle key); [`verify`] re-reads a run and [`assign`]
+//! in any order; [`verify`] re-reads a run and [`assign`]
 //! spreads its shards over the ranks of a training job.
 
 mod assign;
@@ -48,6 +48,9 @@ pub enum PublishError {
     Data { context: String, message: String },
     #[error("{0}")]
     Usage(String),
+    /// Rows meant to be told apart by their keys share one (see `ShardSink::unique_order`).
+    #[error("{rows} rows have the same key as another row")]
+    RepeatedKeys { rows: u64 },
 }
 
 /// Lowercase hex SHA-256 of `bytes`.

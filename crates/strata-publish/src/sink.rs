@@ -105,6 +105,9 @@ pub struct ShardSink {
     pub expected_rows: u64,
     /// Tie id → rows of that tie group to keep.
     pub trims: HashMap<u64, u64>,
+    /// The order columns identify a row (a declared unique id went into them): rows
+    /// with equal order keys fail the write, before anything is uploaded.
+    pub unique_order: bool,
 }
 
 /// Column positions in the stream, shared by the routing tasks.
@@ -161,17 +164,20 @@ impl SpillFile {
     }
 }
 
-/// What one routing task wrote: its files by (split, range), and its counts.
+/// What one routing task wrote: its files by key range, and its counts.
 struct Routed {
-    files: Vec<((String, u64), PathBuf)>,
+    files: Vec<(u64, PathBuf)>,
     counts: Counts,
 }
 
-/// Where one shard's rows lie after dealing: (range, batch index in the range's file).
-type Pieces = BTreeMap<u64, Vec<(u64, usize)>>;
+/// A split's shards: how many, and the shard each stratum's first row goes to.
+struct SplitPlan {
+    n_shards: u64,
+    offsets: HashMap<u64, u64>,
+}
 
-/// Per shard: stratum id → (rows, weight sum).
-type ShardStrata = BTreeMap<u64, BTreeMap<u64, (u64, f64)>>;
+/// (split index, shard) → where its rows lie after dealing: (range, batch in the range's file).
+type Pieces = BTreeMap<(usize, u64), Vec<(u64, usize)>>;
 
 impl ShardSink {
     /// Writes the rows of `streams` (the partitions of one plan, run concurrently).
@@ -207,87 +213,104 @@ impl ShardSink {
         })?;
 
         // 1. route
+        let started = std::time::Instant::now();
         let mut tasks = JoinSet::new();
         for (p, stream) in streams.into_iter().enumerate() {
             let (layout, dir) = (layout.clone(), spill.path().to_path_buf());
             tasks.spawn(async move { route(stream, &layout, &dir, p).await });
         }
-        let mut files: BTreeMap<(String, u64), Vec<PathBuf>> = BTreeMap::new();
+        let mut files: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
         let mut counts: Counts = HashMap::new();
         while let Some(routed) = tasks.join_next().await {
             let routed = routed.map_err(join_err)??;
-            for (key, path) in routed.files {
-                files.entry(key).or_default().push(path);
+            for (range, path) in routed.files {
+                files.entry(range).or_default().push(path);
             }
             for (key, n) in routed.counts {
                 *counts.entry(key).or_default() += n;
             }
         }
-        tracing::debug!(ranges = layout.ranges, files = files.values().map(Vec::len).sum::<usize>(), "shard rows routed");
+        tracing::debug!(ranges = layout.ranges, elapsed_ms = started.elapsed().as_millis() as u64, "shard rows routed");
 
-        let splits: Vec<String> = {
-            let mut s: Vec<String> = files.keys().map(|(s, _)| s.clone()).collect();
+        // per split: rows per stratum once ties are trimmed, the shard count, and where
+        // each stratum starts
+        let names: Vec<String> = {
+            let mut s: Vec<String> = counts.keys().map(|(s, _, _)| s.clone()).collect();
+            s.sort();
             s.dedup();
             s
         };
-        let mut shards = Vec::new();
-        let mut totals: BTreeMap<(String, u64), StratumTotals> = BTreeMap::new();
-        for split in &splits {
-            // rows per stratum once ties are trimmed, and where each stratum starts
-            let mut per_stratum: BTreeMap<u64, u64> = BTreeMap::new();
-            for ((s, stratum, tie), n) in &counts {
-                if s == split {
-                    let n = if *tie == 0 { *n } else { (*n).min(self.trims.get(tie).copied().unwrap_or(*n)) };
-                    *per_stratum.entry(*stratum).or_default() += n;
+        let plans: Vec<SplitPlan> = names
+            .iter()
+            .map(|split| {
+                let mut per_stratum: BTreeMap<u64, u64> = BTreeMap::new();
+                for ((s, stratum, tie), n) in &counts {
+                    if s == split {
+                        let n = if *tie == 0 { *n } else { (*n).min(self.trims.get(tie).copied().unwrap_or(*n)) };
+                        *per_stratum.entry(*stratum).or_default() += n;
+                    }
                 }
-            }
-            let total: u64 = per_stratum.values().sum();
-            let n_shards = total.div_ceil(self.shard_rows.max(1)).max(1);
-            let mut offsets: HashMap<u64, u64> = HashMap::new();
-            let mut at = 0u64;
-            for (stratum, n) in &per_stratum {
-                offsets.insert(*stratum, at % n_shards);
-                at += n;
-            }
+                let total: u64 = per_stratum.values().sum();
+                let n_shards = total.div_ceil(self.shard_rows.max(1)).max(1);
+                let mut offsets = HashMap::new();
+                let mut at = 0u64;
+                for (stratum, n) in &per_stratum {
+                    offsets.insert(*stratum, at % n_shards);
+                    at += n;
+                }
+                SplitPlan { n_shards, offsets }
+            })
+            .collect();
 
-            // 2. deal, range by range in key order
-            let mut dealer = Dealer {
-                layout: &layout,
-                trims: &self.trims,
-                n_shards,
-                offsets,
-                next: HashMap::new(),
-                kept: HashMap::new(),
-                pieces: BTreeMap::new(),
-                strata: BTreeMap::new(),
-                totals: &mut totals,
-                split,
+        // 2. deal, range by range in key order; all splits at once, so rows with equal
+        //    keys meet wherever they went
+        let started = std::time::Instant::now();
+        let mut dealer = Dealer {
+            layout: &layout,
+            trims: &self.trims,
+            names: &names,
+            plans: &plans,
+            next: HashMap::new(),
+            kept: HashMap::new(),
+            pieces: BTreeMap::new(),
+            strata: HashMap::new(),
+            totals: HashMap::new(),
+            repeated: 0,
+        };
+        let mut dealt: Vec<Option<PathBuf>> = Vec::new();
+        for r in 0..layout.ranges {
+            let path = spill.path().join(format!("dealt-{r}.arrow"));
+            let written = match files.get(&r) {
+                Some(inputs) => dealer.deal(r, inputs, &path)?,
+                None => false,
             };
-            let mut dealt: Vec<Option<PathBuf>> = Vec::new();
-            for r in 0..layout.ranges {
-                let path = spill.path().join(format!("dealt-{split}-{r}.arrow"));
-                let written = match files.get(&(split.clone(), r)) {
-                    Some(inputs) => dealer.deal(r, inputs, &path)?,
-                    None => false,
-                };
-                dealt.push(written.then_some(path));
-            }
-            let (pieces, strata) = (dealer.pieces, dealer.strata);
-
-            // 3. encode and upload, shard by shard
-            shards.extend(self.encode_split(split, &schema, &layout, &dealt, pieces, strata).await?);
+            dealt.push(written.then_some(path));
         }
+        if self.unique_order && dealer.repeated > 0 {
+            return Err(PublishError::RepeatedKeys { rows: dealer.repeated });
+        }
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shard rows dealt");
+        let totals = dealer.totals.into_iter().map(|((s, cell), t)| ((names[s].clone(), cell), t)).collect();
+        let mut strata: HashMap<(usize, u64), BTreeMap<u64, (u64, f64)>> = HashMap::new();
+        for ((s, shard, stratum), v) in dealer.strata {
+            strata.entry((s, shard)).or_default().insert(stratum, v);
+        }
+
+        // 3. encode and upload, shard by shard
+        let started = std::time::Instant::now();
+        let shards = self.encode(&names, &schema, &layout, &dealt, dealer.pieces, strata).await?;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shards encoded and uploaded");
         Ok(SinkOutput { shards, totals, schema })
     }
 
-    async fn encode_split(
+    async fn encode(
         &self,
-        split: &str,
+        names: &[String],
         schema: &SchemaRef,
         layout: &Layout,
         dealt: &[Option<PathBuf>],
         pieces: Pieces,
-        mut strata: ShardStrata,
+        mut strata: HashMap<(usize, u64), BTreeMap<u64, (u64, f64)>>,
     ) -> Result<Vec<ShardEntry>, PublishError> {
         let mut readers: Vec<Option<FileReader<BufReader<File>>>> = Vec::new();
         for path in dealt {
@@ -300,7 +323,7 @@ impl ShardSink {
         let mut encoding: JoinSet<Result<(ShardEntry, Bytes), PublishError>> = JoinSet::new();
         let mut uploads: JoinSet<Result<(), PublishError>> = JoinSet::new();
         let mut entries = Vec::new();
-        for (index, at) in pieces {
+        for ((s, index), at) in pieces {
             let mut batches = Vec::with_capacity(at.len());
             for (r, b) in at {
                 let path = dealt[r as usize].as_deref().unwrap_or(Path::new("?"));
@@ -311,14 +334,15 @@ impl ShardSink {
             }
             let rows = concat_batches(schema, &batches).map_err(data_err("gathering a shard"))?;
             drop(batches);
-            let shard_strata = strata.remove(&index).unwrap_or_default();
-            let mut counted: Vec<StratumCount> = shard_strata
+            let mut counted: Vec<StratumCount> = strata
+                .remove(&(s, index))
+                .unwrap_or_default()
                 .iter()
                 .map(|(id, (n, w))| StratumCount { values: self.strata.get(id).cloned().unwrap_or_default(), rows: *n, weight_sum: *w })
                 .collect();
             counted.sort_by(|a, b| a.values.cmp(&b.values));
+            let split = names[s].clone();
             let path = format!("{split}/part-{index:05}.parquet");
-            let split = split.to_string();
             while encoding.len() >= parallel {
                 entries.push(self.upload_next(&mut encoding, &mut uploads).await?);
             }
@@ -342,7 +366,7 @@ impl ShardSink {
         while let Some(r) = uploads.join_next().await {
             r.map_err(join_err)??;
         }
-        entries.sort_by_key(|e| e.index);
+        entries.sort_by(|a, b| (&a.split, a.index).cmp(&(&b.split, b.index)));
         Ok(entries)
     }
 
@@ -366,9 +390,9 @@ impl ShardSink {
     }
 }
 
-/// Step 1 for one input partition: rows to (split, key range) spill files, counted.
+/// Step 1 for one input partition: rows to key-range spill files, counted.
 async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: &Path, partition: usize) -> Result<Routed, PublishError> {
-    let mut open: HashMap<(usize, u64), (PathBuf, SpillFile)> = HashMap::new();
+    let mut open: HashMap<u64, (PathBuf, SpillFile)> = HashMap::new();
     // split names by index: a handful of values, compared per row instead of hashed
     let mut names: Vec<String> = Vec::new();
     let mut counts: HashMap<(usize, u64, u64), u64> = HashMap::new();
@@ -382,9 +406,11 @@ async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: &Pat
         let key = u64_column(&batch, layout.order[0])?;
         let stratum = u64_column(&batch, layout.stratum)?;
         let tie = layout.tie.map(|i| u64_column(&batch, i)).transpose()?;
-        let mut groups: HashMap<(usize, u64), Vec<u32>> = HashMap::new();
+        let mut groups: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         let mut last: Option<((usize, u64, u64), u64)> = None;
         for r in 0..batch.num_rows() {
+            let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u64;
+            groups.entry(range).or_default().push(r as u32);
             let s = split.value(r);
             let s = match names.iter().position(|n| n == s) {
                 Some(i) => i,
@@ -393,8 +419,6 @@ async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: &Pat
                     names.len() - 1
                 }
             };
-            let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u64;
-            groups.entry((s, range)).or_default().push(r as u32);
             // rows of one stratum tend to come together: count runs, not rows
             let k = (s, stratum.value(r), tie.as_ref().map_or(0, |t| t.value(r)));
             match &mut last {
@@ -410,46 +434,52 @@ async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: &Pat
         if let Some((lk, n)) = last {
             *counts.entry(lk).or_default() += n;
         }
-        for ((s, range), rows) in groups {
-            let part = take_record_batch(&batch, &UInt32Array::from(rows)).map_err(data_err("routing shard rows"))?;
-            if !open.contains_key(&(s, range)) {
-                let path = dir.join(format!("routed-{}-{range}-{partition}.arrow", names[s]));
+        for (range, rows) in groups {
+            let part = if rows.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                take_record_batch(&batch, &UInt32Array::from(rows)).map_err(data_err("routing shard rows"))?
+            };
+            if !open.contains_key(&range) {
+                let path = dir.join(format!("routed-{range}-{partition}.arrow"));
                 let file = SpillFile::create(&path, &batch.schema())?;
-                open.insert((s, range), (path, file));
+                open.insert(range, (path, file));
             }
-            let (path, file) = open.get_mut(&(s, range)).expect("opened above");
+            let (path, file) = open.get_mut(&range).expect("opened above");
             file.push(part, path)?;
         }
     }
     let counts: Counts = counts.into_iter().map(|((s, stratum, tie), n)| ((names[s].clone(), stratum, tie), n)).collect();
     let mut files = Vec::new();
-    for ((s, range), (path, file)) in open {
+    for (range, (path, file)) in open {
         file.finish(&path)?;
-        files.push(((names[s].clone(), range), path));
+        files.push((range, path));
     }
     Ok(Routed { files, counts })
 }
 
-/// Step 2 for one split: deals each range's rows to shards.
+/// Step 2: deals each range's rows to the shards of their split.
 struct Dealer<'a> {
     layout: &'a Layout,
     trims: &'a HashMap<u64, u64>,
-    n_shards: u64,
-    /// Stratum → the shard its first row goes to.
-    offsets: HashMap<u64, u64>,
-    /// Stratum → rows dealt so far.
-    next: HashMap<u64, u64>,
+    names: &'a [String],
+    plans: &'a [SplitPlan],
+    /// (split, stratum) → rows dealt so far.
+    next: HashMap<(usize, u64), u64>,
     /// Tie id → rows kept so far.
     kept: HashMap<u64, u64>,
     pieces: Pieces,
-    strata: ShardStrata,
-    totals: &'a mut BTreeMap<(String, u64), StratumTotals>,
-    split: &'a str,
+    /// (split, shard, stratum) → (rows, weight sum).
+    strata: HashMap<(usize, u64, u64), (u64, f64)>,
+    /// (split, cell) → totals.
+    totals: HashMap<(usize, u64), StratumTotals>,
+    /// Rows whose order keys equal the previous row's.
+    repeated: u64,
 }
 
 impl Dealer<'_> {
-    /// Deals range `r` (its routed files) and writes it grouped by shard to `out`.
-    /// Returns whether any row was kept.
+    /// Deals range `r` (its routed files) and writes it grouped by (split, shard) to
+    /// `out`. Returns whether any row was kept.
     fn deal(&mut self, r: u64, inputs: &[PathBuf], out: &Path) -> Result<bool, PublishError> {
         let mut batches = Vec::new();
         for path in inputs {
@@ -468,6 +498,7 @@ impl Dealer<'_> {
         let order: Vec<_> = self.layout.order.iter().map(|&i| u64_column(&rows, i)).collect::<Result<_, _>>()?;
         let mut perm: Vec<(u64, u32)> = order[0].values().iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
         perm.sort_unstable();
+        let same = |a: u32, b: u32| order[1..].iter().all(|c| c.value(a as usize) == c.value(b as usize));
         let mut start = 0;
         while start < perm.len() {
             let mut end = start + 1;
@@ -482,16 +513,19 @@ impl Dealer<'_> {
                         .find(|o| o.is_ne())
                         .unwrap_or_else(|| a.1.cmp(&b.1))
                 });
+                self.repeated += perm[start..end].windows(2).filter(|w| same(w[0].1, w[1].1)).count() as u64;
             }
             start = end;
         }
 
+        let split = cast(rows.column(self.layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
+        let split = split.as_string::<i32>();
         let stratum = u64_column(&rows, self.layout.stratum)?;
         let cell = u64_column(&rows, self.layout.cell)?;
         let tie = self.layout.tie.map(|i| u64_column(&rows, i)).transpose()?;
         let weight = cast(rows.column(self.layout.weight), &DataType::Float64).map_err(data_err("reading the weight column"))?;
         let weight = weight.as_primitive::<Float64Type>();
-        let mut by_shard: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<(usize, u64), Vec<u32>> = BTreeMap::new();
         for &(_, i) in &perm {
             let i = i as usize;
             let t = tie.as_ref().map_or(0, |t| t.value(i));
@@ -504,16 +538,18 @@ impl Dealer<'_> {
                 }
                 *kept += 1;
             }
+            let sp = self.names.iter().position(|n| n == split.value(i)).expect("every split was counted");
+            let plan = &self.plans[sp];
             let s = stratum.value(i);
-            let pos = self.next.entry(s).or_default();
-            let shard = (self.offsets.get(&s).copied().unwrap_or(0) + *pos) % self.n_shards;
+            let pos = self.next.entry((sp, s)).or_default();
+            let shard = (plan.offsets.get(&s).copied().unwrap_or(0) + *pos) % plan.n_shards;
             *pos += 1;
-            by_shard.entry(shard).or_default().push(i as u32);
+            by_shard.entry((sp, shard)).or_default().push(i as u32);
             let w = if weight.is_null(i) { 0.0 } else { weight.value(i) };
-            let e = self.strata.entry(shard).or_default().entry(s).or_default();
+            let e = self.strata.entry((sp, shard, s)).or_default();
             e.0 += 1;
             e.1 += w;
-            let t = self.totals.entry((self.split.to_string(), cell.value(i))).or_default();
+            let t = self.totals.entry((sp, cell.value(i))).or_default();
             t.rows += 1;
             t.weight_sum += w;
             t.weight_sq_sum += w * w;
@@ -523,10 +559,10 @@ impl Dealer<'_> {
         }
         let file = File::create(out).map_err(spill_err(out))?;
         let mut writer = FileWriter::try_new(BufWriter::new(file), &rows.schema()).map_err(spill_err(out))?;
-        for (b, (shard, idx)) in by_shard.into_iter().enumerate() {
+        for (b, (key, idx)) in by_shard.into_iter().enumerate() {
             let piece = take_record_batch(&rows, &UInt32Array::from(idx)).map_err(data_err("dealing shard rows"))?;
             writer.write(&piece).map_err(spill_err(out))?;
-            self.pieces.entry(shard).or_default().push((r, b));
+            self.pieces.entry(key).or_default().push((r, b));
         }
         writer.finish().map_err(spill_err(out))?;
         Ok(true)
