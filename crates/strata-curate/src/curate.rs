@@ -180,12 +180,11 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     // --- pass 0: rows per cell, and each cell's values, so later passes group by the
     //     cell id alone ---
     let mut pass0_cols: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
-    pass0_cols.extend([ident(label_col).alias("y"), call(4, &cell_cols).alias("__cr_cell"), call(3, &attr_cols).alias("__cr_grp")]);
+    pass0_cols.push(ident(label_col).alias("y"));
     if let Some(id) = &pipeline.source.id_column {
         pass0_cols.push(ident(id));
     }
-    let pass0_keys: Vec<Expr> =
-        pass0_cols.iter().take(attrs.len() + 3).map(|e| ident(e.schema_name().to_string())).collect();
+    let pass0_keys: Vec<Expr> = pass0_cols.iter().take(attrs.len() + 1).map(|e| ident(e.schema_name().to_string())).collect();
     let started = std::time::Instant::now();
     let pass0 = ctx
         .table(SOURCE_TABLE)
@@ -204,6 +203,20 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         .collect()
         .await
         .map_err(df_err("curation pass 0 (rows per cell)"))?;
+    // the cell and group ids, hashed once per cell rather than once per row
+    let pass0 = if pass0.iter().all(|b| b.num_rows() == 0) {
+        Vec::new()
+    } else {
+        let g: Vec<Expr> = (0..attrs.len()).map(|i| ident(format!("g{i}"))).collect();
+        let mut gy = g.clone();
+        gy.push(ident("y"));
+        ctx.read_batches(pass0)
+            .and_then(|df| df.with_column("__cr_cell", call(4, &gy))?.with_column("__cr_grp", call(3, &g)))
+            .map_err(df_err("planning curation"))?
+            .collect()
+            .await
+            .map_err(df_err("curation pass 0 (cell ids)"))?
+    };
     let cell_keys = read_cell_keys(&pass0, attrs.len())?;
     if let Some(id) = &pipeline.source.id_column {
         let nulls: u64 = cell_keys.values().map(|c| c.rows - c.ids).sum();
@@ -674,7 +687,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         strata: strata_values,
         shard_rows,
         expected_rows,
+        range_rows: std::env::var("STRATA_RANGE_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(strata_publish::RANGE_ROWS),
         trims,
+        spill: engine.memory_limit().is_some(),
         unique_order: pipeline.source.id_column.is_some(),
     };
     let written = match sink.write(streams).await {

@@ -43,6 +43,7 @@ pub struct EngineOptions {
 pub struct Engine {
     ctx: SessionContext,
     memory: Arc<InMemory>,
+    memory_limit: Option<usize>,
 }
 
 impl Engine {
@@ -72,7 +73,7 @@ impl Engine {
         let memory = Arc::new(InMemory::new());
         let url = url::Url::parse("memory://").expect("static URL");
         ctx.register_object_store(&url, memory.clone());
-        Ok(Self { ctx, memory })
+        Ok(Self { ctx, memory, memory_limit: options.memory_limit })
     }
 
     /// The DataFusion session: stages build their plans on it.
@@ -93,6 +94,12 @@ impl Engine {
         let base = datafusion::execution::object_store::ObjectStoreUrl::parse(&url[..url::Position::BeforePath])
             .map_err(EngineError::datafusion(format!("output `{url}`")))?;
         self.ctx.runtime_env().object_store(base).map_err(EngineError::datafusion(format!("output `{url}`")))
+    }
+
+    /// The memory limit set for this run, if any: stages that hold rows themselves
+    /// spill to disk when one is set.
+    pub fn memory_limit(&self) -> Option<usize> {
+        self.memory_limit
     }
 
     /// The store behind `memory://` URLs.

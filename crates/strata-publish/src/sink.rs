@@ -19,7 +19,10 @@
 //!    first row (so bytes never depend on batch boundaries), hashed and uploaded, with
 //!    one shard encoding per core.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// per-row counters: a fast hasher (the keys are not attacker-controlled)
+use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -28,7 +31,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::execution::SendableRecordBatchStream;
@@ -45,9 +48,9 @@ use crate::{PublishError, sha256_hex};
 /// Rows handed to the Parquet writer at a time (and so its page-size checks).
 const CHUNK_ROWS: usize = 8192;
 /// Rows a key range holds on average: the unit of the in-memory sort.
-pub const RANGE_ROWS: u64 = 1 << 20;
+pub const RANGE_ROWS: u64 = 1 << 18;
 /// Rows buffered per (split, range) before a spill write.
-const SPILL_BATCH_ROWS: usize = 8192;
+const SPILL_BATCH_ROWS: usize = 4096;
 /// Shards uploading at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
 
@@ -98,13 +101,19 @@ pub struct ShardSink {
     pub run_dir: String,
     pub columns: SinkColumns,
     /// Stratum id → its values (one per stratum column, `None` for missing).
-    pub strata: HashMap<u64, Vec<Option<String>>>,
+    pub strata: std::collections::HashMap<u64, Vec<Option<String>>>,
     /// Target rows per shard: a split of N rows gets ⌈N / shard_rows⌉ shards.
     pub shard_rows: u64,
-    /// About how many rows the stream holds; sizes the key ranges.
+    /// About how many rows the stream holds, and how many a key range should hold
+    /// ([`RANGE_ROWS`] unless tuning): together they set the number of ranges, which
+    /// changes speed and memory, never the output.
     pub expected_rows: u64,
+    pub range_rows: u64,
     /// Tie id → rows of that tie group to keep.
-    pub trims: HashMap<u64, u64>,
+    pub trims: std::collections::HashMap<u64, u64>,
+    /// Hold rows between the steps in spill files under `$TMPDIR` (bounded memory)
+    /// rather than in memory.
+    pub spill: bool,
     /// The order columns identify a row (a declared unique id went into them): rows
     /// with equal order keys fail the write, before anything is uploaded.
     pub unique_order: bool,
@@ -164,9 +173,27 @@ impl SpillFile {
     }
 }
 
-/// What one routing task wrote: its files by key range, and its counts.
+/// Rows held between steps: in a spill file, or in memory when the sink may use it.
+enum Held {
+    File(PathBuf),
+    Batches(Vec<RecordBatch>),
+}
+
+/// Where routed rows of one key range go while a partition is routed.
+enum RangeOut {
+    File(PathBuf, SpillFile),
+    Batches(Vec<RecordBatch>),
+}
+
+/// A dealt range: its pieces in order, one per (split, shard) it holds.
+enum Dealt {
+    File(PathBuf),
+    Batches(Vec<Option<RecordBatch>>),
+}
+
+/// What one routing task wrote: its rows by key range, and its counts.
 struct Routed {
-    files: Vec<(u64, PathBuf)>,
+    files: Vec<(u64, Held)>,
     counts: Counts,
 }
 
@@ -185,7 +212,7 @@ impl ShardSink {
         let Some(first) = streams.first() else {
             return Err(PublishError::Data { context: "writing shards".into(), message: "no input".into() });
         };
-        let input = first.schema();
+        let input = compact_schema(&first.schema());
         let index_of = |name: &str| {
             input.index_of(name).map_err(|_| PublishError::Data {
                 context: "writing shards".into(),
@@ -202,24 +229,28 @@ impl ShardSink {
             order: self.columns.order.iter().map(|c| index_of(c)).collect::<Result<_, _>>()?,
             tie: self.columns.tie.as_deref().map(index_of).transpose()?,
             keep,
-            ranges: self.expected_rows.div_ceil(RANGE_ROWS).max(1),
+            ranges: self.expected_rows.div_ceil(self.range_rows.max(1)).max(1),
         });
         if layout.order.is_empty() {
             return Err(PublishError::Usage("the shard sink needs at least one order column".into()));
         }
-        let spill = tempfile::Builder::new().prefix("strata-shards-").tempdir().map_err(|e| PublishError::Data {
-            context: format!("creating spill files under {}", std::env::temp_dir().display()),
-            message: e.to_string(),
-        })?;
+        let spill = if self.spill {
+            Some(tempfile::Builder::new().prefix("strata-shards-").tempdir().map_err(|e| PublishError::Data {
+                context: format!("creating spill files under {}", std::env::temp_dir().display()),
+                message: e.to_string(),
+            })?)
+        } else {
+            None
+        };
 
         // 1. route
         let started = std::time::Instant::now();
         let mut tasks = JoinSet::new();
         for (p, stream) in streams.into_iter().enumerate() {
-            let (layout, dir) = (layout.clone(), spill.path().to_path_buf());
-            tasks.spawn(async move { route(stream, &layout, &dir, p).await });
+            let (layout, dir) = (layout.clone(), spill.as_ref().map(|d| d.path().to_path_buf()));
+            tasks.spawn(async move { route(stream, &layout, dir.as_deref(), p).await });
         }
-        let mut files: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+        let mut files: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
         let mut counts: Counts = HashMap::new();
         while let Some(routed) = tasks.join_next().await {
             let routed = routed.map_err(join_err)??;
@@ -270,21 +301,21 @@ impl ShardSink {
             trims: &self.trims,
             names: &names,
             plans: &plans,
-            next: HashMap::new(),
+            slots: HashMap::new(),
+            slot_info: Vec::new(),
             kept: HashMap::new(),
             pieces: BTreeMap::new(),
             strata: HashMap::new(),
             totals: HashMap::new(),
             repeated: 0,
         };
-        let mut dealt: Vec<Option<PathBuf>> = Vec::new();
+        let mut dealt: Vec<Option<Dealt>> = Vec::new();
         for r in 0..layout.ranges {
-            let path = spill.path().join(format!("dealt-{r}.arrow"));
-            let written = match files.get(&r) {
-                Some(inputs) => dealer.deal(r, inputs, &path)?,
-                None => false,
-            };
-            dealt.push(written.then_some(path));
+            let out = spill.as_ref().map(|d| d.path().join(format!("dealt-{r}.arrow")));
+            dealt.push(match files.remove(&r) {
+                Some(inputs) => dealer.deal(r, inputs, out)?,
+                None => None,
+            });
         }
         if self.unique_order && dealer.repeated > 0 {
             return Err(PublishError::RepeatedKeys { rows: dealer.repeated });
@@ -298,7 +329,7 @@ impl ShardSink {
 
         // 3. encode and upload, shard by shard
         let started = std::time::Instant::now();
-        let shards = self.encode(&names, &schema, &layout, &dealt, dealer.pieces, strata).await?;
+        let shards = self.encode(&names, &schema, &layout, dealt, dealer.pieces, strata).await?;
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shards encoded and uploaded");
         Ok(SinkOutput { shards, totals, schema })
     }
@@ -308,15 +339,17 @@ impl ShardSink {
         names: &[String],
         schema: &SchemaRef,
         layout: &Layout,
-        dealt: &[Option<PathBuf>],
+        mut dealt: Vec<Option<Dealt>>,
         pieces: Pieces,
         mut strata: HashMap<(usize, u64), BTreeMap<u64, (u64, f64)>>,
     ) -> Result<Vec<ShardEntry>, PublishError> {
-        let mut readers: Vec<Option<FileReader<BufReader<File>>>> = Vec::new();
-        for path in dealt {
-            readers.push(match path {
-                Some(p) => Some(FileReader::try_new_buffered(File::open(p).map_err(spill_err(p))?, None).map_err(spill_err(p))?),
-                None => None,
+        let mut readers: Vec<Option<(PathBuf, FileReader<BufReader<File>>)>> = Vec::new();
+        for d in &dealt {
+            readers.push(match d {
+                Some(Dealt::File(p)) => {
+                    Some((p.clone(), FileReader::try_new_buffered(File::open(p).map_err(spill_err(p))?, None).map_err(spill_err(p))?))
+                }
+                _ => None,
             });
         }
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -326,11 +359,15 @@ impl ShardSink {
         for ((s, index), at) in pieces {
             let mut batches = Vec::with_capacity(at.len());
             for (r, b) in at {
-                let path = dealt[r as usize].as_deref().unwrap_or(Path::new("?"));
-                let reader = readers[r as usize].as_mut().ok_or_else(|| spill_err(path)("a piece of a range with no file"))?;
-                reader.set_index(b).map_err(spill_err(path))?;
-                let batch = reader.next().ok_or_else(|| spill_err(path)("a piece is missing"))?.map_err(spill_err(path))?;
-                batches.push(batch.project(&layout.keep).map_err(spill_err(path))?);
+                let batch = match (&mut readers[r as usize], &mut dealt[r as usize]) {
+                    (Some((path, reader)), _) => {
+                        reader.set_index(b).map_err(spill_err(path))?;
+                        reader.next().ok_or_else(|| spill_err(path)("a piece is missing"))?.map_err(spill_err(path))?
+                    }
+                    (None, Some(Dealt::Batches(pieces))) => pieces[b].take().expect("each piece is read once"),
+                    _ => unreachable!("a piece of a range that holds nothing"),
+                };
+                batches.push(batch.project(&layout.keep).map_err(data_err("gathering a shard"))?);
             }
             let rows = concat_batches(schema, &batches).map_err(data_err("gathering a shard"))?;
             drop(batches);
@@ -391,8 +428,8 @@ impl ShardSink {
 }
 
 /// Step 1 for one input partition: rows to key-range spill files, counted.
-async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: &Path, partition: usize) -> Result<Routed, PublishError> {
-    let mut open: HashMap<u64, (PathBuf, SpillFile)> = HashMap::new();
+async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: Option<&Path>, partition: usize) -> Result<Routed, PublishError> {
+    let mut open: HashMap<u64, RangeOut> = HashMap::new();
     // split names by index: a handful of values, compared per row instead of hashed
     let mut names: Vec<String> = Vec::new();
     let mut counts: HashMap<(usize, u64, u64), u64> = HashMap::new();
@@ -401,6 +438,7 @@ async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: &Pat
         if batch.num_rows() == 0 {
             continue;
         }
+        let batch = compact(&batch)?;
         let split = cast(batch.column(layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
         let split = split.as_string::<i32>();
         let key = u64_column(&batch, layout.order[0])?;
@@ -441,31 +479,57 @@ async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: &Pat
                 take_record_batch(&batch, &UInt32Array::from(rows)).map_err(data_err("routing shard rows"))?
             };
             if !open.contains_key(&range) {
-                let path = dir.join(format!("routed-{range}-{partition}.arrow"));
-                let file = SpillFile::create(&path, &batch.schema())?;
-                open.insert(range, (path, file));
+                let out = match dir {
+                    Some(dir) => {
+                        let path = dir.join(format!("routed-{range}-{partition}.arrow"));
+                        let file = SpillFile::create(&path, &batch.schema())?;
+                        RangeOut::File(path, file)
+                    }
+                    None => RangeOut::Batches(Vec::new()),
+                };
+                open.insert(range, out);
             }
-            let (path, file) = open.get_mut(&range).expect("opened above");
-            file.push(part, path)?;
+            match open.get_mut(&range).expect("opened above") {
+                RangeOut::File(path, file) => file.push(part, path)?,
+                RangeOut::Batches(batches) => batches.push(part),
+            }
         }
     }
     let counts: Counts = counts.into_iter().map(|((s, stratum, tie), n)| ((names[s].clone(), stratum, tie), n)).collect();
     let mut files = Vec::new();
-    for (range, (path, file)) in open {
-        file.finish(&path)?;
-        files.push((range, path));
+    for (range, out) in open {
+        files.push((
+            range,
+            match out {
+                RangeOut::File(path, file) => {
+                    file.finish(&path)?;
+                    Held::File(path)
+                }
+                RangeOut::Batches(batches) => Held::Batches(batches),
+            },
+        ));
     }
     Ok(Routed { files, counts })
+}
+
+/// A (split, stratum) being dealt: where it starts and how many rows it has dealt.
+struct Slot {
+    split: usize,
+    stratum: u64,
+    offset: u64,
+    n_shards: u64,
+    next: u64,
 }
 
 /// Step 2: deals each range's rows to the shards of their split.
 struct Dealer<'a> {
     layout: &'a Layout,
-    trims: &'a HashMap<u64, u64>,
+    trims: &'a std::collections::HashMap<u64, u64>,
     names: &'a [String],
     plans: &'a [SplitPlan],
-    /// (split, stratum) → rows dealt so far.
-    next: HashMap<(usize, u64), u64>,
+    /// (split, stratum) → its slot in `slot_info`.
+    slots: HashMap<(usize, u64), usize>,
+    slot_info: Vec<Slot>,
     /// Tie id → rows kept so far.
     kept: HashMap<u64, u64>,
     pieces: Pieces,
@@ -480,18 +544,27 @@ struct Dealer<'a> {
 impl Dealer<'_> {
     /// Deals range `r` (its routed files) and writes it grouped by (split, shard) to
     /// `out`. Returns whether any row was kept.
-    fn deal(&mut self, r: u64, inputs: &[PathBuf], out: &Path) -> Result<bool, PublishError> {
+    fn deal(&mut self, r: u64, inputs: Vec<Held>, out: Option<PathBuf>) -> Result<Option<Dealt>, PublishError> {
+        let t0 = std::time::Instant::now();
         let mut batches = Vec::new();
-        for path in inputs {
-            let reader = FileReader::try_new_buffered(File::open(path).map_err(spill_err(path))?, None).map_err(spill_err(path))?;
-            for b in reader {
-                batches.push(b.map_err(spill_err(path))?);
+        for input in inputs {
+            match input {
+                Held::File(path) => {
+                    let file = File::open(&path).map_err(spill_err(&path))?;
+                    for b in FileReader::try_new_buffered(file, None).map_err(spill_err(&path))? {
+                        batches.push(b.map_err(spill_err(&path))?);
+                    }
+                    // removed in the background: unlinking a file still being written
+                    // back to disk can block for a while
+                    std::thread::spawn(move || std::fs::remove_file(path));
+                }
+                Held::Batches(b) => batches.extend(b),
             }
-            std::fs::remove_file(path).map_err(spill_err(path))?;
         }
-        let Some(first) = batches.first() else { return Ok(false) };
+        let Some(first) = batches.first() else { return Ok(None) };
         let rows = concat_batches(&first.schema(), &batches).map_err(data_err("reading spilled rows"))?;
         drop(batches);
+        let t_read = std::time::Instant::now();
 
         // sort by the order columns; ties of the shuffle key are rare, so only they are
         // compared on the other columns
@@ -518,6 +591,8 @@ impl Dealer<'_> {
             start = end;
         }
 
+        let t_sort = std::time::Instant::now();
+        let n = rows.num_rows();
         let split = cast(rows.column(self.layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
         let split = split.as_string::<i32>();
         let stratum = u64_column(&rows, self.layout.stratum)?;
@@ -525,11 +600,37 @@ impl Dealer<'_> {
         let tie = self.layout.tie.map(|i| u64_column(&rows, i)).transpose()?;
         let weight = cast(rows.column(self.layout.weight), &DataType::Float64).map_err(data_err("reading the weight column"))?;
         let weight = weight.as_primitive::<Float64Type>();
-        let mut by_shard: BTreeMap<(usize, u64), Vec<u32>> = BTreeMap::new();
+
+        // Walking rows in key order touches them at random: read every column the walk
+        // needs into one dense slot number per row first, in row order.
+        let mut slot_of: Vec<u32> = Vec::with_capacity(n);
+        for i in 0..n {
+            let sp = self.names.iter().position(|x| x == split.value(i)).expect("every split was counted");
+            let key = (sp, stratum.value(i));
+            let slot = match self.slots.get(&key) {
+                Some(&slot) => slot,
+                None => {
+                    let plan = &self.plans[sp];
+                    self.slot_info.push(Slot {
+                        split: sp,
+                        stratum: key.1,
+                        offset: plan.offsets.get(&key.1).copied().unwrap_or(0),
+                        n_shards: plan.n_shards,
+                        next: 0,
+                    });
+                    self.slots.insert(key, self.slot_info.len() - 1);
+                    self.slot_info.len() - 1
+                }
+            };
+            slot_of.push(slot as u32);
+        }
+        let ties = tie.as_ref().filter(|t| t.values().iter().any(|&v| v != 0));
+        // sums in key order, so floating-point totals do not depend on how rows arrived
+        let mut by_shard: HashMap<(usize, u64), Vec<u32>> = HashMap::new();
         for &(_, i) in &perm {
             let i = i as usize;
-            let t = tie.as_ref().map_or(0, |t| t.value(i));
-            if t != 0
+            if let Some(t) = ties.map(|t| t.value(i))
+                && t != 0
                 && let Some(&keep) = self.trims.get(&t)
             {
                 let kept = self.kept.entry(t).or_default();
@@ -538,35 +639,81 @@ impl Dealer<'_> {
                 }
                 *kept += 1;
             }
-            let sp = self.names.iter().position(|n| n == split.value(i)).expect("every split was counted");
-            let plan = &self.plans[sp];
-            let s = stratum.value(i);
-            let pos = self.next.entry((sp, s)).or_default();
-            let shard = (plan.offsets.get(&s).copied().unwrap_or(0) + *pos) % plan.n_shards;
-            *pos += 1;
-            by_shard.entry((sp, shard)).or_default().push(i as u32);
+            let slot = &mut self.slot_info[slot_of[i] as usize];
+            let shard = (slot.offset + slot.next) % slot.n_shards;
+            slot.next += 1;
+            by_shard.entry((slot.split, shard)).or_default().push(i as u32);
             let w = if weight.is_null(i) { 0.0 } else { weight.value(i) };
-            let e = self.strata.entry((sp, shard, s)).or_default();
+            let e = self.strata.entry((slot.split, shard, slot.stratum)).or_default();
             e.0 += 1;
             e.1 += w;
-            let t = self.totals.entry((sp, cell.value(i))).or_default();
+            let t = self.totals.entry((slot.split, cell.value(i))).or_default();
             t.rows += 1;
             t.weight_sum += w;
             t.weight_sq_sum += w * w;
         }
         if by_shard.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
-        let file = File::create(out).map_err(spill_err(out))?;
-        let mut writer = FileWriter::try_new(BufWriter::new(file), &rows.schema()).map_err(spill_err(out))?;
+        let mut by_shard: Vec<((usize, u64), Vec<u32>)> = by_shard.into_iter().collect();
+        by_shard.sort_unstable_by_key(|(k, _)| *k);
+        let t_walk = std::time::Instant::now();
+        let mut pieces = Vec::with_capacity(by_shard.len());
         for (b, (key, idx)) in by_shard.into_iter().enumerate() {
-            let piece = take_record_batch(&rows, &UInt32Array::from(idx)).map_err(data_err("dealing shard rows"))?;
-            writer.write(&piece).map_err(spill_err(out))?;
+            pieces.push(take_record_batch(&rows, &UInt32Array::from(idx)).map_err(data_err("dealing shard rows"))?);
             self.pieces.entry(key).or_default().push((r, b));
         }
-        writer.finish().map_err(spill_err(out))?;
-        Ok(true)
+        let dealt = match out {
+            Some(out) => {
+                let file = File::create(&out).map_err(spill_err(&out))?;
+                let mut writer = FileWriter::try_new(BufWriter::new(file), &rows.schema()).map_err(spill_err(&out))?;
+                for piece in &pieces {
+                    writer.write(piece).map_err(spill_err(&out))?;
+                }
+                writer.finish().map_err(spill_err(&out))?;
+                Dealt::File(out)
+            }
+            None => Dealt::Batches(pieces.into_iter().map(Some).collect()),
+        };
+        tracing::trace!(
+            range = r,
+            rows = n,
+            read_ms = (t_read - t0).as_millis() as u64,
+            sort_ms = (t_sort - t_read).as_millis() as u64,
+            walk_ms = (t_walk - t_sort).as_millis() as u64,
+            write_ms = t_walk.elapsed().as_millis() as u64,
+            "range dealt"
+        );
+        Ok(Some(dealt))
     }
+}
+
+/// String and binary views become plain arrays: a view array slice or `take` keeps
+/// its parent's whole data buffers, which a spill file would copy for every piece.
+fn compact_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        t => t.clone(),
+    }
+}
+
+fn compact_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_data_type(compact_type(f.data_type()))).collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn compact(batch: &RecordBatch) -> Result<RecordBatch, PublishError> {
+    if !batch.schema().fields().iter().any(|f| compact_type(f.data_type()) != *f.data_type()) {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| cast(c, &compact_type(c.data_type())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(data_err("reading the curated rows"))?;
+    RecordBatch::try_new(compact_schema(&batch.schema()), columns).map_err(data_err("reading the curated rows"))
 }
 
 fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array::UInt64Array, PublishError> {
