@@ -9,6 +9,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc, as DataFusion's own CLI uses: curation allocates and frees many
+/// multi-megabyte Arrow buffers, which the system allocator maps and unmaps each time
+/// (a page fault per page, every time).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes: the contract with schedulers (see the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

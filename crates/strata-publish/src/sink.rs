@@ -39,6 +39,7 @@ use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use tokio::task::JoinSet;
 
 use crate::destination::Destination;
@@ -309,13 +310,45 @@ impl ShardSink {
             totals: HashMap::new(),
             repeated: 0,
         };
-        let mut dealt: Vec<Option<Dealt>> = Vec::new();
-        for r in 0..layout.ranges {
-            let out = spill.as_ref().map(|d| d.path().join(format!("dealt-{r}.arrow")));
-            dealt.push(match files.remove(&r) {
-                Some(inputs) => dealer.deal(r, inputs, out)?,
-                None => None,
+        // Reading back and sorting, and writing dealt ranges, run on every core, a
+        // few ranges at a time; only the walk, which hands out shard positions, runs
+        // in range order.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+        let mut dealt: Vec<Option<Dealt>> = (0..layout.ranges).map(|_| None).collect();
+        let mut next = 0u64;
+        while next < layout.ranges {
+            let chunk: Vec<(u64, Vec<Held>)> = (next..(next + parallel).min(layout.ranges))
+                .filter_map(|r| files.remove(&r).map(|inputs| (r, inputs)))
+                .collect();
+            next += parallel;
+            let prepared = std::thread::scope(|scope| {
+                let handles: Vec<_> = {
+                    let layout = &layout;
+                    chunk.into_iter().map(|(r, inputs)| scope.spawn(move || prepare(layout, r, inputs))).collect()
+                };
+                handles.into_iter().map(|h| h.join().expect("a dealing thread panicked")).collect::<Vec<_>>()
             });
+            let mut walked = Vec::new();
+            for p in prepared {
+                if let Some(p) = p? {
+                    walked.extend(dealer.walk(p)?);
+                }
+            }
+            let spill_dir = spill.as_ref().map(|d| d.path().to_path_buf());
+            let finished = std::thread::scope(|scope| {
+                let handles: Vec<_> = walked
+                    .into_iter()
+                    .map(|w| {
+                        let out = spill_dir.as_ref().map(|d| d.join(format!("dealt-{}.arrow", w.range)));
+                        let r = w.range;
+                        (r, scope.spawn(move || finish(w, out)))
+                    })
+                    .collect();
+                handles.into_iter().map(|(r, h)| (r, h.join().expect("a dealing thread panicked"))).collect::<Vec<_>>()
+            });
+            for (r, d) in finished {
+                dealt[r as usize] = Some(d?);
+            }
         }
         if self.unique_order && dealer.repeated > 0 {
             return Err(PublishError::RepeatedKeys { rows: dealer.repeated });
@@ -472,12 +505,20 @@ async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: Opti
         if let Some((lk, n)) = last {
             *counts.entry(lk).or_default() += n;
         }
+        // one take puts the batch in range order; each range gets a zero-copy slice
+        let mut order: Vec<u32> = Vec::with_capacity(batch.num_rows());
+        let mut bounds: Vec<(u64, usize, usize)> = Vec::with_capacity(groups.len());
         for (range, rows) in groups {
-            let part = if rows.len() == batch.num_rows() {
-                batch.clone()
-            } else {
-                take_record_batch(&batch, &UInt32Array::from(rows)).map_err(data_err("routing shard rows"))?
-            };
+            bounds.push((range, order.len(), rows.len()));
+            order.extend(rows);
+        }
+        let sorted = if bounds.len() == 1 {
+            batch.clone()
+        } else {
+            take_record_batch(&batch, &UInt32Array::from(order)).map_err(data_err("routing shard rows"))?
+        };
+        for (range, start, len) in bounds {
+            let part = sorted.slice(start, len);
             if !open.contains_key(&range) {
                 let out = match dir {
                     Some(dir) => {
@@ -541,11 +582,25 @@ struct Dealer<'a> {
     repeated: u64,
 }
 
-impl Dealer<'_> {
-    /// Deals range `r` (its routed files) and writes it grouped by (split, shard) to
-    /// `out`. Returns whether any row was kept.
-    fn deal(&mut self, r: u64, inputs: Vec<Held>, out: Option<PathBuf>) -> Result<Option<Dealt>, PublishError> {
-        let t0 = std::time::Instant::now();
+/// A range read back and sorted by key, ready to deal.
+struct Prepared {
+    range: u64,
+    rows: RecordBatch,
+    perm: Vec<(u64, u32)>,
+    /// Rows whose order keys equal the previous row's.
+    repeated: u64,
+}
+
+/// A dealt range: its rows' order by (split, shard, key) and each piece's bounds.
+struct Walked {
+    range: u64,
+    rows: RecordBatch,
+    order: Vec<u32>,
+    bounds: Vec<(usize, usize)>,
+}
+
+/// Reads range `range` back (its routed pieces) and sorts it by the order columns.
+fn prepare(layout: &Layout, range: u64, inputs: Vec<Held>) -> Result<Option<Prepared>, PublishError> {
         let mut batches = Vec::new();
         for input in inputs {
             match input {
@@ -564,11 +619,11 @@ impl Dealer<'_> {
         let Some(first) = batches.first() else { return Ok(None) };
         let rows = concat_batches(&first.schema(), &batches).map_err(data_err("reading spilled rows"))?;
         drop(batches);
-        let t_read = std::time::Instant::now();
 
         // sort by the order columns; ties of the shuffle key are rare, so only they are
         // compared on the other columns
-        let order: Vec<_> = self.layout.order.iter().map(|&i| u64_column(&rows, i)).collect::<Result<_, _>>()?;
+        let mut repeated = 0u64;
+        let order: Vec<_> = layout.order.iter().map(|&i| u64_column(&rows, i)).collect::<Result<_, _>>()?;
         let mut perm: Vec<(u64, u32)> = order[0].values().iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
         perm.sort_unstable();
         let same = |a: u32, b: u32| order[1..].iter().all(|c| c.value(a as usize) == c.value(b as usize));
@@ -586,12 +641,40 @@ impl Dealer<'_> {
                         .find(|o| o.is_ne())
                         .unwrap_or_else(|| a.1.cmp(&b.1))
                 });
-                self.repeated += perm[start..end].windows(2).filter(|w| same(w[0].1, w[1].1)).count() as u64;
+                repeated += perm[start..end].windows(2).filter(|w| same(w[0].1, w[1].1)).count() as u64;
             }
             start = end;
         }
 
-        let t_sort = std::time::Instant::now();
+        Ok(Some(Prepared { range, rows, perm, repeated }))
+}
+
+/// Writes a walked range grouped by (split, shard): one take, then a slice per piece,
+/// kept in memory or written to `out`.
+fn finish(walked: Walked, out: Option<PathBuf>) -> Result<Dealt, PublishError> {
+    let sorted = take_record_batch(&walked.rows, &UInt32Array::from(walked.order)).map_err(data_err("dealing shard rows"))?;
+    drop(walked.rows);
+    let pieces: Vec<RecordBatch> = walked.bounds.into_iter().map(|(start, len)| sorted.slice(start, len)).collect();
+    Ok(match out {
+        Some(out) => {
+            let file = File::create(&out).map_err(spill_err(&out))?;
+            let mut writer = FileWriter::try_new(BufWriter::new(file), &sorted.schema()).map_err(spill_err(&out))?;
+            for piece in &pieces {
+                writer.write(piece).map_err(spill_err(&out))?;
+            }
+            writer.finish().map_err(spill_err(&out))?;
+            Dealt::File(out)
+        }
+        None => Dealt::Batches(pieces.into_iter().map(Some).collect()),
+    })
+}
+
+impl Dealer<'_> {
+    /// Deals a prepared range: walks its rows in key order, giving each the next shard
+    /// of its (split, stratum). The only step that must see the ranges in order.
+    fn walk(&mut self, prepared: Prepared) -> Result<Option<Walked>, PublishError> {
+        let Prepared { range: r, rows, perm, repeated } = prepared;
+        self.repeated += repeated;
         let n = rows.num_rows();
         let split = cast(rows.column(self.layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
         let split = split.as_string::<i32>();
@@ -657,34 +740,14 @@ impl Dealer<'_> {
         }
         let mut by_shard: Vec<((usize, u64), Vec<u32>)> = by_shard.into_iter().collect();
         by_shard.sort_unstable_by_key(|(k, _)| *k);
-        let t_walk = std::time::Instant::now();
-        let mut pieces = Vec::with_capacity(by_shard.len());
+        let mut order: Vec<u32> = Vec::with_capacity(n);
+        let mut bounds: Vec<(usize, usize)> = Vec::with_capacity(by_shard.len());
         for (b, (key, idx)) in by_shard.into_iter().enumerate() {
-            pieces.push(take_record_batch(&rows, &UInt32Array::from(idx)).map_err(data_err("dealing shard rows"))?);
+            bounds.push((order.len(), idx.len()));
+            order.extend(idx);
             self.pieces.entry(key).or_default().push((r, b));
         }
-        let dealt = match out {
-            Some(out) => {
-                let file = File::create(&out).map_err(spill_err(&out))?;
-                let mut writer = FileWriter::try_new(BufWriter::new(file), &rows.schema()).map_err(spill_err(&out))?;
-                for piece in &pieces {
-                    writer.write(piece).map_err(spill_err(&out))?;
-                }
-                writer.finish().map_err(spill_err(&out))?;
-                Dealt::File(out)
-            }
-            None => Dealt::Batches(pieces.into_iter().map(Some).collect()),
-        };
-        tracing::trace!(
-            range = r,
-            rows = n,
-            read_ms = (t_read - t0).as_millis() as u64,
-            sort_ms = (t_sort - t_read).as_millis() as u64,
-            walk_ms = (t_walk - t_sort).as_millis() as u64,
-            write_ms = t_walk.elapsed().as_millis() as u64,
-            "range dealt"
-        );
-        Ok(Some(dealt))
+        Ok(Some(Walked { range: r, rows, order, bounds }))
     }
 }
 
@@ -727,7 +790,8 @@ fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array:
 
 /// Encodes one shard: rows reach the writer in `CHUNK_ROWS` pieces from its first row.
 fn encode(schema: SchemaRef, rows: &RecordBatch) -> Result<Bytes, PublishError> {
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties())).map_err(data_err("starting a shard"))?;
+    let props = writer_properties(&schema);
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(data_err("starting a shard"))?;
     let mut at = 0;
     while at < rows.num_rows() {
         let n = CHUNK_ROWS.min(rows.num_rows() - at);
@@ -738,13 +802,19 @@ fn encode(schema: SchemaRef, rows: &RecordBatch) -> Result<Bytes, PublishError> 
 }
 
 /// zstd, page statistics and indexes on, a fixed `created_by`: shards are read by
-/// engines that prune on statistics, and must hash the same on every machine.
-fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+/// engines that prune on statistics, and must hash the same on every machine. Float
+/// columns (weights, scores) are nearly always distinct: no dictionary attempt for them.
+fn writer_properties(schema: &SchemaRef) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_created_by(format!("strata {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("strata {}", env!("CARGO_PKG_VERSION")));
+    for f in schema.fields() {
+        if f.data_type().is_floating() {
+            builder = builder.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        }
+    }
+    builder.build()
 }
 
 fn data_err<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> PublishError + '_ {
