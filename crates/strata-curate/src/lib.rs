@@ -1,15 +1,16 @@
 //! Curation: turning a skewed dataset into a representative one.
 //!
 //! 1. A deterministic train / validation / test split, stratified by group × label:
-//!    within each (group, label) cell rows are ranked by a hash of (seed, row key) and
+//!    within each (group, label) cell rows are ordered by a hash of (seed, row key) and
 //!    the first `round(n · train)` go to train, the next to validation, the rest to test.
 //! 2. On the training split only: Kamiran–Calders reweighing, or stratified resampling
-//!    to a target group mix (exact counts by hash rank, or a Bernoulli draw on the hash).
+//!    to a target group mix (exact counts by hash order, or a Bernoulli draw on the hash).
 //!
 //! Every decision depends only on (seed, row key), so the curated rows are identical for
-//! any partitioning, file layout or engine. Three DataFusion passes do the work; only
-//! per-cell summaries come back to the driver. The last pass streams its rows,
-//! sorted by (split, shard, shuffle key), into `strata-publish`'s shard writer.
+//! any partitioning, file layout or engine. Nothing is sorted: every cut by hash order
+//! is found by counting around where it must lie ([`cut`]), with aggregate passes; only
+//! per-cell counts and window keys come back to the driver. The last pass streams the
+//! curated rows, unsorted, into `strata-publish`'s shard writer.
 
 mod curate;
 mod cut;

@@ -238,3 +238,52 @@ fn explicit_counts_beyond_the_rows_are_capped_when_undersampling() {
     let warnings: Vec<&str> = s["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
     assert!(warnings.iter().any(|w| w.contains("a target of 1000; undersampling keeps")), "{warnings:?}");
 }
+
+#[test]
+fn identical_rows_keep_exact_counts_and_stay_on_one_side_of_the_split() {
+    // no id column and six distinct rows, each repeated about 67 times: every cut of the
+    // split and of the sample falls inside a group of identical rows
+    let dir = tempfile::tempdir().unwrap();
+    let n = 400;
+    let data = small_table(dir.path(), (0..n).map(|i| i % 6).collect(), vec![1; n as usize]);
+    let spec = small_spec(&data).replace("\nid_column = \"id\"", "").replace("strategy = \"reweigh\"", "strategy = \"resample\"")
+        + "\n[curate.resample]\ntarget = \"uniform\"\nmode = \"hybrid\"\ntotal = 301\nexact = true\n";
+    let (_d, spec) = write_spec(&spec);
+    let mut bytes = Vec::new();
+    for parts in ["1", "3"] {
+        let out = dir.path().join(format!("out{parts}"));
+        let summary = curate_ok(&spec, &out, &["--target-partitions", parts]);
+        let strata = summary["strata"].as_array().unwrap();
+        assert!(!strata.is_empty());
+        for s in strata {
+            assert_eq!(s["rows_after"], s["planned_rows"], "stratum {}", s["stratum"]);
+        }
+        let total: u64 = strata.iter().map(|s| s["rows_after"].as_u64().unwrap()).sum();
+        assert_eq!(total, 301);
+        // the shards hold what the summary says
+        let manifest = crate::common::latest_manifest(&out);
+        let train: u64 = manifest["shards"].as_array().unwrap().iter().filter(|s| s["split"] == "train").map(|s| s["rows"].as_u64().unwrap()).sum();
+        assert_eq!(train, 301);
+        // identical rows never straddle train and test: each distinct row is in one split
+        let warnings = summary["warnings"].as_array().unwrap();
+        assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("identical rows at the")), "{warnings:?}");
+        let run = out.join("runs").join(manifest["run_id"].as_str().unwrap());
+        let mut ids_by_split: std::collections::BTreeMap<String, std::collections::BTreeSet<i64>> = Default::default();
+        for shard in manifest["shards"].as_array().unwrap() {
+            let file = std::fs::File::open(run.join(shard["path"].as_str().unwrap())).unwrap();
+            for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+                let batch = batch.unwrap();
+                let ids = batch.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+                ids_by_split.entry(shard["split"].as_str().unwrap().to_string()).or_default().extend(ids.values().iter().copied());
+            }
+        }
+        let train = &ids_by_split["train"];
+        for (split, ids) in &ids_by_split {
+            if split != "train" {
+                assert!(train.is_disjoint(ids), "a row is in train and in {split}");
+            }
+        }
+        bytes.push(curated_bytes(&out));
+    }
+    assert_eq!(bytes[0], bytes[1], "trimming identical rows depends on the partitioning");
+}
