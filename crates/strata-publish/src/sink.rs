@@ -310,46 +310,64 @@ impl ShardSink {
             totals: HashMap::new(),
             repeated: 0,
         };
-        // Reading back and sorting, and writing dealt ranges, run on every core, a
-        // few ranges at a time; only the walk, which hands out shard positions, runs
-        // in range order.
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
-        let mut dealt: Vec<Option<Dealt>> = (0..layout.ranges).map(|_| None).collect();
-        let mut next = 0u64;
-        while next < layout.ranges {
-            let chunk: Vec<(u64, Vec<Held>)> = (next..(next + parallel).min(layout.ranges))
-                .filter_map(|r| files.remove(&r).map(|inputs| (r, inputs)))
-                .collect();
-            next += parallel;
-            let prepared = std::thread::scope(|scope| {
-                let handles: Vec<_> = {
-                    let layout = &layout;
-                    chunk.into_iter().map(|(r, inputs)| scope.spawn(move || prepare(layout, r, inputs))).collect()
-                };
-                handles.into_iter().map(|h| h.join().expect("a dealing thread panicked")).collect::<Vec<_>>()
-            });
-            let mut walked = Vec::new();
-            for p in prepared {
-                if let Some(p) = p? {
-                    walked.extend(dealer.walk(p)?);
+        // Reading back and sorting, and writing dealt ranges, run on every core; only
+        // the walk, which hands out shard positions, runs in range order. Bounded
+        // channels keep a few ranges in flight.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let ranges: Vec<u64> = files.keys().copied().collect();
+        let todo = std::sync::Mutex::new(std::mem::take(&mut files));
+        let done: std::sync::Mutex<Vec<Option<Dealt>>> = std::sync::Mutex::new((0..layout.ranges).map(|_| None).collect());
+        let spill_dir = spill.as_ref().map(|d| d.path().to_path_buf());
+        let (walked_tx, walked_rx) = std::sync::mpsc::sync_channel::<Walked>(parallel);
+        let walked_rx = std::sync::Mutex::new(walked_rx);
+        let finish_errors: std::sync::Mutex<Vec<PublishError>> = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| -> Result<(), PublishError> {
+            let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel::<(u64, Result<Option<Prepared>, PublishError>)>(parallel);
+            for _ in 0..parallel {
+                let (tx, todo, layout) = (prepared_tx.clone(), &todo, &layout);
+                scope.spawn(move || {
+                    loop {
+                        let Some((r, inputs)) = todo.lock().expect("not poisoned").pop_first() else { break };
+                        if tx.send((r, prepare(layout, r, inputs))).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let (rx, done, errors, spill_dir) = (&walked_rx, &done, &finish_errors, &spill_dir);
+                scope.spawn(move || {
+                    loop {
+                        let next = rx.lock().expect("not poisoned").recv();
+                        let Ok(walked) = next else { break };
+                        let r = walked.range;
+                        let out = spill_dir.as_ref().map(|d| d.join(format!("dealt-{r}.arrow")));
+                        match finish(walked, out) {
+                            Ok(d) => done.lock().expect("not poisoned")[r as usize] = Some(d),
+                            Err(e) => errors.lock().expect("not poisoned").push(e),
+                        }
+                    }
+                });
+            }
+            drop(prepared_tx);
+            let mut waiting: BTreeMap<u64, Option<Prepared>> = BTreeMap::new();
+            for r in ranges {
+                while !waiting.contains_key(&r) {
+                    let (got, p) = prepared_rx.recv().expect("a preparing thread ended early");
+                    waiting.insert(got, p?);
+                }
+                if let Some(p) = waiting.remove(&r).flatten()
+                    && let Some(w) = dealer.walk(p)?
+                {
+                    walked_tx.send(w).expect("the writing threads outlive the walk");
                 }
             }
-            let spill_dir = spill.as_ref().map(|d| d.path().to_path_buf());
-            let finished = std::thread::scope(|scope| {
-                let handles: Vec<_> = walked
-                    .into_iter()
-                    .map(|w| {
-                        let out = spill_dir.as_ref().map(|d| d.join(format!("dealt-{}.arrow", w.range)));
-                        let r = w.range;
-                        (r, scope.spawn(move || finish(w, out)))
-                    })
-                    .collect();
-                handles.into_iter().map(|(r, h)| (r, h.join().expect("a dealing thread panicked"))).collect::<Vec<_>>()
-            });
-            for (r, d) in finished {
-                dealt[r as usize] = Some(d?);
-            }
+            drop(walked_tx);
+            drop(prepared_rx);
+            Ok(())
+        })?;
+        if let Some(e) = finish_errors.into_inner().expect("not poisoned").pop() {
+            return Err(e);
         }
+        let dealt = done.into_inner().expect("not poisoned");
         if self.unique_order && dealer.repeated > 0 {
             return Err(PublishError::RepeatedKeys { rows: dealer.repeated });
         }
