@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, UInt64Type};
 use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
@@ -585,7 +585,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             .await
             .and_then(|df| {
                 df.filter(ident("split").eq(lit("train")))?
-                    .aggregate(vec![ident("__cell"), ident("__tie")], vec![count_all().alias("rows"), sum(ident("__w")).alias("w")])
+                    .aggregate(vec![ident("__cell"), ident("__tie")], vec![count_all().alias("rows"), exact_sum(ident("__w")).alias("w")])
             })
             .map_err(df_err("planning reweighing after resampling"))?
             .collect()
@@ -596,9 +596,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             let cell = b.column_by_name("__cell").expect("__cell").as_primitive::<UInt64Type>();
             let tie = b.column_by_name("__tie").expect("__tie").as_primitive::<UInt64Type>();
             let rows = b.column_by_name("rows").expect("rows").as_primitive::<Int64Type>();
-            let w = b.column_by_name("w").expect("w").as_primitive::<Float64Type>();
+            let w = decimal_sums(b.column_by_name("w").expect("w"));
             for r in 0..b.num_rows() {
-                let mut sum = if w.is_null(r) { 0.0 } else { w.value(r) };
+                let mut sum = w[r];
                 // a trimmed group of identical rows counts as the rows kept of it
                 if let Some(keep) = trims.get(&tie.value(r)) {
                     sum *= *keep as f64 / rows.value(r).max(1) as f64;
@@ -863,6 +863,24 @@ fn read_cell_keys(batches: &[RecordBatch], n_attrs: usize) -> Result<HashMap<u64
     Ok(out)
 }
 
+/// Scale of [`exact_sum`]: weights are summed as multiples of 10⁻¹⁰.
+const WEIGHT_SCALE: i8 = 10;
+
+/// Σ weight, exactly: floating-point sums depend on the order rows are added, i.e. on
+/// partitioning and batching, and the weight sums fix the Kamiran–Calders factors and
+/// so the output bytes. Each weight is rounded to 10 decimals and summed as a 128-bit
+/// decimal (up to 10²⁸); unusable weights count as 0 (they are reported separately).
+fn exact_sum(w: Expr) -> Expr {
+    let usable = when(strata_engine::invalid_weight(w.clone()).eq(lit(0i64)), w).otherwise(lit(0.0f64)).expect("a valid CASE");
+    sum(cast(usable, DataType::Decimal128(38, WEIGHT_SCALE)))
+}
+
+/// The values of an [`exact_sum`] column as floats (null as 0).
+fn decimal_sums(a: &ArrayRef) -> Vec<f64> {
+    let a = a.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+    (0..a.len()).map(|i| if a.is_null(i) { 0.0 } else { a.value(i) as f64 / 10f64.powi(WEIGHT_SCALE as i32) }).collect()
+}
+
 /// `(a, b) <= (ta, tb)` in lexicographic order; null (no row is below) when `ta` is null.
 fn at_or_below(a: &str, b: &str, ta: &str, tb: &str) -> Expr {
     ident(a).lt(ident(ta)).or(ident(a).eq(ident(ta)).and(ident(b).lt_eq(ident(tb))))
@@ -995,7 +1013,7 @@ async fn observe(
                 when(inside.clone(), ident("__h1")).otherwise(lit(0u64))?.alias("__k1"),
                 when(inside, ident("__h2")).otherwise(lit(0u64))?.alias("__k2"),
             ],
-            vec![count_all().alias("rows"), sum(ident("__w")).alias("w"), sum(strata_engine::invalid_weight(ident("__w"))).alias("bad")],
+            vec![count_all().alias("rows"), exact_sum(ident("__w")).alias("w"), sum(strata_engine::invalid_weight(ident("__w"))).alias("bad")],
         )
     };
     let batches = plan().map_err(df_err(what))?.collect().await.map_err(df_err(what))?;
@@ -1007,10 +1025,10 @@ async fn observe(
         let zone = col("__zone").as_primitive::<Int32Type>();
         let (k1, k2) = (col("__k1").as_primitive::<UInt64Type>(), col("__k2").as_primitive::<UInt64Type>());
         let rows = col("rows").as_primitive::<Int64Type>();
-        let w = col("w").as_primitive::<Float64Type>();
+        let w = decimal_sums(col("w"));
         let bad_col = col("bad").as_primitive::<Int64Type>();
         for r in 0..b.num_rows() {
-            let weight = if w.is_null(r) { 0.0 } else { w.value(r) };
+            let weight = w[r];
             out.entry(stratum.value(r)).or_default().add(zone.value(r) as usize, Some((k1.value(r), k2.value(r))), rows.value(r) as u64, weight);
             bad += if bad_col.is_null(r) { 0 } else { bad_col.value(r) as u64 };
         }

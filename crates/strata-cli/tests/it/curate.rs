@@ -287,3 +287,43 @@ fn identical_rows_keep_exact_counts_and_stay_on_one_side_of_the_split() {
     }
     assert_eq!(bytes[0], bytes[1], "trimming identical rows depends on the partitioning");
 }
+
+#[test]
+fn fractional_weights_give_the_same_bytes_for_any_partitioning() {
+    // Kamiran–Calders factors come from weight sums; with fractional weights a float sum
+    // would depend on the order rows are added, so on partitioning and memory limits
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("sex", DataType::Utf8, true),
+        Field::new("race", DataType::Utf8, true),
+        Field::new("income", DataType::Utf8, true),
+        Field::new("fnlwgt", DataType::Float64, true),
+    ]));
+    for part in 0..4i64 {
+        let ids: Vec<i64> = (part * 5_000..(part + 1) * 5_000).collect();
+        let pick = |i: i64, m: i64| ((i * 2_654_435_761) >> 7).rem_euclid(m);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(StringArray::from(ids.iter().map(|&i| ["Male", "Female"][pick(i, 2) as usize]).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(ids.iter().map(|&i| ["White", "Black", "Other"][pick(i, 3) as usize]).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(ids.iter().map(|&i| if pick(i + 7, 4) == 0 { ">50K" } else { "<=50K" }).collect::<Vec<_>>())),
+                Arc::new(arrow::array::Float64Array::from(ids.iter().map(|&i| 0.1 + (i as f64 * 0.618_033_988_7).fract() * 3.7).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        write_parquet(&data.join(format!("part-{part}.parquet")), &batch);
+    }
+    let (_d, spec) = write_spec(&small_spec(&format!("{}/", data.display())));
+    let mut outputs = Vec::new();
+    for extra in [&["--target-partitions", "1"][..], &["--target-partitions", "4"], &["--memory-limit", "64MiB"]] {
+        let out = dir.path().join(format!("out{}", outputs.len()));
+        curate_ok(&spec, &out, extra);
+        outputs.push(curated_bytes(&out));
+    }
+    assert!(outputs.iter().all(|o| *o == outputs[0]), "output differs across partitionings");
+}
