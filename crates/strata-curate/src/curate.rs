@@ -271,12 +271,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         }
         cells.insert(
             (g, y),
-            Cell {
-                cell_id: *id,
-                group_id,
-                rows: [parts[0].0, parts[1].0, parts[2].0],
-                weight: [parts[0].1, parts[1].1, parts[2].1],
-            },
+            Cell { cell_id: *id, group_id, rows: [parts[0].0, parts[1].0, parts[2].0], weight: [parts[0].1, parts[1].1, parts[2].1] },
         );
         split_cuts.insert(*id, [c1, c2]);
     }
@@ -493,7 +488,13 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let [c1, c2] = split_cuts[&c.cell_id];
         table.insert(
             c.cell_id,
-            CellRow { cell: c.cell_id, split: [c1.threshold(), c2.threshold()], planned: p.planned, available: p.available, ..CellRow::default() },
+            CellRow {
+                cell: c.cell_id,
+                split: [c1.threshold(), c2.threshold()],
+                planned: p.planned,
+                available: p.available,
+                ..CellRow::default()
+            },
         );
     }
     // the rows with the cell's table columns and their split
@@ -532,7 +533,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let started = std::time::Instant::now();
         let (observed, _) = find_cuts(ctx, train_rows, &targets, "curation pass 1b (exact resampling)").await?;
         tracing::info!(strata = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1b done");
-        let mut sample_cuts: HashMap<u64, (u64, Option<Key>, Option<(u64, Key)>)> = HashMap::new();
+        // stratum → (copies of every row, the cut for one more, a straddling tie)
+        let mut sample_cuts: HashMap<u64, SampleCut> = HashMap::new();
         for (s, (_, cuts)) in &observed {
             let (k, n) = strata_plan[s];
             let (q, r) = (k / n, k % n);
@@ -597,8 +599,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             let tie = b.column_by_name("__tie").expect("__tie").as_primitive::<UInt64Type>();
             let rows = b.column_by_name("rows").expect("rows").as_primitive::<Int64Type>();
             let w = decimal_sums(b.column_by_name("w").expect("w"));
-            for r in 0..b.num_rows() {
-                let mut sum = w[r];
+            for (r, &w) in w.iter().enumerate() {
+                let mut sum = w;
                 // a trimmed group of identical rows counts as the rows kept of it
                 if let Some(keep) = trims.get(&tie.value(r)) {
                     sum *= *keep as f64 / rows.value(r).max(1) as f64;
@@ -630,7 +632,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         }
     };
     let expected_rows: u64 = {
-        let planned: BTreeMap<u64, u64> = cells.iter().map(|(k, c)| (stratum_of(c), plans.get(k).map_or(c.rows[train], |p| p.planned))).collect();
+        let planned: BTreeMap<u64, u64> =
+            cells.iter().map(|(k, c)| (stratum_of(c), plans.get(k).map_or(c.rows[train], |p| p.planned))).collect();
         planned.values().sum::<u64>() + cells.values().map(|c| c.rows[1] + c.rows[2]).sum::<u64>()
     };
 
@@ -659,8 +662,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let started = std::time::Instant::now();
     let plan = output.create_physical_plan().await.map_err(df_err("planning curation pass 2"))?;
     tracing::debug!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "curation pass 2 plan");
-    let streams =
-        datafusion::physical_plan::execute_stream_partitioned(plan, ctx.task_ctx()).map_err(df_err("running curation pass 2"))?;
+    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, ctx.task_ctx()).map_err(df_err("running curation pass 2"))?;
     let strata_values: HashMap<u64, Vec<Option<String>>> = cells
         .iter()
         .map(|((g, y), c)| {
@@ -696,7 +698,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         Err(strata_publish::PublishError::RepeatedKeys { rows }) => {
             let id = pipeline.source.id_column.as_deref().unwrap_or_default();
             return Err(pipeline
-                .error_at("source.id_column", format!("id column `{id}` of source `{}` is not unique: {rows} rows repeat an id", source.url))
+                .error_at(
+                    "source.id_column",
+                    format!("id column `{id}` of source `{}` is not unique: {rows} rows repeat an id", source.url),
+                )
                 .into());
         }
         written => written?,
@@ -886,6 +891,10 @@ fn at_or_below(a: &str, b: &str, ta: &str, tb: &str) -> Expr {
     ident(a).lt(ident(ta)).or(ident(a).eq(ident(ta)).and(ident(b).lt_eq(ident(tb))))
 }
 
+/// Exact resampling of one stratum: copies of every row, the cut at or below which a
+/// row gets one more, and identical rows straddling that cut (trim id, key).
+type SampleCut = (u64, Option<Key>, Option<(u64, Key)>);
+
 /// What later passes need of a cell, joined to its rows by cell id.
 #[derive(Debug, Clone, Copy, Default)]
 struct CellRow {
@@ -918,7 +927,10 @@ fn cell_frame<'a>(ctx: &SessionContext, rows: impl Iterator<Item = &'a CellRow>)
         u64s("__t1b", &|r| r.split[0].map(|k| k.1)),
         u64s("__t2a", &|r| r.split[1].map(|k| k.0)),
         u64s("__t2b", &|r| r.split[1].map(|k| k.1)),
-        (Field::new("__factor", DataType::Float64, true), Arc::new(Float64Array::from(rows.iter().map(|r| r.factor).collect::<Vec<_>>())) as ArrayRef),
+        (
+            Field::new("__factor", DataType::Float64, true),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.factor).collect::<Vec<_>>())) as ArrayRef,
+        ),
         i64s("__q", &|r| r.copies as i64),
         u64s("__ra", &|r| r.sample.map(|k| k.0)),
         u64s("__rb", &|r| r.sample.map(|k| k.1)),
@@ -986,9 +998,8 @@ async fn observe(
         let col = |f: &dyn Fn(&[Option<Window>; 2]) -> Option<u64>| {
             Arc::new(UInt64Array::from(windows.values().map(f).collect::<Vec<_>>())) as ArrayRef
         };
-        let schema = Schema::new(
-            ["__win_stratum", "__lo1", "__hi1", "__lo2", "__hi2"].map(|n| Field::new(n, DataType::UInt64, true)).to_vec(),
-        );
+        let schema =
+            Schema::new(["__win_stratum", "__lo1", "__hi1", "__lo2", "__hi2"].map(|n| Field::new(n, DataType::UInt64, true)).to_vec());
         let arrays = vec![
             Arc::new(UInt64Array::from(windows.keys().copied().collect::<Vec<_>>())) as ArrayRef,
             col(&|w| w[0].map(|w| w.0)),
@@ -996,7 +1007,7 @@ async fn observe(
             col(&|w| w[1].map(|w| w.0)),
             col(&|w| w[1].map(|w| w.1)),
         ];
-        RecordBatch::try_new(Arc::new(schema), arrays).and_then(|b| Ok(ctx.read_batch(b)))
+        RecordBatch::try_new(Arc::new(schema), arrays).map(|b| ctx.read_batch(b))
     };
     let plan = || -> datafusion::error::Result<DataFrame> {
         let h1 = ident("__h1");
@@ -1013,7 +1024,11 @@ async fn observe(
                 when(inside.clone(), ident("__h1")).otherwise(lit(0u64))?.alias("__k1"),
                 when(inside, ident("__h2")).otherwise(lit(0u64))?.alias("__k2"),
             ],
-            vec![count_all().alias("rows"), exact_sum(ident("__w")).alias("w"), sum(strata_engine::invalid_weight(ident("__w"))).alias("bad")],
+            vec![
+                count_all().alias("rows"),
+                exact_sum(ident("__w")).alias("w"),
+                sum(strata_engine::invalid_weight(ident("__w"))).alias("bad"),
+            ],
         )
     };
     let batches = plan().map_err(df_err(what))?.collect().await.map_err(df_err(what))?;
@@ -1027,9 +1042,13 @@ async fn observe(
         let rows = col("rows").as_primitive::<Int64Type>();
         let w = decimal_sums(col("w"));
         let bad_col = col("bad").as_primitive::<Int64Type>();
-        for r in 0..b.num_rows() {
-            let weight = w[r];
-            out.entry(stratum.value(r)).or_default().add(zone.value(r) as usize, Some((k1.value(r), k2.value(r))), rows.value(r) as u64, weight);
+        for (r, &weight) in w.iter().enumerate() {
+            out.entry(stratum.value(r)).or_default().add(
+                zone.value(r) as usize,
+                Some((k1.value(r), k2.value(r))),
+                rows.value(r) as u64,
+                weight,
+            );
             bad += if bad_col.is_null(r) { 0 } else { bad_col.value(r) as u64 };
         }
     }
@@ -1078,7 +1097,9 @@ fn summarise(input: SummaryInput<'_>) -> Result<Curation, CurateError> {
 
     // strata of the summary: cells, or groups when resampling by group only
     let by_label = stratify_label || spec.strategy == Strategy::Reweigh;
-    let mut strata: BTreeMap<(GroupKey, Option<LabelKey>), (u64, u64, f64, f64, Option<f64>, Option<f64>)> = BTreeMap::new();
+    // (rows before, planned, Σw, Σw², target share, weight factor) per stratum
+    type Tally = (u64, u64, f64, f64, Option<f64>, Option<f64>);
+    let mut strata: BTreeMap<(GroupKey, Option<LabelKey>), Tally> = BTreeMap::new();
     for ((g, y), c) in cells {
         let key = (g.clone(), by_label.then(|| y.clone()));
         let a = got.get(&(g.clone(), y.clone(), 0)).copied().unwrap_or_default();

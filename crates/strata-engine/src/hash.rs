@@ -17,7 +17,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray, StringViewArray, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray, StringViewArray, UInt64Array,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -197,7 +199,8 @@ mod tests {
         let values = vec![Some("Female"), None, Some("a much longer string than twelve bytes")];
         let plain: ArrayRef = Arc::new(StringArray::from(values.clone()));
         let view: ArrayRef = Arc::new(StringViewArray::from(values.clone()));
-        let dict: ArrayRef = Arc::new(values.into_iter().collect::<datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int32Type>>());
+        let dict: ArrayRef =
+            Arc::new(values.into_iter().collect::<datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int32Type>>());
         for row in 0..3 {
             let (mut x, mut y, mut z) = (Vec::new(), Vec::new(), Vec::new());
             encode(&canonical(&plain).unwrap(), row, &mut x);

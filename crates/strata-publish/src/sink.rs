@@ -479,7 +479,12 @@ impl ShardSink {
 }
 
 /// Step 1 for one input partition: rows to key-range spill files, counted.
-async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: Option<&Path>, partition: usize) -> Result<Routed, PublishError> {
+async fn route(
+    mut stream: SendableRecordBatchStream,
+    layout: &Layout,
+    dir: Option<&Path>,
+    partition: usize,
+) -> Result<Routed, PublishError> {
     let mut open: HashMap<u64, RangeOut> = HashMap::new();
     // split names by index: a handful of values, compared per row instead of hashed
     let mut names: Vec<String> = Vec::new();
@@ -537,18 +542,18 @@ async fn route(mut stream: SendableRecordBatchStream, layout: &Layout, dir: Opti
         };
         for (range, start, len) in bounds {
             let part = sorted.slice(start, len);
-            if !open.contains_key(&range) {
-                let out = match dir {
+            let out = match open.entry(range) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(match dir {
                     Some(dir) => {
                         let path = dir.join(format!("routed-{range}-{partition}.arrow"));
                         let file = SpillFile::create(&path, &batch.schema())?;
                         RangeOut::File(path, file)
                     }
                     None => RangeOut::Batches(Vec::new()),
-                };
-                open.insert(range, out);
-            }
-            match open.get_mut(&range).expect("opened above") {
+                }),
+            };
+            match out {
                 RangeOut::File(path, file) => file.push(part, path)?,
                 RangeOut::Batches(batches) => batches.push(part),
             }
@@ -619,52 +624,52 @@ struct Walked {
 
 /// Reads range `range` back (its routed pieces) and sorts it by the order columns.
 fn prepare(layout: &Layout, range: u64, inputs: Vec<Held>) -> Result<Option<Prepared>, PublishError> {
-        let mut batches = Vec::new();
-        for input in inputs {
-            match input {
-                Held::File(path) => {
-                    let file = File::open(&path).map_err(spill_err(&path))?;
-                    for b in FileReader::try_new_buffered(file, None).map_err(spill_err(&path))? {
-                        batches.push(b.map_err(spill_err(&path))?);
-                    }
-                    // removed in the background: unlinking a file still being written
-                    // back to disk can block for a while
-                    std::thread::spawn(move || std::fs::remove_file(path));
+    let mut batches = Vec::new();
+    for input in inputs {
+        match input {
+            Held::File(path) => {
+                let file = File::open(&path).map_err(spill_err(&path))?;
+                for b in FileReader::try_new_buffered(file, None).map_err(spill_err(&path))? {
+                    batches.push(b.map_err(spill_err(&path))?);
                 }
-                Held::Batches(b) => batches.extend(b),
+                // removed in the background: unlinking a file still being written
+                // back to disk can block for a while
+                std::thread::spawn(move || std::fs::remove_file(path));
             }
+            Held::Batches(b) => batches.extend(b),
         }
-        let Some(first) = batches.first() else { return Ok(None) };
-        let rows = concat_batches(&first.schema(), &batches).map_err(data_err("reading spilled rows"))?;
-        drop(batches);
+    }
+    let Some(first) = batches.first() else { return Ok(None) };
+    let rows = concat_batches(&first.schema(), &batches).map_err(data_err("reading spilled rows"))?;
+    drop(batches);
 
-        // sort by the order columns; ties of the shuffle key are rare, so only they are
-        // compared on the other columns
-        let mut repeated = 0u64;
-        let order: Vec<_> = layout.order.iter().map(|&i| u64_column(&rows, i)).collect::<Result<_, _>>()?;
-        let mut perm: Vec<(u64, u32)> = order[0].values().iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
-        perm.sort_unstable();
-        let same = |a: u32, b: u32| order[1..].iter().all(|c| c.value(a as usize) == c.value(b as usize));
-        let mut start = 0;
-        while start < perm.len() {
-            let mut end = start + 1;
-            while end < perm.len() && perm[end].0 == perm[start].0 {
-                end += 1;
-            }
-            if end - start > 1 {
-                perm[start..end].sort_by(|a, b| {
-                    order[1..]
-                        .iter()
-                        .map(|c| c.value(a.1 as usize).cmp(&c.value(b.1 as usize)))
-                        .find(|o| o.is_ne())
-                        .unwrap_or_else(|| a.1.cmp(&b.1))
-                });
-                repeated += perm[start..end].windows(2).filter(|w| same(w[0].1, w[1].1)).count() as u64;
-            }
-            start = end;
+    // sort by the order columns; ties of the shuffle key are rare, so only they are
+    // compared on the other columns
+    let mut repeated = 0u64;
+    let order: Vec<_> = layout.order.iter().map(|&i| u64_column(&rows, i)).collect::<Result<_, _>>()?;
+    let mut perm: Vec<(u64, u32)> = order[0].values().iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
+    perm.sort_unstable();
+    let same = |a: u32, b: u32| order[1..].iter().all(|c| c.value(a as usize) == c.value(b as usize));
+    let mut start = 0;
+    while start < perm.len() {
+        let mut end = start + 1;
+        while end < perm.len() && perm[end].0 == perm[start].0 {
+            end += 1;
         }
+        if end - start > 1 {
+            perm[start..end].sort_by(|a, b| {
+                order[1..]
+                    .iter()
+                    .map(|c| c.value(a.1 as usize).cmp(&c.value(b.1 as usize)))
+                    .find(|o| o.is_ne())
+                    .unwrap_or_else(|| a.1.cmp(&b.1))
+            });
+            repeated += perm[start..end].windows(2).filter(|w| same(w[0].1, w[1].1)).count() as u64;
+        }
+        start = end;
+    }
 
-        Ok(Some(Prepared { range, rows, perm, repeated }))
+    Ok(Some(Prepared { range, rows, perm, repeated }))
 }
 
 /// Writes a walked range grouped by (split, shard): one take, then a slice per piece,

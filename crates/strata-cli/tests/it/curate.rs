@@ -262,7 +262,8 @@ fn identical_rows_keep_exact_counts_and_stay_on_one_side_of_the_split() {
         assert_eq!(total, 301);
         // the shards hold what the summary says
         let manifest = crate::common::latest_manifest(&out);
-        let train: u64 = manifest["shards"].as_array().unwrap().iter().filter(|s| s["split"] == "train").map(|s| s["rows"].as_u64().unwrap()).sum();
+        let train: u64 =
+            manifest["shards"].as_array().unwrap().iter().filter(|s| s["split"] == "train").map(|s| s["rows"].as_u64().unwrap()).sum();
         assert_eq!(train, 301);
         // identical rows never straddle train and test: each distinct row is in one split
         let warnings = summary["warnings"].as_array().unwrap();
@@ -312,7 +313,9 @@ fn fractional_weights_give_the_same_bytes_for_any_partitioning() {
                 Arc::new(StringArray::from(ids.iter().map(|&i| ["Male", "Female"][pick(i, 2) as usize]).collect::<Vec<_>>())),
                 Arc::new(StringArray::from(ids.iter().map(|&i| ["White", "Black", "Other"][pick(i, 3) as usize]).collect::<Vec<_>>())),
                 Arc::new(StringArray::from(ids.iter().map(|&i| if pick(i + 7, 4) == 0 { ">50K" } else { "<=50K" }).collect::<Vec<_>>())),
-                Arc::new(arrow::array::Float64Array::from(ids.iter().map(|&i| 0.1 + (i as f64 * 0.618_033_988_7).fract() * 3.7).collect::<Vec<_>>())),
+                Arc::new(arrow::array::Float64Array::from(
+                    ids.iter().map(|&i| 0.1 + (i as f64 * 0.618_033_988_7).fract() * 3.7).collect::<Vec<_>>(),
+                )),
             ],
         )
         .unwrap();
