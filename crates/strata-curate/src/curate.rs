@@ -691,7 +691,14 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         expected_rows,
         range_rows: std::env::var("STRATA_RANGE_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(strata_publish::RANGE_ROWS),
         trims,
-        spill: engine.memory_limit().is_some(),
+        // with a memory limit the writer spills from the start; otherwise past a budget
+        memory_budget: match engine.memory_limit() {
+            Some(_) => 0,
+            None => std::env::var("STRATA_SHARD_MEMORY")
+                .ok()
+                .and_then(|v| strata_spec::parse_size(&v).ok())
+                .map_or_else(strata_publish::default_memory_budget, |b| b as usize),
+        },
         unique_order: pipeline.source.id_column.is_some(),
     };
     let written = match sink.write(streams).await {

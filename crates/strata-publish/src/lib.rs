@@ -26,7 +26,7 @@ mod verify;
 pub use assign::assign;
 pub use destination::{Destination, Existing, LATEST_FILE, MANIFEST_FILE, RUNS_DIR, resolve};
 pub use manifest::{ColumnSchema, InputFile, Latest, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, SplitTotals, StratumCount};
-pub use sink::{RANGE_ROWS, ShardSink, SinkColumns, SinkOutput, StratumTotals};
+pub use sink::{RANGE_ROWS, ShardSink, SinkColumns, SinkOutput, StratumTotals, default_memory_budget};
 pub use verify::{VerifyReport, verify};
 
 /// Why publishing, verifying or assigning failed. Each displays as one line.

@@ -50,6 +50,15 @@ use crate::{PublishError, sha256_hex};
 const CHUNK_ROWS: usize = 8192;
 /// Rows a key range holds on average: the unit of the in-memory sort.
 pub const RANGE_ROWS: u64 = 1 << 18;
+
+/// The writer's default memory budget: half the memory available when it starts
+/// (Linux `MemAvailable`), or 4 GiB where that cannot be read.
+pub fn default_memory_budget() -> usize {
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+    });
+    available.map_or(4 << 30, |kib| kib.saturating_mul(1024) / 2)
+}
 /// Rows buffered per (split, range) before a spill write.
 const SPILL_BATCH_ROWS: usize = 4096;
 /// Shards uploading at once.
@@ -112,9 +121,9 @@ pub struct ShardSink {
     pub range_rows: u64,
     /// Tie id → rows of that tie group to keep.
     pub trims: std::collections::HashMap<u64, u64>,
-    /// Hold rows between the steps in spill files under `$TMPDIR` (bounded memory)
-    /// rather than in memory.
-    pub spill: bool,
+    /// Bytes the writer may hold in memory between its steps (about twice the routed
+    /// rows); past it, and from the start when 0, rows go to spill files under `$TMPDIR`.
+    pub memory_budget: usize,
     /// The order columns identify a row (a declared unique id went into them): rows
     /// with equal order keys fail the write, before anything is uploaded.
     pub unique_order: bool,
@@ -180,6 +189,13 @@ enum Held {
     Batches(Vec<RecordBatch>),
 }
 
+/// The writer's memory: what routing holds, and whether rows go to files.
+struct Budget {
+    limit: usize,
+    held: std::sync::atomic::AtomicUsize,
+    spilling: std::sync::atomic::AtomicBool,
+}
+
 /// Where routed rows of one key range go while a partition is routed.
 enum RangeOut {
     File(PathBuf, SpillFile),
@@ -235,21 +251,22 @@ impl ShardSink {
         if layout.order.is_empty() {
             return Err(PublishError::Usage("the shard sink needs at least one order column".into()));
         }
-        let spill = if self.spill {
-            Some(tempfile::Builder::new().prefix("strata-shards-").tempdir().map_err(|e| PublishError::Data {
-                context: format!("creating spill files under {}", std::env::temp_dir().display()),
-                message: e.to_string(),
-            })?)
-        } else {
-            None
-        };
+        let spill_root = tempfile::Builder::new().prefix("strata-shards-").tempdir().map_err(|e| PublishError::Data {
+            context: format!("creating spill files under {}", std::env::temp_dir().display()),
+            message: e.to_string(),
+        })?;
+        let budget = Arc::new(Budget {
+            limit: self.memory_budget,
+            held: std::sync::atomic::AtomicUsize::new(0),
+            spilling: std::sync::atomic::AtomicBool::new(self.memory_budget == 0),
+        });
 
         // 1. route
         let started = std::time::Instant::now();
         let mut tasks = JoinSet::new();
         for (p, stream) in streams.into_iter().enumerate() {
-            let (layout, dir) = (layout.clone(), spill.as_ref().map(|d| d.path().to_path_buf()));
-            tasks.spawn(async move { route(stream, &layout, dir.as_deref(), p).await });
+            let (layout, dir, budget) = (layout.clone(), spill_root.path().to_path_buf(), budget.clone());
+            tasks.spawn(async move { route(stream, &layout, &dir, &budget, p).await });
         }
         let mut files: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
         let mut counts: Counts = HashMap::new();
@@ -317,7 +334,9 @@ impl ShardSink {
         let ranges: Vec<u64> = files.keys().copied().collect();
         let todo = std::sync::Mutex::new(std::mem::take(&mut files));
         let done: std::sync::Mutex<Vec<Option<Dealt>>> = std::sync::Mutex::new((0..layout.ranges).map(|_| None).collect());
-        let spill_dir = spill.as_ref().map(|d| d.path().to_path_buf());
+        let spilling = budget.spilling.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(spilling, "dealing shard rows");
+        let spill_dir = spilling.then(|| spill_root.path().to_path_buf());
         let (walked_tx, walked_rx) = std::sync::mpsc::sync_channel::<Walked>(parallel);
         let walked_rx = std::sync::Mutex::new(walked_rx);
         let finish_errors: std::sync::Mutex<Vec<PublishError>> = std::sync::Mutex::new(Vec::new());
@@ -482,10 +501,14 @@ impl ShardSink {
 async fn route(
     mut stream: SendableRecordBatchStream,
     layout: &Layout,
-    dir: Option<&Path>,
+    dir: &Path,
+    budget: &Budget,
     partition: usize,
 ) -> Result<Routed, PublishError> {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut open: HashMap<u64, RangeOut> = HashMap::new();
+    // bytes this task holds in memory (counted in `budget.held` too)
+    let mut mine = 0usize;
     // split names by index: a handful of values, compared per row instead of hashed
     let mut names: Vec<String> = Vec::new();
     let mut counts: HashMap<(usize, u64, u64), u64> = HashMap::new();
@@ -540,17 +563,41 @@ async fn route(
         } else {
             take_record_batch(&batch, &UInt32Array::from(order)).map_err(data_err("routing shard rows"))?
         };
+        // past the budget (by this task or another), what is held goes to files and so
+        // does everything after it
+        if !budget.spilling.load(Relaxed) {
+            let size = sorted.get_array_memory_size();
+            mine += size;
+            let held = budget.held.fetch_add(size, Relaxed) + size;
+            if held.saturating_mul(2) > budget.limit {
+                budget.spilling.store(true, Relaxed);
+            }
+        }
+        let spilling = budget.spilling.load(Relaxed);
+        if spilling && mine > 0 {
+            for (range, out) in open.iter_mut() {
+                if let RangeOut::Batches(batches) = out {
+                    let path = dir.join(format!("routed-{range}-{partition}.arrow"));
+                    let mut file = SpillFile::create(&path, &batch.schema())?;
+                    for b in batches.drain(..) {
+                        file.push(b, &path)?;
+                    }
+                    *out = RangeOut::File(path, file);
+                }
+            }
+            budget.held.fetch_sub(mine, Relaxed);
+            mine = 0;
+        }
         for (range, start, len) in bounds {
             let part = sorted.slice(start, len);
             let out = match open.entry(range) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(match dir {
-                    Some(dir) => {
-                        let path = dir.join(format!("routed-{range}-{partition}.arrow"));
-                        let file = SpillFile::create(&path, &batch.schema())?;
-                        RangeOut::File(path, file)
-                    }
-                    None => RangeOut::Batches(Vec::new()),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(if spilling {
+                    let path = dir.join(format!("routed-{range}-{partition}.arrow"));
+                    let file = SpillFile::create(&path, &batch.schema())?;
+                    RangeOut::File(path, file)
+                } else {
+                    RangeOut::Batches(Vec::new())
                 }),
             };
             match out {

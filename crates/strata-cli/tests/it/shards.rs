@@ -29,9 +29,10 @@ fn manifests_are_identical_across_runs_and_partition_counts() {
     publish(&c, &[]);
     // the shard writer's spill files, and key ranges of 1000 rows instead of one range
     let (d, e) = (dir.path().join("d"), dir.path().join("e"));
-    let with_ranges = |out: &Path, extra: &[&str]| {
+    let with_ranges = |out: &Path, extra: &[&str], budget: &str| {
         let o = strata()
             .env("STRATA_RANGE_ROWS", "1000")
+            .env("STRATA_SHARD_MEMORY", budget)
             .arg("curate")
             .arg(repo_root().join("pipelines/adult.toml"))
             .arg("--out")
@@ -41,10 +42,13 @@ fn manifests_are_identical_across_runs_and_partition_counts() {
             .unwrap();
         assert!(o.status.success(), "curate failed: {}", String::from_utf8_lossy(&o.stderr));
     };
-    with_ranges(&d, &["--memory-limit", "64MiB"]);
-    with_ranges(&e, &[]);
+    with_ranges(&d, &["--memory-limit", "64MiB"], "1GiB");
+    with_ranges(&e, &[], "1GiB");
+    // a budget of 1 MB: rows start in memory and move to spill files part-way through
+    let f = dir.path().join("f");
+    with_ranges(&f, &[], "1MB");
     let ma = latest_manifest(&a);
-    for other in [&d, &e] {
+    for other in [&d, &e, &f] {
         assert!(without_timestamp(ma.clone()) == without_timestamp(latest_manifest(other)), "{} differs", other.display());
     }
     assert!(ma["shards"].as_array().unwrap().len() > 3, "Adult at 4000 rows per shard gives several shards");
