@@ -72,21 +72,21 @@ fn every_shard_holds_every_stratum_within_one_row_of_its_share() {
         let shards: Vec<&serde_json::Value> = m["shards"].as_array().unwrap().iter().filter(|s| s["split"] == name).collect();
         let s = shards.len() as f64;
         let n = split["rows"].as_u64().unwrap() as f64;
-        let mut totals = std::collections::BTreeMap::<String, u64>::new();
+        let mut totals = std::collections::BTreeMap::<String, (serde_json::Value, u64)>::new();
         for shard in &shards {
             let rows = shard["rows"].as_u64().unwrap() as f64;
             assert!((rows - n / s).abs() < 1.0, "{name}: shard of {rows} rows, {n} / {s}");
             for st in shard["strata"].as_array().unwrap() {
-                *totals.entry(st["values"].to_string()).or_default() += st["rows"].as_u64().unwrap();
+                totals.entry(st["values"].to_string()).or_insert_with(|| (st["values"].clone(), 0)).1 += st["rows"].as_u64().unwrap();
             }
         }
-        for (stratum, total) in &totals {
+        for (stratum, (values, total)) in &totals {
             for shard in &shards {
                 let here = shard["strata"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .find(|st| st["values"].to_string() == *stratum)
+                    .find(|st| st["values"] == *values)
                     .map_or(0, |st| st["rows"].as_u64().unwrap());
                 assert!((here as f64 - *total as f64 / s).abs() < 1.0, "{name} {stratum}: {here} rows in a shard, {total} / {s}");
             }
