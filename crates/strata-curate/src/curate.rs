@@ -233,9 +233,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     //     cut keys are found without sorting (see `cut`) ---
     let split = spec.split;
     let round = |n: u64, f: f64| ((n as f64) * f + 0.5).floor() as u64;
-    let split_ranks: HashMap<u64, [u64; 2]> = cell_keys
+    // cell → (rows, [train cut rank, validation cut rank])
+    let targets: BTreeMap<u64, (u64, Vec<u64>)> = cell_keys
         .iter()
-        .map(|(id, k)| (*id, [round(k.rows, split.train), round(k.rows, split.train + split.validation).min(k.rows)]))
+        .map(|(id, k)| (*id, (k.rows, vec![round(k.rows, split.train), round(k.rows, split.train + split.validation).min(k.rows)])))
         .collect();
     let started = std::time::Instant::now();
     let rows_by_cell = || async {
@@ -246,7 +247,6 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             ident("__w"),
         ])
     };
-    let targets: BTreeMap<u64, (u64, Vec<u64>)> = split_ranks.iter().map(|(c, r)| (*c, (cell_keys[c].rows, r.to_vec()))).collect();
     let (observed, bad_weights) = find_cuts(ctx, rows_by_cell, &targets, "curation pass 1 (the split)").await?;
     tracing::info!(cells = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1 done");
     if bad_weights > 0 {
@@ -259,7 +259,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let CellKey { key: (g, y), group: group_id, .. } = cell_keys[id].clone();
         let (c1, c2) = (cuts[0], cuts[1]);
         let parts = [cut::between(obs, None, &c1), cut::between(obs, Some(&c1), &c2), cut::between(obs, Some(&c2), &Cut::Everything)];
-        for (c, k, name) in [(c1, split_ranks[id][0], "train/validation"), (c2, split_ranks[id][1], "validation/test")] {
+        let ranks = &targets[id].1;
+        for (c, k, name) in [(c1, ranks[0], "train/validation"), (c2, ranks[1], "validation/test")] {
             if let Cut::At { before, at, .. } = c
                 && before + at > k
             {
@@ -920,11 +921,20 @@ struct CellRow {
     available: u64,
 }
 
+/// A small lookup table, built on the driver, as a DataFrame.
+fn lookup_frame(ctx: &SessionContext, columns: Vec<(Field, ArrayRef)>) -> datafusion::error::Result<DataFrame> {
+    let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
+    ctx.read_batch(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// A nullable UInt64 column of a lookup table.
+fn u64_column<T>(name: &str, rows: &[T], f: impl Fn(&T) -> Option<u64>) -> (Field, ArrayRef) {
+    (Field::new(name, DataType::UInt64, true), Arc::new(UInt64Array::from(rows.iter().map(f).collect::<Vec<_>>())))
+}
+
 fn cell_frame<'a>(ctx: &SessionContext, rows: impl Iterator<Item = &'a CellRow>) -> datafusion::error::Result<DataFrame> {
     let rows: Vec<&CellRow> = rows.collect();
-    let u64s = |name: &str, f: &dyn Fn(&CellRow) -> Option<u64>| {
-        (Field::new(name, DataType::UInt64, true), Arc::new(UInt64Array::from(rows.iter().map(|r| f(r)).collect::<Vec<_>>())) as ArrayRef)
-    };
+    let u64s = |name: &str, f: &dyn Fn(&CellRow) -> Option<u64>| u64_column(name, &rows, |r| f(r));
     let i64s = |name: &str, f: &dyn Fn(&CellRow) -> i64| {
         (Field::new(name, DataType::Int64, false), Arc::new(Int64Array::from(rows.iter().map(|r| f(r)).collect::<Vec<_>>())) as ArrayRef)
     };
@@ -947,8 +957,7 @@ fn cell_frame<'a>(ctx: &SessionContext, rows: impl Iterator<Item = &'a CellRow>)
         i64s("__k", &|r| r.planned as i64),
         i64s("__n", &|r| r.available as i64),
     ];
-    let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
-    ctx.read_batch(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+    lookup_frame(ctx, columns)
 }
 
 /// Per stratum: what one pass saw and the cuts at the given ranks. `targets` maps a
@@ -1001,22 +1010,18 @@ async fn observe(
     windows: &BTreeMap<u64, [Option<Window>; 2]>,
     what: &str,
 ) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
-    let table = {
-        let col = |f: &dyn Fn(&[Option<Window>; 2]) -> Option<u64>| {
-            Arc::new(UInt64Array::from(windows.values().map(f).collect::<Vec<_>>())) as ArrayRef
-        };
-        let schema =
-            Schema::new(["__win_stratum", "__lo1", "__hi1", "__lo2", "__hi2"].map(|n| Field::new(n, DataType::UInt64, true)).to_vec());
-        let arrays = vec![
-            Arc::new(UInt64Array::from(windows.keys().copied().collect::<Vec<_>>())) as ArrayRef,
-            col(&|w| w[0].map(|w| w.0)),
-            col(&|w| w[0].map(|w| w.1)),
-            col(&|w| w[1].map(|w| w.0)),
-            col(&|w| w[1].map(|w| w.1)),
-        ];
-        RecordBatch::try_new(Arc::new(schema), arrays).map(|b| ctx.read_batch(b))
-    };
     let plan = || -> datafusion::error::Result<DataFrame> {
+        let windows: Vec<(&u64, &[Option<Window>; 2])> = windows.iter().collect();
+        let table = lookup_frame(
+            ctx,
+            vec![
+                u64_column("__win_stratum", &windows, |(s, _)| Some(**s)),
+                u64_column("__lo1", &windows, |(_, w)| w[0].map(|w| w.0)),
+                u64_column("__hi1", &windows, |(_, w)| w[0].map(|w| w.1)),
+                u64_column("__lo2", &windows, |(_, w)| w[1].map(|w| w.0)),
+                u64_column("__hi2", &windows, |(_, w)| w[1].map(|w| w.1)),
+            ],
+        )?;
         let h1 = ident("__h1");
         let zone = when(h1.clone().lt(ident("__lo1")), lit(0i32))
             .when(h1.clone().lt_eq(ident("__hi1")), lit(1i32))
@@ -1024,7 +1029,7 @@ async fn observe(
             .when(h1.lt_eq(ident("__hi2")), lit(3i32))
             .otherwise(lit(4i32))?;
         let inside = ident("__zone").eq(lit(1i32)).or(ident("__zone").eq(lit(3i32)));
-        table??.join(rows, JoinType::Right, &["__win_stratum"], &["__stratum"], None)?.with_column("__zone", zone)?.aggregate(
+        table.join(rows, JoinType::Right, &["__win_stratum"], &["__stratum"], None)?.with_column("__zone", zone)?.aggregate(
             vec![
                 ident("__stratum"),
                 ident("__zone"),

@@ -54,9 +54,9 @@ pub const RANGE_ROWS: u64 = 1 << 18;
 /// The writer's default memory budget: half the memory available when it starts
 /// (Linux `MemAvailable`), or 4 GiB where that cannot be read.
 pub fn default_memory_budget() -> usize {
-    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
-    });
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()));
     available.map_or(4 << 30, |kib| kib.saturating_mul(1024) / 2)
 }
 /// Rows buffered per (split, range) before a spill write.
@@ -327,66 +327,9 @@ impl ShardSink {
             totals: HashMap::new(),
             repeated: 0,
         };
-        // Reading back and sorting, and writing dealt ranges, run on every core; only
-        // the walk, which hands out shard positions, runs in range order. Bounded
-        // channels keep a few ranges in flight.
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let ranges: Vec<u64> = files.keys().copied().collect();
-        let todo = std::sync::Mutex::new(std::mem::take(&mut files));
-        let done: std::sync::Mutex<Vec<Option<Dealt>>> = std::sync::Mutex::new((0..layout.ranges).map(|_| None).collect());
         let spilling = budget.spilling.load(std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(spilling, "dealing shard rows");
-        let spill_dir = spilling.then(|| spill_root.path().to_path_buf());
-        let (walked_tx, walked_rx) = std::sync::mpsc::sync_channel::<Walked>(parallel);
-        let walked_rx = std::sync::Mutex::new(walked_rx);
-        let finish_errors: std::sync::Mutex<Vec<PublishError>> = std::sync::Mutex::new(Vec::new());
-        std::thread::scope(|scope| -> Result<(), PublishError> {
-            let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel::<(u64, Result<Option<Prepared>, PublishError>)>(parallel);
-            for _ in 0..parallel {
-                let (tx, todo, layout) = (prepared_tx.clone(), &todo, &layout);
-                scope.spawn(move || {
-                    loop {
-                        let Some((r, inputs)) = todo.lock().expect("not poisoned").pop_first() else { break };
-                        if tx.send((r, prepare(layout, r, inputs))).is_err() {
-                            break;
-                        }
-                    }
-                });
-                let (rx, done, errors, spill_dir) = (&walked_rx, &done, &finish_errors, &spill_dir);
-                scope.spawn(move || {
-                    loop {
-                        let next = rx.lock().expect("not poisoned").recv();
-                        let Ok(walked) = next else { break };
-                        let r = walked.range;
-                        let out = spill_dir.as_ref().map(|d| d.join(format!("dealt-{r}.arrow")));
-                        match finish(walked, out) {
-                            Ok(d) => done.lock().expect("not poisoned")[r as usize] = Some(d),
-                            Err(e) => errors.lock().expect("not poisoned").push(e),
-                        }
-                    }
-                });
-            }
-            drop(prepared_tx);
-            let mut waiting: BTreeMap<u64, Option<Prepared>> = BTreeMap::new();
-            for r in ranges {
-                while !waiting.contains_key(&r) {
-                    let (got, p) = prepared_rx.recv().expect("a preparing thread ended early");
-                    waiting.insert(got, p?);
-                }
-                if let Some(p) = waiting.remove(&r).flatten()
-                    && let Some(w) = dealer.walk(p)?
-                {
-                    walked_tx.send(w).expect("the writing threads outlive the walk");
-                }
-            }
-            drop(walked_tx);
-            drop(prepared_rx);
-            Ok(())
-        })?;
-        if let Some(e) = finish_errors.into_inner().expect("not poisoned").pop() {
-            return Err(e);
-        }
-        let dealt = done.into_inner().expect("not poisoned");
+        let dealt = deal_ranges(&mut dealer, files, spilling.then(|| spill_root.path().to_path_buf()))?;
         if self.unique_order && dealer.repeated > 0 {
             return Err(PublishError::RepeatedKeys { rows: dealer.repeated });
         }
@@ -495,6 +438,73 @@ impl ShardSink {
         tracing::debug!(shard = %entry.path, rows = entry.rows, bytes = entry.bytes, "shard encoded");
         Ok(entry)
     }
+}
+
+/// Step 2 for every range: reading back and sorting, and writing dealt ranges, run on
+/// every core; only the walk, which hands out shard positions, runs in range order.
+/// Bounded channels keep a few ranges in flight. Dealt ranges go to `spill_dir` when
+/// given, else stay in memory.
+fn deal_ranges(
+    dealer: &mut Dealer<'_>,
+    files: BTreeMap<u64, Vec<Held>>,
+    spill_dir: Option<PathBuf>,
+) -> Result<Vec<Option<Dealt>>, PublishError> {
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ranges: Vec<u64> = files.keys().copied().collect();
+    let todo = std::sync::Mutex::new(files);
+    let done: std::sync::Mutex<Vec<Option<Dealt>>> = std::sync::Mutex::new((0..dealer.layout.ranges).map(|_| None).collect());
+    let (walked_tx, walked_rx) = std::sync::mpsc::sync_channel::<Walked>(parallel);
+    let walked_rx = std::sync::Mutex::new(walked_rx);
+    let finish_errors: std::sync::Mutex<Vec<PublishError>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| -> Result<(), PublishError> {
+        let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel::<(u64, Result<Option<Prepared>, PublishError>)>(parallel);
+        for _ in 0..parallel {
+            let (tx, todo, layout) = (prepared_tx.clone(), &todo, dealer.layout);
+            scope.spawn(move || {
+                loop {
+                    let Some((r, inputs)) = todo.lock().expect("not poisoned").pop_first() else { break };
+                    if tx.send((r, prepare(layout, r, inputs))).is_err() {
+                        break;
+                    }
+                }
+            });
+            let (rx, done, errors, spill_dir) = (&walked_rx, &done, &finish_errors, &spill_dir);
+            scope.spawn(move || {
+                loop {
+                    let next = rx.lock().expect("not poisoned").recv();
+                    let Ok(walked) = next else { break };
+                    let r = walked.range;
+                    let out = spill_dir.as_ref().map(|d| d.join(format!("dealt-{r}.arrow")));
+                    match finish(walked, out) {
+                        Ok(d) => done.lock().expect("not poisoned")[r as usize] = Some(d),
+                        Err(e) => errors.lock().expect("not poisoned").push(e),
+                    }
+                }
+            });
+        }
+        drop(prepared_tx);
+        let mut waiting: BTreeMap<u64, Option<Prepared>> = BTreeMap::new();
+        for r in ranges {
+            while !waiting.contains_key(&r) {
+                let (got, p) = prepared_rx.recv().expect("a preparing thread ended early");
+                waiting.insert(got, p?);
+            }
+            if let Some(p) = waiting.remove(&r).flatten()
+                && let Some(w) = dealer.walk(p)?
+            {
+                walked_tx.send(w).expect("the writing threads outlive the walk");
+            }
+        }
+        drop(walked_tx);
+        drop(prepared_rx);
+        Ok(())
+    })?;
+
+    if let Some(e) = finish_errors.into_inner().expect("not poisoned").pop() {
+        return Err(e);
+    }
+    let dealt = done.into_inner().expect("not poisoned");
+    Ok(dealt)
 }
 
 /// Step 1 for one input partition: rows to key-range spill files, counted.
