@@ -12,8 +12,11 @@
 //! engine-wide sort is needed:
 //! 1. **route**: each input partition sends its rows to key ranges (equal slices of the
 //!    64-bit key space, about [`RANGE_ROWS`] rows each) and counts rows per stratum;
-//! 2. **deal**: range by range in key order, rows are sorted in memory by key and dealt
-//!    to shards, then written back grouped by shard;
+//! 2. **deal**: each range is sorted in memory by key and dealt to shards, then kept
+//!    (or written back) grouped by shard. A row's shard follows from its rank in its
+//!    stratum, which is the rows of its stratum in earlier ranges (counted while
+//!    routing) plus its place in its own range: so ranges are dealt on every core at
+//!    once, and only the weight sums run in key order;
 //! 3. **encode**: shard by shard, its pieces (one per range, already in key order) are
 //!    concatenated, encoded as Parquet in fixed chunks of rows counted from the shard's
 //!    first row (so bytes never depend on batch boundaries), hashed and uploaded, with
@@ -143,8 +146,10 @@ struct Layout {
     ranges: u64,
 }
 
-/// (split, stratum, tie id) → rows.
-type Counts = HashMap<(String, u64, u64), u64>;
+/// What rows are counted by while routing: (split, stratum, cell, tie id).
+type UnitKey = (String, u64, u64, u64);
+/// Rows per unit and key range.
+type Counts = HashMap<UnitKey, BTreeMap<u64, u64>>;
 
 /// One spill file being written, with rows waiting to fill a batch.
 struct SpillFile {
@@ -202,7 +207,8 @@ enum RangeOut {
     Batches(Vec<RecordBatch>),
 }
 
-/// A dealt range: its pieces in order, one per (split, shard) it holds.
+/// A dealt range: its pieces in order, one per (split, shard) it holds, with the
+/// written columns only.
 enum Dealt {
     File(PathBuf),
     Batches(Vec<Option<RecordBatch>>),
@@ -214,10 +220,37 @@ struct Routed {
     counts: Counts,
 }
 
-/// A split's shards: how many, and the shard each stratum's first row goes to.
-struct SplitPlan {
+/// A (split, stratum): its shards, and the shard its first row goes to.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    split: usize,
+    stratum: u64,
+    offset: u64,
     n_shards: u64,
-    offsets: HashMap<u64, u64>,
+    /// Index of its (shard 0) entry in the per-(slot, shard) sums.
+    sums_at: usize,
+}
+
+/// A row's (slot, index of its (split, cell) totals).
+type RowUnit = (u32, u32);
+
+/// Where every row goes, worked out from the routing counts before any range is dealt.
+struct DealPlan {
+    names: Vec<String>,
+    slots: Vec<Slot>,
+    /// (split, stratum, cell) → (slot, index of its (split, cell) totals).
+    units: HashMap<(usize, u64, u64), RowUnit>,
+    /// (split, cell) of each totals index.
+    cells: Vec<(usize, u64)>,
+    /// First shard index of each split, in one numbering of all shards, and its shards.
+    shard_base: Vec<usize>,
+    split_shards: Vec<u64>,
+    /// Entries of the per-(slot, shard) sums.
+    n_sums: usize,
+    /// Per range: (slot, rows of the slot dealt in earlier ranges).
+    starts: Vec<Vec<(u32, u64)>>,
+    /// Per range: (tie id, rows of that tie group in earlier ranges).
+    tie_before: Vec<HashMap<u64, u64>>,
 }
 
 /// (split index, shard) → where its rows lie after dealing: (range, batch in the range's file).
@@ -275,83 +308,125 @@ impl ShardSink {
             for (range, path) in routed.files {
                 files.entry(range).or_default().push(path);
             }
-            for (key, n) in routed.counts {
-                *counts.entry(key).or_default() += n;
+            for (unit, by_range) in routed.counts {
+                let into = counts.entry(unit).or_default();
+                for (range, n) in by_range {
+                    *into.entry(range).or_default() += n;
+                }
             }
         }
         tracing::debug!(ranges = layout.ranges, elapsed_ms = started.elapsed().as_millis() as u64, "shard rows routed");
+        let plan = self.plan(&counts, layout.ranges);
 
-        // per split: rows per stratum once ties are trimmed, the shard count, and where
-        // each stratum starts
-        let names: Vec<String> = {
-            let mut s: Vec<String> = counts.keys().map(|(s, _, _)| s.clone()).collect();
-            s.sort();
-            s.dedup();
-            s
-        };
-        let plans: Vec<SplitPlan> = names
-            .iter()
-            .map(|split| {
-                let mut per_stratum: BTreeMap<u64, u64> = BTreeMap::new();
-                for ((s, stratum, tie), n) in &counts {
-                    if s == split {
-                        let n = if *tie == 0 { *n } else { (*n).min(self.trims.get(tie).copied().unwrap_or(*n)) };
-                        *per_stratum.entry(*stratum).or_default() += n;
-                    }
-                }
-                let total: u64 = per_stratum.values().sum();
-                let n_shards = total.div_ceil(self.shard_rows.max(1)).max(1);
-                let mut offsets = HashMap::new();
-                let mut at = 0u64;
-                for (stratum, n) in &per_stratum {
-                    offsets.insert(*stratum, at % n_shards);
-                    at += n;
-                }
-                SplitPlan { n_shards, offsets }
-            })
-            .collect();
-
-        // 2. deal, range by range in key order; all splits at once, so rows with equal
-        //    keys meet wherever they went
+        // 2. deal every range (in parallel), summing weights in key order
         let started = std::time::Instant::now();
-        let mut dealer = Dealer {
-            layout: &layout,
-            trims: &self.trims,
-            names: &names,
-            plans: &plans,
-            slots: HashMap::new(),
-            slot_info: Vec::new(),
-            kept: HashMap::new(),
-            pieces: BTreeMap::new(),
-            strata: HashMap::new(),
-            totals: HashMap::new(),
-            repeated: 0,
-        };
         let spilling = budget.spilling.load(std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(spilling, "dealing shard rows");
-        let dealt = deal_ranges(&mut dealer, files, spilling.then(|| spill_root.path().to_path_buf()))?;
-        if self.unique_order && dealer.repeated > 0 {
-            return Err(PublishError::RepeatedKeys { rows: dealer.repeated });
+        let dealt = deal_ranges(&layout, &plan, &self.trims, files, spilling.then(|| spill_root.path().to_path_buf()))?;
+        if self.unique_order && dealt.repeated > 0 {
+            return Err(PublishError::RepeatedKeys { rows: dealt.repeated });
         }
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shard rows dealt");
-        let totals = dealer.totals.into_iter().map(|((s, cell), t)| ((names[s].clone(), cell), t)).collect();
+        let names = &plan.names;
+        let totals = dealt
+            .totals
+            .iter()
+            .zip(&plan.cells)
+            .filter(|(t, _)| t.rows > 0)
+            .map(|(t, (s, cell))| ((names[*s].clone(), *cell), *t))
+            .collect();
         let mut strata: HashMap<(usize, u64), BTreeMap<u64, (u64, f64)>> = HashMap::new();
-        for ((s, shard, stratum), v) in dealer.strata {
-            strata.entry((s, shard)).or_default().insert(stratum, v);
+        for slot in &plan.slots {
+            for shard in 0..slot.n_shards {
+                let (n, w) = dealt.sums[slot.sums_at + shard as usize];
+                if n > 0 {
+                    strata.entry((slot.split, shard)).or_default().insert(slot.stratum, (n, w));
+                }
+            }
         }
 
         // 3. encode and upload, shard by shard
         let started = std::time::Instant::now();
-        let shards = self.encode(&names, &schema, &layout, dealt, dealer.pieces, strata).await?;
+        let shards = self.encode(names, &schema, dealt.ranges, dealt.pieces, strata).await?;
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shards encoded and uploaded");
         Ok(SinkOutput { shards, totals, schema })
+    }
+
+    /// Works out every (split, stratum)'s shards and where each range's rows of it start,
+    /// from the routing counts. A trimmed group of identical rows keeps its first rows in
+    /// key order, so it counts the rows kept of it in each range.
+    fn plan(&self, counts: &Counts, ranges: u64) -> DealPlan {
+        let mut names: Vec<String> = counts.keys().map(|(s, ..)| s.clone()).collect();
+        names.sort();
+        names.dedup();
+        let split_of = |s: &str| names.iter().position(|n| n == s).expect("a counted split");
+        let mut kept: BTreeMap<(usize, u64), BTreeMap<u64, u64>> = BTreeMap::new();
+        let mut tie_before: Vec<HashMap<u64, u64>> = (0..ranges).map(|_| HashMap::new()).collect();
+        let mut units: BTreeMap<(usize, u64, u64), ()> = BTreeMap::new();
+        for ((split, stratum, cell, tie), by_range) in counts {
+            let s = split_of(split);
+            units.insert((s, *stratum, *cell), ());
+            let into = kept.entry((s, *stratum)).or_default();
+            let keep = if *tie == 0 { None } else { self.trims.get(tie).copied() };
+            let mut before = 0u64;
+            for (&range, &n) in by_range {
+                let k = match keep {
+                    Some(keep) => {
+                        tie_before[range as usize].insert(*tie, before);
+                        n.min(keep.saturating_sub(before))
+                    }
+                    None => n,
+                };
+                before += n;
+                *into.entry(range).or_default() += k;
+            }
+        }
+        let mut slots = Vec::new();
+        let mut slot_of: HashMap<(usize, u64), u32> = HashMap::new();
+        let mut starts: Vec<Vec<(u32, u64)>> = (0..ranges).map(|_| Vec::new()).collect();
+        let (mut shard_base, mut split_shards) = (Vec::new(), Vec::new());
+        let (mut n_sums, mut all_shards) = (0usize, 0usize);
+        for s in 0..names.len() {
+            let strata: Vec<_> = kept.range((s, 0)..=(s, u64::MAX)).collect();
+            let total: u64 = strata.iter().map(|(_, by_range)| by_range.values().sum::<u64>()).sum();
+            let n_shards = total.div_ceil(self.shard_rows.max(1)).max(1);
+            shard_base.push(all_shards);
+            split_shards.push(n_shards);
+            all_shards += n_shards as usize;
+            // strata laid end to end in id order: each starts where the previous stopped
+            let mut at = 0u64;
+            for (&(_, stratum), by_range) in strata {
+                let id = slots.len() as u32;
+                slots.push(Slot { split: s, stratum, offset: at % n_shards, n_shards, sums_at: n_sums });
+                n_sums += n_shards as usize;
+                slot_of.insert((s, stratum), id);
+                let mut before = 0;
+                for (&range, &n) in by_range {
+                    starts[range as usize].push((id, before));
+                    before += n;
+                }
+                at += before;
+            }
+        }
+        let mut cells = Vec::new();
+        let mut cell_of: HashMap<(usize, u64), u32> = HashMap::new();
+        let units = units
+            .into_keys()
+            .map(|(s, stratum, cell)| {
+                let t = *cell_of.entry((s, cell)).or_insert_with(|| {
+                    cells.push((s, cell));
+                    (cells.len() - 1) as u32
+                });
+                ((s, stratum, cell), (slot_of[&(s, stratum)], t))
+            })
+            .collect();
+        DealPlan { names, slots, units, cells, shard_base, split_shards, n_sums, starts, tie_before }
     }
 
     async fn encode(
         &self,
         names: &[String],
         schema: &SchemaRef,
-        layout: &Layout,
         mut dealt: Vec<Option<Dealt>>,
         pieces: Pieces,
         mut strata: HashMap<(usize, u64), BTreeMap<u64, (u64, f64)>>,
@@ -380,10 +455,8 @@ impl ShardSink {
                     (None, Some(Dealt::Batches(pieces))) => pieces[b].take().expect("each piece is read once"),
                     _ => unreachable!("a piece of a range that holds nothing"),
                 };
-                batches.push(batch.project(&layout.keep).map_err(data_err("gathering a shard"))?);
+                batches.push(batch);
             }
-            let rows = concat_batches(schema, &batches).map_err(data_err("gathering a shard"))?;
-            drop(batches);
             let mut counted: Vec<StratumCount> = strata
                 .remove(&(s, index))
                 .unwrap_or_default()
@@ -396,13 +469,14 @@ impl ShardSink {
             while encoding.len() >= parallel {
                 entries.push(self.upload_next(&mut encoding, &mut uploads).await?);
             }
+            let schema = schema.clone();
             encoding.spawn_blocking(move || {
-                let bytes = encode(rows.schema(), &rows)?;
+                let bytes = encode(schema, &batches)?;
                 let entry = ShardEntry {
                     path,
                     split,
                     index,
-                    rows: rows.num_rows() as u64,
+                    rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
                     bytes: bytes.len() as u64,
                     sha256: sha256_hex(&bytes),
                     strata: counted,
@@ -440,71 +514,211 @@ impl ShardSink {
     }
 }
 
-/// Step 2 for every range: reading back and sorting, and writing dealt ranges, run on
-/// every core; only the walk, which hands out shard positions, runs in range order.
-/// Bounded channels keep a few ranges in flight. Dealt ranges go to `spill_dir` when
-/// given, else stay in memory.
+/// What dealing produced: each range's pieces, where every shard's pieces lie, and the
+/// sums.
+struct DealtAll {
+    ranges: Vec<Option<Dealt>>,
+    pieces: Pieces,
+    /// (rows, weight sum) per (slot, shard), at `Slot::sums_at + shard`.
+    sums: Vec<(u64, f64)>,
+    /// Per (split, cell) of `DealPlan::cells`.
+    totals: Vec<StratumTotals>,
+    /// Rows whose order keys equal the previous row's.
+    repeated: u64,
+}
+
+impl DealtAll {
+    /// Adds a dealt range; ranges come in key order, so every float sum adds its rows
+    /// in key order whatever the number of ranges.
+    fn absorb(&mut self, d: DealtRange) {
+        self.repeated += d.repeated;
+        for (at, cell, w) in d.rows {
+            let s = &mut self.sums[at as usize];
+            s.0 += 1;
+            s.1 += w;
+            let t = &mut self.totals[cell as usize];
+            t.rows += 1;
+            t.weight_sum += w;
+            t.weight_sq_sum += w * w;
+        }
+        for (b, key) in d.pieces.into_iter().enumerate() {
+            self.pieces.entry(key).or_default().push((d.range, b));
+        }
+        self.ranges[d.range as usize] = Some(d.dealt);
+    }
+}
+
+/// One range, dealt.
+struct DealtRange {
+    range: u64,
+    dealt: Dealt,
+    /// (split, shard) of each piece, in order.
+    pieces: Vec<(usize, u64)>,
+    /// Per kept row in key order: (index in the sums, index in the totals, weight).
+    rows: Vec<(u32, u32, f64)>,
+    repeated: u64,
+}
+
+/// Step 2 for every range, on every core; only the sums are added in range order, as
+/// ranges arrive. Dealt ranges go to `spill_dir` when given, else stay in memory.
 fn deal_ranges(
-    dealer: &mut Dealer<'_>,
+    layout: &Layout,
+    plan: &DealPlan,
+    trims: &std::collections::HashMap<u64, u64>,
     files: BTreeMap<u64, Vec<Held>>,
     spill_dir: Option<PathBuf>,
-) -> Result<Vec<Option<Dealt>>, PublishError> {
+) -> Result<DealtAll, PublishError> {
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let ranges: Vec<u64> = files.keys().copied().collect();
+    let mut ranges = files.keys().copied().collect::<Vec<u64>>().into_iter();
     let todo = std::sync::Mutex::new(files);
-    let done: std::sync::Mutex<Vec<Option<Dealt>>> = std::sync::Mutex::new((0..dealer.layout.ranges).map(|_| None).collect());
-    let (walked_tx, walked_rx) = std::sync::mpsc::sync_channel::<Walked>(parallel);
-    let walked_rx = std::sync::Mutex::new(walked_rx);
-    let finish_errors: std::sync::Mutex<Vec<PublishError>> = std::sync::Mutex::new(Vec::new());
+    let mut all = DealtAll {
+        ranges: (0..layout.ranges).map(|_| None).collect(),
+        pieces: BTreeMap::new(),
+        sums: vec![(0, 0.0); plan.n_sums],
+        totals: vec![StratumTotals::default(); plan.cells.len()],
+        repeated: 0,
+    };
     std::thread::scope(|scope| -> Result<(), PublishError> {
-        let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel::<(u64, Result<Option<Prepared>, PublishError>)>(parallel);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Result<Option<DealtRange>, PublishError>)>(parallel);
         for _ in 0..parallel {
-            let (tx, todo, layout) = (prepared_tx.clone(), &todo, dealer.layout);
+            let (tx, todo, spill_dir) = (tx.clone(), &todo, &spill_dir);
             scope.spawn(move || {
                 loop {
                     let Some((r, inputs)) = todo.lock().expect("not poisoned").pop_first() else { break };
-                    if tx.send((r, prepare(layout, r, inputs))).is_err() {
+                    let out = spill_dir.as_ref().map(|d| d.join(format!("dealt-{r}.arrow")));
+                    if tx.send((r, deal_range(layout, plan, trims, r, inputs, out))).is_err() {
                         break;
                     }
                 }
             });
-            let (rx, done, errors, spill_dir) = (&walked_rx, &done, &finish_errors, &spill_dir);
-            scope.spawn(move || {
-                loop {
-                    let next = rx.lock().expect("not poisoned").recv();
-                    let Ok(walked) = next else { break };
-                    let r = walked.range;
-                    let out = spill_dir.as_ref().map(|d| d.join(format!("dealt-{r}.arrow")));
-                    match finish(walked, out) {
-                        Ok(d) => done.lock().expect("not poisoned")[r as usize] = Some(d),
-                        Err(e) => errors.lock().expect("not poisoned").push(e),
-                    }
-                }
-            });
         }
-        drop(prepared_tx);
-        let mut waiting: BTreeMap<u64, Option<Prepared>> = BTreeMap::new();
-        for r in ranges {
-            while !waiting.contains_key(&r) {
-                let (got, p) = prepared_rx.recv().expect("a preparing thread ended early");
-                waiting.insert(got, p?);
-            }
-            if let Some(p) = waiting.remove(&r).flatten()
-                && let Some(w) = dealer.walk(p)?
+        drop(tx);
+        // a range dealt early waits here until the ranges before it are added
+        let mut waiting: BTreeMap<u64, Option<DealtRange>> = BTreeMap::new();
+        let mut expect = ranges.next();
+        for (r, got) in rx.iter() {
+            waiting.insert(r, got?);
+            while let Some(e) = expect
+                && let Some(d) = waiting.remove(&e)
             {
-                walked_tx.send(w).expect("the writing threads outlive the walk");
+                if let Some(d) = d {
+                    all.absorb(d);
+                }
+                expect = ranges.next();
             }
         }
-        drop(walked_tx);
-        drop(prepared_rx);
         Ok(())
     })?;
+    Ok(all)
+}
 
-    if let Some(e) = finish_errors.into_inner().expect("not poisoned").pop() {
-        return Err(e);
+/// Deals one range: sorts it by key and gives each row the next shard of its (split,
+/// stratum), counting from the rows of that stratum in earlier ranges.
+fn deal_range(
+    layout: &Layout,
+    plan: &DealPlan,
+    trims: &std::collections::HashMap<u64, u64>,
+    range: u64,
+    inputs: Vec<Held>,
+    out: Option<PathBuf>,
+) -> Result<Option<DealtRange>, PublishError> {
+    let Some(Prepared { rows, perm, repeated }) = prepare(layout, inputs)? else { return Ok(None) };
+    let n = rows.num_rows();
+    let split = cast(rows.column(layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
+    let split = split.as_string::<i32>();
+    let stratum = u64_column(&rows, layout.stratum)?;
+    let cell = u64_column(&rows, layout.cell)?;
+    let tie = layout.tie.map(|i| u64_column(&rows, i)).transpose()?;
+    let weight = cast(rows.column(layout.weight), &DataType::Float64).map_err(data_err("reading the weight column"))?;
+    let weight = weight.as_primitive::<Float64Type>();
+
+    // Walking rows in key order touches them at random: read what the walk needs into
+    // one (slot, totals) pair per row first, in row order.
+    let mut unit_of: Vec<RowUnit> = Vec::with_capacity(n);
+    let mut last: Option<((usize, u64, u64), RowUnit)> = None;
+    for i in 0..n {
+        let s = plan.names.iter().position(|x| x == split.value(i));
+        let key = (s.unwrap_or(usize::MAX), stratum.value(i), cell.value(i));
+        let unit = match last {
+            Some((k, u)) if k == key => u,
+            _ => {
+                let u = *plan.units.get(&key).ok_or_else(|| PublishError::Data {
+                    context: "dealing shard rows".into(),
+                    message: format!("a row of split `{}` and stratum {} was not counted while routing", split.value(i), key.1),
+                })?;
+                last = Some((key, u));
+                u
+            }
+        };
+        unit_of.push(unit);
     }
-    let dealt = done.into_inner().expect("not poisoned");
-    Ok(dealt)
+    let mut next: Vec<u64> = vec![0; plan.slots.len()];
+    for &(slot, before) in &plan.starts[range as usize] {
+        next[slot as usize] = before;
+    }
+    let ties = tie.as_ref().filter(|t| t.values().iter().any(|&v| v != 0));
+    let mut tie_seen: HashMap<u64, u64> = HashMap::new();
+    let all_shards = plan.shard_base.last().copied().unwrap_or(0) + plan.split_shards.last().copied().unwrap_or(0) as usize;
+    let mut lists: Vec<Vec<u32>> = vec![Vec::new(); all_shards];
+    let mut kept: Vec<(u32, u32, f64)> = Vec::with_capacity(n);
+    for &(_, i) in &perm {
+        let i = i as usize;
+        // a trimmed group of identical rows keeps its first rows in key order
+        if let Some(t) = ties.map(|t| t.value(i))
+            && t != 0
+            && let Some(&keep) = trims.get(&t)
+        {
+            let seen = tie_seen.entry(t).or_default();
+            let at = plan.tie_before[range as usize].get(&t).copied().unwrap_or(0) + *seen;
+            *seen += 1;
+            if at >= keep {
+                continue;
+            }
+        }
+        let (slot, cell) = unit_of[i];
+        let sl = &plan.slots[slot as usize];
+        let rank = next[slot as usize];
+        next[slot as usize] += 1;
+        let shard = (sl.offset + rank) % sl.n_shards;
+        lists[plan.shard_base[sl.split] + shard as usize].push(i as u32);
+        let w = if weight.is_null(i) { 0.0 } else { weight.value(i) };
+        kept.push(((sl.sums_at + shard as usize) as u32, cell, w));
+    }
+    drop(unit_of);
+
+    // one take (of the written columns only) puts the range in (split, shard, key)
+    // order; each piece is a slice of it
+    let mut order: Vec<u32> = Vec::with_capacity(kept.len());
+    let mut bounds: Vec<(usize, usize)> = Vec::new();
+    let mut pieces: Vec<(usize, u64)> = Vec::new();
+    for (s, (&base, &count)) in plan.shard_base.iter().zip(&plan.split_shards).enumerate() {
+        for shard in 0..count {
+            let list = std::mem::take(&mut lists[base + shard as usize]);
+            if !list.is_empty() {
+                bounds.push((order.len(), list.len()));
+                pieces.push((s, shard));
+                order.extend(list);
+            }
+        }
+    }
+    let written = rows.project(&layout.keep).map_err(data_err("dealing shard rows"))?;
+    drop(rows);
+    let sorted = take_record_batch(&written, &UInt32Array::from(order)).map_err(data_err("dealing shard rows"))?;
+    drop(written);
+    let parts: Vec<RecordBatch> = bounds.into_iter().map(|(start, len)| sorted.slice(start, len)).collect();
+    let dealt = match out {
+        Some(out) => {
+            let file = File::create(&out).map_err(spill_err(&out))?;
+            let mut writer = FileWriter::try_new(BufWriter::new(file), &sorted.schema()).map_err(spill_err(&out))?;
+            for part in &parts {
+                writer.write(part).map_err(spill_err(&out))?;
+            }
+            writer.finish().map_err(spill_err(&out))?;
+            Dealt::File(out)
+        }
+        None => Dealt::Batches(parts.into_iter().map(Some).collect()),
+    };
+    Ok(Some(DealtRange { range, dealt, pieces, rows: kept, repeated }))
 }
 
 /// Step 1 for one input partition: rows to key-range spill files, counted.
@@ -521,52 +735,77 @@ async fn route(
     let mut mine = 0usize;
     // split names by index: a handful of values, compared per row instead of hashed
     let mut names: Vec<String> = Vec::new();
-    let mut counts: HashMap<(usize, u64, u64), u64> = HashMap::new();
+    // (split, stratum, cell, tie) → a local id; rows counted per (id, range)
+    let mut unit_ids: HashMap<(usize, u64, u64, u64), u32> = HashMap::new();
+    let mut units: Vec<(usize, u64, u64, u64)> = Vec::new();
+    let mut counts: HashMap<(u32, u32), u64> = HashMap::new();
+    let mut range_of: Vec<u32> = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(data_err("computing the curated rows"))?;
         if batch.num_rows() == 0 {
             continue;
         }
         let batch = compact(&batch)?;
+        let n = batch.num_rows();
         let split = cast(batch.column(layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
         let split = split.as_string::<i32>();
         let key = u64_column(&batch, layout.order[0])?;
         let stratum = u64_column(&batch, layout.stratum)?;
+        let cell = u64_column(&batch, layout.cell)?;
         let tie = layout.tie.map(|i| u64_column(&batch, i)).transpose()?;
-        let mut groups: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-        let mut last: Option<((usize, u64, u64), u64)> = None;
-        for r in 0..batch.num_rows() {
-            let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u64;
-            groups.entry(range).or_default().push(r as u32);
+        range_of.clear();
+        let mut last: Option<((usize, u64, u64, u64), u32)> = None;
+        for r in 0..n {
+            let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u32;
+            range_of.push(range);
             let s = split.value(r);
-            let s = match names.iter().position(|n| n == s) {
+            let s = match names.iter().position(|x| x == s) {
                 Some(i) => i,
                 None => {
                     names.push(s.to_string());
                     names.len() - 1
                 }
             };
-            // rows of one stratum tend to come together: count runs, not rows
-            let k = (s, stratum.value(r), tie.as_ref().map_or(0, |t| t.value(r)));
-            match &mut last {
-                Some((lk, n)) if *lk == k => *n += 1,
+            // rows of one stratum tend to come together: look up runs, not rows
+            let k = (s, stratum.value(r), cell.value(r), tie.as_ref().map_or(0, |t| t.value(r)));
+            let id = match last {
+                Some((lk, id)) if lk == k => id,
                 _ => {
-                    if let Some((lk, n)) = last.take() {
-                        *counts.entry(lk).or_default() += n;
-                    }
-                    last = Some((k, 1));
+                    let id = *unit_ids.entry(k).or_insert_with(|| {
+                        units.push(k);
+                        (units.len() - 1) as u32
+                    });
+                    last = Some((k, id));
+                    id
                 }
+            };
+            *counts.entry((id, range)).or_default() += 1;
+        }
+        // one take puts the batch in range order (stable: a counting sort when ranges
+        // are few, else a sort); each range gets a zero-copy slice
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        if (layout.ranges as usize) <= 4 * n {
+            let mut at = vec![0u32; layout.ranges as usize + 1];
+            for &g in &range_of {
+                at[g as usize + 1] += 1;
             }
+            for g in 1..at.len() {
+                at[g] += at[g - 1];
+            }
+            for (r, &g) in range_of.iter().enumerate() {
+                order[at[g as usize] as usize] = r as u32;
+                at[g as usize] += 1;
+            }
+        } else {
+            order.sort_by_key(|&r| range_of[r as usize]);
         }
-        if let Some((lk, n)) = last {
-            *counts.entry(lk).or_default() += n;
-        }
-        // one take puts the batch in range order; each range gets a zero-copy slice
-        let mut order: Vec<u32> = Vec::with_capacity(batch.num_rows());
-        let mut bounds: Vec<(u64, usize, usize)> = Vec::with_capacity(groups.len());
-        for (range, rows) in groups {
-            bounds.push((range, order.len(), rows.len()));
-            order.extend(rows);
+        let mut bounds: Vec<(u64, usize, usize)> = Vec::new();
+        for (i, &r) in order.iter().enumerate() {
+            let g = range_of[r as usize] as u64;
+            match bounds.last_mut() {
+                Some((last, _, len)) if *last == g => *len += 1,
+                _ => bounds.push((g, i, 1)),
+            }
         }
         let sorted = if bounds.len() == 1 {
             batch.clone()
@@ -616,7 +855,12 @@ async fn route(
             }
         }
     }
-    let counts: Counts = counts.into_iter().map(|((s, stratum, tie), n)| ((names[s].clone(), stratum, tie), n)).collect();
+    let mut by_unit: Counts = HashMap::new();
+    for ((id, range), n) in counts {
+        let (s, stratum, cell, tie) = units[id as usize];
+        by_unit.entry((names[s].clone(), stratum, cell, tie)).or_default().insert(range as u64, n);
+    }
+    let counts = by_unit;
     let mut files = Vec::new();
     for (range, out) in open {
         files.push((
@@ -633,54 +877,16 @@ async fn route(
     Ok(Routed { files, counts })
 }
 
-/// A (split, stratum) being dealt: where it starts and how many rows it has dealt.
-struct Slot {
-    split: usize,
-    stratum: u64,
-    offset: u64,
-    n_shards: u64,
-    next: u64,
-}
-
-/// Step 2: deals each range's rows to the shards of their split.
-struct Dealer<'a> {
-    layout: &'a Layout,
-    trims: &'a std::collections::HashMap<u64, u64>,
-    names: &'a [String],
-    plans: &'a [SplitPlan],
-    /// (split, stratum) → its slot in `slot_info`.
-    slots: HashMap<(usize, u64), usize>,
-    slot_info: Vec<Slot>,
-    /// Tie id → rows kept so far.
-    kept: HashMap<u64, u64>,
-    pieces: Pieces,
-    /// (split, shard, stratum) → (rows, weight sum).
-    strata: HashMap<(usize, u64, u64), (u64, f64)>,
-    /// (split, cell) → totals.
-    totals: HashMap<(usize, u64), StratumTotals>,
-    /// Rows whose order keys equal the previous row's.
-    repeated: u64,
-}
-
 /// A range read back and sorted by key, ready to deal.
 struct Prepared {
-    range: u64,
     rows: RecordBatch,
     perm: Vec<(u64, u32)>,
     /// Rows whose order keys equal the previous row's.
     repeated: u64,
 }
 
-/// A dealt range: its rows' order by (split, shard, key) and each piece's bounds.
-struct Walked {
-    range: u64,
-    rows: RecordBatch,
-    order: Vec<u32>,
-    bounds: Vec<(usize, usize)>,
-}
-
-/// Reads range `range` back (its routed pieces) and sorts it by the order columns.
-fn prepare(layout: &Layout, range: u64, inputs: Vec<Held>) -> Result<Option<Prepared>, PublishError> {
+/// Reads a range back (its routed pieces) and sorts it by the order columns.
+fn prepare(layout: &Layout, inputs: Vec<Held>) -> Result<Option<Prepared>, PublishError> {
     let mut batches = Vec::new();
     for input in inputs {
         match input {
@@ -726,109 +932,7 @@ fn prepare(layout: &Layout, range: u64, inputs: Vec<Held>) -> Result<Option<Prep
         start = end;
     }
 
-    Ok(Some(Prepared { range, rows, perm, repeated }))
-}
-
-/// Writes a walked range grouped by (split, shard): one take, then a slice per piece,
-/// kept in memory or written to `out`.
-fn finish(walked: Walked, out: Option<PathBuf>) -> Result<Dealt, PublishError> {
-    let sorted = take_record_batch(&walked.rows, &UInt32Array::from(walked.order)).map_err(data_err("dealing shard rows"))?;
-    drop(walked.rows);
-    let pieces: Vec<RecordBatch> = walked.bounds.into_iter().map(|(start, len)| sorted.slice(start, len)).collect();
-    Ok(match out {
-        Some(out) => {
-            let file = File::create(&out).map_err(spill_err(&out))?;
-            let mut writer = FileWriter::try_new(BufWriter::new(file), &sorted.schema()).map_err(spill_err(&out))?;
-            for piece in &pieces {
-                writer.write(piece).map_err(spill_err(&out))?;
-            }
-            writer.finish().map_err(spill_err(&out))?;
-            Dealt::File(out)
-        }
-        None => Dealt::Batches(pieces.into_iter().map(Some).collect()),
-    })
-}
-
-impl Dealer<'_> {
-    /// Deals a prepared range: walks its rows in key order, giving each the next shard
-    /// of its (split, stratum). The only step that must see the ranges in order.
-    fn walk(&mut self, prepared: Prepared) -> Result<Option<Walked>, PublishError> {
-        let Prepared { range: r, rows, perm, repeated } = prepared;
-        self.repeated += repeated;
-        let n = rows.num_rows();
-        let split = cast(rows.column(self.layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
-        let split = split.as_string::<i32>();
-        let stratum = u64_column(&rows, self.layout.stratum)?;
-        let cell = u64_column(&rows, self.layout.cell)?;
-        let tie = self.layout.tie.map(|i| u64_column(&rows, i)).transpose()?;
-        let weight = cast(rows.column(self.layout.weight), &DataType::Float64).map_err(data_err("reading the weight column"))?;
-        let weight = weight.as_primitive::<Float64Type>();
-
-        // Walking rows in key order touches them at random: read every column the walk
-        // needs into one dense slot number per row first, in row order.
-        let mut slot_of: Vec<u32> = Vec::with_capacity(n);
-        for i in 0..n {
-            let sp = self.names.iter().position(|x| x == split.value(i)).expect("every split was counted");
-            let key = (sp, stratum.value(i));
-            let slot = match self.slots.get(&key) {
-                Some(&slot) => slot,
-                None => {
-                    let plan = &self.plans[sp];
-                    self.slot_info.push(Slot {
-                        split: sp,
-                        stratum: key.1,
-                        offset: plan.offsets.get(&key.1).copied().unwrap_or(0),
-                        n_shards: plan.n_shards,
-                        next: 0,
-                    });
-                    self.slots.insert(key, self.slot_info.len() - 1);
-                    self.slot_info.len() - 1
-                }
-            };
-            slot_of.push(slot as u32);
-        }
-        let ties = tie.as_ref().filter(|t| t.values().iter().any(|&v| v != 0));
-        // sums in key order, so floating-point totals do not depend on how rows arrived
-        let mut by_shard: HashMap<(usize, u64), Vec<u32>> = HashMap::new();
-        for &(_, i) in &perm {
-            let i = i as usize;
-            if let Some(t) = ties.map(|t| t.value(i))
-                && t != 0
-                && let Some(&keep) = self.trims.get(&t)
-            {
-                let kept = self.kept.entry(t).or_default();
-                if *kept >= keep {
-                    continue;
-                }
-                *kept += 1;
-            }
-            let slot = &mut self.slot_info[slot_of[i] as usize];
-            let shard = (slot.offset + slot.next) % slot.n_shards;
-            slot.next += 1;
-            by_shard.entry((slot.split, shard)).or_default().push(i as u32);
-            let w = if weight.is_null(i) { 0.0 } else { weight.value(i) };
-            let e = self.strata.entry((slot.split, shard, slot.stratum)).or_default();
-            e.0 += 1;
-            e.1 += w;
-            let t = self.totals.entry((slot.split, cell.value(i))).or_default();
-            t.rows += 1;
-            t.weight_sum += w;
-            t.weight_sq_sum += w * w;
-        }
-        if by_shard.is_empty() {
-            return Ok(None);
-        }
-        let mut by_shard: Vec<((usize, u64), Vec<u32>)> = by_shard.into_iter().collect();
-        by_shard.sort_unstable_by_key(|(k, _)| *k);
-        let mut order: Vec<u32> = Vec::with_capacity(n);
-        let mut bounds: Vec<(usize, usize)> = Vec::with_capacity(by_shard.len());
-        for (b, (key, idx)) in by_shard.into_iter().enumerate() {
-            bounds.push((order.len(), idx.len()));
-            order.extend(idx);
-            self.pieces.entry(key).or_default().push((r, b));
-        }
-        Ok(Some(Walked { range: r, rows, order, bounds }))
-    }
+    Ok(Some(Prepared { rows, perm, repeated }))
 }
 
 /// String and binary views become plain arrays: a view array slice or `take` keeps
@@ -868,15 +972,36 @@ fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array:
     Ok(a.as_primitive::<UInt64Type>().clone())
 }
 
-/// Encodes one shard: rows reach the writer in `CHUNK_ROWS` pieces from its first row.
-fn encode(schema: SchemaRef, rows: &RecordBatch) -> Result<Bytes, PublishError> {
+/// Encodes one shard from its pieces: rows reach the writer in `CHUNK_ROWS` chunks
+/// counted from its first row, so the bytes never depend on where pieces start.
+fn encode(schema: SchemaRef, pieces: &[RecordBatch]) -> Result<Bytes, PublishError> {
     let props = writer_properties(&schema);
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(data_err("starting a shard"))?;
-    let mut at = 0;
-    while at < rows.num_rows() {
-        let n = CHUNK_ROWS.min(rows.num_rows() - at);
-        writer.write(&rows.slice(at, n)).map_err(data_err("encoding a shard"))?;
-        at += n;
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(data_err("starting a shard"))?;
+    let mut chunk: Vec<RecordBatch> = Vec::new();
+    let mut chunk_rows = 0;
+    let mut write = |chunk: &mut Vec<RecordBatch>| {
+        let rows = match chunk.as_slice() {
+            [one] => one.clone(),
+            _ => concat_batches(&schema, chunk.iter()).map_err(data_err("gathering a shard"))?,
+        };
+        chunk.clear();
+        writer.write(&rows).map_err(data_err("encoding a shard"))
+    };
+    for piece in pieces {
+        let mut at = 0;
+        while at < piece.num_rows() {
+            let n = (CHUNK_ROWS - chunk_rows).min(piece.num_rows() - at);
+            chunk.push(piece.slice(at, n));
+            chunk_rows += n;
+            at += n;
+            if chunk_rows == CHUNK_ROWS {
+                write(&mut chunk)?;
+                chunk_rows = 0;
+            }
+        }
+    }
+    if chunk_rows > 0 {
+        write(&mut chunk)?;
     }
     Ok(Bytes::from(writer.into_inner().map_err(data_err("finishing a shard"))?))
 }

@@ -1,0 +1,44 @@
+//! Times SQL statements against a pipeline's source, through strata's engine: a probe
+//! for trying plan variants (settings, casts, groupings) without rebuilding strata.
+//!
+//!     sql_timer PIPELINE 'SQL' ['SQL' ...]
+//!
+//! Each statement runs once in order (`SET ...` statements change the session for the
+//! ones after); prints `seconds=<t> rows=<n>` per statement.
+
+use futures::StreamExt;
+use strata_engine::{Engine, EngineOptions, SOURCE_TABLE};
+use strata_spec::Pipeline;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().ok_or("usage: sql_timer PIPELINE SQL...")?;
+    let pipeline = Pipeline::load(&path)?;
+    let engine = Engine::new(&EngineOptions::default())?;
+    engine.open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE).await?;
+    for sql in args {
+        let started = std::time::Instant::now();
+        let df = engine.context().sql(&sql).await?;
+        let mut rows = 0usize;
+        let tasks: Vec<_> = df
+            .execute_stream_partitioned()
+            .await?
+            .into_iter()
+            .map(|mut stream| {
+                tokio::spawn(async move {
+                    let mut n = 0usize;
+                    while let Some(batch) = stream.next().await {
+                        n += batch.expect("query").num_rows();
+                    }
+                    n
+                })
+            })
+            .collect();
+        for t in tasks {
+            rows += t.await?;
+        }
+        println!("seconds={:.3} rows={rows} sql={sql}", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
