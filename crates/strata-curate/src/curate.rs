@@ -9,7 +9,7 @@ use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::functions_nested::expr_fn::range;
 use datafusion::logical_expr::JoinType;
 use datafusion::prelude::*;
-use strata_engine::{Engine, EngineError, SOURCE_TABLE, SourceTable, strata_hash_udf};
+use strata_engine::{Engine, EngineError, SOURCE_TABLE, SourceTable, strata_hash_udf, strata_if_udf};
 use strata_publish::{
     ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, ShardSink, SinkColumns,
     SplitTotals, sha256_hex,
@@ -498,16 +498,22 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             },
         );
     }
-    // the rows with the cell's table columns and their split
+    // the rows with the cell's table columns and their split, as an index into SPLITS
+    // (choices by `strata_if`, not CASE: see strata_engine::strata_if_udf)
+    let pick = strata_if_udf();
+    let pick = |c: Expr, a: Expr, b: Expr| pick.call(vec![c, a, b]);
     let joined = |table: DataFrame| async move {
         let df = table.join(keyed().await?, JoinType::Right, &["__lk_cell"], &["__cell"], None)?;
         df.with_column(
-            "split",
-            when(at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"), lit("train"))
-                .when(at_or_below("__h_split", "__h_sample", "__t2a", "__t2b"), lit("validation"))
-                .otherwise(lit("test"))?,
+            "__split",
+            pick(
+                at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"),
+                lit(0u8),
+                pick(at_or_below("__h_split", "__h_sample", "__t2a", "__t2b"), lit(1u8), lit(2u8)),
+            ),
         )
     };
+    let is_train = || ident("__split").eq(lit(0u8));
 
     // --- pass 1b (exact resampling): per stratum of n training rows and k planned, the
     //     cut at rank k mod n by (sample hash, split hash). Rows at or below it get
@@ -524,7 +530,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             strata_plan.iter().filter(|(_, (_, n))| *n > 0).map(|(s, (k, n))| (*s, (*n, vec![k % n]))).collect();
         let split_table = cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?;
         let train_rows = || async {
-            joined(split_table.clone()).await?.filter(ident("split").eq(lit("train")))?.select(vec![
+            joined(split_table.clone()).await?.filter(is_train())?.select(vec![
                 ident(stratum_col).alias("__stratum"),
                 ident("__h_sample").alias("__h1"),
                 ident("__h_split").alias("__h2"),
@@ -560,17 +566,16 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
 
     let build_output = |table: DataFrame| async move {
         let mut df = joined(table).await?;
-        let is_train = ident("split").eq(lit("train"));
         let copies = if !resample {
             lit(1i64)
         } else if exact {
-            let extra = when(at_or_below("__h_sample", "__h_split", "__ra", "__rb"), lit(1i64)).otherwise(lit(0i64))?;
-            when(is_train.clone(), ident("__q") + extra).otherwise(lit(1i64))?
+            let extra = pick(at_or_below("__h_sample", "__h_split", "__ra", "__rb"), lit(1i64), lit(0i64));
+            pick(is_train(), ident("__q") + extra, lit(1i64))
         } else {
             let p = cast(ident("__k"), DataType::Float64) / cast(ident("__n"), DataType::Float64);
             let u = cast(ident("__h_sample"), DataType::Float64) / lit(18_446_744_073_709_551_616.0f64);
-            let extra = when(u.lt(p.clone() - floor(p.clone())), lit(1i64)).otherwise(lit(0i64))?;
-            when(is_train.clone(), cast(floor(p), DataType::Int64) + extra).otherwise(lit(1i64))?
+            let extra = pick(u.lt(p.clone() - floor(p.clone())), lit(1i64), lit(0i64));
+            pick(is_train(), cast(floor(p), DataType::Int64) + extra, lit(1i64))
         };
         df = df.with_column("__copies", copies)?.filter(ident("__copies").gt(lit(0i64)))?;
         df = if replicate {
@@ -578,8 +583,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         } else {
             df.with_column("__copy", lit(0i64))?
         };
-        let in_tie = is_train.and(ident("__h_sample").eq(ident("__tie_a"))).and(ident("__h_split").eq(ident("__tie_b")));
-        df.with_column("__tie", when(in_tie, ident("__tie_id")).otherwise(lit(0u64))?)
+        let in_tie = is_train().and(ident("__h_sample").eq(ident("__tie_a"))).and(ident("__h_split").eq(ident("__tie_b")));
+        df.with_column("__tie", pick(in_tie, ident("__tie_id"), lit(0u64)))
     };
 
     // reweighing after resampling uses the resampled weight sums: one more aggregate
@@ -587,7 +592,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let sums = build_output(cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?)
             .await
             .and_then(|df| {
-                df.filter(ident("split").eq(lit("train")))?
+                df.filter(is_train())?
                     .aggregate(vec![ident("__cell"), ident("__tie")], vec![count_all().alias("rows"), exact_sum(ident("__w")).alias("w")])
             })
             .map_err(df_err("planning reweighing after resampling"))?
@@ -643,7 +648,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let mut output_cols = source_cols.clone();
     output_cols.extend([
         ident("sample_weight"),
-        ident("split"),
+        ident("__split"),
         ident(stratum_col).alias("__stratum"),
         ident("__cell"),
         call(5, &[ident("__h_sample"), ident("__h_split"), ident("__copy")]).alias("__u"),
@@ -655,7 +660,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let output = build_output(cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?)
         .await
         .and_then(|df| {
-            let factor = when(ident("split").eq(lit("train")), coalesce(vec![ident("__factor"), lit(1.0f64)])).otherwise(lit(1.0f64))?;
+            let factor = pick(is_train().and(ident("__factor").is_not_null()), ident("__factor"), lit(1.0f64));
             df.with_column("sample_weight", ident("__w") * factor)?.select(output_cols)
         })
         .map_err(df_err("planning the curated output"))?;
@@ -680,7 +685,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         destination: destination.clone(),
         run_dir: Destination::run_dir(&run.run_id),
         columns: SinkColumns {
-            split: "split".into(),
+            split: "__split".into(),
+            split_names: SPLITS.map(String::from).to_vec(),
+            split_column: "split".into(),
             weight: "sample_weight".into(),
             stratum: "__stratum".into(),
             cell: "__cell".into(),

@@ -6,6 +6,7 @@
 
 mod error;
 mod hash;
+mod if_else;
 mod schema;
 mod source;
 mod store;
@@ -21,6 +22,7 @@ use object_store::memory::InMemory;
 pub use error::EngineError;
 pub use error::one_line;
 pub use hash::{STRATA_HASH, strata_hash_udf};
+pub use if_else::{STRATA_IF, strata_if_udf};
 pub use schema::{LabelKind, check_schema};
 pub use source::{SourceFile, SourceTable};
 pub use store::object_store_for;
@@ -65,9 +67,10 @@ impl Engine {
         }
         let runtime = runtime.build_arc().map_err(EngineError::datafusion("building the runtime"))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        // Registered in every session (and, on a cluster, every executor) so sampling
+        // Both UDFs registered in every session (and, on a cluster, every executor) so sampling
         // plans can be shipped as SQL or serialized plans.
         ctx.register_udf(strata_hash_udf());
+        ctx.register_udf(strata_if_udf());
         // `memory://` is an in-process store: tests and embedders put objects in it
         // through `Engine::memory_store` and read them back like any other URL.
         let memory = Arc::new(InMemory::new());

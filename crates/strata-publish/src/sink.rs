@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt8Array, UInt32Array};
 use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::arrow::ipc::reader::FileReader;
@@ -71,8 +71,12 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 /// helpers: they steer the sink and are not written.
 #[derive(Debug, Clone)]
 pub struct SinkColumns {
-    /// The split (`train`, `validation`, `test`), a written column.
+    /// The split, as an index into `split_names` (an integer helper). Rows of a shard
+    /// share one split, so the sink writes its name itself: a `split_column` of plain
+    /// strings after the stream's written columns.
     pub split: String,
+    pub split_names: Vec<String>,
+    pub split_column: String,
     /// The row weight, a written column.
     pub weight: String,
     /// Stratum id (UInt64 helper), a key of `ShardSink::strata`.
@@ -143,6 +147,8 @@ struct Layout {
     tie: Option<usize>,
     /// Written columns (no helpers).
     keep: Vec<usize>,
+    /// Split names by split index.
+    split_names: Vec<String>,
     ranges: u64,
 }
 
@@ -270,7 +276,10 @@ impl ShardSink {
             })
         };
         let keep: Vec<usize> = (0..input.fields().len()).filter(|&i| !input.field(i).name().starts_with("__")).collect();
-        let schema: SchemaRef = Arc::new(input.project(&keep).map_err(data_err("projecting the shard schema"))?);
+        let written = input.project(&keep).map_err(data_err("projecting the shard schema"))?;
+        let mut fields: Vec<Field> = written.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(&self.columns.split_column, DataType::Utf8, false));
+        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(fields, written.metadata().clone()));
         let layout = Arc::new(Layout {
             split: index_of(&self.columns.split)?,
             weight: index_of(&self.columns.weight)?,
@@ -279,6 +288,7 @@ impl ShardSink {
             order: self.columns.order.iter().map(|c| index_of(c)).collect::<Result<_, _>>()?,
             tie: self.columns.tie.as_deref().map(index_of).transpose()?,
             keep,
+            split_names: self.columns.split_names.clone(),
             ranges: self.expected_rows.div_ceil(self.range_rows.max(1)).max(1),
         });
         if layout.order.is_empty() {
@@ -471,7 +481,7 @@ impl ShardSink {
             }
             let schema = schema.clone();
             encoding.spawn_blocking(move || {
-                let bytes = encode(schema, &batches)?;
+                let bytes = encode(schema, &batches, &split)?;
                 let entry = ShardEntry {
                     path,
                     split,
@@ -624,8 +634,10 @@ fn deal_range(
 ) -> Result<Option<DealtRange>, PublishError> {
     let Some(Prepared { rows, perm, repeated }) = prepare(layout, inputs)? else { return Ok(None) };
     let n = rows.num_rows();
-    let split = cast(rows.column(layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
-    let split = split.as_string::<i32>();
+    let split = split_column(&rows, layout)?;
+    // split index → the plan's index of that split
+    let plan_split: Vec<usize> =
+        layout.split_names.iter().map(|name| plan.names.iter().position(|x| x == name).unwrap_or(usize::MAX)).collect();
     let stratum = u64_column(&rows, layout.stratum)?;
     let cell = u64_column(&rows, layout.cell)?;
     let tie = layout.tie.map(|i| u64_column(&rows, i)).transpose()?;
@@ -637,14 +649,13 @@ fn deal_range(
     let mut unit_of: Vec<RowUnit> = Vec::with_capacity(n);
     let mut last: Option<((usize, u64, u64), RowUnit)> = None;
     for i in 0..n {
-        let s = plan.names.iter().position(|x| x == split.value(i));
-        let key = (s.unwrap_or(usize::MAX), stratum.value(i), cell.value(i));
+        let key = (plan_split[split.value(i) as usize], stratum.value(i), cell.value(i));
         let unit = match last {
             Some((k, u)) if k == key => u,
             _ => {
                 let u = *plan.units.get(&key).ok_or_else(|| PublishError::Data {
                     context: "dealing shard rows".into(),
-                    message: format!("a row of split `{}` and stratum {} was not counted while routing", split.value(i), key.1),
+                    message: format!("a row of split {} and stratum {} was not counted while routing", split.value(i), key.1),
                 })?;
                 last = Some((key, u));
                 u
@@ -733,8 +744,6 @@ async fn route(
     let mut open: HashMap<u64, RangeOut> = HashMap::new();
     // bytes this task holds in memory (counted in `budget.held` too)
     let mut mine = 0usize;
-    // split names by index: a handful of values, compared per row instead of hashed
-    let mut names: Vec<String> = Vec::new();
     // (split, stratum, cell, tie) → a local id; rows counted per (id, range)
     let mut unit_ids: HashMap<(usize, u64, u64, u64), u32> = HashMap::new();
     let mut units: Vec<(usize, u64, u64, u64)> = Vec::new();
@@ -747,8 +756,7 @@ async fn route(
         }
         let batch = compact(&batch)?;
         let n = batch.num_rows();
-        let split = cast(batch.column(layout.split), &DataType::Utf8).map_err(data_err("reading the split column"))?;
-        let split = split.as_string::<i32>();
+        let split = split_column(&batch, layout)?;
         let key = u64_column(&batch, layout.order[0])?;
         let stratum = u64_column(&batch, layout.stratum)?;
         let cell = u64_column(&batch, layout.cell)?;
@@ -758,14 +766,7 @@ async fn route(
         for r in 0..n {
             let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u32;
             range_of.push(range);
-            let s = split.value(r);
-            let s = match names.iter().position(|x| x == s) {
-                Some(i) => i,
-                None => {
-                    names.push(s.to_string());
-                    names.len() - 1
-                }
-            };
+            let s = split.value(r) as usize;
             // rows of one stratum tend to come together: look up runs, not rows
             let k = (s, stratum.value(r), cell.value(r), tie.as_ref().map_or(0, |t| t.value(r)));
             let id = match last {
@@ -858,7 +859,7 @@ async fn route(
     let mut by_unit: Counts = HashMap::new();
     for ((id, range), n) in counts {
         let (s, stratum, cell, tie) = units[id as usize];
-        by_unit.entry((names[s].clone(), stratum, cell, tie)).or_default().insert(range as u64, n);
+        by_unit.entry((layout.split_names[s].clone(), stratum, cell, tie)).or_default().insert(range as u64, n);
     }
     let counts = by_unit;
     let mut files = Vec::new();
@@ -963,6 +964,19 @@ fn compact(batch: &RecordBatch) -> Result<RecordBatch, PublishError> {
     RecordBatch::try_new(compact_schema(&batch.schema()), columns).map_err(data_err("reading the curated rows"))
 }
 
+/// The split index of each row, checked against the split names.
+fn split_column(batch: &RecordBatch, layout: &Layout) -> Result<UInt8Array, PublishError> {
+    let a = cast(batch.column(layout.split), &DataType::UInt8).map_err(data_err("reading the split column"))?;
+    let a = a.as_primitive::<datafusion::arrow::datatypes::UInt8Type>().clone();
+    if a.null_count() > 0 || a.values().iter().any(|&s| s as usize >= layout.split_names.len()) {
+        return Err(PublishError::Data {
+            context: "writing shards".into(),
+            message: format!("the split column holds values outside 0..{}", layout.split_names.len()),
+        });
+    }
+    Ok(a)
+}
+
 fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array::UInt64Array, PublishError> {
     let name = batch.schema().field(i).name().clone();
     let a = cast(batch.column(i), &DataType::UInt64).map_err(|e| PublishError::Data {
@@ -972,19 +986,24 @@ fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array:
     Ok(a.as_primitive::<UInt64Type>().clone())
 }
 
-/// Encodes one shard from its pieces: rows reach the writer in `CHUNK_ROWS` chunks
-/// counted from its first row, so the bytes never depend on where pieces start.
-fn encode(schema: SchemaRef, pieces: &[RecordBatch]) -> Result<Bytes, PublishError> {
+/// Encodes one shard of split `split` from its pieces (the written columns but the
+/// split's): rows reach the writer in `CHUNK_ROWS` chunks counted from its first row, so
+/// the bytes never depend on where pieces start.
+fn encode(schema: SchemaRef, pieces: &[RecordBatch], split: &str) -> Result<Bytes, PublishError> {
     let props = writer_properties(&schema);
     let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(data_err("starting a shard"))?;
+    let split_values: ArrayRef = Arc::new(StringArray::from(vec![split; CHUNK_ROWS]));
     let mut chunk: Vec<RecordBatch> = Vec::new();
     let mut chunk_rows = 0;
     let mut write = |chunk: &mut Vec<RecordBatch>| {
-        let rows = match chunk.as_slice() {
-            [one] => one.clone(),
-            _ => concat_batches(&schema, chunk.iter()).map_err(data_err("gathering a shard"))?,
+        let mut columns: Vec<ArrayRef> = match chunk.as_slice() {
+            [one] => one.columns().to_vec(),
+            _ => concat_batches(&chunk[0].schema(), chunk.iter()).map_err(data_err("gathering a shard"))?.columns().to_vec(),
         };
+        let n = chunk.iter().map(|b| b.num_rows()).sum();
         chunk.clear();
+        columns.push(split_values.slice(0, n));
+        let rows = RecordBatch::try_new(schema.clone(), columns).map_err(data_err("gathering a shard"))?;
         writer.write(&rows).map_err(data_err("encoding a shard"))
     };
     for piece in pieces {
