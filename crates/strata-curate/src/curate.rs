@@ -646,17 +646,28 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     // --- pass 2: the curated rows, in no order, into the shard writer (which deals each
     //     stratum's rows to the shards in shuffle-key order) ---
     let mut output_cols = source_cols.clone();
+    // helpers the writer needs, and no more: every one is copied a few times per row
+    // (the stratum is the cell unless resampling by group; copies and trimmed ties
+    // exist only when resampling makes them)
     output_cols.extend([
         ident("sample_weight"),
         ident("__split"),
-        ident(stratum_col).alias("__stratum"),
         ident("__cell"),
         call(5, &[ident("__h_sample"), ident("__h_split"), ident("__copy")]).alias("__u"),
         ident("__h_sample"),
         ident("__h_split"),
-        ident("__copy"),
-        ident("__tie"),
     ]);
+    let mut order: Vec<String> = ["__u", "__h_sample", "__h_split"].map(String::from).to_vec();
+    if group_strata {
+        output_cols.push(ident("__grp"));
+    }
+    if replicate {
+        output_cols.push(ident("__copy"));
+        order.push("__copy".into());
+    }
+    if !trims.is_empty() {
+        output_cols.push(ident("__tie"));
+    }
     let output = build_output(cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?)
         .await
         .and_then(|df| {
@@ -689,10 +700,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             split_names: SPLITS.map(String::from).to_vec(),
             split_column: "split".into(),
             weight: "sample_weight".into(),
-            stratum: "__stratum".into(),
+            stratum: stratum_col.into(),
             cell: "__cell".into(),
-            order: ["__u", "__h_sample", "__h_split", "__copy"].map(String::from).to_vec(),
-            tie: Some("__tie".into()),
+            order,
+            tie: (!trims.is_empty()).then(|| "__tie".into()),
         },
         strata: strata_values,
         shard_rows,
