@@ -902,7 +902,7 @@ const WEIGHT_SCALE: i8 = 10;
 /// so the output bytes. Each weight is rounded to 10 decimals and summed as a 128-bit
 /// decimal (up to 10²⁸); unusable weights count as 0 (they are reported separately).
 fn exact_sum(w: Expr) -> Expr {
-    let usable = when(strata_engine::invalid_weight(w.clone()).eq(lit(0i64)), w).otherwise(lit(0.0f64)).expect("a valid CASE");
+    let usable = strata_if_udf().call(vec![strata_engine::invalid_weight(w.clone()).eq(lit(0i64)), w, lit(0.0f64)]);
     sum(cast(usable, DataType::Decimal128(38, WEIGHT_SCALE)))
 }
 
@@ -1041,18 +1041,25 @@ async fn observe(
             ],
         )?;
         let h1 = ident("__h1");
-        let zone = when(h1.clone().lt(ident("__lo1")), lit(0i32))
-            .when(h1.clone().lt_eq(ident("__hi1")), lit(1i32))
-            .when(h1.clone().lt(ident("__lo2")), lit(2i32))
-            .when(h1.lt_eq(ident("__hi2")), lit(3i32))
-            .otherwise(lit(4i32))?;
+        // a comparison with a missing window is null, which picks the next zone
+        let pick = strata_if_udf();
+        let pick = |c: Expr, a: Expr, b: Expr| pick.call(vec![c, a, b]);
+        let zone = pick(
+            h1.clone().lt(ident("__lo1")),
+            lit(0i32),
+            pick(
+                h1.clone().lt_eq(ident("__hi1")),
+                lit(1i32),
+                pick(h1.clone().lt(ident("__lo2")), lit(2i32), pick(h1.lt_eq(ident("__hi2")), lit(3i32), lit(4i32))),
+            ),
+        );
         let inside = ident("__zone").eq(lit(1i32)).or(ident("__zone").eq(lit(3i32)));
         table.join(rows, JoinType::Right, &["__win_stratum"], &["__stratum"], None)?.with_column("__zone", zone)?.aggregate(
             vec![
                 ident("__stratum"),
                 ident("__zone"),
-                when(inside.clone(), ident("__h1")).otherwise(lit(0u64))?.alias("__k1"),
-                when(inside, ident("__h2")).otherwise(lit(0u64))?.alias("__k2"),
+                pick(inside.clone(), ident("__h1"), lit(0u64)).alias("__k1"),
+                pick(inside, ident("__h2"), lit(0u64)).alias("__k2"),
             ],
             vec![
                 count_all().alias("rows"),
