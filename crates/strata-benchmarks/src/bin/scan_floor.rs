@@ -6,7 +6,6 @@
 //! Prints `rows=<n> seconds=<t>` for the scan alone (after the source is opened).
 
 use datafusion::prelude::ident;
-use futures::StreamExt;
 use strata_engine::{Engine, EngineOptions, SOURCE_TABLE};
 use strata_spec::Pipeline;
 
@@ -23,25 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let started = std::time::Instant::now();
     let df = engine.context().table(SOURCE_TABLE).await?.select(columns)?;
-    // Drain every partition concurrently, as an aggregate would.
-    let tasks: Vec<_> = df
-        .execute_stream_partitioned()
-        .await?
-        .into_iter()
-        .map(|mut stream| {
-            tokio::spawn(async move {
-                let mut n = 0usize;
-                while let Some(batch) = stream.next().await {
-                    n += batch.expect("scan").num_rows();
-                }
-                n
-            })
-        })
-        .collect();
-    let mut rows = 0usize;
-    for t in tasks {
-        rows += t.await?;
-    }
+    let rows = strata_benchmarks::drain(df).await?;
     println!("rows={rows} seconds={:.3}", started.elapsed().as_secs_f64());
     Ok(())
 }

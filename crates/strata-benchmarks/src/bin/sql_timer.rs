@@ -6,7 +6,6 @@
 //! Each statement runs once in order (`SET ...` statements change the session for the
 //! ones after); prints `seconds=<t> rows=<n>` per statement.
 
-use futures::StreamExt;
 use strata_engine::{Engine, EngineOptions, SOURCE_TABLE};
 use strata_spec::Pipeline;
 
@@ -20,24 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for sql in args {
         let started = std::time::Instant::now();
         let df = engine.context().sql(&sql).await?;
-        let mut rows = 0usize;
-        let tasks: Vec<_> = df
-            .execute_stream_partitioned()
-            .await?
-            .into_iter()
-            .map(|mut stream| {
-                tokio::spawn(async move {
-                    let mut n = 0usize;
-                    while let Some(batch) = stream.next().await {
-                        n += batch.expect("query").num_rows();
-                    }
-                    n
-                })
-            })
-            .collect();
-        for t in tasks {
-            rows += t.await?;
-        }
+        let rows = strata_benchmarks::drain(df).await?;
         println!("seconds={:.3} rows={rows} sql={sql}", started.elapsed().as_secs_f64());
     }
     Ok(())
