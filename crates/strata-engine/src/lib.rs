@@ -4,6 +4,7 @@
 //! registered and its source opened as a table, so swapping the embedded engine for a
 //! Ballista session later touches this crate only.
 
+mod cells;
 mod error;
 mod hash;
 mod if_else;
@@ -19,6 +20,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::memory::InMemory;
 
+pub use cells::{STRATA_CELLS, strata_cells_udaf};
 pub use error::EngineError;
 pub use error::one_line;
 pub use hash::{STRATA_HASH, strata_hash_udf};
@@ -67,10 +69,11 @@ impl Engine {
         }
         let runtime = runtime.build_arc().map_err(EngineError::datafusion("building the runtime"))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        // Both UDFs registered in every session (and, on a cluster, every executor) so sampling
-        // plans can be shipped as SQL or serialized plans.
+        // strata's functions registered in every session (and, on a cluster, every
+        // executor) so its plans can be shipped as SQL or serialized plans.
         ctx.register_udf(strata_hash_udf());
         ctx.register_udf(strata_if_udf());
+        ctx.register_udaf(strata_cells_udaf());
         // `memory://` is an in-process store: tests and embedders put objects in it
         // through `Engine::memory_store` and read them back like any other URL.
         let memory = Arc::new(InMemory::new());

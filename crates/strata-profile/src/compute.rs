@@ -2,8 +2,7 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_aggregate::expr_fn::{count, min, sum};
+use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::prelude::*;
 use strata_engine::{EngineError, LabelKind, SOURCE_TABLE, SourceTable};
 use strata_spec::{LabelValue, MISSING_GROUP, Pipeline};
@@ -54,26 +53,42 @@ pub async fn profile(
     };
     debug_assert!(matches!(label_kind, LabelKind::String | LabelKind::Integer | LabelKind::Boolean));
 
-    // Grouping by the label as well turns every label statistic into a plain count or
-    // sum per (cell, label value): no CASE expression runs per row. Weights are checked
-    // with a minimum and a count per cell (and a sum, which is NaN if any weight is);
-    // only if those look wrong does a second query count the bad rows for the error.
-    let mut group_by: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
-    group_by.push(ident(&pipeline.label.column).alias("y"));
-    let mut aggregates = vec![count_all().alias("rows")];
+    // One aggregate over (attributes, label) cells turns every label statistic into a
+    // plain count or sum per (cell, label value): no CASE expression runs per row.
+    // `strata_cells` is that GROUP BY with codes for the few distinct values of each key
+    // (see strata_engine::strata_cells_udaf). Weights are checked with a minimum and a
+    // count per cell (and a sum, which is NaN if any weight is); only if those look wrong
+    // does a second query count the bad rows for the error.
     let weighted = pipeline.source.weight_column.is_some();
-    if let Some(w) = &pipeline.source.weight_column {
-        let w = cast(ident(w), DataType::Float64);
-        aggregates.extend([sum(w.clone()).alias("weight"), min(w.clone()).alias("weight_min"), count(w).alias("weight_count")]);
-    }
+    let mut args = vec![match &pipeline.source.weight_column {
+        Some(w) => cast(ident(w), DataType::Float64),
+        None => lit(datafusion::common::ScalarValue::Float64(None)),
+    }];
+    args.extend(attrs.iter().map(ident));
+    args.push(ident(&pipeline.label.column));
 
     let started = std::time::Instant::now();
-    let batches = df
-        .aggregate(group_by, aggregates)
+    let result = df
+        .aggregate(vec![], vec![strata_engine::strata_cells_udaf().call(args).alias("cells")])
         .map_err(EngineError::datafusion("planning the profile"))?
         .collect()
         .await
         .map_err(EngineError::datafusion(format!("profiling source `{}`", source.url)))?;
+    let mut batches = Vec::new();
+    for b in &result {
+        let lists = b.column(0).as_list::<i32>();
+        for i in 0..lists.len() {
+            let cells = RecordBatch::from(lists.value(i).as_struct());
+            // unweighted: the weight tallies are empty, and would read as missing weights
+            batches.push(if weighted {
+                cells
+            } else {
+                cells
+                    .project(&(0..=attrs.len() + 1).collect::<Vec<_>>())
+                    .map_err(|e| EngineError::datafusion("reading profile cells")(e.into()))?
+            });
+        }
+    }
 
     let (cells, suspect_weights) = read_cells(&batches, attrs.len(), &positive)?;
     let bad_weights = if suspect_weights { count_invalid_weights(engine, pipeline).await? } else { 0 };
