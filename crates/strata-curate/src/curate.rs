@@ -2,10 +2,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
+use datafusion::common::ScalarValue;
 use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::functions_nested::expr_fn::range;
 use datafusion::logical_expr::JoinType;
 use datafusion::prelude::*;
@@ -155,6 +156,13 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         args.extend(cols.iter().cloned());
         hash.call(args)
     };
+    // the same hash for columns of few values, computed once per distinct tuple
+    let group_hash = strata_engine::strata_group_hash_udf();
+    let group_call = |stream: u64, cols: &[Expr]| {
+        let mut args = vec![lit(derive_seed(seed, stream))];
+        args.extend(cols.iter().cloned());
+        group_hash.call(args)
+    };
     let source_cols: Vec<Expr> = source.schema.fields().iter().map(|f| ident(f.name())).collect();
     let key_cols: Vec<Expr> = match &pipeline.source.id_column {
         Some(id) => vec![ident(id)],
@@ -171,38 +179,32 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     keyed_cols.extend([
         call(1, &key_cols).alias("__h_split"),
         call(2, &key_cols).alias("__h_sample"),
-        call(3, &attr_cols).alias("__grp"),
-        call(4, &cell_cols).alias("__cell"),
+        group_call(3, &attr_cols).alias("__grp"),
+        group_call(4, &cell_cols).alias("__cell"),
         weight.alias("__w"),
     ]);
     let keyed = || async { ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone()) };
 
     // --- pass 0: rows per cell, and each cell's values, so later passes group by the
-    //     cell id alone ---
-    let mut pass0_cols: Vec<Expr> = attrs.iter().enumerate().map(|(i, a)| ident(a).alias(format!("g{i}"))).collect();
-    pass0_cols.push(ident(label_col).alias("y"));
-    if let Some(id) = &pipeline.source.id_column {
-        pass0_cols.push(ident(id));
-    }
-    let pass0_keys: Vec<Expr> = pass0_cols.iter().take(attrs.len() + 1).map(|e| ident(e.schema_name().to_string())).collect();
+    //     cell id alone. One `strata_cells` aggregate (strata_engine::strata_cells_udaf);
+    //     its weight is 1 for rows with an id, so the weight sum counts them (null ids
+    //     fail the run; duplicates show up where the shard writer sorts rows by their
+    //     hashes) ---
+    let mut pass0_args = vec![match &pipeline.source.id_column {
+        Some(id) => cast(ident(id).is_not_null(), DataType::Float64),
+        None => lit(1.0f64),
+    }];
+    pass0_args.extend(cell_cols.iter().cloned());
     let started = std::time::Instant::now();
     let pass0 = ctx
         .table(SOURCE_TABLE)
         .await
-        .and_then(|df| df.select(pass0_cols))
-        .and_then(|df| {
-            // rows with an id, to find null ids (duplicates show up where the shard
-            // writer sorts the rows by their hashes)
-            let ids = match &pipeline.source.id_column {
-                Some(id) => count(ident(id)),
-                None => count_all(),
-            };
-            df.aggregate(pass0_keys, vec![count_all().alias("__cell_rows"), ids.alias("__ids")])
-        })
+        .and_then(|df| df.aggregate(vec![], vec![strata_engine::strata_cells_udaf().call(pass0_args).alias("cells")]))
         .map_err(df_err("planning curation"))?
         .collect()
         .await
         .map_err(df_err("curation pass 0 (rows per cell)"))?;
+    let pass0 = cells_batches(&pass0, attrs.len()).map_err(df_err("curation pass 0 (rows per cell)"))?;
     // the cell and group ids, hashed once per cell rather than once per row
     let pass0 = if pass0.iter().all(|b| b.num_rows() == 0) {
         Vec::new()
@@ -247,7 +249,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             ident("__w"),
         ])
     };
-    let (observed, bad_weights) = find_cuts(ctx, rows_by_cell, &targets, "curation pass 1 (the split)").await?;
+    let (observed, bad_weights) = find_cuts(rows_by_cell, &targets, "curation pass 1 (the split)").await?;
     tracing::info!(cells = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1 done");
     if bad_weights > 0 {
         return Err(strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into());
@@ -538,7 +540,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             ])
         };
         let started = std::time::Instant::now();
-        let (observed, _) = find_cuts(ctx, train_rows, &targets, "curation pass 1b (exact resampling)").await?;
+        let (observed, _) = find_cuts(train_rows, &targets, "curation pass 1b (exact resampling)").await?;
         tracing::info!(strata = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1b done");
         // stratum → (copies of every row, the cut for one more, a straddling tie)
         let mut sample_cuts: HashMap<u64, SampleCut> = HashMap::new();
@@ -704,6 +706,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             cell: "__cell".into(),
             order,
             tie: (!trims.is_empty()).then(|| "__tie".into()),
+            distinct: pipeline.source.id_column.iter().cloned().collect(),
         },
         strata: strata_values,
         shard_rows,
@@ -868,6 +871,35 @@ struct CellKey {
     ids: u64,
 }
 
+/// The cells of a `strata_cells(weight, g0.., y)` result as batches of `g0..`, `y`,
+/// `__cell_rows` and `__ids` (the weight sum: rows with an id).
+fn cells_batches(result: &[RecordBatch], n_attrs: usize) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for b in result {
+        let lists = b.column(0).as_list::<i32>();
+        for i in 0..lists.len() {
+            let cells = lists.value(i);
+            let cells = cells.as_struct();
+            if cells.is_empty() {
+                continue;
+            }
+            let mut fields: Vec<Field> = Vec::new();
+            let mut columns: Vec<ArrayRef> = Vec::new();
+            for k in 0..=n_attrs {
+                let name = if k < n_attrs { format!("g{k}") } else { "y".to_string() };
+                fields.push(Field::new(name, cells.column(k).data_type().clone(), true));
+                columns.push(cells.column(k).clone());
+            }
+            let rows = cells.column(n_attrs + 1).clone();
+            let ids = datafusion::arrow::compute::cast(cells.column(n_attrs + 2), &DataType::Int64)?;
+            fields.extend([Field::new("__cell_rows", DataType::Int64, false), Field::new("__ids", DataType::Int64, true)]);
+            columns.extend([rows, ids]);
+            out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Pass 0's cells by cell id. Fails if two different cells hash to one id.
 fn read_cell_keys(batches: &[RecordBatch], n_attrs: usize) -> Result<HashMap<u64, CellKey>, CurateError> {
     let mut out: HashMap<u64, CellKey> = HashMap::new();
@@ -894,8 +926,9 @@ fn read_cell_keys(batches: &[RecordBatch], n_attrs: usize) -> Result<HashMap<u64
     Ok(out)
 }
 
-/// Scale of [`exact_sum`]: weights are summed as multiples of 10⁻¹⁰.
-const WEIGHT_SCALE: i8 = 10;
+/// Scale of [`exact_sum`]: weights are summed as multiples of 10⁻¹⁰ (as in
+/// `strata_cut_zones`).
+use strata_engine::WEIGHT_SCALE;
 
 /// Σ weight, exactly: floating-point sums depend on the order rows are added, i.e. on
 /// partitioning and batching, and the weight sums fix the Kamiran–Calders factors and
@@ -983,7 +1016,6 @@ fn cell_frame<'a>(ctx: &SessionContext, rows: impl Iterator<Item = &'a CellRow>)
 /// primary key), `__h2` and `__w`. Strata whose cut fell outside its window are looked
 /// at again over the whole key space. Also returns the count of unusable weights.
 async fn find_cuts<F, Fut>(
-    ctx: &SessionContext,
     rows: F,
     targets: &BTreeMap<u64, (u64, Vec<u64>)>,
     what: &str,
@@ -998,7 +1030,7 @@ where
         .collect();
     for _ in 0..2 {
         let df = rows().await.map_err(df_err(what))?;
-        let (observed, bad) = observe(ctx, df, &windows, what).await?;
+        let (observed, bad) = observe(df, &windows, what).await?;
         let mut out = BTreeMap::new();
         let mut missed = Vec::new();
         for (s, (_, ks)) in targets {
@@ -1023,70 +1055,51 @@ where
 
 /// One aggregate pass: per stratum, rows and weights per zone, keys inside windows.
 async fn observe(
-    ctx: &SessionContext,
     rows: DataFrame,
     windows: &BTreeMap<u64, [Option<Window>; 2]>,
     what: &str,
 ) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
-    let plan = || -> datafusion::error::Result<DataFrame> {
-        let windows: Vec<(&u64, &[Option<Window>; 2])> = windows.iter().collect();
-        let table = lookup_frame(
-            ctx,
-            vec![
-                u64_column("__win_stratum", &windows, |(s, _)| Some(**s)),
-                u64_column("__lo1", &windows, |(_, w)| w[0].map(|w| w.0)),
-                u64_column("__hi1", &windows, |(_, w)| w[0].map(|w| w.1)),
-                u64_column("__lo2", &windows, |(_, w)| w[1].map(|w| w.0)),
-                u64_column("__hi2", &windows, |(_, w)| w[1].map(|w| w.1)),
-            ],
-        )?;
-        let h1 = ident("__h1");
-        // a comparison with a missing window is null, which picks the next zone
-        let pick = strata_if_udf();
-        let pick = |c: Expr, a: Expr, b: Expr| pick.call(vec![c, a, b]);
-        let zone = pick(
-            h1.clone().lt(ident("__lo1")),
-            lit(0i32),
-            pick(
-                h1.clone().lt_eq(ident("__hi1")),
-                lit(1i32),
-                pick(h1.clone().lt(ident("__lo2")), lit(2i32), pick(h1.lt_eq(ident("__hi2")), lit(3i32), lit(4i32))),
-            ),
-        );
-        let inside = ident("__zone").eq(lit(1i32)).or(ident("__zone").eq(lit(3i32)));
-        table.join(rows, JoinType::Right, &["__win_stratum"], &["__stratum"], None)?.with_column("__zone", zone)?.aggregate(
-            vec![
-                ident("__stratum"),
-                ident("__zone"),
-                pick(inside.clone(), ident("__h1"), lit(0u64)).alias("__k1"),
-                pick(inside, ident("__h2"), lit(0u64)).alias("__k2"),
-            ],
-            vec![
-                count_all().alias("rows"),
-                exact_sum(ident("__w")).alias("w"),
-                sum(strata_engine::invalid_weight(ident("__w"))).alias("bad"),
-            ],
-        )
-    };
-    let batches = plan().map_err(df_err(what))?.collect().await.map_err(df_err(what))?;
+    // one `strata_cut_zones` aggregate (strata_engine::strata_cut_zones_udaf) with the
+    // windows as a literal: five values per stratum, a missing window as lo > hi
+    let mut flat: Vec<Option<u64>> = Vec::with_capacity(windows.len() * 5);
+    for (s, w) in windows {
+        flat.push(Some(*s));
+        for window in w {
+            let (lo, hi) = window.unwrap_or((1, 0));
+            flat.extend([Some(lo), Some(hi)]);
+        }
+    }
+    let windows = datafusion::arrow::array::ListArray::from_iter_primitive::<UInt64Type, _, _>([Some(flat)]);
+    let args = vec![ident("__stratum"), ident("__h1"), ident("__h2"), ident("__w"), lit(ScalarValue::List(Arc::new(windows)))];
+    let batches = rows
+        .aggregate(vec![], vec![strata_engine::strata_cut_zones_udaf().call(args).alias("zones")])
+        .map_err(df_err(what))?
+        .collect()
+        .await
+        .map_err(df_err(what))?;
     let mut out: HashMap<u64, Observed> = HashMap::new();
     let mut bad = 0u64;
     for b in &batches {
-        let col = |name: &str| b.column_by_name(name).expect("aggregate column");
-        let stratum = col("__stratum").as_primitive::<UInt64Type>();
-        let zone = col("__zone").as_primitive::<Int32Type>();
-        let (k1, k2) = (col("__k1").as_primitive::<UInt64Type>(), col("__k2").as_primitive::<UInt64Type>());
-        let rows = col("rows").as_primitive::<Int64Type>();
-        let w = decimal_sums(col("w"));
-        let bad_col = col("bad").as_primitive::<Int64Type>();
-        for (r, &weight) in w.iter().enumerate() {
-            out.entry(stratum.value(r)).or_default().add(
-                zone.value(r) as usize,
-                Some((k1.value(r), k2.value(r))),
-                rows.value(r) as u64,
-                weight,
-            );
-            bad += if bad_col.is_null(r) { 0 } else { bad_col.value(r) as u64 };
+        let lists = b.column(0).as_list::<i32>();
+        for i in 0..lists.len() {
+            let part = lists.value(i);
+            let part = part.as_struct();
+            let col = |name: &str| part.column_by_name(name).expect("a zones column");
+            let stratum = col("stratum").as_primitive::<UInt64Type>();
+            let zone = col("zone").as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
+            let (k1, k2) = (col("k1").as_primitive::<UInt64Type>(), col("k2").as_primitive::<UInt64Type>());
+            let rows = col("rows").as_primitive::<Int64Type>();
+            let w = decimal_sums(col("w"));
+            let bad_col = col("bad").as_primitive::<Int64Type>();
+            for (r, &weight) in w.iter().enumerate() {
+                out.entry(stratum.value(r)).or_default().add(
+                    zone.value(r) as usize,
+                    Some((k1.value(r), k2.value(r))),
+                    rows.value(r) as u64,
+                    weight,
+                );
+                bad += bad_col.value(r) as u64;
+            }
         }
     }
     Ok((out, bad))

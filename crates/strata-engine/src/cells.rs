@@ -100,53 +100,85 @@ impl Default for Tally {
     }
 }
 
+/// Rows of key columns → dense ids of their distinct tuples of values (0-based, in the
+/// order first seen), kept across batches.
 #[derive(Debug)]
-struct CellsAccumulator {
+pub(crate) struct TupleCoder {
     columns: Vec<ColumnCodes>,
     tuples: TupleCodes,
-    tallies: Vec<Tally>,
-    /// Reused per batch: the codes of each key column, then each row's tuple.
+    /// Reused per batch: the codes of each key column.
     codes: Vec<Vec<u32>>,
-    rows: Vec<u32>,
 }
 
-impl CellsAccumulator {
-    fn new(key_types: &[DataType]) -> Self {
+impl TupleCoder {
+    /// A coder for key columns of these types.
+    pub(crate) fn new(key_types: &[DataType]) -> Self {
         Self {
             columns: key_types.iter().map(|t| ColumnCodes::new(value_type(t))).collect(),
             tuples: TupleCodes::new(key_types.len()),
-            tallies: Vec::new(),
             codes: vec![Vec::new(); key_types.len()],
-            rows: Vec::new(),
         }
     }
 
-    /// Codes every row of `keys` into `self.rows` (tuple ids, growing `tallies`).
-    fn code_rows(&mut self, keys: &[ArrayRef]) -> Result<()> {
+    /// Tuples seen so far.
+    pub(crate) fn len(&self) -> usize {
+        self.tuples.len()
+    }
+
+    /// Writes the tuple id of every row of `keys` to `out`.
+    pub(crate) fn code(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<()> {
         if keys.len() != self.columns.len() {
-            return exec_err!("{STRATA_CELLS}: expected {} key columns, got {}", self.columns.len(), keys.len());
+            return exec_err!("expected {} key columns, got {}", self.columns.len(), keys.len());
         }
         for ((column, array), codes) in self.columns.iter_mut().zip(keys).zip(self.codes.iter_mut()) {
             codes.clear();
             column.code(array, codes)?;
         }
-        self.tuples.code(&self.codes, &mut self.rows);
-        self.tallies.resize(self.tuples.len(), Tally::default());
+        let cardinality: Vec<u32> = self.columns.iter().map(|c| c.values.len() as u32).collect();
+        self.tuples.code(&self.codes, &cardinality, out);
+        Ok(())
+    }
+
+    fn size(&self) -> usize {
+        self.columns.iter().map(ColumnCodes::size).sum::<usize>()
+            + self.tuples.size()
+            + self.codes.iter().map(|c| c.capacity() * 4).sum::<usize>()
+    }
+}
+
+#[derive(Debug)]
+struct CellsAccumulator {
+    coder: TupleCoder,
+    tallies: Vec<Tally>,
+    /// Reused per batch: each row's tuple.
+    rows: Vec<u32>,
+}
+
+impl CellsAccumulator {
+    fn new(key_types: &[DataType]) -> Self {
+        Self { coder: TupleCoder::new(key_types), tallies: Vec::new(), rows: Vec::new() }
+    }
+
+    /// Codes every row of `keys` into `self.rows` (tuple ids, growing `tallies`).
+    fn code_rows(&mut self, keys: &[ArrayRef]) -> Result<()> {
+        self.coder.code(keys, &mut self.rows)?;
+        self.tallies.resize(self.coder.len(), Tally::default());
         Ok(())
     }
 
     fn output(&self) -> Result<ScalarValue> {
-        let n = self.tuples.len();
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 4);
-        for (i, column) in self.columns.iter().enumerate() {
-            arrays.push(column.values_of((0..n).map(|t| self.tuples.key(t)[i]))?);
+        let n = self.coder.len();
+        let columns = &self.coder.columns;
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 4);
+        for (i, column) in columns.iter().enumerate() {
+            arrays.push(column.values_of((0..n).map(|t| self.coder.tuples.key(t)[i]))?);
         }
         let t = &self.tallies;
         arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.rows))));
         arrays.push(Arc::new(t.iter().map(|t| (t.weight_count > 0).then_some(t.weight)).collect::<Float64Array>()));
         arrays.push(Arc::new(t.iter().map(|t| (t.weight_count > 0).then_some(t.weight_min)).collect::<Float64Array>()));
         arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.weight_count))));
-        let key_types: Vec<DataType> = self.columns.iter().map(|c| c.data_type.clone()).collect();
+        let key_types: Vec<DataType> = columns.iter().map(|c| c.data_type.clone()).collect();
         let cells = StructArray::try_new(cell_fields(&key_types), arrays, None)?;
         let list = ListArray::try_new(
             Arc::new(Field::new_list_field(cells.data_type().clone(), false)),
@@ -193,7 +225,7 @@ impl Accumulator for CellsAccumulator {
             }
             let cells = lists.value(i);
             let cells = cells.as_struct();
-            let k = self.columns.len();
+            let k = self.coder.columns.len();
             self.code_rows(&cells.columns()[..k])?;
             let rows = cells.column(k).as_primitive::<Int64Type>();
             let (weight, weight_min) =
@@ -223,12 +255,7 @@ impl Accumulator for CellsAccumulator {
     }
 
     fn size(&self) -> usize {
-        size_of_val(self)
-            + self.columns.iter().map(ColumnCodes::size).sum::<usize>()
-            + self.tuples.size()
-            + self.tallies.capacity() * size_of::<Tally>()
-            + self.codes.iter().map(|c| c.capacity() * 4).sum::<usize>()
-            + self.rows.capacity() * 4
+        size_of_val(self) + self.coder.size() + self.tallies.capacity() * size_of::<Tally>() + self.rows.capacity() * 4
     }
 }
 
@@ -581,11 +608,11 @@ impl TupleCodes {
         }
     }
 
-    /// Writes the tuple id of every row of `codes` (one vector per column) to `out`.
-    fn code(&mut self, codes: &[Vec<u32>], out: &mut Vec<u32>) {
+    /// Writes the tuple id of every row of `codes` (one vector per column, each code
+    /// at most that column's `max`) to `out`.
+    fn code(&mut self, codes: &[Vec<u32>], max: &[u32], out: &mut Vec<u32>) {
         out.clear();
-        let max: Vec<u32> = codes.iter().map(|c| c.iter().copied().max().unwrap_or(0)).collect();
-        self.fit(&max);
+        self.fit(max);
         if self.bits.is_empty() {
             return self.code_hashed(codes, out);
         }
@@ -794,7 +821,7 @@ mod tests {
                     .map(|c| (0..50u32).map(|r| if r == 49 { max } else { (r * (c as u32 + 3)) % (max + 1) }).collect())
                     .collect();
                 let mut out = Vec::new();
-                tuples.code(&codes, &mut out);
+                tuples.code(&codes, &vec![max; width], &mut out);
                 for (r, &id) in out.iter().enumerate() {
                     let key: Vec<u32> = codes.iter().map(|c| c[r]).collect();
                     assert_eq!(*seen.entry(key.clone()).or_insert(id), id, "{key:?}");

@@ -27,6 +27,7 @@ use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, Sca
 use twox_hash::XxHash3_64;
 
 pub const STRATA_HASH: &str = "strata_hash";
+pub const STRATA_GROUP_HASH: &str = "strata_group_hash";
 
 /// The UDF, for registering in a session and for building expressions.
 pub fn strata_hash_udf() -> ScalarUDF {
@@ -36,6 +37,69 @@ pub fn strata_hash_udf() -> ScalarUDF {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct StrataHash {
     signature: Signature,
+}
+
+/// `strata_group_hash(seed, col, ...)`: the value of `strata_hash` with the same
+/// arguments, computed once per distinct tuple of values in a batch. For columns of
+/// few distinct values (groups, cells), where `strata_hash` would encode and hash the
+/// same strings row after row, rows are coded to their tuples instead (see
+/// `crate::cells`) and each tuple hashed once.
+pub fn strata_group_hash_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(StrataGroupHash { signature: Signature::variadic_any(Volatility::Immutable) })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct StrataGroupHash {
+    signature: Signature,
+}
+
+fn seed_of(name: &str, arg: Option<ColumnarValue>) -> Result<u64> {
+    match arg {
+        Some(ColumnarValue::Scalar(ScalarValue::UInt64(Some(s)))) => Ok(s),
+        Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(s)))) if s >= 0 => Ok(s as u64),
+        _ => exec_err!("{name}: the first argument must be a non-negative integer seed literal"),
+    }
+}
+
+impl ScalarUDFImpl for StrataGroupHash {
+    fn name(&self) -> &str {
+        STRATA_GROUP_HASH
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let mut iter = args.args.into_iter();
+        let seed = seed_of(STRATA_GROUP_HASH, iter.next())?;
+        let arrays: Vec<ArrayRef> = iter.map(|v| v.into_array(n)).collect::<Result<_>>()?;
+        let types: Vec<DataType> = arrays.iter().map(|a| a.data_type().clone()).collect();
+        let mut coder = crate::cells::TupleCoder::new(&types);
+        let mut tuples = Vec::with_capacity(n);
+        coder.code(&arrays, &mut tuples)?;
+        let mut hashes: Vec<Option<u64>> = vec![None; coder.len()];
+        let mut out = Vec::with_capacity(n);
+        let mut buf = Vec::with_capacity(64);
+        for (row, &t) in tuples.iter().enumerate() {
+            let h = match hashes[t as usize] {
+                Some(h) => h,
+                None => {
+                    buf.clear();
+                    for a in &arrays {
+                        encode(&canonical(&a.slice(row, 1))?, 0, &mut buf);
+                    }
+                    let h = XxHash3_64::oneshot_with_seed(seed, &buf);
+                    hashes[t as usize] = Some(h);
+                    h
+                }
+            };
+            out.push(h);
+        }
+        Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(out))))
+    }
 }
 
 /// One argument column in its canonical class, downcast once per batch so the per-row
@@ -83,11 +147,7 @@ impl ScalarUDFImpl for StrataHash {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
         let mut iter = args.args.into_iter();
-        let seed = match iter.next() {
-            Some(ColumnarValue::Scalar(ScalarValue::UInt64(Some(s)))) => s,
-            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(s)))) if s >= 0 => s as u64,
-            _ => return exec_err!("{STRATA_HASH}: the first argument must be a non-negative integer seed literal"),
-        };
+        let seed = seed_of(STRATA_HASH, iter.next())?;
         let columns: Vec<Canon> = iter.map(|v| v.into_array(n)).map(|a| a.and_then(|a| canonical(&a))).collect::<Result<_>>()?;
         if let Some(out) = hash_integers(seed, &columns, n) {
             return Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(out))));
@@ -253,6 +313,41 @@ mod tests {
         }
         let nulls: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None]));
         assert!(hash_integers(9, &[canonical(&nulls).unwrap()], 2).is_none());
+    }
+
+    /// The once-per-tuple hash equals the row hash, for every kind of column.
+    #[tokio::test]
+    async fn group_hash_equals_row_hash() {
+        use datafusion::prelude::*;
+        let n = 300;
+        let long = "a value longer than twelve bytes";
+        let s: StringViewArray = (0..n).map(|i| [None, Some("Female"), Some(long), Some("x")][i % 4]).collect();
+        let t: StringArray = (0..n).map(|i| [Some("a"), None, Some(long)][i % 3]).collect();
+        let d: datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int16Type> =
+            (0..n).map(|i| [Some("p"), Some(long), None, Some("q"), Some("r")][i % 5]).collect();
+        let y = datafusion::arrow::array::Int32Array::from_iter((0..n).map(|i| (i % 7 != 0).then_some((i % 3) as i32 - 1)));
+        let b = BooleanArray::from_iter((0..n).map(|i| (i % 11 != 0).then_some(i % 2 == 0)));
+        let f = Float64Array::from_iter((0..n).map(|i| [Some(0.0), Some(-0.0), Some(f64::NAN), None, Some(2.5)][i % 5]));
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter([
+            ("s", Arc::new(s) as ArrayRef),
+            ("t", Arc::new(t) as ArrayRef),
+            ("d", Arc::new(d) as ArrayRef),
+            ("y", Arc::new(y) as ArrayRef),
+            ("b", Arc::new(b) as ArrayRef),
+            ("f", Arc::new(f) as ArrayRef),
+        ])
+        .unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_udf(strata_hash_udf());
+        ctx.register_udf(strata_group_hash_udf());
+        ctx.register_batch("t", batch).unwrap();
+        for cols in ["s", "s, t, d, y", "y, b, f", "d, 'lit', s, t, y, b, f"] {
+            let sql = format!("SELECT {STRATA_GROUP_HASH}(7, {cols}) AS a, {STRATA_HASH}(7, {cols}) AS b FROM t");
+            let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            assert_eq!(rows[0].column(0).as_ref(), rows[0].column(1).as_ref(), "{sql}");
+            let distinct = rows[0].column(0).as_primitive::<UInt64Type>().values().iter().collect::<std::collections::BTreeSet<_>>().len();
+            assert!(distinct > 3, "{cols}: {distinct} distinct hashes");
+        }
     }
 
     #[test]

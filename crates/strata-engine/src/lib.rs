@@ -5,6 +5,7 @@
 //! Ballista session later touches this crate only.
 
 mod cells;
+mod cut_zones;
 mod error;
 mod hash;
 mod if_else;
@@ -21,9 +22,10 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::memory::InMemory;
 
 pub use cells::{STRATA_CELLS, strata_cells_udaf};
+pub use cut_zones::{STRATA_CUT_ZONES, WEIGHT_SCALE, strata_cut_zones_udaf};
 pub use error::EngineError;
 pub use error::one_line;
-pub use hash::{STRATA_HASH, strata_hash_udf};
+pub use hash::{STRATA_GROUP_HASH, STRATA_HASH, strata_group_hash_udf, strata_hash_udf};
 pub use if_else::{STRATA_IF, strata_if_udf};
 pub use schema::{LabelKind, check_schema};
 pub use source::{SourceFile, SourceTable};
@@ -72,8 +74,10 @@ impl Engine {
         // strata's functions registered in every session (and, on a cluster, every
         // executor) so its plans can be shipped as SQL or serialized plans.
         ctx.register_udf(strata_hash_udf());
+        ctx.register_udf(strata_group_hash_udf());
         ctx.register_udf(strata_if_udf());
         ctx.register_udaf(strata_cells_udaf());
+        ctx.register_udaf(strata_cut_zones_udaf());
         // `memory://` is an in-process store: tests and embedders put objects in it
         // through `Engine::memory_store` and read them back like any other URL.
         let memory = Arc::new(InMemory::new());

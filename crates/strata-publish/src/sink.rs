@@ -89,6 +89,9 @@ pub struct SinkColumns {
     /// Optional UInt64 helper: a nonzero id marks rows of a group of identical rows of
     /// which only `ShardSink::trims[id]` are kept (the first in key order).
     pub tie: Option<String>,
+    /// Written columns whose values are all distinct (a declared unique id): encoded
+    /// without trying a dictionary first, like float columns.
+    pub distinct: Vec<String>,
 }
 
 /// Rows and weights of one (split, stratum) over all its shards.
@@ -480,8 +483,9 @@ impl ShardSink {
                 entries.push(self.upload_next(&mut encoding, &mut uploads).await?);
             }
             let schema = schema.clone();
+            let distinct = self.columns.distinct.clone();
             encoding.spawn_blocking(move || {
-                let bytes = encode(schema, &batches, &split)?;
+                let bytes = encode(schema, &batches, &split, &distinct)?;
                 let entry = ShardEntry {
                     path,
                     split,
@@ -989,8 +993,8 @@ fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array:
 /// Encodes one shard of split `split` from its pieces (the written columns but the
 /// split's): rows reach the writer in `CHUNK_ROWS` chunks counted from its first row, so
 /// the bytes never depend on where pieces start.
-fn encode(schema: SchemaRef, pieces: &[RecordBatch], split: &str) -> Result<Bytes, PublishError> {
-    let props = writer_properties(&schema);
+fn encode(schema: SchemaRef, pieces: &[RecordBatch], split: &str, distinct: &[String]) -> Result<Bytes, PublishError> {
+    let props = writer_properties(&schema, distinct);
     let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(data_err("starting a shard"))?;
     let split_values: ArrayRef = Arc::new(StringArray::from(vec![split; CHUNK_ROWS]));
     let mut chunk: Vec<RecordBatch> = Vec::new();
@@ -1027,14 +1031,15 @@ fn encode(schema: SchemaRef, pieces: &[RecordBatch], split: &str) -> Result<Byte
 
 /// zstd, page statistics and indexes on, a fixed `created_by`: shards are read by
 /// engines that prune on statistics, and must hash the same on every machine. Float
-/// columns (weights, scores) are nearly always distinct: no dictionary attempt for them.
-fn writer_properties(schema: &SchemaRef) -> WriterProperties {
+/// columns (weights, scores) are nearly always distinct, and `distinct` columns are: no
+/// dictionary attempt for them (it would fill a dictionary page, then fall back).
+fn writer_properties(schema: &SchemaRef, distinct: &[String]) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_created_by(format!("strata {}", env!("CARGO_PKG_VERSION")));
     for f in schema.fields() {
-        if f.data_type().is_floating() {
+        if f.data_type().is_floating() || distinct.contains(f.name()) {
             builder = builder.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
         }
     }
