@@ -3,7 +3,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
-use datafusion::common::ScalarValue;
 use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::sum;
@@ -1059,24 +1058,11 @@ async fn observe(
     windows: &BTreeMap<u64, [Option<Window>; 2]>,
     what: &str,
 ) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
-    // one `strata_cut_zones` aggregate (strata_engine::strata_cut_zones_udaf) with the
-    // windows as a literal: five values per stratum, a missing window as lo > hi
-    let mut flat: Vec<Option<u64>> = Vec::with_capacity(windows.len() * 5);
-    for (s, w) in windows {
-        flat.push(Some(*s));
-        for window in w {
-            let (lo, hi) = window.unwrap_or((1, 0));
-            flat.extend([Some(lo), Some(hi)]);
-        }
-    }
-    let windows = datafusion::arrow::array::ListArray::from_iter_primitive::<UInt64Type, _, _>([Some(flat)]);
-    let args = vec![ident("__stratum"), ident("__h1"), ident("__h2"), ident("__w"), lit(ScalarValue::List(Arc::new(windows)))];
-    let batches = rows
-        .aggregate(vec![], vec![strata_engine::strata_cut_zones_udaf().call(args).alias("zones")])
-        .map_err(df_err(what))?
-        .collect()
-        .await
-        .map_err(df_err(what))?;
+    // one `strata_cut_zones` aggregate (strata_engine::strata_cut_zones_udaf), the
+    // windows travelling as its literal
+    let windows: Vec<strata_engine::StratumWindows> = windows.iter().map(|(s, w)| (*s, *w)).collect();
+    let zones = strata_engine::cut_zones(ident("__stratum"), ident("__h1"), ident("__h2"), ident("__w"), &windows);
+    let batches = rows.aggregate(vec![], vec![zones.alias("zones")]).map_err(df_err(what))?.collect().await.map_err(df_err(what))?;
     let mut out: HashMap<u64, Observed> = HashMap::new();
     let mut bad = 0u64;
     for b in &batches {

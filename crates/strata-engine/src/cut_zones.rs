@@ -7,8 +7,10 @@
 //! windows, per key `(h1, h2)`.
 //!
 //! `windows` is a literal list of `UInt64`, five per stratum: `stratum, lo1, hi1, lo2,
-//! hi2`, where a missing window has `lo > hi`. It travels with the plan, so the
-//! aggregate runs anywhere the function is registered.
+//! hi2`, where a missing window has `lo > hi` (build it with [`cut_zones`]). It travels
+//! with the plan, so the aggregate runs anywhere the function is registered. The list
+//! is wrapped in a dictionary: an aggregate's arguments become arrays of its input's
+//! length, and a dictionary repeats only its key.
 //!
 //! The same answer as a join with the window table and a `GROUP BY stratum, zone, k1,
 //! k2` with `count(*)` and `sum(CAST(w AS DECIMAL(38, 10)))`, for a fraction of the cost:
@@ -24,12 +26,31 @@ use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Fields, Floa
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs};
 use datafusion::physical_expr::expressions::Literal;
+use datafusion::prelude::{Expr, lit};
 
 pub const STRATA_CUT_ZONES: &str = "strata_cut_zones";
 
 /// Scale of the exact weight sums: weights are summed as multiples of 10⁻¹⁰.
 pub const WEIGHT_SCALE: i8 = 10;
 const WEIGHT_PRECISION: u8 = 38;
+
+/// A stratum's windows, each a closed range of the primary key.
+pub type StratumWindows = (u64, [Option<(u64, u64)>; 2]);
+
+/// `strata_cut_zones(stratum, h1, h2, weight, windows)` with `windows` as its literal.
+pub fn cut_zones(stratum: Expr, h1: Expr, h2: Expr, weight: Expr, windows: &[StratumWindows]) -> Expr {
+    let mut flat: Vec<Option<u64>> = Vec::with_capacity(windows.len() * 5);
+    for (s, w) in windows {
+        flat.push(Some(*s));
+        for window in w {
+            let (lo, hi) = window.unwrap_or((1, 0));
+            flat.extend([Some(lo), Some(hi)]);
+        }
+    }
+    let list = ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<UInt64Type, _, _>([Some(flat)])));
+    let windows = ScalarValue::Dictionary(Box::new(DataType::Int32), Box::new(list));
+    strata_cut_zones_udaf().call(vec![stratum, h1, h2, weight, lit(windows)])
+}
 
 /// The aggregate, for registering in a session and for building expressions.
 pub fn strata_cut_zones_udaf() -> AggregateUDF {
@@ -67,6 +88,9 @@ impl AggregateUDFImpl for StrataCutZones {
     }
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match arg_types {
+            [_, _, _, _, DataType::Dictionary(_, l)] if matches!(l.as_ref(), DataType::List(f) if f.data_type() == &DataType::UInt64) => {
+                Ok(list_type())
+            }
             [_, _, _, _, DataType::List(f)] if f.data_type() == &DataType::UInt64 => Ok(list_type()),
             _ => plan_err!("{STRATA_CUT_ZONES} takes a stratum, two keys, a weight and a list of windows"),
         }
@@ -75,7 +99,10 @@ impl AggregateUDFImpl for StrataCutZones {
         false
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let windows = args.exprs.get(4).and_then(|e| e.downcast_ref::<Literal>()).map(|l| l.value().clone());
+        let windows = match args.exprs.get(4).and_then(|e| e.downcast_ref::<Literal>()).map(|l| l.value().clone()) {
+            Some(ScalarValue::Dictionary(_, v)) => Some(*v),
+            other => other,
+        };
         let Some(ScalarValue::List(list)) = windows else {
             return exec_err!("{STRATA_CUT_ZONES}: the windows must be a literal list");
         };
@@ -359,14 +386,10 @@ mod tests {
         // stratum 11: two windows; 22: the first only; 33: the second only; 44: not listed
         let windows: [(u64, Option<(u64, u64)>, Option<(u64, u64)>); 3] =
             [(11, Some((q, q + q / 8)), Some((2 * q, 3 * q))), (22, Some((0, q)), None), (33, None, Some((q * 3, u64::MAX)))];
-        let mut flat = Vec::new();
         let mut table = Vec::new();
+        let mut list = Vec::new();
         for (s, a, b) in windows {
-            flat.push(Some(s));
-            for w in [a, b] {
-                let (lo, hi) = w.unwrap_or((1, 0));
-                flat.extend([Some(lo), Some(hi)]);
-            }
+            list.push((s, [a, b]));
             let v = |x: Option<u64>| x.map_or("NULL".to_string(), |x| format!("{x}::BIGINT UNSIGNED"));
             table.push(format!(
                 "({s}::BIGINT UNSIGNED, {}, {}, {}, {})",
@@ -376,15 +399,11 @@ mod tests {
                 v(b.map(|w| w.1))
             ));
         }
-        let list = datafusion::arrow::array::ListArray::from_iter_primitive::<UInt64Type, _, _>([Some(flat)]);
         let got = ctx
             .table("t")
             .await
             .unwrap()
-            .aggregate(
-                vec![],
-                vec![strata_cut_zones_udaf().call(vec![col("s"), col("h1"), col("h2"), col("w"), lit(ScalarValue::List(Arc::new(list)))])],
-            )
+            .aggregate(vec![], vec![cut_zones(col("s"), col("h1"), col("h2"), col("w"), &list)])
             .unwrap()
             .collect()
             .await
