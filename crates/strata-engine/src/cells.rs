@@ -437,8 +437,12 @@ impl ColumnCodes {
             if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
                 out[start + i] = 0;
             } else if out[start + i] == MISS {
+                // a value first seen in this batch is in the cache from then on
                 out[start + i] = match fingerprint(i) {
-                    Some(key) => self.by_fingerprint(key, array, i)?,
+                    Some(key) => match self.cached(key) {
+                        Some(code) => code,
+                        None => self.by_fingerprint(key, array, i)?,
+                    },
                     None => self.by_bytes(long(i), array, i)?,
                 };
             }

@@ -45,12 +45,41 @@ struct StrataHash {
 /// same strings row after row, rows are coded to their tuples instead (see
 /// `crate::cells`) and each tuple hashed once.
 pub fn strata_group_hash_udf() -> ScalarUDF {
-    ScalarUDF::new_from_impl(StrataGroupHash { signature: Signature::variadic_any(Volatility::Immutable) })
+    ScalarUDF::new_from_impl(StrataGroupHash { signature: Signature::variadic_any(Volatility::Immutable), idle: Default::default() })
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 struct StrataGroupHash {
     signature: Signature,
+    /// Coders not in use, kept between batches so that a value is coded and a tuple
+    /// hashed once per partition rather than once per batch.
+    idle: std::sync::Mutex<Vec<GroupHasher>>,
+}
+
+impl PartialEq for StrataGroupHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl Eq for StrataGroupHash {}
+
+impl std::hash::Hash for StrataGroupHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+/// Tuples past which a coder is not kept: the columns were not few-valued after all.
+const MAX_KEPT_TUPLES: usize = 1 << 16;
+
+/// A coder for one seed and argument types, with each tuple's hash once known.
+#[derive(Debug)]
+struct GroupHasher {
+    seed: u64,
+    types: Vec<DataType>,
+    coder: crate::cells::TupleCoder,
+    hashes: Vec<Option<u64>>,
 }
 
 fn seed_of(name: &str, arg: Option<ColumnarValue>) -> Result<u64> {
@@ -77,14 +106,18 @@ impl ScalarUDFImpl for StrataGroupHash {
         let seed = seed_of(STRATA_GROUP_HASH, iter.next())?;
         let arrays: Vec<ArrayRef> = iter.map(|v| v.into_array(n)).collect::<Result<_>>()?;
         let types: Vec<DataType> = arrays.iter().map(|a| a.data_type().clone()).collect();
-        let mut coder = crate::cells::TupleCoder::new(&types);
+        let kept = {
+            let mut idle = self.idle.lock().map_err(|_| datafusion::error::DataFusionError::Internal("a poisoned lock".into()))?;
+            idle.iter().position(|g| g.seed == seed && g.types == types).map(|i| idle.swap_remove(i))
+        };
+        let mut g = kept.unwrap_or_else(|| GroupHasher { seed, coder: crate::cells::TupleCoder::new(&types), types, hashes: Vec::new() });
         let mut tuples = Vec::with_capacity(n);
-        coder.code(&arrays, &mut tuples)?;
-        let mut hashes: Vec<Option<u64>> = vec![None; coder.len()];
+        g.coder.code(&arrays, &mut tuples)?;
+        g.hashes.resize(g.coder.len(), None);
         let mut out = Vec::with_capacity(n);
         let mut buf = Vec::with_capacity(64);
         for (row, &t) in tuples.iter().enumerate() {
-            let h = match hashes[t as usize] {
+            let h = match g.hashes[t as usize] {
                 Some(h) => h,
                 None => {
                     buf.clear();
@@ -92,11 +125,16 @@ impl ScalarUDFImpl for StrataGroupHash {
                         encode(&canonical(&a.slice(row, 1))?, 0, &mut buf);
                     }
                     let h = XxHash3_64::oneshot_with_seed(seed, &buf);
-                    hashes[t as usize] = Some(h);
+                    g.hashes[t as usize] = Some(h);
                     h
                 }
             };
             out.push(h);
+        }
+        if g.coder.len() <= MAX_KEPT_TUPLES
+            && let Ok(mut idle) = self.idle.lock()
+        {
+            idle.push(g);
         }
         Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(out))))
     }
@@ -340,9 +378,11 @@ mod tests {
         let ctx = SessionContext::new();
         ctx.register_udf(strata_hash_udf());
         ctx.register_udf(strata_group_hash_udf());
+        // a second table of the same types: its batches reuse the coders the first left
+        ctx.register_batch("u", batch.slice(101, 150)).unwrap();
         ctx.register_batch("t", batch).unwrap();
-        for cols in ["s", "s, t, d, y", "y, b, f", "d, 'lit', s, t, y, b, f"] {
-            let sql = format!("SELECT {STRATA_GROUP_HASH}(7, {cols}) AS a, {STRATA_HASH}(7, {cols}) AS b FROM t");
+        for (cols, table) in ["s", "s, t, d, y", "y, b, f", "d, 'lit', s, t, y, b, f"].iter().flat_map(|c| [(c, "t"), (c, "u"), (c, "t")]) {
+            let sql = format!("SELECT {STRATA_GROUP_HASH}(7, {cols}) AS a, {STRATA_HASH}(7, {cols}) AS b FROM {table}");
             let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
             assert_eq!(rows[0].column(0).as_ref(), rows[0].column(1).as_ref(), "{sql}");
             let distinct = rows[0].column(0).as_primitive::<UInt64Type>().values().iter().collect::<std::collections::BTreeSet<_>>().len();
