@@ -384,12 +384,10 @@ mod tests {
         ctx.register_table("t", Arc::new(MemTable::try_new(parts[0][0].schema(), parts).unwrap())).unwrap();
         let q = u64::MAX / 4;
         // stratum 11: two windows; 22: the first only; 33: the second only; 44: not listed
-        let windows: [(u64, Option<(u64, u64)>, Option<(u64, u64)>); 3] =
-            [(11, Some((q, q + q / 8)), Some((2 * q, 3 * q))), (22, Some((0, q)), None), (33, None, Some((q * 3, u64::MAX)))];
+        let windows: [StratumWindows; 3] =
+            [(11, [Some((q, q + q / 8)), Some((2 * q, 3 * q))]), (22, [Some((0, q)), None]), (33, [None, Some((q * 3, u64::MAX))])];
         let mut table = Vec::new();
-        let mut list = Vec::new();
-        for (s, a, b) in windows {
-            list.push((s, [a, b]));
+        for (s, [a, b]) in windows {
             let v = |x: Option<u64>| x.map_or("NULL".to_string(), |x| format!("{x}::BIGINT UNSIGNED"));
             table.push(format!(
                 "({s}::BIGINT UNSIGNED, {}, {}, {}, {})",
@@ -403,7 +401,7 @@ mod tests {
             .table("t")
             .await
             .unwrap()
-            .aggregate(vec![], vec![cut_zones(col("s"), col("h1"), col("h2"), col("w"), &list)])
+            .aggregate(vec![], vec![cut_zones(col("s"), col("h1"), col("h2"), col("w"), &windows)])
             .unwrap()
             .collect()
             .await
