@@ -751,7 +751,8 @@ async fn route(
     // (split, stratum, cell, tie) → a local id; rows counted per (id, range)
     let mut unit_ids: HashMap<(usize, u64, u64, u64), u32> = HashMap::new();
     let mut units: Vec<(usize, u64, u64, u64)> = Vec::new();
-    let mut counts: HashMap<(u32, u32), u64> = HashMap::new();
+    let ranges = layout.ranges as usize;
+    let mut counts = RangeCounts::Dense(Vec::new());
     let mut range_of: Vec<u32> = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(data_err("computing the curated rows"))?;
@@ -778,13 +779,14 @@ async fn route(
                 _ => {
                     let id = *unit_ids.entry(k).or_insert_with(|| {
                         units.push(k);
+                        counts.grow(units.len(), ranges);
                         (units.len() - 1) as u32
                     });
                     last = Some((k, id));
                     id
                 }
             };
-            *counts.entry((id, range)).or_default() += 1;
+            counts.add(id, range, ranges);
         }
         // one take puts the batch in range order (stable: a counting sort when ranges
         // are few, else a sort); each range gets a zero-copy slice
@@ -861,7 +863,7 @@ async fn route(
         }
     }
     let mut by_unit: Counts = HashMap::new();
-    for ((id, range), n) in counts {
+    for ((id, range), n) in counts.into_entries(ranges) {
         let (s, stratum, cell, tie) = units[id as usize];
         by_unit.entry((layout.split_names[s].clone(), stratum, cell, tie)).or_default().insert(range as u64, n);
     }
@@ -880,6 +882,51 @@ async fn route(
         ));
     }
     Ok(Routed { files, counts })
+}
+
+/// Rows per (unit, range) while routing: a dense table (one add per row, no hashing)
+/// while units × ranges stays small, a map past that.
+enum RangeCounts {
+    Dense(Vec<u64>),
+    Sparse(HashMap<(u32, u32), u64>),
+}
+
+/// Entries past which the dense table gives way to a map (32 MiB of counters).
+const DENSE_COUNTS: usize = 1 << 22;
+
+impl RangeCounts {
+    /// Room for `units` units.
+    fn grow(&mut self, units: usize, ranges: usize) {
+        if let RangeCounts::Dense(dense) = self {
+            if units * ranges <= DENSE_COUNTS {
+                dense.resize(units * ranges, 0);
+            } else {
+                let entries = std::mem::take(dense).into_iter().enumerate().filter(|(_, n)| *n > 0);
+                *self = RangeCounts::Sparse(entries.map(|(i, n)| (((i / ranges) as u32, (i % ranges) as u32), n)).collect());
+            }
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, unit: u32, range: u32, ranges: usize) {
+        match self {
+            RangeCounts::Dense(dense) => dense[unit as usize * ranges + range as usize] += 1,
+            RangeCounts::Sparse(map) => *map.entry((unit, range)).or_default() += 1,
+        }
+    }
+
+    /// ((unit, range), rows) for every nonzero count.
+    fn into_entries(self, ranges: usize) -> Vec<((u32, u32), u64)> {
+        match self {
+            RangeCounts::Dense(dense) => dense
+                .into_iter()
+                .enumerate()
+                .filter(|(_, n)| *n > 0)
+                .map(|(i, n)| (((i / ranges) as u32, (i % ranges) as u32), n))
+                .collect(),
+            RangeCounts::Sparse(map) => map.into_iter().collect(),
+        }
+    }
 }
 
 /// A range read back and sorted by key, ready to deal.
@@ -1056,4 +1103,28 @@ fn spill_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> PublishErro
 
 fn join_err(e: tokio::task::JoinError) -> PublishError {
     PublishError::Data { context: "writing shards".into(), message: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts survive the switch from the dense table to the map.
+    #[test]
+    fn range_counts_switch_to_a_map_without_losing_counts() {
+        let ranges = 1 << 20;
+        let mut counts = RangeCounts::Dense(Vec::new());
+        let mut want: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for unit in 0..6u32 {
+            counts.grow(unit as usize + 1, ranges);
+            for range in [0u32, 7, unit * 1000, (ranges - 1) as u32, 7] {
+                counts.add(unit, range, ranges);
+                *want.entry((unit, range)).or_default() += 1;
+            }
+            // past 4 units of 2^20 ranges the table would exceed DENSE_COUNTS
+            assert_eq!(matches!(counts, RangeCounts::Sparse(_)), (unit as usize + 1) * ranges > DENSE_COUNTS, "unit {unit}");
+        }
+        let got: BTreeMap<(u32, u32), u64> = counts.into_entries(ranges).into_iter().collect();
+        assert_eq!(got, want);
+    }
 }
