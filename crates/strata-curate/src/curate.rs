@@ -874,27 +874,22 @@ struct CellKey {
 /// `__cell_rows` and `__ids` (the weight sum: rows with an id).
 fn cells_batches(result: &[RecordBatch], n_attrs: usize) -> datafusion::error::Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
-    for b in result {
-        let lists = b.column(0).as_list::<i32>();
-        for i in 0..lists.len() {
-            let cells = lists.value(i);
-            let cells = cells.as_struct();
-            if cells.is_empty() {
-                continue;
-            }
-            let mut fields: Vec<Field> = Vec::new();
-            let mut columns: Vec<ArrayRef> = Vec::new();
-            for k in 0..=n_attrs {
-                let name = if k < n_attrs { format!("g{k}") } else { "y".to_string() };
-                fields.push(Field::new(name, cells.column(k).data_type().clone(), true));
-                columns.push(cells.column(k).clone());
-            }
-            let rows = cells.column(n_attrs + 1).clone();
-            let ids = datafusion::arrow::compute::cast(cells.column(n_attrs + 2), &DataType::Int64)?;
-            fields.extend([Field::new("__cell_rows", DataType::Int64, false), Field::new("__ids", DataType::Int64, true)]);
-            columns.extend([rows, ids]);
-            out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?);
+    for cells in strata_engine::aggregate_rows(result)? {
+        if cells.num_rows() == 0 {
+            continue;
         }
+        let mut fields: Vec<Field> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for k in 0..=n_attrs {
+            let name = if k < n_attrs { format!("g{k}") } else { "y".to_string() };
+            fields.push(Field::new(name, cells.column(k).data_type().clone(), true));
+            columns.push(cells.column(k).clone());
+        }
+        let rows = cells.column(n_attrs + 1).clone();
+        let ids = datafusion::arrow::compute::cast(cells.column(n_attrs + 2), &DataType::Int64)?;
+        fields.extend([Field::new("__cell_rows", DataType::Int64, false), Field::new("__ids", DataType::Int64, true)]);
+        columns.extend([rows, ids]);
+        out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?);
     }
     Ok(out)
 }
@@ -1065,27 +1060,22 @@ async fn observe(
     let batches = rows.aggregate(vec![], vec![zones.alias("zones")]).map_err(df_err(what))?.collect().await.map_err(df_err(what))?;
     let mut out: HashMap<u64, Observed> = HashMap::new();
     let mut bad = 0u64;
-    for b in &batches {
-        let lists = b.column(0).as_list::<i32>();
-        for i in 0..lists.len() {
-            let part = lists.value(i);
-            let part = part.as_struct();
-            let col = |name: &str| part.column_by_name(name).expect("a zones column");
-            let stratum = col("stratum").as_primitive::<UInt64Type>();
-            let zone = col("zone").as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
-            let (k1, k2) = (col("k1").as_primitive::<UInt64Type>(), col("k2").as_primitive::<UInt64Type>());
-            let rows = col("rows").as_primitive::<Int64Type>();
-            let w = decimal_sums(col("w"));
-            let bad_col = col("bad").as_primitive::<Int64Type>();
-            for (r, &weight) in w.iter().enumerate() {
-                out.entry(stratum.value(r)).or_default().add(
-                    zone.value(r) as usize,
-                    Some((k1.value(r), k2.value(r))),
-                    rows.value(r) as u64,
-                    weight,
-                );
-                bad += bad_col.value(r) as u64;
-            }
+    for part in strata_engine::aggregate_rows(&batches).map_err(df_err(what))? {
+        let col = |name: &str| part.column_by_name(name).expect("a zones column");
+        let stratum = col("stratum").as_primitive::<UInt64Type>();
+        let zone = col("zone").as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
+        let (k1, k2) = (col("k1").as_primitive::<UInt64Type>(), col("k2").as_primitive::<UInt64Type>());
+        let rows = col("rows").as_primitive::<Int64Type>();
+        let w = decimal_sums(col("w"));
+        let bad_col = col("bad").as_primitive::<Int64Type>();
+        for (r, &weight) in w.iter().enumerate() {
+            out.entry(stratum.value(r)).or_default().add(
+                zone.value(r) as usize,
+                Some((k1.value(r), k2.value(r))),
+                rows.value(r) as u64,
+                weight,
+            );
+            bad += bad_col.value(r) as u64;
         }
     }
     Ok((out, bad))

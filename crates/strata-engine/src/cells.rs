@@ -19,8 +19,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, StructArray, downcast_integer_array};
-use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StructArray, downcast_integer_array};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Date64Type, Field, Fields, Float64Type, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs};
@@ -179,14 +178,7 @@ impl CellsAccumulator {
         arrays.push(Arc::new(t.iter().map(|t| (t.weight_count > 0).then_some(t.weight_min)).collect::<Float64Array>()));
         arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.weight_count))));
         let key_types: Vec<DataType> = columns.iter().map(|c| c.data_type.clone()).collect();
-        let cells = StructArray::try_new(cell_fields(&key_types), arrays, None)?;
-        let list = ListArray::try_new(
-            Arc::new(Field::new_list_field(cells.data_type().clone(), false)),
-            OffsetBuffer::from_lengths([n]),
-            Arc::new(cells),
-            None,
-        )?;
-        Ok(ScalarValue::List(Arc::new(list)))
+        crate::struct_list::to_value(StructArray::try_new(cell_fields(&key_types), arrays, None)?)
     }
 }
 
@@ -216,15 +208,8 @@ impl Accumulator for CellsAccumulator {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some(lists) = states.first().and_then(|s| s.as_list_opt::<i32>()) else {
-            return exec_err!("{STRATA_CELLS}: a partial state is not a list");
-        };
-        for i in 0..lists.len() {
-            if lists.is_null(i) {
-                continue;
-            }
-            let cells = lists.value(i);
-            let cells = cells.as_struct();
+        let Some(states) = states.first() else { return exec_err!("{STRATA_CELLS}: no partial state") };
+        for cells in crate::struct_list::rows_of(states, STRATA_CELLS)? {
             let k = self.coder.columns.len();
             self.code_rows(&cells.columns()[..k])?;
             let rows = cells.column(k).as_primitive::<Int64Type>();

@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int64Array, ListArray, StructArray, UInt8Array, UInt64Array};
-use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Fields, Float64Type, Int64Type, UInt8Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs};
@@ -226,7 +225,6 @@ impl ZonesAccumulator {
             }
         }
         rows.extend(self.inside.iter().map(|(k, g)| (*k, *g)));
-        let n = rows.len();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0.0))),
             Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| r.0.1))),
@@ -239,14 +237,7 @@ impl ZonesAccumulator {
             ),
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1.bad))),
         ];
-        let cells = StructArray::try_new(zone_fields(), columns, None)?;
-        let list = ListArray::try_new(
-            Arc::new(Field::new_list_field(cells.data_type().clone(), false)),
-            OffsetBuffer::from_lengths([n]),
-            Arc::new(cells),
-            None,
-        )?;
-        Ok(ScalarValue::List(Arc::new(list)))
+        crate::struct_list::to_value(StructArray::try_new(zone_fields(), columns, None)?)
     }
 }
 
@@ -280,15 +271,8 @@ impl Accumulator for ZonesAccumulator {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some(lists) = states.first().and_then(|s| s.as_list_opt::<i32>()) else {
-            return exec_err!("{STRATA_CUT_ZONES}: a partial state is not a list");
-        };
-        for i in 0..lists.len() {
-            if lists.is_null(i) {
-                continue;
-            }
-            let part = lists.value(i);
-            let part = part.as_struct();
+        let Some(states) = states.first() else { return exec_err!("{STRATA_CUT_ZONES}: no partial state") };
+        for part in crate::struct_list::rows_of(states, STRATA_CUT_ZONES)? {
             let u64s = |c: usize| part.column(c).as_primitive::<UInt64Type>().clone();
             let (stratum, k1, k2) = (u64s(0), u64s(2), u64s(3));
             let zone = part.column(1).as_primitive::<UInt8Type>();

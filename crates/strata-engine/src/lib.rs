@@ -12,6 +12,7 @@ mod if_else;
 mod schema;
 mod source;
 mod store;
+mod struct_list;
 mod weights;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use if_else::{STRATA_IF, strata_if_udf};
 pub use schema::{LabelKind, check_schema};
 pub use source::{SourceFile, SourceTable};
 pub use store::object_store_for;
+pub use struct_list::aggregate_rows;
 pub use weights::{invalid_weight, invalid_weights_error};
 
 /// The name every stage's plans use for the pipeline's input.

@@ -74,21 +74,18 @@ pub async fn profile(
         .collect()
         .await
         .map_err(EngineError::datafusion(format!("profiling source `{}`", source.url)))?;
-    let mut batches = Vec::new();
-    for b in &result {
-        let lists = b.column(0).as_list::<i32>();
-        for i in 0..lists.len() {
-            let cells = RecordBatch::from(lists.value(i).as_struct());
-            // unweighted: the weight tallies are empty, and would read as missing weights
-            batches.push(if weighted {
-                cells
-            } else {
-                cells
-                    .project(&(0..=attrs.len() + 1).collect::<Vec<_>>())
-                    .map_err(|e| EngineError::datafusion("reading profile cells")(e.into()))?
-            });
-        }
-    }
+    let cells = strata_engine::aggregate_rows(&result).map_err(EngineError::datafusion("reading profile cells"))?;
+    // unweighted: the weight tallies are empty, and would read as missing weights
+    let keep: Vec<usize> = (0..=attrs.len() + 1).collect();
+    let batches = if weighted {
+        cells
+    } else {
+        cells
+            .iter()
+            .map(|c| c.project(&keep))
+            .collect::<Result<_, _>>()
+            .map_err(|e| EngineError::datafusion("reading profile cells")(e.into()))?
+    };
 
     let (cells, suspect_weights) = read_cells(&batches, attrs.len(), &positive)?;
     let bad_weights = if suspect_weights { count_invalid_weights(engine, pipeline).await? } else { 0 };
