@@ -21,6 +21,7 @@ mod assign;
 mod destination;
 mod manifest;
 mod sink;
+mod unit_cache;
 mod verify;
 
 pub use assign::assign;

@@ -47,6 +47,7 @@ use tokio::task::JoinSet;
 
 use crate::destination::Destination;
 use crate::manifest::{ShardEntry, StratumCount};
+use crate::unit_cache::UnitCache;
 use crate::{PublishError, sha256_hex};
 
 /// Rows handed to the Parquet writer at a time (and so its page-size checks).
@@ -651,21 +652,15 @@ fn deal_range(
     // Walking rows in key order touches them at random: read what the walk needs into
     // one (slot, totals) pair per row first, in row order.
     let mut unit_of: Vec<RowUnit> = Vec::with_capacity(n);
-    let mut last: Option<((usize, u64, u64), RowUnit)> = None;
+    let mut units = UnitCache::new();
     for i in 0..n {
         let key = (plan_split[split.value(i) as usize], stratum.value(i), cell.value(i));
-        let unit = match last {
-            Some((k, u)) if k == key => u,
-            _ => {
-                let u = *plan.units.get(&key).ok_or_else(|| PublishError::Data {
-                    context: "dealing shard rows".into(),
-                    message: format!("a row of split {} and stratum {} was not counted while routing", split.value(i), key.1),
-                })?;
-                last = Some((key, u));
-                u
-            }
-        };
-        unit_of.push(unit);
+        unit_of.push(units.get(key, |key| {
+            plan.units.get(key).copied().ok_or_else(|| PublishError::Data {
+                context: "dealing shard rows".into(),
+                message: format!("a row of split {} and stratum {} was not counted while routing", split.value(i), key.1),
+            })
+        })?);
     }
     let mut next: Vec<u64> = vec![0; plan.slots.len()];
     for &(slot, before) in &plan.starts[range as usize] {
@@ -751,6 +746,7 @@ async fn route(
     // (split, stratum, cell, tie) → a local id; rows counted per (id, range)
     let mut unit_ids: HashMap<(usize, u64, u64, u64), u32> = HashMap::new();
     let mut units: Vec<(usize, u64, u64, u64)> = Vec::new();
+    let mut unit_cache = UnitCache::new();
     let ranges = layout.ranges as usize;
     let mut counts = RangeCounts::Dense(Vec::new());
     let mut range_of: Vec<u32> = Vec::new();
@@ -767,25 +763,18 @@ async fn route(
         let cell = u64_column(&batch, layout.cell)?;
         let tie = layout.tie.map(|i| u64_column(&batch, i)).transpose()?;
         range_of.clear();
-        let mut last: Option<((usize, u64, u64, u64), u32)> = None;
         for r in 0..n {
             let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u32;
             range_of.push(range);
             let s = split.value(r) as usize;
-            // rows of one stratum tend to come together: look up runs, not rows
             let k = (s, stratum.value(r), cell.value(r), tie.as_ref().map_or(0, |t| t.value(r)));
-            let id = match last {
-                Some((lk, id)) if lk == k => id,
-                _ => {
-                    let id = *unit_ids.entry(k).or_insert_with(|| {
-                        units.push(k);
-                        counts.grow(units.len(), ranges);
-                        (units.len() - 1) as u32
-                    });
-                    last = Some((k, id));
-                    id
-                }
-            };
+            let id = unit_cache.get(k, |k| {
+                Ok::<_, PublishError>(*unit_ids.entry(*k).or_insert_with(|| {
+                    units.push(*k);
+                    counts.grow(units.len(), ranges);
+                    (units.len() - 1) as u32
+                }))
+            })?;
             counts.add(id, range, ranges);
         }
         // one take puts the batch in range order (stable: a counting sort when ranges
