@@ -26,6 +26,9 @@ def encode(values) -> bytes:
             out.append(0x00)
         elif isinstance(v, bool):
             out += bytes([0x05, int(v)])
+        elif isinstance(v, int) and v > (1 << 63) - 1:
+            out.append(0x03)
+            out += struct.pack("<Q", v)
         elif isinstance(v, int):
             out.append(0x02)
             out += struct.pack("<q", v)
@@ -43,6 +46,13 @@ def encode(values) -> bytes:
 
 def strata_hash(seed: int, stream: int, values) -> int:
     return xxhash.xxh3_64_intdigest(encode(values), seed=derive_seed(seed, stream))
+
+
+def shuffle_key(seed: int, key) -> callable:
+    """The shuffle key of copy `c` of the row with key columns `key`: the hash (stream 5)
+    of its sample hash, split hash and copy index."""
+    h_split, h_sample = strata_hash(seed, 1, key), strata_hash(seed, 2, key)
+    return lambda c: strata_hash(seed, 5, [h_sample, h_split, c])
 
 
 def split_rows(rows: list[dict], columns: list[str], key: list[str], cell: list[str], seed: int,

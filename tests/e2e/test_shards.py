@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, latest_manifest, run_strata
 from faulty_proxy import FaultyProxy
+from strata_hash import shuffle_key
 
 ADULT_SPEC = ROOT / "pipelines/adult.toml"
 
@@ -61,6 +62,39 @@ def assert_stratified(out):
         sizes = [sum(x.values()) for x in shards]
         assert max(sizes) - min(sizes) <= 1
     return m
+
+
+def assert_dealt_in_key_blocks(out, m, seed, id_column):
+    """Checks the dealing rule with shuffle keys computed here (strata_hash.py): inside a
+    shard rows are in key order, and within a split each stratum's rows, in key order,
+    are cut into consecutive blocks, shard 0 first. The copies of a row are identical,
+    so its k appearances (in shard order) get the keys of copies 0..k-1, ascending."""
+    run = out / "runs" / m["run_id"]
+    cols = m["stratum_columns"]
+    shards = []
+    copies = collections.Counter()
+    for shard in sorted(m["shards"], key=lambda s: (s["split"], s["index"])):
+        t = pq.read_table(run / shard["path"])
+        ids = t.column(id_column).to_pylist()
+        copies.update(ids)
+        shards.append((shard, ids, list(zip(*(t.column(c).cast(pa.string()).to_pylist() for c in cols)))))
+    keys_of = {i: sorted(map(shuffle_key(seed, [i]), range(k))) for i, k in copies.items()}
+    seen = collections.Counter()
+    blocks = collections.defaultdict(list)  # (split, stratum) -> [(shard, min key, max key)]
+    for shard, ids, strata in shards:
+        keys = []
+        for i in ids:
+            keys.append(keys_of[i][seen[i]])
+            seen[i] += 1
+        assert keys == sorted(keys), f"{shard['path']}: rows not in shuffle-key order"
+        by_stratum = collections.defaultdict(list)
+        for k, st in zip(keys, strata):
+            by_stratum[st].append(k)
+        for st, ks in by_stratum.items():
+            blocks[(shard["split"], st)].append((shard["index"], min(ks), max(ks)))
+    for (split, st), bs in blocks.items():
+        for (a, _, a_max), (b, b_min, _) in zip(bs, bs[1:]):
+            assert a < b and a_max < b_min, f"{split} {st}: shard {a} holds keys after shard {b}'s"
 
 
 def test_adult_shards_are_stratified_and_true_to_the_manifest(tmp_path):
@@ -117,6 +151,7 @@ shard_rows = 1700
 """)
     publish(spec, tmp_path / "out")
     m = assert_stratified(tmp_path / "out")
+    assert_dealt_in_key_blocks(tmp_path / "out", m, seed=9, id_column="id")
     train = m["splits"][0]
     assert train["split"] == "train" and train["shards"] > 3
     assert m["stratum_columns"] == (["grp", "region"] if stratify == "groups" else ["grp", "region", "y"])

@@ -1,33 +1,35 @@
 //! Writes curated rows as stratified Parquet shards, from a stream in no particular order.
 //!
-//! Within a split of N rows cut into S = ⌈N / shard_rows⌉ shards, the strata are laid
-//! end to end in id order and each stratum's rows are dealt round robin in the order of
-//! a seeded shuffle key, starting at the shard where the previous stratum stopped. So
-//! every shard holds ⌊c/S⌋ or ⌈c/S⌉ rows of each stratum of c rows, and ⌊N/S⌋ or ⌈N/S⌉
-//! rows in all; rows within a shard are in shuffle-key order.
+//! Within a split of N rows cut into S = ⌈N / shard_rows⌉ shards, each stratum's rows,
+//! in the order of a seeded shuffle key, are cut into S consecutive blocks, block k to
+//! shard k: ⌊c/S⌋ rows each, plus one for c mod S of them, which start after the
+//! previous stratum's (strata in id order). So every shard holds ⌊c/S⌋ or ⌈c/S⌉ rows of
+//! each stratum of c rows, and ⌊N/S⌋ or ⌈N/S⌉ rows in all; rows within a shard are in
+//! shuffle-key order. Keys are uniform, so shard k's rows of every stratum lie near the
+//! k-th slice of the key space.
 //!
-//! Dealing in key order is a sort by key, done here as an external bucket sort in three
-//! linear steps over local spill files (Arrow IPC under `$TMPDIR`), so memory stays
-//! bounded by a key range and a few shards whatever the size of the data, and no
-//! engine-wide sort is needed:
+//! That is a sort by key, done here as an external bucket sort in linear steps over
+//! local spill files (Arrow IPC under `$TMPDIR`), so memory stays bounded by a few key
+//! ranges and shards whatever the size of the data, and no engine-wide sort is needed:
 //! 1. **route**: each input partition sends its rows to key ranges (equal slices of the
 //!    64-bit key space, about [`RANGE_ROWS`] rows each) and counts rows per stratum;
-//! 2. **deal**: each range is sorted in memory by key and dealt to shards, then kept
-//!    (or written back) grouped by shard. A row's shard follows from its rank in its
-//!    stratum, which is the rows of its stratum in earlier ranges (counted while
-//!    routing) plus its place in its own range: so ranges are dealt on every core at
-//!    once, and only the weight sums run in key order;
-//! 3. **encode**: shard by shard, its pieces (one per range, already in key order) are
-//!    concatenated, encoded as Parquet in fixed chunks of rows counted from the shard's
-//!    first row (so bytes never depend on batch boundaries), hashed and uploaded, with
-//!    one shard encoding per core.
+//! 2. **deal and encode**: each range is sorted in memory by key and its rows given to
+//!    shards. A row's shard follows from its rank in its stratum, which is the rows of
+//!    its stratum in earlier ranges (counted while routing) plus its place in its own
+//!    range: so ranges are dealt on every core at once, and only the weight sums run in
+//!    key order. The counts also say which range holds each shard's last row: once the
+//!    ranges up to it are dealt, the shard is encoded (on the same threads), from its
+//!    pieces in key order, as Parquet in fixed chunks of rows counted from its first row
+//!    (so bytes never depend on where pieces start), and hashed;
+//! 3. **upload**: once every row has been dealt (and a declared unique key checked),
+//!    the shards are uploaded, a few at a time.
 
 use std::collections::BTreeMap;
 
 // per-row counters: a fast hasher (the keys are not attacker-controlled)
 use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -217,28 +219,59 @@ enum RangeOut {
     Batches(Vec<RecordBatch>),
 }
 
-/// A dealt range: its pieces in order, one per (split, shard) it holds, with the
-/// written columns only.
-enum Dealt {
-    File(PathBuf),
-    Batches(Vec<Option<RecordBatch>>),
-}
-
 /// What one routing task wrote: its rows by key range, and its counts.
 struct Routed {
     files: Vec<(u64, Held)>,
     counts: Counts,
 }
 
-/// A (split, stratum): its shards, and the shard its first row goes to.
+/// A (split, stratum) and how its rows, in key order, are cut into its shards' blocks.
+///
+/// Shard `k` takes the `k`-th block: `floor(rows / n_shards)` rows, plus one for the
+/// `rows mod n_shards` shards starting at `offset` (cyclically). So each shard holds the
+/// same counts as dealing the rows round robin from `offset` would give, and since keys
+/// are uniform, shard `k`'s rows of every stratum lie near the `k`-th slice of the key
+/// space: a shard is complete once the ranges up to there are dealt.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     split: usize,
     stratum: u64,
     offset: u64,
     n_shards: u64,
+    /// Rows kept of this (split, stratum).
+    rows: u64,
     /// Index of its (shard 0) entry in the per-(slot, shard) sums.
     sums_at: usize,
+}
+
+impl Slot {
+    /// Rows of this stratum in shards `0..k`.
+    fn rows_before(&self, k: u64) -> u64 {
+        let (s, o) = (self.n_shards, self.offset);
+        let r = self.rows % s;
+        // shards below k among the `r` taking one more row: [o, o + r) modulo s
+        let extra = if o + r <= s { k.saturating_sub(o).min(r) } else { k.saturating_sub(o).min(s - o) + k.min(o + r - s) };
+        k * (self.rows / s) + extra
+    }
+
+    fn block_start(&self, k: u64) -> u64 {
+        self.rows_before(k)
+    }
+
+    fn block_end(&self, k: u64) -> u64 {
+        self.rows_before(k + 1)
+    }
+
+    /// The shard of the row of rank `rank` (0-based, in key order).
+    fn shard_at(&self, rank: u64) -> u64 {
+        // the first shard whose block ends after `rank`
+        let (mut lo, mut hi) = (0, self.n_shards - 1);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.block_end(mid) > rank { hi = mid } else { lo = mid + 1 }
+        }
+        lo
+    }
 }
 
 /// A row's (slot, index of its (split, cell) totals).
@@ -261,10 +294,17 @@ struct DealPlan {
     starts: Vec<Vec<(u32, u64)>>,
     /// Per range: (tie id, rows of that tie group in earlier ranges).
     tie_before: Vec<HashMap<u64, u64>>,
+    /// Per range: the shards (in one numbering of all shards) whose last row lies in it.
+    completes: Vec<Vec<usize>>,
 }
 
-/// (split index, shard) → where its rows lie after dealing: (range, batch in the range's file).
-type Pieces = BTreeMap<(usize, u64), Vec<(u64, usize)>>;
+impl DealPlan {
+    /// (split index, shard) of a shard in the one numbering of all shards.
+    fn shard_of(&self, global: usize) -> (usize, u64) {
+        let s = self.shard_base.partition_point(|&b| b <= global) - 1;
+        (s, (global - self.shard_base[s]) as u64)
+    }
+}
 
 impl ShardSink {
     /// Writes the rows of `streams` (the partitions of one plan, run concurrently).
@@ -332,15 +372,18 @@ impl ShardSink {
         tracing::debug!(ranges = layout.ranges, elapsed_ms = started.elapsed().as_millis() as u64, "shard rows routed");
         let plan = self.plan(&counts, layout.ranges);
 
-        // 2. deal every range (in parallel), summing weights in key order
+        // 2. deal every range and encode every shard once its last range is dealt, on
+        // every core; weights are summed in key order
         let started = std::time::Instant::now();
         let spilling = budget.spilling.load(std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(spilling, "dealing shard rows");
-        let dealt = deal_ranges(&layout, &plan, &self.trims, files, spilling.then(|| spill_root.path().to_path_buf()))?;
+        tracing::debug!(spilling, "dealing and encoding shards");
+        let shard_dir = spilling.then(|| spill_root.path().to_path_buf());
+        let work = Work { layout: &layout, plan: &plan, sink: &self, schema: &schema, shard_dir };
+        let dealt = work.run(files)?;
         if self.unique_order && dealt.repeated > 0 {
             return Err(PublishError::RepeatedKeys { rows: dealt.repeated });
         }
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shard rows dealt");
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shards dealt and encoded");
         let names = &plan.names;
         let totals = dealt
             .totals
@@ -349,20 +392,11 @@ impl ShardSink {
             .filter(|(t, _)| t.rows > 0)
             .map(|(t, (s, cell))| ((names[*s].clone(), *cell), *t))
             .collect();
-        let mut strata: HashMap<(usize, u64), BTreeMap<u64, (u64, f64)>> = HashMap::new();
-        for slot in &plan.slots {
-            for shard in 0..slot.n_shards {
-                let (n, w) = dealt.sums[slot.sums_at + shard as usize];
-                if n > 0 {
-                    strata.entry((slot.split, shard)).or_default().insert(slot.stratum, (n, w));
-                }
-            }
-        }
 
-        // 3. encode and upload, shard by shard
+        // 3. upload, once every row has been dealt and checked
         let started = std::time::Instant::now();
-        let shards = self.encode(names, &schema, dealt.ranges, dealt.pieces, strata).await?;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shards encoded and uploaded");
+        let shards = self.upload(dealt.encoded).await?;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shards uploaded");
         Ok(SinkOutput { shards, totals, schema })
     }
 
@@ -400,6 +434,8 @@ impl ShardSink {
         let mut starts: Vec<Vec<(u32, u64)>> = (0..ranges).map(|_| Vec::new()).collect();
         let (mut shard_base, mut split_shards) = (Vec::new(), Vec::new());
         let (mut n_sums, mut all_shards) = (0usize, 0usize);
+        // the last range holding a row of each shard (in one numbering of all shards)
+        let mut last_range: Vec<Option<u64>> = Vec::new();
         for s in 0..names.len() {
             let strata: Vec<_> = kept.range((s, 0)..=(s, u64::MAX)).collect();
             let total: u64 = strata.iter().map(|(_, by_range)| by_range.values().sum::<u64>()).sum();
@@ -407,19 +443,38 @@ impl ShardSink {
             shard_base.push(all_shards);
             split_shards.push(n_shards);
             all_shards += n_shards as usize;
-            // strata laid end to end in id order: each starts where the previous stopped
+            last_range.resize(all_shards, None);
+            // strata laid end to end in id order: each one's extra rows go to the shards
+            // after the previous one's
             let mut at = 0u64;
             for (&(_, stratum), by_range) in strata {
                 let id = slots.len() as u32;
-                slots.push(Slot { split: s, stratum, offset: at % n_shards, n_shards, sums_at: n_sums });
+                let rows: u64 = by_range.values().sum();
+                let slot = Slot { split: s, stratum, offset: at % n_shards, n_shards, rows, sums_at: n_sums };
                 n_sums += n_shards as usize;
                 slot_of.insert((s, stratum), id);
                 let mut before = 0;
+                let mut shard = 0;
                 for (&range, &n) in by_range {
                     starts[range as usize].push((id, before));
                     before += n;
+                    // shards whose block of this stratum ends in this range
+                    while shard < n_shards && slot.block_end(shard) <= before {
+                        if slot.block_end(shard) > slot.block_start(shard) {
+                            let last = &mut last_range[shard_base[s] + shard as usize];
+                            *last = Some(last.map_or(range, |l| l.max(range)));
+                        }
+                        shard += 1;
+                    }
                 }
+                slots.push(slot);
                 at += before;
+            }
+        }
+        let mut completes: Vec<Vec<usize>> = (0..ranges).map(|_| Vec::new()).collect();
+        for (g, last) in last_range.iter().enumerate() {
+            if let Some(r) = last {
+                completes[*r as usize].push(g);
             }
         }
         let mut cells = Vec::new();
@@ -434,73 +489,27 @@ impl ShardSink {
                 ((s, stratum, cell), (slot_of[&(s, stratum)], t))
             })
             .collect();
-        DealPlan { names, slots, units, cells, shard_base, split_shards, n_sums, starts, tie_before }
+        DealPlan { names, slots, units, cells, shard_base, split_shards, n_sums, starts, tie_before, completes }
     }
 
-    async fn encode(
-        &self,
-        names: &[String],
-        schema: &SchemaRef,
-        mut dealt: Vec<Option<Dealt>>,
-        pieces: Pieces,
-        mut strata: HashMap<(usize, u64), BTreeMap<u64, (u64, f64)>>,
-    ) -> Result<Vec<ShardEntry>, PublishError> {
-        let mut readers: Vec<Option<(PathBuf, FileReader<BufReader<File>>)>> = Vec::new();
-        for d in &dealt {
-            readers.push(match d {
-                Some(Dealt::File(p)) => {
-                    Some((p.clone(), FileReader::try_new_buffered(File::open(p).map_err(spill_err(p))?, None).map_err(spill_err(p))?))
-                }
-                _ => None,
-            });
-        }
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut encoding: JoinSet<Result<(ShardEntry, Bytes), PublishError>> = JoinSet::new();
+    /// Uploads the encoded shards, a few at a time, and lists them by split and index.
+    async fn upload(&self, encoded: Vec<EncodedShard>) -> Result<Vec<ShardEntry>, PublishError> {
         let mut uploads: JoinSet<Result<(), PublishError>> = JoinSet::new();
-        let mut entries = Vec::new();
-        for ((s, index), at) in pieces {
-            let mut batches = Vec::with_capacity(at.len());
-            for (r, b) in at {
-                let batch = match (&mut readers[r as usize], &mut dealt[r as usize]) {
-                    (Some((path, reader)), _) => {
-                        reader.set_index(b).map_err(spill_err(path))?;
-                        reader.next().ok_or_else(|| spill_err(path)("a piece is missing"))?.map_err(spill_err(path))?
-                    }
-                    (None, Some(Dealt::Batches(pieces))) => pieces[b].take().expect("each piece is read once"),
-                    _ => unreachable!("a piece of a range that holds nothing"),
-                };
-                batches.push(batch);
+        let mut entries = Vec::with_capacity(encoded.len());
+        for EncodedShard { entry, bytes } in encoded {
+            let bytes = match bytes {
+                Encoded::Memory(b) => b,
+                Encoded::File(p) => Bytes::from(std::fs::read(&p).map_err(spill_err(&p))?),
+            };
+            while uploads.len() >= UPLOADS_IN_FLIGHT {
+                if let Some(r) = uploads.join_next().await {
+                    r.map_err(join_err)??;
+                }
             }
-            let mut counted: Vec<StratumCount> = strata
-                .remove(&(s, index))
-                .unwrap_or_default()
-                .iter()
-                .map(|(id, (n, w))| StratumCount { values: self.strata.get(id).cloned().unwrap_or_default(), rows: *n, weight_sum: *w })
-                .collect();
-            counted.sort_by(|a, b| a.values.cmp(&b.values));
-            let split = names[s].clone();
-            let path = format!("{split}/part-{index:05}.parquet");
-            while encoding.len() >= parallel {
-                entries.push(self.upload_next(&mut encoding, &mut uploads).await?);
-            }
-            let schema = schema.clone();
-            let distinct = self.columns.distinct.clone();
-            encoding.spawn_blocking(move || {
-                let bytes = encode(schema, &batches, &split, &distinct)?;
-                let entry = ShardEntry {
-                    path,
-                    split,
-                    index,
-                    rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
-                    bytes: bytes.len() as u64,
-                    sha256: sha256_hex(&bytes),
-                    strata: counted,
-                };
-                Ok((entry, bytes))
-            });
-        }
-        while !encoding.is_empty() {
-            entries.push(self.upload_next(&mut encoding, &mut uploads).await?);
+            let dest = self.destination.clone();
+            let rel = format!("{}/{}", self.run_dir, entry.path);
+            uploads.spawn(async move { dest.put(&rel, bytes).await });
+            entries.push(entry);
         }
         while let Some(r) = uploads.join_next().await {
             r.map_err(join_err)??;
@@ -508,123 +517,277 @@ impl ShardSink {
         entries.sort_by(|a, b| (&a.split, a.index).cmp(&(&b.split, b.index)));
         Ok(entries)
     }
-
-    /// Waits for the next encoded shard and starts its upload.
-    async fn upload_next(
-        &self,
-        encoding: &mut JoinSet<Result<(ShardEntry, Bytes), PublishError>>,
-        uploads: &mut JoinSet<Result<(), PublishError>>,
-    ) -> Result<ShardEntry, PublishError> {
-        let (entry, bytes) = encoding.join_next().await.expect("a shard is encoding").map_err(join_err)??;
-        while uploads.len() >= UPLOADS_IN_FLIGHT {
-            if let Some(r) = uploads.join_next().await {
-                r.map_err(join_err)??;
-            }
-        }
-        let dest = self.destination.clone();
-        let rel = format!("{}/{}", self.run_dir, entry.path);
-        uploads.spawn(async move { dest.put(&rel, bytes).await });
-        tracing::debug!(shard = %entry.path, rows = entry.rows, bytes = entry.bytes, "shard encoded");
-        Ok(entry)
-    }
 }
 
-/// What dealing produced: each range's pieces, where every shard's pieces lie, and the
-/// sums.
+/// An encoded shard, in memory or (when the writer spills) in a local file.
+enum Encoded {
+    Memory(Bytes),
+    File(PathBuf),
+}
+
+struct EncodedShard {
+    entry: ShardEntry,
+    bytes: Encoded,
+}
+
+/// A complete shard to encode: its pieces in key order.
+struct ShardJob {
+    split: String,
+    index: u64,
+    pieces: Vec<RecordBatch>,
+    strata: Vec<StratumCount>,
+    /// Bytes of the pieces, released from the held total once encoded.
+    held: usize,
+}
+
+/// Work for the writer's threads; encoding first, as it releases memory.
+enum Job {
+    Deal(u64, Vec<Held>),
+    Encode(ShardJob),
+}
+
+/// What a thread hands back to the coordinating thread.
+enum Done {
+    Dealt(u64, Result<Option<DealtRange>, PublishError>),
+    Encoded(Result<EncodedShard, PublishError>, usize),
+}
+
+/// The writer's queue of work, shared by its threads.
+struct Queue {
+    ranges: BTreeMap<u64, Vec<Held>>,
+    shards: std::collections::VecDeque<ShardJob>,
+    /// Bytes of dealt pieces not yet encoded, and shards being encoded.
+    held: usize,
+    encoding: usize,
+    closed: bool,
+}
+
+/// Dealing and encoding: one pass over the ranges in key order, on every core.
+struct Work<'a> {
+    layout: &'a Layout,
+    plan: &'a DealPlan,
+    sink: &'a ShardSink,
+    schema: &'a SchemaRef,
+    /// Where encoded shards wait for upload when the writer spills; in memory otherwise.
+    shard_dir: Option<PathBuf>,
+}
+
+/// What dealing and encoding produced.
 struct DealtAll {
-    ranges: Vec<Option<Dealt>>,
-    pieces: Pieces,
     /// (rows, weight sum) per (slot, shard), at `Slot::sums_at + shard`.
     sums: Vec<(u64, f64)>,
     /// Per (split, cell) of `DealPlan::cells`.
     totals: Vec<StratumTotals>,
     /// Rows whose order keys equal the previous row's.
     repeated: u64,
+    encoded: Vec<EncodedShard>,
 }
 
-impl DealtAll {
-    /// Adds a dealt range; ranges come in key order, so every float sum adds its rows
-    /// in key order whatever the number of ranges.
-    fn absorb(&mut self, d: DealtRange) {
-        self.repeated += d.repeated;
-        for (at, cell, w) in d.rows {
-            let s = &mut self.sums[at as usize];
-            s.0 += 1;
-            s.1 += w;
-            let t = &mut self.totals[cell as usize];
-            t.rows += 1;
-            t.weight_sum += w;
-            t.weight_sq_sum += w * w;
-        }
-        for (b, key) in d.pieces.into_iter().enumerate() {
-            self.pieces.entry(key).or_default().push((d.range, b));
-        }
-        self.ranges[d.range as usize] = Some(d.dealt);
-    }
-}
-
-/// One range, dealt.
+/// One range, dealt: its rows in (split, shard, key) order, one piece per shard.
 struct DealtRange {
-    range: u64,
-    dealt: Dealt,
-    /// (split, shard) of each piece, in order.
-    pieces: Vec<(usize, u64)>,
+    /// (shard in one numbering of all shards, its rows, their share of the range's bytes)
+    pieces: Vec<(usize, RecordBatch, usize)>,
     /// Per kept row in key order: (index in the sums, index in the totals, weight).
     rows: Vec<(u32, u32, f64)>,
     repeated: u64,
 }
 
-/// Step 2 for every range, on every core; only the sums are added in range order, as
-/// ranges arrive. Dealt ranges go to `spill_dir` when given, else stay in memory.
-fn deal_ranges(
-    layout: &Layout,
-    plan: &DealPlan,
-    trims: &std::collections::HashMap<u64, u64>,
-    files: BTreeMap<u64, Vec<Held>>,
-    spill_dir: Option<PathBuf>,
-) -> Result<DealtAll, PublishError> {
-    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut ranges = files.keys().copied().collect::<Vec<u64>>().into_iter();
-    let todo = std::sync::Mutex::new(files);
-    let mut all = DealtAll {
-        ranges: (0..layout.ranges).map(|_| None).collect(),
-        pieces: BTreeMap::new(),
-        sums: vec![(0, 0.0); plan.n_sums],
-        totals: vec![StratumTotals::default(); plan.cells.len()],
-        repeated: 0,
-    };
-    std::thread::scope(|scope| -> Result<(), PublishError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Result<Option<DealtRange>, PublishError>)>(parallel);
-        for _ in 0..parallel {
-            let (tx, todo, spill_dir) = (tx.clone(), &todo, &spill_dir);
-            scope.spawn(move || {
+impl Work<'_> {
+    /// Deals every range (any order, on every core), adds their sums in range order and
+    /// hands each shard to be encoded once the range holding its last row is added.
+    /// While the writer spills, dealt pieces waiting for their shard are bounded by a
+    /// share of the budget: past it, threads encode before they deal further.
+    fn run(&self, files: BTreeMap<u64, Vec<Held>>) -> Result<DealtAll, PublishError> {
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let order: Vec<u64> = files.keys().copied().collect();
+        let queue = std::sync::Mutex::new(Queue {
+            ranges: files,
+            shards: Default::default(),
+            held: 0,
+            encoding: 0,
+            closed: false,
+        });
+        let wake = std::sync::Condvar::new();
+        let cap = match self.shard_dir {
+            Some(_) => (self.sink.memory_budget / 4).max(128 << 20),
+            None => usize::MAX,
+        };
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<Done>();
+            for _ in 0..parallel {
+                let (tx, queue, wake) = (tx.clone(), &queue, &wake);
+                scope.spawn(move || self.worker(queue, wake, cap, tx));
+            }
+            drop(tx);
+            let result = self.coordinate(&order, &queue, &wake, rx);
+            let mut q = queue.lock().expect("not poisoned");
+            q.closed = true;
+            q.ranges.clear();
+            q.shards.clear();
+            drop(q);
+            wake.notify_all();
+            result
+        })
+    }
+
+    fn worker(&self, queue: &std::sync::Mutex<Queue>, wake: &std::sync::Condvar, cap: usize, tx: std::sync::mpsc::Sender<Done>) {
+        loop {
+            let job = {
+                let mut q = queue.lock().expect("not poisoned");
                 loop {
-                    let Some((r, inputs)) = todo.lock().expect("not poisoned").pop_first() else { break };
-                    let out = spill_dir.as_ref().map(|d| d.join(format!("dealt-{r}.arrow")));
-                    if tx.send((r, deal_range(layout, plan, trims, r, inputs, out))).is_err() {
-                        break;
+                    if q.closed {
+                        return;
                     }
+                    if let Some(shard) = q.shards.pop_front() {
+                        q.encoding += 1;
+                        break Job::Encode(shard);
+                    }
+                    // deal further only while pieces fit, or when nothing else can free them
+                    if (q.held <= cap || q.encoding == 0)
+                        && let Some((r, inputs)) = q.ranges.pop_first()
+                    {
+                        break Job::Deal(r, inputs);
+                    }
+                    q = wake.wait(q).expect("not poisoned");
                 }
-            });
-        }
-        drop(tx);
-        // a range dealt early waits here until the ranges before it are added
-        let mut waiting: BTreeMap<u64, Option<DealtRange>> = BTreeMap::new();
-        let mut expect = ranges.next();
-        for (r, got) in rx.iter() {
-            waiting.insert(r, got?);
-            while let Some(e) = expect
-                && let Some(d) = waiting.remove(&e)
-            {
-                if let Some(d) = d {
-                    all.absorb(d);
+            };
+            let done = match job {
+                Job::Deal(r, inputs) => Done::Dealt(r, deal_range(self.layout, self.plan, &self.sink.trims, r, inputs)),
+                Job::Encode(shard) => {
+                    let held = shard.held;
+                    Done::Encoded(self.encode(shard), held)
                 }
-                expect = ranges.next();
+            };
+            if tx.send(done).is_err() {
+                return;
             }
         }
-        Ok(())
-    })?;
-    Ok(all)
+    }
+
+    /// Takes dealt ranges in key order, adds their sums, queues complete shards.
+    fn coordinate(
+        &self,
+        order: &[u64],
+        queue: &std::sync::Mutex<Queue>,
+        wake: &std::sync::Condvar,
+        rx: std::sync::mpsc::Receiver<Done>,
+    ) -> Result<DealtAll, PublishError> {
+        let plan = self.plan;
+        let mut all = DealtAll {
+            sums: vec![(0, 0.0); plan.n_sums],
+            totals: vec![StratumTotals::default(); plan.cells.len()],
+            repeated: 0,
+            encoded: Vec::new(),
+        };
+        // dealt pieces by shard (in one numbering of all shards), with their bytes
+        let mut pieces: HashMap<usize, Vec<(RecordBatch, usize)>> = HashMap::new();
+        // a range dealt early waits here until the ranges before it are added
+        let mut waiting: BTreeMap<u64, Option<DealtRange>> = BTreeMap::new();
+        let mut next = 0;
+        let (mut queued, mut encoded) = (0usize, 0usize);
+        while next < order.len() || encoded < queued {
+            let Ok(done) = rx.recv() else {
+                return Err(PublishError::Data { context: "writing shards".into(), message: "the writer's threads stopped".into() });
+            };
+            let mut released = 0;
+            match done {
+                Done::Dealt(r, got) => {
+                    waiting.insert(r, got?);
+                }
+                Done::Encoded(got, held) => {
+                    all.encoded.push(got?);
+                    encoded += 1;
+                    released = held;
+                }
+            }
+            let (mut ready, mut added) = (Vec::new(), 0);
+            while next < order.len()
+                && let Some(d) = waiting.remove(&order[next])
+            {
+                let range = order[next] as usize;
+                next += 1;
+                if let Some(d) = d {
+                    all.repeated += d.repeated;
+                    for (at, cell, w) in d.rows {
+                        let s = &mut all.sums[at as usize];
+                        s.0 += 1;
+                        s.1 += w;
+                        let t = &mut all.totals[cell as usize];
+                        t.rows += 1;
+                        t.weight_sum += w;
+                        t.weight_sq_sum += w * w;
+                    }
+                    for (g, piece, bytes) in d.pieces {
+                        added += bytes;
+                        pieces.entry(g).or_default().push((piece, bytes));
+                    }
+                }
+                for &g in &plan.completes[range] {
+                    ready.push(self.shard_job(g, pieces.remove(&g).unwrap_or_default(), &all.sums));
+                }
+            }
+            queued += ready.len();
+            let mut q = queue.lock().expect("not poisoned");
+            if released > 0 {
+                q.held -= released;
+                q.encoding -= 1;
+            }
+            q.held += added;
+            q.shards.extend(ready);
+            drop(q);
+            wake.notify_all();
+        }
+        debug_assert!(pieces.is_empty(), "every dealt piece belongs to a shard that was encoded");
+        Ok(all)
+    }
+
+    /// Shard `g` (in one numbering of all shards), complete, with its per-stratum sums.
+    fn shard_job(&self, g: usize, pieces: Vec<(RecordBatch, usize)>, sums: &[(u64, f64)]) -> ShardJob {
+        let plan = self.plan;
+        let (s, index) = plan.shard_of(g);
+        let mut strata: Vec<StratumCount> = plan
+            .slots
+            .iter()
+            .filter(|slot| slot.split == s)
+            .filter_map(|slot| {
+                let (n, w) = sums[slot.sums_at + index as usize];
+                (n > 0).then(|| StratumCount {
+                    values: self.sink.strata.get(&slot.stratum).cloned().unwrap_or_default(),
+                    rows: n,
+                    weight_sum: w,
+                })
+            })
+            .collect();
+        strata.sort_by(|a, b| a.values.cmp(&b.values));
+        let held = pieces.iter().map(|(_, b)| b).sum();
+        ShardJob { split: plan.names[s].clone(), index, pieces: pieces.into_iter().map(|(p, _)| p).collect(), strata, held }
+    }
+
+    /// Encodes a shard, hashes it, and keeps it for upload (in a file when spilling).
+    fn encode(&self, job: ShardJob) -> Result<EncodedShard, PublishError> {
+        let ShardJob { split, index, pieces, strata, .. } = job;
+        let bytes = encode(self.schema.clone(), &pieces, &split, &self.sink.columns.distinct)?;
+        let path = format!("{split}/part-{index:05}.parquet");
+        let entry = ShardEntry {
+            path,
+            split,
+            index,
+            rows: pieces.iter().map(|b| b.num_rows() as u64).sum(),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+            strata,
+        };
+        tracing::debug!(shard = %entry.path, rows = entry.rows, bytes = entry.bytes, "shard encoded");
+        let bytes = match &self.shard_dir {
+            Some(dir) => {
+                let p = dir.join(format!("shard-{}-{index}.parquet", entry.split));
+                std::fs::write(&p, &bytes).map_err(spill_err(&p))?;
+                Encoded::File(p)
+            }
+            None => Encoded::Memory(bytes),
+        };
+        Ok(EncodedShard { entry, bytes })
+    }
 }
 
 /// Deals one range: sorts it by key and gives each row the next shard of its (split,
@@ -635,7 +798,6 @@ fn deal_range(
     trims: &std::collections::HashMap<u64, u64>,
     range: u64,
     inputs: Vec<Held>,
-    out: Option<PathBuf>,
 ) -> Result<Option<DealtRange>, PublishError> {
     let Some(Prepared { rows, perm, repeated }) = prepare(layout, inputs)? else { return Ok(None) };
     let n = rows.num_rows();
@@ -662,9 +824,14 @@ fn deal_range(
             })
         })?);
     }
+    // per slot: the rank of its next row, its shard, and where that shard's block ends
     let mut next: Vec<u64> = vec![0; plan.slots.len()];
+    let mut block: Vec<(u64, u64)> = vec![(0, 0); plan.slots.len()];
     for &(slot, before) in &plan.starts[range as usize] {
+        let sl = &plan.slots[slot as usize];
         next[slot as usize] = before;
+        let shard = sl.shard_at(before);
+        block[slot as usize] = (shard, sl.block_end(shard));
     }
     let ties = tie.as_ref().filter(|t| t.values().iter().any(|&v| v != 0));
     let mut tie_seen: HashMap<u64, u64> = HashMap::new();
@@ -689,46 +856,36 @@ fn deal_range(
         let sl = &plan.slots[slot as usize];
         let rank = next[slot as usize];
         next[slot as usize] += 1;
-        let shard = (sl.offset + rank) % sl.n_shards;
+        let (shard, end) = &mut block[slot as usize];
+        // past its block: the next nonempty block (the counts make rank < rows)
+        while rank >= *end && *shard + 1 < sl.n_shards {
+            *shard += 1;
+            *end = sl.block_end(*shard);
+        }
+        let shard = *shard;
         lists[plan.shard_base[sl.split] + shard as usize].push(i as u32);
         let w = if weight.is_null(i) { 0.0 } else { weight.value(i) };
         kept.push(((sl.sums_at + shard as usize) as u32, cell, w));
     }
     drop(unit_of);
 
-    // one take (of the written columns only) puts the range in (split, shard, key)
-    // order; each piece is a slice of it
+    // one take (of the written columns only) puts the range in (shard, key) order; each
+    // piece is a slice of it, and counts its share of the range's bytes
     let mut order: Vec<u32> = Vec::with_capacity(kept.len());
-    let mut bounds: Vec<(usize, usize)> = Vec::new();
-    let mut pieces: Vec<(usize, u64)> = Vec::new();
-    for (s, (&base, &count)) in plan.shard_base.iter().zip(&plan.split_shards).enumerate() {
-        for shard in 0..count {
-            let list = std::mem::take(&mut lists[base + shard as usize]);
-            if !list.is_empty() {
-                bounds.push((order.len(), list.len()));
-                pieces.push((s, shard));
-                order.extend(list);
-            }
+    let mut bounds: Vec<(usize, usize, usize)> = Vec::new();
+    for (g, list) in lists.into_iter().enumerate() {
+        if !list.is_empty() {
+            bounds.push((g, order.len(), list.len()));
+            order.extend(list);
         }
     }
     let written = rows.project(&layout.keep).map_err(data_err("dealing shard rows"))?;
     drop(rows);
     let sorted = take_record_batch(&written, &UInt32Array::from(order)).map_err(data_err("dealing shard rows"))?;
     drop(written);
-    let parts: Vec<RecordBatch> = bounds.into_iter().map(|(start, len)| sorted.slice(start, len)).collect();
-    let dealt = match out {
-        Some(out) => {
-            let file = File::create(&out).map_err(spill_err(&out))?;
-            let mut writer = FileWriter::try_new(BufWriter::new(file), &sorted.schema()).map_err(spill_err(&out))?;
-            for part in &parts {
-                writer.write(part).map_err(spill_err(&out))?;
-            }
-            writer.finish().map_err(spill_err(&out))?;
-            Dealt::File(out)
-        }
-        None => Dealt::Batches(parts.into_iter().map(Some).collect()),
-    };
-    Ok(Some(DealtRange { range, dealt, pieces, rows: kept, repeated }))
+    let bytes_per_row = sorted.get_array_memory_size() / sorted.num_rows().max(1);
+    let pieces = bounds.into_iter().map(|(g, start, len)| (g, sorted.slice(start, len), len * bytes_per_row)).collect();
+    Ok(Some(DealtRange { pieces, rows: kept, repeated }))
 }
 
 /// Step 1 for one input partition: rows to key-range spill files, counted.
