@@ -52,7 +52,16 @@ fn main() -> ExitCode {
         Ok(outcome) => ExitCode::from(outcome as u8),
         Err(err) => {
             // One line: the error and its causes, so a scheduler's log keeps all of it.
-            let msg = err.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ");
+            // (a cause whose text its parent already shows is not repeated)
+            let mut msg = String::new();
+            for cause in err.chain().map(|e| strata_engine::one_line(&e.to_string())) {
+                if !msg.contains(&cause) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&cause);
+                }
+            }
             if args_json_logs() {
                 tracing::error!(error = %msg, "strata failed");
             }

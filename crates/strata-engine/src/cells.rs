@@ -329,19 +329,20 @@ struct ColumnCodes {
     data_type: DataType,
     /// Code − 1 → the value.
     values: Vec<ScalarValue>,
-    cache: Vec<(Fingerprint, u32)>,
+    /// A fixed-size array, so indexing by a slot below its length needs no bounds check.
+    cache: Box<[(Fingerprint, u32); 1 << CACHE_BITS]>,
     short: CodeTable,
     long: HashMap<Box<[u8]>, u32>,
 }
 
 impl ColumnCodes {
     fn new(data_type: DataType) -> Self {
-        Self { data_type, values: Vec::new(), cache: vec![(EMPTY, 0); 1 << CACHE_BITS], short: CodeTable::default(), long: HashMap::new() }
+        Self { data_type, values: Vec::new(), cache: Box::new([(EMPTY, 0); 1 << CACHE_BITS]), short: CodeTable::default(), long: HashMap::new() }
     }
 
     fn size(&self) -> usize {
         self.values.iter().map(ScalarValue::size).sum::<usize>()
-            + (self.cache.capacity() + self.short.slots.capacity()) * size_of::<(Fingerprint, u32)>()
+            + (self.cache.len() + self.short.slots.capacity()) * size_of::<(Fingerprint, u32)>()
             + self.long.keys().map(|k| k.len() + 32).sum::<usize>()
     }
 

@@ -56,7 +56,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(options: &EngineOptions) -> Result<Self, EngineError> {
-        let mut config = SessionConfig::new().with_information_schema(true);
+        // DataFusion's own settings from `DATAFUSION_*` variables (batch size, ...):
+        // they tune speed and memory, never what strata computes
+        let mut config = SessionConfig::from_env()
+            .map_err(EngineError::datafusion("reading DATAFUSION_* environment settings"))?
+            .with_information_schema(true);
         if let Some(n) = options.target_partitions {
             if n == 0 {
                 return Err(EngineError::Config("target partitions must be at least 1".into()));

@@ -737,7 +737,13 @@ impl Work<'_> {
             drop(q);
             wake.notify_all();
         }
-        debug_assert!(pieces.is_empty(), "every dealt piece belongs to a shard that was encoded");
+        // every dealt piece belongs to a shard that was encoded: never drop rows silently
+        if !pieces.is_empty() {
+            return Err(PublishError::Data {
+                context: "writing shards".into(),
+                message: format!("rows of {} shards were dealt after the shard was encoded", pieces.len()),
+            });
+        }
         Ok(all)
     }
 

@@ -191,3 +191,16 @@ fn null_and_nan_weights_are_counted_with_the_negative_ones() {
     assert_eq!(f.code, 3);
     assert!(f.error.contains("key `source.weight_column`: 3 rows of source"), "{}", f.error);
 }
+
+/// DataFusion's settings come from `DATAFUSION_*` variables; a bad one is one line that
+/// names the setting (DataFusion's own message spans several, repeating its causes).
+#[test]
+fn bad_datafusion_setting_is_one_line() {
+    let (_d, spec) = write_spec(&adult_spec());
+    let out = crate::common::strata().env("DATAFUSION_EXECUTION_BATCH_SIZE", "abc").args(["profile", &spec.display().to_string()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: reading DATAFUSION_* environment settings: "), "{stderr}");
+    assert!(stderr.contains("datafusion.execution.batch_size") && stderr.contains("'abc'"), "{stderr}");
+}
