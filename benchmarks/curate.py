@@ -16,7 +16,10 @@ no read-back), so the comparison flatters DuckDB.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
+import pathlib
 import shutil
 import sys
 
@@ -80,6 +83,19 @@ def main():
     by = {n: (w, m) for n, w, m in rows}
     for job in ("reweigh", "undersample"):
         print(f"strata / DuckDB {job}: {by[f'strata {job}'][0] / by[f'DuckDB {job}'][0]:.2f}  (goal <= 1.0)")
+    # the memory limit changes speed and memory, never the shards
+    for job in ("reweigh", "undersample"):
+        hashes = [shard_hashes(scratch / f"strata-{job}{suffix}") for suffix in ("", "-limited")]
+        same = hashes[0] == hashes[1] and hashes[0]
+        print(f"{job}: {len(hashes[0])} shards, limited run byte-identical: {'yes' if same else 'NO'}")
+
+
+def shard_hashes(out: pathlib.Path) -> dict:
+    """(path, sha256) of every shard of the run `out/_latest` points at, hashed here."""
+    latest = json.loads((out / "_latest").read_text())
+    manifest = json.loads((out / latest["manifest"]).read_text())
+    run = (out / latest["manifest"]).parent
+    return {s["path"]: hashlib.sha256((run / s["path"]).read_bytes()).hexdigest() for s in manifest["shards"]}
 
 
 if __name__ == "__main__":
