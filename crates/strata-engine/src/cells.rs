@@ -337,7 +337,13 @@ struct ColumnCodes {
 
 impl ColumnCodes {
     fn new(data_type: DataType) -> Self {
-        Self { data_type, values: Vec::new(), cache: Box::new([(EMPTY, 0); 1 << CACHE_BITS]), short: CodeTable::default(), long: HashMap::new() }
+        Self {
+            data_type,
+            values: Vec::new(),
+            cache: Box::new([(EMPTY, 0); 1 << CACHE_BITS]),
+            short: CodeTable::default(),
+            long: HashMap::new(),
+        }
     }
 
     fn size(&self) -> usize {

@@ -600,13 +600,7 @@ impl Work<'_> {
     fn run(&self, files: BTreeMap<u64, Vec<Held>>) -> Result<DealtAll, PublishError> {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let order: Vec<u64> = files.keys().copied().collect();
-        let queue = std::sync::Mutex::new(Queue {
-            ranges: files,
-            shards: Default::default(),
-            held: 0,
-            encoding: 0,
-            closed: false,
-        });
+        let queue = std::sync::Mutex::new(Queue { ranges: files, shards: Default::default(), held: 0, encoding: 0, closed: false });
         let wake = std::sync::Condvar::new();
         let cap = match self.shard_dir {
             Some(_) => (self.sink.memory_budget / 4).max(128 << 20),
@@ -619,8 +613,12 @@ impl Work<'_> {
                 scope.spawn(move || self.worker(queue, wake, cap, tx));
             }
             drop(tx);
-            let result = self.coordinate(&order, &queue, &wake, rx);
-            let mut q = queue.lock().expect("not poisoned");
+            // (a panic here too must still close the queue, or the threads wait forever)
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.coordinate(&order, &queue, &wake, rx)))
+                .unwrap_or_else(|_| {
+                    Err(PublishError::Data { context: "writing shards".into(), message: "the coordinating thread panicked".into() })
+                });
+            let mut q = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             q.closed = true;
             q.ranges.clear();
             q.shards.clear();
@@ -633,7 +631,7 @@ impl Work<'_> {
     fn worker(&self, queue: &std::sync::Mutex<Queue>, wake: &std::sync::Condvar, cap: usize, tx: std::sync::mpsc::Sender<Done>) {
         loop {
             let job = {
-                let mut q = queue.lock().expect("not poisoned");
+                let mut q = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 loop {
                     if q.closed {
                         return;
@@ -648,14 +646,30 @@ impl Work<'_> {
                     {
                         break Job::Deal(r, inputs);
                     }
-                    q = wake.wait(q).expect("not poisoned");
+                    q = wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
             };
+            // a panic becomes an error: the other threads wait for work, and the
+            // coordinating thread for this job's result, so neither may be left waiting
+            let caught = |what: &str, e: Box<dyn std::any::Any + Send>| PublishError::Data {
+                context: format!("writing shards ({what})"),
+                message: e
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| e.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a thread panicked".into()),
+            };
             let done = match job {
-                Job::Deal(r, inputs) => Done::Dealt(r, deal_range(self.layout, self.plan, &self.sink.trims, r, inputs)),
+                Job::Deal(r, inputs) => {
+                    let dealt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        deal_range(self.layout, self.plan, &self.sink.trims, r, inputs)
+                    }));
+                    Done::Dealt(r, dealt.unwrap_or_else(|e| Err(caught("dealing", e))))
+                }
                 Job::Encode(shard) => {
                     let held = shard.held;
-                    Done::Encoded(self.encode(shard), held)
+                    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode(shard)));
+                    Done::Encoded(encoded.unwrap_or_else(|e| Err(caught("encoding", e))), held)
                 }
             };
             if tx.send(done).is_err() {
@@ -727,7 +741,7 @@ impl Work<'_> {
                 }
             }
             queued += ready.len();
-            let mut q = queue.lock().expect("not poisoned");
+            let mut q = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if released > 0 {
                 q.held -= released;
                 q.encoding -= 1;
@@ -1260,6 +1274,34 @@ fn join_err(e: tokio::task::JoinError) -> PublishError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blocks hold the counts round robin from `offset` would give, cover every rank once
+    /// in shard order, and `shard_at` finds each rank's block.
+    #[test]
+    fn blocks_hold_round_robin_counts() {
+        for n_shards in [1u64, 2, 3, 7, 32] {
+            for rows in [0u64, 1, 5, 31, 32, 33, 100, 1000] {
+                for offset in 0..n_shards {
+                    let slot = Slot { split: 0, stratum: 0, offset, n_shards, rows, sums_at: 0 };
+                    let mut round_robin = vec![0u64; n_shards as usize];
+                    for j in 0..rows {
+                        round_robin[((offset + j) % n_shards) as usize] += 1;
+                    }
+                    let mut next = 0;
+                    for k in 0..n_shards {
+                        let case = (n_shards, rows, offset, k);
+                        assert_eq!(slot.block_start(k), next, "{case:?}");
+                        assert_eq!(slot.block_end(k) - slot.block_start(k), round_robin[k as usize], "{case:?}");
+                        for rank in slot.block_start(k)..slot.block_end(k) {
+                            assert_eq!(slot.shard_at(rank), k, "{case:?} rank {rank}");
+                        }
+                        next = slot.block_end(k);
+                    }
+                    assert_eq!(next, rows);
+                }
+            }
+        }
+    }
 
     /// Counts survive the switch from the dense table to the map.
     #[test]

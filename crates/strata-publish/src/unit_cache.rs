@@ -64,8 +64,7 @@ mod tests {
     #[test]
     fn cache_returns_the_maps_values() {
         for n in [300u64, 3000] {
-            let keys: Vec<(usize, u64, u64)> =
-                (0..n).map(|i| ((i % 3) as usize, i.wrapping_mul(0x2545_F491_4F6C_DD1D), i / 7)).collect();
+            let keys: Vec<(usize, u64, u64)> = (0..n).map(|i| ((i % 3) as usize, i.wrapping_mul(0x2545_F491_4F6C_DD1D), i / 7)).collect();
             let map: HashMap<_, u32> = keys.iter().enumerate().map(|(i, k)| (*k, i as u32)).collect();
             let mut cache = UnitCache::new();
             let (mut asked, mut lookups) = (0, 0);

@@ -197,7 +197,11 @@ fn null_and_nan_weights_are_counted_with_the_negative_ones() {
 #[test]
 fn bad_datafusion_setting_is_one_line() {
     let (_d, spec) = write_spec(&adult_spec());
-    let out = crate::common::strata().env("DATAFUSION_EXECUTION_BATCH_SIZE", "abc").args(["profile", &spec.display().to_string()]).output().unwrap();
+    let out = crate::common::strata()
+        .env("DATAFUSION_EXECUTION_BATCH_SIZE", "abc")
+        .args(["profile", &spec.display().to_string()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
