@@ -377,8 +377,18 @@ impl ShardSink {
         let started = std::time::Instant::now();
         let spilling = budget.spilling.load(std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(spilling, "dealing and encoding shards");
-        let shard_dir = spilling.then(|| spill_root.path().to_path_buf());
-        let work = Work { layout: &layout, plan: &plan, sink: &self, schema: &schema, shard_dir };
+        // encoded shards wait for upload in memory up to a quarter of the budget, then
+        // in local files (from the start when spilling)
+        let in_memory = if spilling { 0 } else { self.memory_budget / 4 };
+        let work = Work {
+            layout: &layout,
+            plan: &plan,
+            sink: &self,
+            schema: &schema,
+            shard_dir: spill_root.path().to_path_buf(),
+            spilling,
+            encoded_room: std::sync::atomic::AtomicUsize::new(in_memory),
+        };
         let dealt = work.run(files)?;
         if self.unique_order && dealt.repeated > 0 {
             return Err(PublishError::RepeatedKeys { rows: dealt.repeated });
@@ -568,8 +578,11 @@ struct Work<'a> {
     plan: &'a DealPlan,
     sink: &'a ShardSink,
     schema: &'a SchemaRef,
-    /// Where encoded shards wait for upload when the writer spills; in memory otherwise.
-    shard_dir: Option<PathBuf>,
+    /// Where encoded shards wait for upload once `encoded_room` (bytes) is used up.
+    shard_dir: PathBuf,
+    encoded_room: std::sync::atomic::AtomicUsize,
+    /// Routed rows are in spill files: dealt rows waiting for their shard are bounded.
+    spilling: bool,
 }
 
 /// What dealing and encoding produced.
@@ -602,10 +615,7 @@ impl Work<'_> {
         let order: Vec<u64> = files.keys().copied().collect();
         let queue = std::sync::Mutex::new(Queue { ranges: files, shards: Default::default(), held: 0, encoding: 0, closed: false });
         let wake = std::sync::Condvar::new();
-        let cap = match self.shard_dir {
-            Some(_) => (self.sink.memory_budget / 4).max(128 << 20),
-            None => usize::MAX,
-        };
+        let cap = if self.spilling { (self.sink.memory_budget / 4).max(128 << 20) } else { usize::MAX };
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel::<Done>();
             for _ in 0..parallel {
@@ -783,7 +793,8 @@ impl Work<'_> {
         ShardJob { split: plan.names[s].clone(), index, pieces: pieces.into_iter().map(|(p, _)| p).collect(), strata, held }
     }
 
-    /// Encodes a shard, hashes it, and keeps it for upload (in a file when spilling).
+    /// Encodes a shard, hashes it, and keeps it for upload (in memory while there is
+    /// room, else in a local file).
     fn encode(&self, job: ShardJob) -> Result<EncodedShard, PublishError> {
         let ShardJob { split, index, pieces, strata, .. } = job;
         let bytes = encode(self.schema.clone(), &pieces, &split, &self.sink.columns.distinct)?;
@@ -798,13 +809,16 @@ impl Work<'_> {
             strata,
         };
         tracing::debug!(shard = %entry.path, rows = entry.rows, bytes = entry.bytes, "shard encoded");
-        let bytes = match &self.shard_dir {
-            Some(dir) => {
-                let p = dir.join(format!("shard-{}-{index}.parquet", entry.split));
-                std::fs::write(&p, &bytes).map_err(spill_err(&p))?;
-                Encoded::File(p)
-            }
-            None => Encoded::Memory(bytes),
+        let len = bytes.len();
+        let room = self
+            .encoded_room
+            .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |r| r.checked_sub(len));
+        let bytes = if room.is_ok() {
+            Encoded::Memory(bytes)
+        } else {
+            let p = self.shard_dir.join(format!("shard-{}-{index}.parquet", entry.split));
+            std::fs::write(&p, &bytes).map_err(spill_err(&p))?;
+            Encoded::File(p)
         };
         Ok(EncodedShard { entry, bytes })
     }
