@@ -82,12 +82,17 @@ struct GroupHasher {
     hashes: Vec<Option<u64>>,
 }
 
-fn seed_of(name: &str, arg: Option<ColumnarValue>) -> Result<u64> {
-    match arg {
-        Some(ColumnarValue::Scalar(ScalarValue::UInt64(Some(s)))) => Ok(s),
-        Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(s)))) if s >= 0 => Ok(s as u64),
-        _ => exec_err!("{name}: the first argument must be a non-negative integer seed literal"),
-    }
+/// The seed literal and the value columns (as arrays of the batch's rows) of a call to
+/// one of the hash functions.
+fn seed_and_arrays(name: &str, args: ScalarFunctionArgs) -> Result<(u64, Vec<ArrayRef>)> {
+    let n = args.number_rows;
+    let mut iter = args.args.into_iter();
+    let seed = match iter.next() {
+        Some(ColumnarValue::Scalar(ScalarValue::UInt64(Some(s)))) => s,
+        Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(s)))) if s >= 0 => s as u64,
+        _ => return exec_err!("{name}: the first argument must be a non-negative integer seed literal"),
+    };
+    Ok((seed, iter.map(|v| v.into_array(n)).collect::<Result<_>>()?))
 }
 
 impl ScalarUDFImpl for StrataGroupHash {
@@ -102,9 +107,7 @@ impl ScalarUDFImpl for StrataGroupHash {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let mut iter = args.args.into_iter();
-        let seed = seed_of(STRATA_GROUP_HASH, iter.next())?;
-        let arrays: Vec<ArrayRef> = iter.map(|v| v.into_array(n)).collect::<Result<_>>()?;
+        let (seed, arrays) = seed_and_arrays(STRATA_GROUP_HASH, args)?;
         let types: Vec<DataType> = arrays.iter().map(|a| a.data_type().clone()).collect();
         let kept = {
             let mut idle = self.idle.lock().map_err(|_| datafusion::error::DataFusionError::Internal("a poisoned lock".into()))?;
@@ -184,9 +187,8 @@ impl ScalarUDFImpl for StrataHash {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let mut iter = args.args.into_iter();
-        let seed = seed_of(STRATA_HASH, iter.next())?;
-        let columns: Vec<Canon> = iter.map(|v| v.into_array(n)).map(|a| a.and_then(|a| canonical(&a))).collect::<Result<_>>()?;
+        let (seed, arrays) = seed_and_arrays(STRATA_HASH, args)?;
+        let columns: Vec<Canon> = arrays.iter().map(canonical).collect::<Result<_>>()?;
         if let Some(out) = hash_integers(seed, &columns, n) {
             return Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(out))));
         }

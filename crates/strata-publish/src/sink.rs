@@ -245,8 +245,8 @@ struct Slot {
 }
 
 impl Slot {
-    /// Rows of this stratum in shards `0..k`.
-    fn rows_before(&self, k: u64) -> u64 {
+    /// Rows of this stratum in shards `0..k`: where shard `k`'s block starts.
+    fn block_start(&self, k: u64) -> u64 {
         let (s, o) = (self.n_shards, self.offset);
         let r = self.rows % s;
         // shards below k among the `r` taking one more row: [o, o + r) modulo s
@@ -254,12 +254,8 @@ impl Slot {
         k * (self.rows / s) + extra
     }
 
-    fn block_start(&self, k: u64) -> u64 {
-        self.rows_before(k)
-    }
-
     fn block_end(&self, k: u64) -> u64 {
-        self.rows_before(k + 1)
+        self.block_start(k + 1)
     }
 
     /// The shard of the row of rank `rank` (0-based, in key order).
@@ -678,7 +674,7 @@ impl Work<'_> {
                 }
                 Job::Encode(shard) => {
                     let held = shard.held;
-                    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode(shard)));
+                    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode_shard(shard)));
                     Done::Encoded(encoded.unwrap_or_else(|e| Err(caught("encoding", e))), held)
                 }
             };
@@ -775,10 +771,10 @@ impl Work<'_> {
     fn shard_job(&self, g: usize, pieces: Vec<(RecordBatch, usize)>, sums: &[(u64, f64)]) -> ShardJob {
         let plan = self.plan;
         let (s, index) = plan.shard_of(g);
-        let mut strata: Vec<StratumCount> = plan
-            .slots
+        // slots are laid out split by split
+        let split_slots = plan.slots.partition_point(|x| x.split < s)..plan.slots.partition_point(|x| x.split <= s);
+        let mut strata: Vec<StratumCount> = plan.slots[split_slots]
             .iter()
-            .filter(|slot| slot.split == s)
             .filter_map(|slot| {
                 let (n, w) = sums[slot.sums_at + index as usize];
                 (n > 0).then(|| StratumCount {
@@ -795,7 +791,7 @@ impl Work<'_> {
 
     /// Encodes a shard, hashes it, and keeps it for upload (in memory while there is
     /// room, else in a local file).
-    fn encode(&self, job: ShardJob) -> Result<EncodedShard, PublishError> {
+    fn encode_shard(&self, job: ShardJob) -> Result<EncodedShard, PublishError> {
         let ShardJob { split, index, pieces, strata, .. } = job;
         let bytes = encode(self.schema.clone(), &pieces, &split, &self.sink.columns.distinct)?;
         let path = format!("{split}/part-{index:05}.parquet");
