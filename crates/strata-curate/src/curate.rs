@@ -7,9 +7,8 @@ use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::functions_nested::expr_fn::range;
-use datafusion::logical_expr::JoinType;
 use datafusion::prelude::*;
-use strata_engine::{Engine, EngineError, SOURCE_TABLE, SourceTable, strata_hash_udf, strata_if_udf};
+use strata_engine::{Engine, EngineError, SOURCE_TABLE, SourceTable, lookup, strata_hash_udf, strata_if_udf};
 use strata_publish::{
     ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, ShardSink, SinkColumns,
     SplitTotals, sha256_hex,
@@ -503,9 +502,11 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     // (choices by `strata_if`, not CASE: see strata_engine::strata_if_udf)
     let pick = strata_if_udf();
     let pick = |c: Expr, a: Expr, b: Expr| pick.call(vec![c, a, b]);
-    let joined = |table: DataFrame| async move {
-        let df = table.join(keyed().await?, JoinType::Right, &["__lk_cell"], &["__cell"], None)?;
-        df.with_column(
+    let joined = |table: CellTable| async move {
+        let df = keyed().await?;
+        let mut columns: Vec<Expr> = df.schema().columns().into_iter().map(Expr::Column).collect();
+        columns.extend(table.columns.into_iter().map(|(name, values)| lookup(ident("__cell"), &table.keys, values).alias(name)));
+        df.select(columns)?.with_column(
             "__split",
             pick(
                 at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"),
@@ -529,7 +530,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         }
         let targets: BTreeMap<u64, (u64, Vec<u64>)> =
             strata_plan.iter().filter(|(_, (_, n))| *n > 0).map(|(s, (k, n))| (*s, (*n, vec![k % n]))).collect();
-        let split_table = cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?;
+        let split_table = cell_table(table.values());
         let train_rows = || async {
             joined(split_table.clone()).await?.filter(is_train())?.select(vec![
                 ident(stratum_col).alias("__stratum"),
@@ -565,7 +566,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         }
     }
 
-    let build_output = |table: DataFrame| async move {
+    let build_output = |table: CellTable| async move {
         let mut df = joined(table).await?;
         let copies = if !resample {
             lit(1i64)
@@ -590,7 +591,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
 
     // reweighing after resampling uses the resampled weight sums: one more aggregate
     if resample && reweigh_after {
-        let sums = build_output(cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?)
+        let sums = build_output(cell_table(table.values()))
             .await
             .and_then(|df| {
                 df.filter(is_train())?
@@ -669,7 +670,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     if !trims.is_empty() {
         output_cols.push(ident("__tie"));
     }
-    let output = build_output(cell_frame(ctx, table.values()).map_err(df_err("building the curation table"))?)
+    let output = build_output(cell_table(table.values()))
         .await
         .and_then(|df| {
             // nested, not `AND`: see `at_or_below`
@@ -971,33 +972,27 @@ struct CellRow {
     available: u64,
 }
 
-/// A small lookup table, built on the driver, as a DataFrame.
-fn lookup_frame(ctx: &SessionContext, columns: Vec<(Field, ArrayRef)>) -> datafusion::error::Result<DataFrame> {
-    let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
-    ctx.read_batch(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+/// What later passes need of every cell, attached to each row by its cell id
+/// (`strata_engine::lookup`): the cell ids, and per column one value per cell.
+#[derive(Clone)]
+struct CellTable {
+    keys: Vec<u64>,
+    columns: Vec<(&'static str, ArrayRef)>,
 }
 
-/// A nullable UInt64 column of a lookup table.
-fn u64_column<T>(name: &str, rows: &[T], f: impl Fn(&T) -> Option<u64>) -> (Field, ArrayRef) {
-    (Field::new(name, DataType::UInt64, true), Arc::new(UInt64Array::from(rows.iter().map(f).collect::<Vec<_>>())))
-}
-
-fn cell_frame<'a>(ctx: &SessionContext, rows: impl Iterator<Item = &'a CellRow>) -> datafusion::error::Result<DataFrame> {
+fn cell_table<'a>(rows: impl Iterator<Item = &'a CellRow>) -> CellTable {
     let rows: Vec<&CellRow> = rows.collect();
-    let u64s = |name: &str, f: &dyn Fn(&CellRow) -> Option<u64>| u64_column(name, &rows, |r| f(r));
-    let i64s = |name: &str, f: &dyn Fn(&CellRow) -> i64| {
-        (Field::new(name, DataType::Int64, false), Arc::new(Int64Array::from(rows.iter().map(|r| f(r)).collect::<Vec<_>>())) as ArrayRef)
+    let u64s = |name, f: &dyn Fn(&CellRow) -> Option<u64>| {
+        (name, Arc::new(UInt64Array::from(rows.iter().map(|r| f(r)).collect::<Vec<_>>())) as ArrayRef)
     };
+    let i64s =
+        |name, f: &dyn Fn(&CellRow) -> i64| (name, Arc::new(Int64Array::from(rows.iter().map(|r| f(r)).collect::<Vec<_>>())) as ArrayRef);
     let columns = vec![
-        u64s("__lk_cell", &|r| Some(r.cell)),
         u64s("__t1a", &|r| r.split[0].map(|k| k.0)),
         u64s("__t1b", &|r| r.split[0].map(|k| k.1)),
         u64s("__t2a", &|r| r.split[1].map(|k| k.0)),
         u64s("__t2b", &|r| r.split[1].map(|k| k.1)),
-        (
-            Field::new("__factor", DataType::Float64, true),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.factor).collect::<Vec<_>>())) as ArrayRef,
-        ),
+        ("__factor", Arc::new(Float64Array::from(rows.iter().map(|r| r.factor).collect::<Vec<_>>())) as ArrayRef),
         i64s("__q", &|r| r.copies as i64),
         u64s("__ra", &|r| r.sample.map(|k| k.0)),
         u64s("__rb", &|r| r.sample.map(|k| k.1)),
@@ -1007,7 +1002,7 @@ fn cell_frame<'a>(ctx: &SessionContext, rows: impl Iterator<Item = &'a CellRow>)
         i64s("__k", &|r| r.planned as i64),
         i64s("__n", &|r| r.available as i64),
     ];
-    lookup_frame(ctx, columns)
+    CellTable { keys: rows.iter().map(|r| r.cell).collect(), columns }
 }
 
 /// Per stratum: what one pass saw and the cuts at the given ranks. `targets` maps a

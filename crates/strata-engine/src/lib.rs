@@ -9,6 +9,7 @@ mod cut_zones;
 mod error;
 mod hash;
 mod if_else;
+mod lookup;
 mod schema;
 mod source;
 mod store;
@@ -28,6 +29,7 @@ pub use error::EngineError;
 pub use error::one_line;
 pub use hash::{STRATA_GROUP_HASH, STRATA_HASH, strata_group_hash_udf, strata_hash_udf};
 pub use if_else::{STRATA_IF, strata_if_udf};
+pub use lookup::{STRATA_LOOKUP, lookup, strata_lookup_udf};
 pub use schema::{LabelKind, check_schema};
 pub use source::{SourceFile, SourceTable};
 pub use store::object_store_for;
@@ -82,6 +84,7 @@ impl Engine {
         ctx.register_udf(strata_hash_udf());
         ctx.register_udf(strata_group_hash_udf());
         ctx.register_udf(strata_if_udf());
+        ctx.register_udf(strata_lookup_udf());
         ctx.register_udaf(strata_cells_udaf());
         ctx.register_udaf(strata_cut_zones_udaf());
         // `memory://` is an in-process store: tests and embedders put objects in it

@@ -1,0 +1,252 @@
+//! `strata_lookup(key, keys, values)`: for each row, the entry of `values` at the
+//! position of the row's `key` in `keys` (null where the key is null or not listed). The
+//! table is small and built on the driver; `keys` (unsigned integers, distinct) and
+//! `values` (any type, one per key) are two list literals of the plan.
+//!
+//! Curation attaches its per-cell numbers (split cuts, weight factors, sample cuts) to
+//! every row this way. A hash join against the cell table did the same, but copied every
+//! column of every row through `take` and a batch coalescer (3-4% of curation's CPU);
+//! here a row costs one probe of a table that stays in cache, only the columns a plan
+//! reads are built, and the plan stays an ordinary projection (it runs unchanged on a
+//! cluster with the function registered).
+
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, UInt64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+
+pub const STRATA_LOOKUP: &str = "strata_lookup";
+
+/// The UDF, for registering in a session and for building expressions.
+pub fn strata_lookup_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(StrataLookup { signature: Signature::any(3, Volatility::Immutable), tables: Mutex::default() })
+}
+
+/// A `strata_lookup` call on `key` for a table given as `(key, value)` pairs.
+pub fn lookup(key: datafusion::prelude::Expr, keys: &[u64], values: ArrayRef) -> datafusion::prelude::Expr {
+    let keys = ScalarValue::List(ScalarValue::new_list_nullable(
+        &keys.iter().map(|&k| ScalarValue::UInt64(Some(k))).collect::<Vec<_>>(),
+        &DataType::UInt64,
+    ));
+    let values = ScalarValue::List(Arc::new(datafusion::arrow::array::ListArray::new(
+        Arc::new(datafusion::arrow::datatypes::Field::new_list_field(values.data_type().clone(), true)),
+        datafusion::arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
+        values,
+        None,
+    )));
+    strata_lookup_udf().call(vec![key, datafusion::prelude::lit(keys), datafusion::prelude::lit(values)])
+}
+
+#[derive(Debug)]
+struct StrataLookup {
+    signature: Signature,
+    /// Probe tables already built, by the address and length of their keys: a plan's
+    /// literal is the same buffer for every batch, so a table is built once per plan.
+    tables: Mutex<Vec<(usize, usize, Arc<KeyTable>)>>,
+}
+
+// Two instances are the same function whatever tables they have built.
+impl PartialEq for StrataLookup {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+impl Eq for StrataLookup {}
+impl std::hash::Hash for StrataLookup {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+/// Tables a lookup keeps; older ones are dropped past this (one per column of a plan).
+const KEPT_TABLES: usize = 64;
+
+/// Open addressing from distinct keys to their positions, at most half full.
+#[derive(Debug)]
+struct KeyTable {
+    /// (key, position + 1); 0 marks an empty slot.
+    slots: Vec<(u64, u32)>,
+    shift: u32,
+}
+
+impl KeyTable {
+    fn new(keys: &[u64]) -> Result<Self> {
+        let bits = (keys.len().max(1) * 2).next_power_of_two().trailing_zeros().max(4);
+        let mut table = Self { slots: vec![(0, 0); 1 << bits], shift: 64 - bits };
+        for (i, &k) in keys.iter().enumerate() {
+            let mut s = table.slot(k);
+            while table.slots[s].1 != 0 {
+                if table.slots[s].0 == k {
+                    return exec_err!("{STRATA_LOOKUP}: key {k} is listed twice");
+                }
+                s = (s + 1) & (table.slots.len() - 1);
+            }
+            table.slots[s] = (k, i as u32 + 1);
+        }
+        Ok(table)
+    }
+
+    #[inline]
+    fn slot(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn get(&self, key: u64) -> Option<u32> {
+        let mut s = self.slot(key);
+        loop {
+            let (k, p) = self.slots[s];
+            if p == 0 {
+                return None;
+            }
+            if k == key {
+                return Some(p - 1);
+            }
+            s = (s + 1) & (self.slots.len() - 1);
+        }
+    }
+}
+
+/// The one array inside a list literal.
+fn list_values(arg: &ColumnarValue, what: &str) -> Result<ArrayRef> {
+    match arg {
+        ColumnarValue::Scalar(ScalarValue::List(list)) if list.len() == 1 => Ok(list.value(0)),
+        _ => exec_err!("{STRATA_LOOKUP}: the {what} must be a list literal"),
+    }
+}
+
+impl StrataLookup {
+    fn table(&self, keys: &ArrayRef) -> Result<Arc<KeyTable>> {
+        let keys = cast(keys, &DataType::UInt64)?;
+        let keys = keys.as_primitive::<UInt64Type>();
+        if keys.null_count() > 0 {
+            return exec_err!("{STRATA_LOOKUP}: the keys must not be null");
+        }
+        let id = (keys.values().as_ptr() as usize, keys.len());
+        let mut tables = self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((.., t)) = tables.iter().find(|(p, n, _)| (*p, *n) == id) {
+            return Ok(t.clone());
+        }
+        let table = Arc::new(KeyTable::new(keys.values())?);
+        if tables.len() >= KEPT_TABLES {
+            tables.remove(0);
+        }
+        tables.push((id.0, id.1, table.clone()));
+        Ok(table)
+    }
+}
+
+impl ScalarUDFImpl for StrataLookup {
+    fn name(&self) -> &str {
+        STRATA_LOOKUP
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [k, DataType::List(keys), DataType::List(values)]
+                if (k.is_unsigned_integer() || *k == DataType::Null) && keys.data_type().is_unsigned_integer() =>
+            {
+                Ok(values.data_type().clone())
+            }
+            [_, _, _] => plan_err!("{STRATA_LOOKUP} takes an unsigned key, a list of unsigned keys and a list of values"),
+            _ => plan_err!("{STRATA_LOOKUP} takes a key, the keys and the values"),
+        }
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [key, keys, values] = <[ColumnarValue; 3]>::try_from(args.args)
+            .map_err(|_| datafusion::error::DataFusionError::Execution(format!("{STRATA_LOOKUP} takes three arguments")))?;
+        let (keys, values) = (list_values(&keys, "keys")?, list_values(&values, "values")?);
+        if keys.len() != values.len() {
+            return exec_err!("{STRATA_LOOKUP}: {} keys but {} values", keys.len(), values.len());
+        }
+        let table = self.table(&keys)?;
+        let key = key.into_array(args.number_rows)?;
+        let key = cast(&key, &DataType::UInt64)?;
+        let key = key.as_primitive::<UInt64Type>();
+        let positions: UInt32Array = match key.nulls().filter(|n| n.null_count() > 0) {
+            None => key.values().iter().map(|&k| table.get(k)).collect(),
+            Some(nulls) => key.values().iter().enumerate().map(|(i, &k)| nulls.is_valid(i).then(|| table.get(k)).flatten()).collect(),
+        };
+        Ok(ColumnarValue::Array(take(&values, &positions, None)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Float64Array, UInt64Array};
+    use datafusion::prelude::*;
+
+    use super::*;
+
+    /// Compared with a left join against the same table, over keys that are listed,
+    /// missing and null, in batches that reuse one built table.
+    #[tokio::test]
+    async fn looks_up_like_a_left_join() {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(7));
+        ctx.register_udf(strata_lookup_udf());
+        let table_keys: Vec<u64> = (0..300).map(|i| i * 7919 + 3).collect();
+        let table_values: Vec<Option<f64>> = (0..300).map(|i| (i % 5 != 0).then_some(i as f64 / 2.0)).collect();
+        let rows: Vec<Option<u64>> = (0..100u64)
+            .map(|i| match i % 4 {
+                0 => None,
+                1 => Some(1),
+                _ => Some(table_keys[(i * 13 % 300) as usize]),
+            })
+            .collect();
+        ctx.register_batch(
+            "rows",
+            datafusion::arrow::record_batch::RecordBatch::try_from_iter([
+                ("k", Arc::new(UInt64Array::from(rows.clone())) as ArrayRef),
+                ("i", Arc::new(UInt64Array::from_iter_values(0..100)) as ArrayRef),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        ctx.register_batch(
+            "t",
+            datafusion::arrow::record_batch::RecordBatch::try_from_iter([
+                ("tk", Arc::new(UInt64Array::from(table_keys.clone())) as ArrayRef),
+                ("v", Arc::new(Float64Array::from(table_values.clone())) as ArrayRef),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        let values: ArrayRef = Arc::new(Float64Array::from(table_values));
+        let got = ctx
+            .table("rows")
+            .await
+            .unwrap()
+            .select(vec![col("i"), lookup(col("k"), &table_keys, values).alias("v")])
+            .unwrap()
+            .sort(vec![col("i").sort(true, false)])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let want = ctx.sql("SELECT i, v FROM rows LEFT JOIN t ON k = tk ORDER BY i").await.unwrap().collect().await.unwrap();
+        let flat = |b: &[datafusion::arrow::record_batch::RecordBatch]| -> Vec<(u64, Option<f64>)> {
+            b.iter()
+                .flat_map(|b| {
+                    let i = b.column(0).as_primitive::<UInt64Type>().clone();
+                    let v = b.column(1).as_primitive::<datafusion::arrow::datatypes::Float64Type>().clone();
+                    (0..b.num_rows()).map(move |r| (i.value(r), v.is_valid(r).then(|| v.value(r))))
+                })
+                .collect()
+        };
+        let (got, want) = (flat(&got), flat(&want));
+        assert_eq!(got.len(), 100);
+        assert_eq!(got, want);
+        assert!(got.iter().any(|(_, v)| v.is_some()) && got.iter().filter(|(_, v)| v.is_none()).count() > 25);
+    }
+
+    #[test]
+    fn a_key_listed_twice_is_an_error() {
+        let err = KeyTable::new(&[5, 9, 5]).unwrap_err().to_string();
+        assert!(err.contains("key 5 is listed twice"), "{err}");
+    }
+}
