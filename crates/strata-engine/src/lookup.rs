@@ -20,9 +20,17 @@ use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, Sca
 
 pub const STRATA_LOOKUP: &str = "strata_lookup";
 
-/// The UDF, for registering in a session and for building expressions.
+/// The UDF, for registering in a session and for building expressions: one instance
+/// per process, so every call shares the tables and positions it keeps.
 pub fn strata_lookup_udf() -> ScalarUDF {
-    ScalarUDF::new_from_impl(StrataLookup { signature: Signature::any(3, Volatility::Immutable), tables: Mutex::default() })
+    static LOOKUP: std::sync::LazyLock<ScalarUDF> = std::sync::LazyLock::new(|| {
+        ScalarUDF::new_from_impl(StrataLookup {
+            signature: Signature::any(3, Volatility::Immutable),
+            tables: Mutex::default(),
+            positions: Mutex::default(),
+        })
+    });
+    LOOKUP.clone()
 }
 
 /// A `strata_lookup` call on `key` for a table given as `(key, value)` pairs.
@@ -45,8 +53,21 @@ struct StrataLookup {
     signature: Signature,
     /// Probe tables already built, by the address and length of their keys: a plan's
     /// literal is the same buffer for every batch, so a table is built once per plan.
-    tables: Mutex<Vec<(usize, usize, Arc<KeyTable>)>>,
+    /// The keys are kept, so their address is not reused while cached.
+    tables: Mutex<Vec<KeptTable>>,
+    /// Each row's position for the last key columns looked up: a plan reads several
+    /// columns of one table by the same key column, and every call of a batch gets the
+    /// same array. The key array is kept, so its address is not reused while cached.
+    positions: Mutex<std::collections::VecDeque<KeptPositions>>,
 }
+
+/// Keys as given (kept alive), their address and length, and their table.
+type KeptTable = (ArrayRef, (usize, usize), Arc<KeyTable>);
+/// A key column, the table it was looked up in, and each row's position there.
+type KeptPositions = (ArrayRef, Arc<KeyTable>, Arc<UInt32Array>);
+
+/// Key columns whose positions are kept (a few per thread running the plan).
+const KEPT_POSITIONS: usize = 8;
 
 // Two instances are the same function whatever tables they have built.
 impl PartialEq for StrataLookup {
@@ -67,6 +88,7 @@ const KEPT_TABLES: usize = 64;
 /// Open addressing from distinct keys to their positions, at most half full.
 #[derive(Debug)]
 struct KeyTable {
+    keys: Vec<u64>,
     /// (key, position + 1); 0 marks an empty slot.
     slots: Vec<(u64, u32)>,
     shift: u32,
@@ -75,7 +97,7 @@ struct KeyTable {
 impl KeyTable {
     fn new(keys: &[u64]) -> Result<Self> {
         let bits = (keys.len().max(1) * 2).next_power_of_two().trailing_zeros().max(4);
-        let mut table = Self { slots: vec![(0, 0); 1 << bits], shift: 64 - bits };
+        let mut table = Self { keys: keys.to_vec(), slots: vec![(0, 0); 1 << bits], shift: 64 - bits };
         for (i, &k) in keys.iter().enumerate() {
             let mut s = table.slot(k);
             while table.slots[s].1 != 0 {
@@ -120,21 +142,27 @@ fn list_values(arg: &ColumnarValue, what: &str) -> Result<ArrayRef> {
 
 impl StrataLookup {
     fn table(&self, keys: &ArrayRef) -> Result<Arc<KeyTable>> {
+        // (a cast to the same type keeps the buffers)
         let keys = cast(keys, &DataType::UInt64)?;
-        let keys = keys.as_primitive::<UInt64Type>();
-        if keys.null_count() > 0 {
+        let values = keys.as_primitive::<UInt64Type>();
+        if values.null_count() > 0 {
             return exec_err!("{STRATA_LOOKUP}: the keys must not be null");
         }
-        let id = (keys.values().as_ptr() as usize, keys.len());
+        let id = (values.values().as_ptr() as usize, values.len());
         let mut tables = self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((.., t)) = tables.iter().find(|(p, n, _)| (*p, *n) == id) {
+        if let Some((.., t)) = tables.iter().find(|(_, at, _)| *at == id) {
             return Ok(t.clone());
         }
-        let table = Arc::new(KeyTable::new(keys.values())?);
+        // a plan looks up each column of a table through its own literal: literals with
+        // the same keys share one table, so a row's position is found once for them all
+        let table = match tables.iter().find(|(.., t)| t.keys == values.values().as_ref()) {
+            Some((.., t)) => t.clone(),
+            None => Arc::new(KeyTable::new(values.values())?),
+        };
         if tables.len() >= KEPT_TABLES {
             tables.remove(0);
         }
-        tables.push((id.0, id.1, table.clone()));
+        tables.push((keys.clone(), id, table.clone()));
         Ok(table)
     }
 }
@@ -166,13 +194,37 @@ impl ScalarUDFImpl for StrataLookup {
         }
         let table = self.table(&keys)?;
         let key = key.into_array(args.number_rows)?;
-        let key = cast(&key, &DataType::UInt64)?;
-        let key = key.as_primitive::<UInt64Type>();
-        let positions: UInt32Array = match key.nulls().filter(|n| n.null_count() > 0) {
-            None => key.values().iter().map(|&k| table.get(k)).collect(),
-            Some(nulls) => key.values().iter().enumerate().map(|(i, &k)| nulls.is_valid(i).then(|| table.get(k)).flatten()).collect(),
-        };
-        Ok(ColumnarValue::Array(take(&values, &positions, None)?))
+        let positions = self.positions(&key, &table)?;
+        Ok(ColumnarValue::Array(take(&values, positions.as_ref(), None)?))
+    }
+}
+
+impl StrataLookup {
+    /// Each row's position in `table` (null where its key is null or not listed).
+    fn positions(&self, key: &ArrayRef, table: &Arc<KeyTable>) -> Result<Arc<UInt32Array>> {
+        let lock = || self.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same = |(k, t, _): &&KeptPositions| Arc::ptr_eq(k, key) && Arc::ptr_eq(t, table);
+        if let Some((.., p)) = lock().iter().find(same) {
+            return Ok(p.clone());
+        }
+        let keys = cast(key, &DataType::UInt64)?;
+        let keys = keys.as_primitive::<UInt64Type>();
+        let mut found = Vec::with_capacity(keys.len());
+        let mut listed = datafusion::arrow::array::BooleanBufferBuilder::new(keys.len());
+        for &k in keys.values() {
+            let p = table.get(k);
+            found.push(p.unwrap_or(0));
+            listed.append(p.is_some());
+        }
+        let listed = datafusion::arrow::buffer::NullBuffer::new(listed.finish());
+        let nulls = datafusion::arrow::buffer::NullBuffer::union(keys.nulls(), Some(&listed).filter(|n| n.null_count() > 0));
+        let positions = Arc::new(UInt32Array::new(found.into(), nulls));
+        let mut cached = lock();
+        if cached.len() >= KEPT_POSITIONS {
+            cached.pop_front();
+        }
+        cached.push_back((key.clone(), table.clone(), positions.clone()));
+        Ok(positions)
     }
 }
 
@@ -184,7 +236,11 @@ mod tests {
     use super::*;
 
     /// Compared with a left join against the same table, over keys that are listed,
-    /// missing and null, in batches that reuse one built table.
+    /// missing and null, in batches that reuse one built table; a second lookup by the
+    /// same key column in the same table listed in reverse gives the same values (the
+    /// positions kept for the first table are not reused for it), and a third one with
+    /// the same keys in a literal of its own (sharing the first's table and positions)
+    /// finds its own values.
     #[tokio::test]
     async fn looks_up_like_a_left_join() {
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(7));
@@ -216,12 +272,20 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
+        let reversed_keys: Vec<u64> = table_keys.iter().rev().copied().collect();
+        let reversed: ArrayRef = Arc::new(Float64Array::from(table_values.iter().rev().copied().collect::<Vec<_>>()));
+        let doubled: ArrayRef = Arc::new(Float64Array::from(table_values.iter().map(|v| v.map(|v| v * 2.0)).collect::<Vec<_>>()));
         let values: ArrayRef = Arc::new(Float64Array::from(table_values));
         let got = ctx
             .table("rows")
             .await
             .unwrap()
-            .select(vec![col("i"), lookup(col("k"), &table_keys, values).alias("v")])
+            .select(vec![
+                col("i"),
+                lookup(col("k"), &table_keys, values).alias("v"),
+                lookup(col("k"), &reversed_keys, reversed).alias("v2"),
+                (lookup(col("k"), &table_keys, doubled) / lit(2.0)).alias("v3"),
+            ])
             .unwrap()
             .sort(vec![col("i").sort(true, false)])
             .unwrap()
@@ -238,7 +302,11 @@ mod tests {
                 })
                 .collect()
         };
-        let (got, want) = (flat(&got), flat(&want));
+        let again: Vec<_> = got.iter().map(|b| b.project(&[0, 2]).unwrap()).collect();
+        let halved: Vec<_> = got.iter().map(|b| b.project(&[0, 3]).unwrap()).collect();
+        let (got, again, halved, want) = (flat(&got), flat(&again), flat(&halved), flat(&want));
+        assert_eq!(again, want);
+        assert_eq!(halved, want);
         assert_eq!(got.len(), 100);
         assert_eq!(got, want);
         assert!(got.iter().any(|(_, v)| v.is_some()) && got.iter().filter(|(_, v)| v.is_none()).count() > 25);
