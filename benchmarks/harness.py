@@ -1,6 +1,7 @@
 """What the benchmark scripts share: the synthetic data, and timing a child process."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -22,9 +23,17 @@ def synthetic_data(rows: int, files: int) -> pathlib.Path:
     return data
 
 
-def run(cmd: list[str], check: bool = True) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS in MiB and stdout of one child process. On failure: exits,
-    or with check=False returns the stdout `FAILED: <last error line>`."""
+@dataclasses.dataclass
+class Measured:
+    wall: float  # seconds
+    cpu: float  # user + system seconds
+    rss_mib: int  # peak
+    out: str  # stdout, or `FAILED: <last error line>`
+
+
+def measure(cmd: list[str], check: bool = True) -> Measured:
+    """One child process, timed. On failure: exits, or with check=False returns the
+    stdout `FAILED: <last error line>`."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -33,5 +42,11 @@ def run(cmd: list[str], check: bool = True) -> tuple[float, int, str]:
     if os.waitstatus_to_exitcode(status) != 0:
         if check:
             sys.exit(f"{' '.join(cmd)} failed: {err[-2000:]}")
-        return wall, usage.ru_maxrss // 1024, "FAILED: " + (err.strip().splitlines() or ["?"])[-1][:300]
-    return wall, usage.ru_maxrss // 1024, out
+        out = "FAILED: " + (err.strip().splitlines() or ["?"])[-1][:300]
+    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, out)
+
+
+def run(cmd: list[str], check: bool = True) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in MiB and stdout of one child process (see measure)."""
+    m = measure(cmd, check)
+    return m.wall, m.rss_mib, m.out
