@@ -48,26 +48,12 @@ pub fn strata_group_hash_udf() -> ScalarUDF {
     ScalarUDF::new_from_impl(StrataGroupHash { signature: Signature::variadic_any(Volatility::Immutable), idle: Default::default() })
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct StrataGroupHash {
     signature: Signature,
     /// Coders not in use, kept between batches so that a value is coded and a tuple
     /// hashed once per partition rather than once per batch.
-    idle: std::sync::Mutex<Vec<GroupHasher>>,
-}
-
-impl PartialEq for StrataGroupHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.signature == other.signature
-    }
-}
-
-impl Eq for StrataGroupHash {}
-
-impl std::hash::Hash for StrataGroupHash {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.signature.hash(state);
-    }
+    idle: crate::kept::Kept<Vec<GroupHasher>>,
 }
 
 /// Tuples past which a coder is not kept: the columns were not few-valued after all.

@@ -9,6 +9,7 @@ mod cut_zones;
 mod error;
 mod hash;
 mod if_else;
+mod kept;
 mod lookup;
 mod schema;
 mod source;

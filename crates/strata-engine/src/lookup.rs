@@ -10,13 +10,17 @@
 //! join it replaced: as fast for reweighing, 7% faster for exact undersampling, which
 //! reads more of the table (BENCHMARKS.md, seventh session).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, UInt32Array, UInt64Array};
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::prelude::{Expr, lit};
+
+use crate::kept::Kept;
 
 pub const STRATA_LOOKUP: &str = "strata_lookup";
 
@@ -26,39 +30,36 @@ pub fn strata_lookup_udf() -> ScalarUDF {
     static LOOKUP: std::sync::LazyLock<ScalarUDF> = std::sync::LazyLock::new(|| {
         ScalarUDF::new_from_impl(StrataLookup {
             signature: Signature::any(3, Volatility::Immutable),
-            tables: Mutex::default(),
-            positions: Mutex::default(),
+            tables: Kept::default(),
+            positions: Kept::default(),
         })
     });
     LOOKUP.clone()
 }
 
 /// A `strata_lookup` call on `key` for a table given as `(key, value)` pairs.
-pub fn lookup(key: datafusion::prelude::Expr, keys: &[u64], values: ArrayRef) -> datafusion::prelude::Expr {
-    let keys = ScalarValue::List(ScalarValue::new_list_nullable(
-        &keys.iter().map(|&k| ScalarValue::UInt64(Some(k))).collect::<Vec<_>>(),
-        &DataType::UInt64,
-    ));
-    let values = ScalarValue::List(Arc::new(datafusion::arrow::array::ListArray::new(
-        Arc::new(datafusion::arrow::datatypes::Field::new_list_field(values.data_type().clone(), true)),
-        datafusion::arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
-        values,
-        None,
-    )));
-    strata_lookup_udf().call(vec![key, datafusion::prelude::lit(keys), datafusion::prelude::lit(values)])
+pub fn lookup(key: Expr, keys: &[u64], values: ArrayRef) -> Expr {
+    let keys: ArrayRef = Arc::new(UInt64Array::from(keys.to_vec()));
+    strata_lookup_udf().call(vec![key, lit(list_literal(keys)), lit(list_literal(values))])
 }
 
-#[derive(Debug)]
+/// A list literal holding one list: `values`.
+fn list_literal(values: ArrayRef) -> ScalarValue {
+    let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+    ScalarValue::List(Arc::new(ListArray::new(field, OffsetBuffer::from_lengths([values.len()]), values, None)))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct StrataLookup {
     signature: Signature,
     /// Probe tables already built, by the address and length of their keys: a plan's
     /// literal is the same buffer for every batch, so a table is built once per plan.
     /// The keys are kept, so their address is not reused while cached.
-    tables: Mutex<Vec<KeptTable>>,
+    tables: Kept<Vec<KeptTable>>,
     /// Each row's position for the last key columns looked up: a plan reads several
     /// columns of one table by the same key column, and every call of a batch gets the
     /// same array. The key array is kept, so its address is not reused while cached.
-    positions: Mutex<std::collections::VecDeque<KeptPositions>>,
+    positions: Kept<std::collections::VecDeque<KeptPositions>>,
 }
 
 /// Keys as given (kept alive), their address and length, and their table.
@@ -68,19 +69,6 @@ type KeptPositions = (ArrayRef, Arc<KeyTable>, Arc<UInt32Array>);
 
 /// Key columns whose positions are kept (a few per thread running the plan).
 const KEPT_POSITIONS: usize = 8;
-
-// Two instances are the same function whatever tables they have built.
-impl PartialEq for StrataLookup {
-    fn eq(&self, other: &Self) -> bool {
-        self.signature == other.signature
-    }
-}
-impl Eq for StrataLookup {}
-impl std::hash::Hash for StrataLookup {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.signature.hash(state);
-    }
-}
 
 /// Tables a lookup keeps; older ones are dropped past this (one per column of a plan).
 const KEPT_TABLES: usize = 64;
