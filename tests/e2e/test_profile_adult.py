@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import collections
 import csv
+import json
 import pathlib
 
 import duckdb
 import pytest
 
-from conftest import ROOT, profile_json
+from conftest import ROOT, profile_json, run_strata
 
 ADULT_COLUMNS = [
     "age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
@@ -128,3 +129,50 @@ def test_test_split_profile(raw_adult, tmp_path):
     raw = list(raw_rows(raw_adult / "adult.test"))
     assert p["total_rows"] == len(raw) == 16281
     assert p["positives"] == sum(r["income"] == ">50K" for r in raw) == 3846
+
+
+def test_weighted_sums_are_exact_and_do_not_depend_on_partitioning(tmp_path):
+    """Fractional weights over many files: float sums would differ in their last digits
+    with the order rows reach partitions; strata's exact sums give the same JSON for
+    every run and partitioning, equal to DuckDB's sum(CAST(w AS DECIMAL(38, 10)))."""
+    import pyarrow.parquet as pq
+    import pyarrow.compute as pc
+
+    table = pq.read_table(ROOT / "data/adult/train.parquet")
+    table = table.append_column("w", pc.divide(pc.cast(table["fnlwgt"], "float64"), 7.3))
+    # the data must expose a float sum's order: summed forwards and backwards, cells differ
+    cells = list(zip(table["sex"].to_pylist(), table["race"].to_pylist(), table["w"].to_pylist()))
+    forwards, backwards = collections.defaultdict(float), collections.defaultdict(float)
+    for sex, race, w in cells:
+        forwards[(sex, race)] += w
+    for sex, race, w in reversed(cells):
+        backwards[(sex, race)] += w
+    assert forwards != backwards
+    src = tmp_path / "src"
+    src.mkdir()
+    step = table.num_rows // 12 + 1
+    for i in range(12):
+        pq.write_table(table.slice(i * step, step), src / f"part-{i:02d}.parquet", row_group_size=1000)
+    spec = (ROOT / "pipelines/adult.toml").read_text()
+    spec = spec.replace('url = "../data/adult/train.parquet"', f'url = "{src}/"').replace(
+        'weight_column = "fnlwgt"', 'weight_column = "w"'
+    )
+    pipeline = tmp_path / "adult-w.toml"
+    pipeline.write_text(spec)
+
+    outputs = {
+        run_strata("profile", str(pipeline), "--format", "json", "--target-partitions", str(n)).stdout
+        for n in (1, 2, 3, 8, 2, 8)
+    }
+    assert len(outputs) == 1, "profile JSON differs between runs"
+    got = by_key(json.loads(outputs.pop()))
+
+    con = duckdb.connect()
+    rows = con.execute(
+        """SELECT sex, race, CAST(sum(CAST(w AS DECIMAL(38, 10))) AS DOUBLE)
+           FROM read_parquet(?) GROUP BY sex, race""",
+        [str(src / "*.parquet")],
+    ).fetchall()
+    assert len(rows) > 5
+    for sex, race, exact in rows:
+        assert got[(("sex", "race"), (sex, race))]["weighted_rows"] == pytest.approx(exact, rel=1e-15, abs=0)

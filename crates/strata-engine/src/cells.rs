@@ -1,7 +1,7 @@
 //! `strata_cells(weight, key, ...)`: one aggregate over the whole input that returns,
 //! for every distinct tuple of key values, its rows and the sum, minimum and count of
 //! its non-null weights, as a list of structs `{k0, ..., rows, weight, weight_min,
-//! weight_count}` (null keys form their own tuple).
+//! weight_count, weight_exact, weight_special}` (null keys form their own tuple).
 //!
 //! It is the profile's `GROUP BY attributes, label` with `count(*)`, `sum(w)`, `min(w)`,
 //! `count(w)`, made cheap for what profiles group by: a handful of distinct values per
@@ -10,20 +10,25 @@
 //! most of the profile's time beyond decoding). Here every key column is turned into
 //! small integer codes through an exact fingerprint of each value (a short string is its
 //! Arrow view: length and bytes in 128 bits), so a row costs a few lookups in tables that
-//! stay in the L1 cache. It is an ordinary aggregate: partial states per partition,
-//! merged by the engine, so the plan runs unchanged on a cluster with the function
-//! registered.
+//! stay in the L1 cache. Dictionary columns (the profile reads its keys so, see
+//! `coded.rs`) code their few values once per batch, and a row is then one lookup per
+//! column. It is an ordinary aggregate: partial states per partition, merged by the
+//! engine, so the plan runs unchanged on a cluster with the function registered.
 //!
-//! Weight sums are plain float sums: like `sum`, their last digits can depend on the
-//! order batches arrive in.
+//! Weight sums are exact (see [`crate::weights`]): the sum of the weights as
+//! `DECIMAL(38, 10)`, so they do not depend on the order rows arrive in. The result
+//! carries them as `weight_exact`, with `weight_special` the float sum of weights no
+//! decimal holds (infinite, NaN, out of range), and `weight` as the float of both.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StructArray, downcast_integer_array};
-use datafusion::arrow::datatypes::{DataType, Date32Type, Date64Type, Field, Fields, Float64Type, Int64Type};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StructArray, downcast_integer_array};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Date64Type, Decimal128Type, Field, Fields, Float64Type, Int32Type, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs};
 use foldhash::{HashMap, HashMapExt};
+
+use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_weight, exact_weight_type, exact_weight_value};
 
 pub const STRATA_CELLS: &str = "strata_cells";
 
@@ -53,6 +58,8 @@ fn cell_fields(key_types: &[DataType]) -> Fields {
         Field::new("weight", DataType::Float64, true),
         Field::new("weight_min", DataType::Float64, true),
         Field::new("weight_count", DataType::Int64, false),
+        Field::new("weight_exact", exact_weight_type(), false),
+        Field::new("weight_special", DataType::Float64, false),
     ]);
     fields.into()
 }
@@ -88,14 +95,32 @@ impl AggregateUDFImpl for StrataCells {
 #[derive(Debug, Clone, Copy)]
 struct Tally {
     rows: i64,
-    weight: f64,
+    /// Σ weight in 10⁻¹⁰, of the weights a decimal holds.
+    weight: i128,
+    /// Σ of the other non-null weights (0 when there are none).
+    special: f64,
     weight_min: f64,
     weight_count: i64,
 }
 
 impl Default for Tally {
     fn default() -> Self {
-        Self { rows: 0, weight: 0.0, weight_min: f64::INFINITY, weight_count: 0 }
+        Self { rows: 0, weight: 0, special: 0.0, weight_min: f64::INFINITY, weight_count: 0 }
+    }
+}
+
+impl Tally {
+    /// Adds an exact weight, or, past what a 128-bit decimal holds, its float.
+    #[inline]
+    fn add_weight(&mut self, exact: i128, approx: f64) {
+        match self.weight.checked_add(exact) {
+            Some(sum) => self.weight = sum,
+            None => self.special += approx,
+        }
+    }
+
+    fn weight_value(&self) -> f64 {
+        exact_weight_value(self.weight) + self.special
     }
 }
 
@@ -129,6 +154,9 @@ impl TupleCoder {
         if keys.len() != self.columns.len() {
             return exec_err!("expected {} key columns, got {}", self.columns.len(), keys.len());
         }
+        if self.code_dictionaries(keys, out)? {
+            return Ok(());
+        }
         for ((column, array), codes) in self.columns.iter_mut().zip(keys).zip(self.codes.iter_mut()) {
             codes.clear();
             column.code(array, codes)?;
@@ -136,6 +164,45 @@ impl TupleCoder {
         let cardinality: Vec<u32> = self.columns.iter().map(|c| c.values.len() as u32).collect();
         self.tuples.code(&self.codes, &cardinality, out);
         Ok(())
+    }
+
+    /// [`TupleCoder::code`] for key columns that are all `Int32` dictionaries without
+    /// null keys (what the coded scan yields), while tuples fit the dense index: each
+    /// column's dictionary values are coded once per batch and shifted into their place
+    /// in the packed index, so a row's packed index is one lookup per column, added up.
+    /// Returns false, having written nothing, for other batches.
+    fn code_dictionaries(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<bool> {
+        let dictionaries: Option<Vec<_>> =
+            keys.iter().map(|k| k.as_dictionary_opt::<Int32Type>().filter(|d| d.keys().null_count() == 0)).collect();
+        let Some(dictionaries) = dictionaries else { return Ok(false) };
+        if self.tuples.bits.is_empty() {
+            return Ok(false);
+        }
+        // value codes per column (a null value's code is 0)
+        for ((column, d), lut) in self.columns.iter_mut().zip(&dictionaries).zip(self.codes.iter_mut()) {
+            lut.clear();
+            column.code(d.values(), lut)?;
+        }
+        let cardinality: Vec<u32> = self.columns.iter().map(|c| c.values.len() as u32).collect();
+        self.tuples.fit(&cardinality);
+        if self.tuples.bits.is_empty() {
+            return Ok(false);
+        }
+        let tuples = &mut self.tuples;
+        let n = keys.first().map_or(0, |k| k.len());
+        tuples.packed.clear();
+        tuples.packed.resize(n, 0);
+        let mut at = 0;
+        for ((lut, d), b) in self.codes.iter_mut().zip(&dictionaries).zip(&tuples.bits) {
+            lut.iter_mut().for_each(|c| *c <<= at);
+            for (p, &k) in tuples.packed.iter_mut().zip(d.keys().values()) {
+                *p |= lut[k as usize];
+            }
+            at += b;
+        }
+        out.clear();
+        tuples.ids_of_packed(out);
+        Ok(true)
     }
 
     fn size(&self) -> usize {
@@ -168,15 +235,19 @@ impl CellsAccumulator {
     fn output(&self) -> Result<ScalarValue> {
         let n = self.coder.len();
         let columns = &self.coder.columns;
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 4);
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 6);
         for (i, column) in columns.iter().enumerate() {
             arrays.push(column.values_of((0..n).map(|t| self.coder.tuples.key(t)[i]))?);
         }
         let t = &self.tallies;
         arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.rows))));
-        arrays.push(Arc::new(t.iter().map(|t| (t.weight_count > 0).then_some(t.weight)).collect::<Float64Array>()));
+        arrays.push(Arc::new(t.iter().map(|t| (t.weight_count > 0).then(|| t.weight_value())).collect::<Float64Array>()));
         arrays.push(Arc::new(t.iter().map(|t| (t.weight_count > 0).then_some(t.weight_min)).collect::<Float64Array>()));
         arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.weight_count))));
+        arrays.push(Arc::new(
+            Decimal128Array::from_iter_values(t.iter().map(|t| t.weight)).with_precision_and_scale(WEIGHT_PRECISION, WEIGHT_SCALE)?,
+        ));
+        arrays.push(Arc::new(Float64Array::from_iter_values(t.iter().map(|t| t.special))));
         let key_types: Vec<DataType> = columns.iter().map(|c| c.data_type.clone()).collect();
         crate::struct_list::to_value(StructArray::try_new(cell_fields(&key_types), arrays, None)?)
     }
@@ -197,7 +268,10 @@ impl Accumulator for CellsAccumulator {
                     let tally = &mut tallies[t as usize];
                     tally.rows += 1;
                     if nulls.is_none_or(|n| n.is_valid(i)) {
-                        tally.weight += v;
+                        match exact_weight(v) {
+                            Some(e) => tally.add_weight(e, v),
+                            None => tally.special += v,
+                        }
                         tally.weight_min = tally.weight_min.min(v);
                         tally.weight_count += 1;
                     }
@@ -213,16 +287,16 @@ impl Accumulator for CellsAccumulator {
             let k = self.coder.columns.len();
             self.code_rows(&cells.columns()[..k])?;
             let rows = cells.column(k).as_primitive::<Int64Type>();
-            let (weight, weight_min) =
-                (cells.column(k + 1).as_primitive::<Float64Type>(), cells.column(k + 2).as_primitive::<Float64Type>());
+            let weight_min = cells.column(k + 2).as_primitive::<Float64Type>();
             let weight_count = cells.column(k + 3).as_primitive::<Int64Type>();
+            let (exact, special) =
+                (cells.column(k + 4).as_primitive::<Decimal128Type>(), cells.column(k + 5).as_primitive::<Float64Type>());
             for (r, &t) in self.rows.iter().enumerate() {
                 let tally = &mut self.tallies[t as usize];
                 tally.rows += rows.value(r);
                 tally.weight_count += weight_count.value(r);
-                if weight.is_valid(r) {
-                    tally.weight += weight.value(r);
-                }
+                tally.add_weight(exact.value(r), exact_weight_value(exact.value(r)));
+                tally.special += special.value(r);
                 if weight_min.is_valid(r) {
                     tally.weight_min = tally.weight_min.min(weight_min.value(r));
                 }
@@ -484,6 +558,12 @@ impl ColumnCodes {
                 let nulls = a.logical_nulls();
                 if value_codes.is_empty() {
                     out.extend(std::iter::repeat_n(0, a.len()));
+                } else if let Some(d) = a.as_dictionary_opt::<Int32Type>()
+                    && d.keys().null_count() == 0
+                {
+                    // what the profile's dictionary-coded scan yields: one lookup per row
+                    // (a null value has code 0 among the value codes)
+                    out.extend(d.keys().values().iter().map(|&k| value_codes[k as usize]));
                 } else {
                     for (i, k) in dict.normalized_keys().into_iter().enumerate() {
                         out.push(if nulls.as_ref().is_none_or(|n| n.is_valid(i)) { value_codes[k] } else { 0 });
@@ -623,20 +703,33 @@ impl TupleCodes {
             }
             at += b;
         }
-        out.reserve(n);
-        for r in 0..n {
+        self.ids_of_packed(out);
+    }
+
+    /// Writes the tuple id of every packed index in `self.packed` to `out`.
+    fn ids_of_packed(&mut self, out: &mut Vec<u32>) {
+        out.reserve(self.packed.len());
+        for r in 0..self.packed.len() {
             let slot = self.packed[r] as usize;
             let id = match self.dense[slot] {
-                0 => {
-                    self.keys.extend(codes.iter().map(|c| c[r]));
-                    self.len += 1;
-                    self.dense[slot] = self.len as u32;
-                    self.len as u32
-                }
+                0 => self.new_packed(slot),
                 id => id,
             };
             out.push(id - 1);
         }
+    }
+
+    /// Adds the tuple at a packed index, unpacking its codes; returns its id + 1.
+    #[cold]
+    fn new_packed(&mut self, slot: usize) -> u32 {
+        let mut at = 0;
+        for b in &self.bits {
+            self.keys.push((slot >> at) as u32 & ((1 << b) - 1));
+            at += b;
+        }
+        self.len += 1;
+        self.dense[slot] = self.len as u32;
+        self.len as u32
     }
 
     fn code_hashed(&mut self, codes: &[Vec<u32>], out: &mut Vec<u32>) {
@@ -755,20 +848,38 @@ mod tests {
                     k => Some(["p", "q", "r", "s", long][k - 1]),
                 })
                 .collect();
+            // no null keys, a null among the values: the Int32 fast path
+            let e = DictionaryArray::<Int32Type>::try_new(
+                Int32Array::from_iter_values((0..n).map(|i| pick(i, 6) as i32)),
+                Arc::new(StringArray::from(vec![Some("u"), None, Some(long), Some("v"), Some("w"), Some("x")])),
+            )
+            .unwrap();
+            // another, with null keys in one partition only: batches of that partition
+            // take the general path, the others the dictionary path, into the same cells
+            let f = DictionaryArray::<Int32Type>::try_new(
+                Int32Array::from_iter((0..n).map(|i| (p != 1 || i % 7 != 0).then_some(pick(i, 3) as i32))),
+                Arc::new(StringArray::from(vec!["f0", "f1", "f2"])),
+            )
+            .unwrap();
             let y = Int32Array::from_iter((0..n).map(|i| (i % 3 != 0).then_some((i % 5) as i32 - 2)));
             let b = BooleanArray::from_iter((0..n).map(|i| (i % 11 != 0).then_some(i % 2 == 0)));
             let w = Float64Array::from_iter((0..n).map(|i| (i % 13 != 0).then_some(i as f64 * 0.25 - 10.0)));
             // many distinct values: past the dense index and the caches
             let many = Int64Array::from_iter_values((0..n).map(|i| ((i * 7919) % 401) as i64 - 200));
-            let batch = RecordBatch::try_from_iter([
-                ("s", Arc::new(s) as ArrayRef),
-                ("t", Arc::new(t) as ArrayRef),
-                ("d", Arc::new(d) as ArrayRef),
-                ("y", Arc::new(y) as ArrayRef),
-                ("b", Arc::new(b) as ArrayRef),
-                ("w", Arc::new(w) as ArrayRef),
-                ("many", Arc::new(many) as ArrayRef),
-            ])
+            let batch = RecordBatch::try_from_iter_with_nullable(
+                [
+                    ("s", Arc::new(s) as ArrayRef),
+                    ("t", Arc::new(t) as ArrayRef),
+                    ("d", Arc::new(d) as ArrayRef),
+                    ("e", Arc::new(e) as ArrayRef),
+                    ("f", Arc::new(f) as ArrayRef),
+                    ("y", Arc::new(y) as ArrayRef),
+                    ("b", Arc::new(b) as ArrayRef),
+                    ("w", Arc::new(w) as ArrayRef),
+                    ("many", Arc::new(many) as ArrayRef),
+                ]
+                .map(|(name, array)| (name, array, true)),
+            )
             .unwrap();
             // two batches per partition
             parts.push(vec![batch.slice(0, n / 2), batch.slice(n / 2, n - n / 2)]);
@@ -776,13 +887,16 @@ mod tests {
         let schema: Arc<Schema> = parts[0][0].schema();
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3));
         ctx.register_udaf(strata_cells_udaf());
-        ctx.register_table("t", Arc::new(MemTable::try_new(schema, parts).unwrap())).unwrap();
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema, parts).expect("a table"))).unwrap();
         for keys in [
             vec!["s"],
             vec!["s", "t", "d", "y"],
             vec!["s", "t", "d", "y", "b"],
             vec!["y", "b", "d", "t", "s", "y % 2", "upper(t)"],
             vec!["many", "s"],
+            vec!["e"],
+            vec!["e", "f"],
+            vec!["e", "d", "s"],
             vec!["CAST(many AS VARCHAR)"],
         ] {
             let list = keys.join(", ");
@@ -803,6 +917,61 @@ mod tests {
         .map(|r| (r.0, r.1))
         .collect();
         assert_eq!(got, want);
+    }
+
+    /// Weight sums are the same to the bit however the rows are split and ordered, and
+    /// equal SQL's exact decimal sum; plain float sums of the same rows differ.
+    #[tokio::test]
+    async fn weight_sums_do_not_depend_on_order() {
+        let n = 4000usize;
+        let key: Vec<&str> = (0..n).map(|i| ["a", "b", "c"][i % 3]).collect();
+        // magnitudes far apart, so a float sum's rounding depends on its order
+        let w: Vec<f64> = (0..n).map(|i| [1e9 + 0.123_456_7, 0.1, 3.3e-3, 77.7][i % 4] * (1.0 + i as f64 * 1e-4)).collect();
+        let batch = |rows: &[usize]| {
+            RecordBatch::try_from_iter([
+                ("k", Arc::new(StringArray::from_iter_values(rows.iter().map(|&i| key[i]))) as ArrayRef),
+                ("w", Arc::new(Float64Array::from_iter_values(rows.iter().map(|&i| w[i]))) as ArrayRef),
+            ])
+            .unwrap()
+        };
+        let forward: Vec<usize> = (0..n).collect();
+        let shuffled: Vec<usize> = (0..n).map(|i| (i * 1237) % n).collect();
+        let float_sums = |order: &[usize]| {
+            let mut sums = BTreeMap::new();
+            order.iter().for_each(|&i| *sums.entry(key[i]).or_insert(0.0) += w[i]);
+            sums
+        };
+        assert_ne!(float_sums(&forward), float_sums(&shuffled), "the data must expose a float sum's order");
+
+        let weights = |partitions: Vec<Vec<RecordBatch>>| async move {
+            let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions.len()));
+            ctx.register_udaf(strata_cells_udaf());
+            ctx.register_table("t", Arc::new(MemTable::try_new(partitions[0][0].schema(), partitions).unwrap())).unwrap();
+            let cells = cells(&ctx, &format!("SELECT {STRATA_CELLS}(w, k) FROM t")).await.remove(0);
+            let sql = "SELECT k, CAST(sum(CAST(w AS DECIMAL(38, 10))) AS VARCHAR) FROM t GROUP BY k";
+            let decimal = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            let mut want = BTreeMap::new();
+            for b in &decimal {
+                let text = |i: usize| datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8).unwrap();
+                let (k, sum) = (text(0), text(1));
+                for r in 0..b.num_rows() {
+                    want.insert(k.as_string::<i32>().value(r).to_string(), sum.as_string::<i32>().value(r).to_string());
+                }
+            }
+            let mut got = BTreeMap::new();
+            let (exact, weight) = (cells.column(5).as_primitive::<Decimal128Type>(), cells.column(2).as_primitive::<Float64Type>());
+            for r in 0..cells.num_rows() {
+                let k = cells.column(0).as_string::<i32>().value(r).to_string();
+                assert_eq!(exact.value_as_string(r), want[&k], "{k}: the exact sum is SQL's decimal sum");
+                got.insert(k, weight.value(r).to_bits());
+            }
+            got
+        };
+        let one = weights(vec![vec![batch(&forward)]]).await;
+        assert_eq!(one.len(), 3);
+        let chunks: Vec<Vec<RecordBatch>> =
+            shuffled.chunks(n / 4).map(|c| vec![batch(&c[..c.len() / 2]), batch(&c[c.len() / 2..])]).collect();
+        assert_eq!(weights(chunks).await, one);
     }
 
     /// Tuple ids stay put while the packed index widens and then gives way to hashing.

@@ -27,11 +27,9 @@ use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Sign
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::prelude::{Expr, lit};
 
-pub const STRATA_CUT_ZONES: &str = "strata_cut_zones";
+use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_weight_type, exact_weights};
 
-/// Scale of the exact weight sums: weights are summed as multiples of 10⁻¹⁰.
-pub const WEIGHT_SCALE: i8 = 10;
-const WEIGHT_PRECISION: u8 = 38;
+pub const STRATA_CUT_ZONES: &str = "strata_cut_zones";
 
 /// A stratum's windows, each a closed range of the primary key.
 pub type StratumWindows = (u64, [Option<(u64, u64)>; 2]);
@@ -68,7 +66,7 @@ fn zone_fields() -> Fields {
         Field::new("k1", DataType::UInt64, false),
         Field::new("k2", DataType::UInt64, false),
         Field::new("rows", DataType::Int64, false),
-        Field::new("w", DataType::Decimal128(WEIGHT_PRECISION, WEIGHT_SCALE), false),
+        Field::new("w", exact_weight_type(), false),
         Field::new("bad", DataType::Int64, false),
     ]
     .into()
@@ -252,9 +250,7 @@ impl Accumulator for ZonesAccumulator {
         }
         let w = datafusion::arrow::compute::cast(w, &DataType::Float64)?;
         let w = w.as_primitive::<Float64Type>();
-        // the exact sum is the sum of the weights cast to DECIMAL(38, 10), as SQL would
-        let exact = datafusion::arrow::compute::cast(w, &DataType::Decimal128(WEIGHT_PRECISION, WEIGHT_SCALE))?;
-        let exact = exact.as_primitive::<Decimal128Type>();
+        let exact = exact_weights(w)?;
         let nulls = w.nulls().filter(|n| n.null_count() > 0);
         for i in 0..w.len() {
             let v = w.value(i);

@@ -5,6 +5,7 @@
 //! Ballista session later touches this crate only.
 
 mod cells;
+pub mod coded;
 mod cut_zones;
 mod error;
 mod hash;
@@ -25,7 +26,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::memory::InMemory;
 
 pub use cells::{STRATA_CELLS, strata_cells_udaf};
-pub use cut_zones::{STRATA_CUT_ZONES, StratumWindows, WEIGHT_SCALE, cut_zones, strata_cut_zones_udaf};
+pub use cut_zones::{STRATA_CUT_ZONES, StratumWindows, cut_zones, strata_cut_zones_udaf};
 pub use error::EngineError;
 pub use error::one_line;
 pub use hash::{STRATA_GROUP_HASH, STRATA_HASH, strata_group_hash_udf, strata_hash_udf};
@@ -35,10 +36,14 @@ pub use schema::{LabelKind, check_schema};
 pub use source::{SourceFile, SourceTable};
 pub use store::object_store_for;
 pub use struct_list::aggregate_rows;
-pub use weights::{invalid_weight, invalid_weights_error};
+pub use weights::{WEIGHT_SCALE, invalid_weight, invalid_weights_error};
 
 /// The name every stage's plans use for the pipeline's input.
 pub const SOURCE_TABLE: &str = "source";
+
+/// The pipeline's input with its group columns read as dictionaries
+/// ([`Engine::register_coded`]).
+pub const CODED_SOURCE_TABLE: &str = "strata_source_coded";
 
 /// Knobs for the session, set from the CLI or the spec.
 #[derive(Debug, Clone, Default)]

@@ -1,6 +1,7 @@
 //! Opening a pipeline's source: list its Parquet files once, read their schemas, and
 //! register exactly those files as the `source` table.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -12,6 +13,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use strata_spec::StorageOptions;
 use url::Url;
 
+use crate::coded::{CodedTable, coded_schema};
 use crate::error::one_line;
 use crate::store::{object_store_for, redact};
 use crate::{Engine, EngineError};
@@ -34,6 +36,29 @@ pub struct SourceTable {
     /// Every file read, sorted by path.
     pub files: Vec<SourceFile>,
     pub schema: SchemaRef,
+    /// What the table was registered from, to register it again another way.
+    listing: Arc<Listing>,
+}
+
+/// The listed files of a source and how to read them.
+#[derive(Debug)]
+struct Listing {
+    format: Arc<ParquetFormat>,
+    extension: &'static str,
+    store: Arc<dyn ObjectStore>,
+    metas: Vec<ObjectMeta>,
+    urls: Vec<ListingTableUrl>,
+    /// The source URL, secrets removed, for errors.
+    shown: String,
+}
+
+impl Listing {
+    /// A table over exactly the listed files, read with `schema`.
+    fn table(&self, schema: SchemaRef) -> Result<ListingTable, EngineError> {
+        let options = ListingOptions::new(self.format.clone()).with_file_extension(self.extension);
+        let config = ListingTableConfig::new_with_multi_paths(self.urls.clone()).with_listing_options(options).with_schema(schema);
+        ListingTable::try_new(config).map_err(EngineError::datafusion(format!("source `{}`", self.shown)))
+    }
 }
 
 impl Engine {
@@ -82,15 +107,15 @@ impl Engine {
             .map(|f| file_url(&table_url, f))
             .collect::<Result<Vec<_>, _>>()
             .map_err(EngineError::datafusion(format!("source `{shown}`")))?;
-        let options = ListingOptions::new(format).with_file_extension(extension);
-        let config = ListingTableConfig::new_with_multi_paths(file_urls.clone()).with_listing_options(options).with_schema(schema.clone());
-        let table = ListingTable::try_new(config).map_err(EngineError::datafusion(format!("source `{shown}`")))?;
+        let listing = Arc::new(Listing { format, extension, store, metas: files, urls: file_urls, shown: shown.clone() });
+        let table = listing.table(schema.clone())?;
         self.ctx.register_table(name, Arc::new(table)).map_err(EngineError::datafusion(format!("source `{shown}`")))?;
+        let (files, file_urls) = (&listing.metas, &listing.urls);
         tracing::info!(source = %shown, files = files.len(), columns = schema.fields().len(), "opened source");
 
         let files = files
             .iter()
-            .zip(&file_urls)
+            .zip(file_urls)
             .map(|(meta, url)| SourceFile {
                 url: redact(url.get_url()),
                 size: meta.size,
@@ -98,7 +123,26 @@ impl Engine {
                 last_modified: meta.last_modified.to_rfc3339(),
             })
             .collect();
-        Ok(SourceTable { url: shown, files, schema })
+        Ok(SourceTable { url: shown, files, schema, listing })
+    }
+
+    /// Registers the source again as table `name`, with its string columns among
+    /// `columns` read as dictionaries (see [`crate::coded`]), and returns its schema.
+    /// Aggregates that code their keys read those columns at a fraction of the cost.
+    pub async fn register_coded(&self, source: &SourceTable, name: &str, columns: &[String]) -> Result<SchemaRef, EngineError> {
+        let listing = &source.listing;
+        let err = || EngineError::datafusion(format!("source `{}`", listing.shown));
+        let state = self.ctx.state();
+        // the reader needs each file's own schema: files may differ in their columns
+        let mut hints = HashMap::new();
+        for meta in &listing.metas {
+            let own = listing.format.infer_schema(&state, &listing.store, std::slice::from_ref(meta)).await.map_err(err())?;
+            hints.insert(meta.location.clone(), coded_schema(&own, columns));
+        }
+        let schema = coded_schema(&source.schema, columns);
+        let table = CodedTable::new(Arc::new(listing.table(schema.clone())?), hints);
+        self.ctx.register_table(name, Arc::new(table)).map_err(err())?;
+        Ok(schema)
     }
 
     /// Schema inference reads every footer at once; on failure, find the file to name.

@@ -1,7 +1,17 @@
 //! Row weights: the expression that finds unusable weights and the error that reports
-//! them, shared by every stage that reads the weight column in its own pass.
+//! them, shared by every stage that reads the weight column in its own pass, and the
+//! one way strata sums weights exactly.
+//!
+//! Weight sums are exact: a float sum's last digits depend on the order of its
+//! additions, and DataFusion hands file ranges to partitions as they free up, so rows
+//! reach partitions in a different order from run to run. Weight sums set profile
+//! figures and Kamiran–Calders factors, and strata promises byte-identical outputs, so
+//! every weight is rounded to 10 decimals and summed as a 128-bit decimal, what SQL's
+//! `sum(CAST(w AS DECIMAL(38, 10)))` computes (up to 10²⁸).
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Decimal128Array, Float64Array};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type};
+use datafusion::common::Result;
 use datafusion::functions::math::expr_fn::isnan;
 use datafusion::prelude::{Expr, cast, lit};
 use strata_spec::{Pipeline, SpecError};
@@ -21,4 +31,97 @@ pub fn invalid_weights_error(pipeline: &Pipeline, count: u64, source_url: &str) 
             pipeline.source.weight_column.as_deref().unwrap_or_default()
         ),
     )
+}
+
+/// Scale of the exact weight sums: weights are summed as multiples of 10⁻¹⁰.
+pub const WEIGHT_SCALE: i8 = 10;
+pub(crate) const WEIGHT_PRECISION: u8 = 38;
+
+/// The type of an exact weight sum.
+pub(crate) fn exact_weight_type() -> DataType {
+    DataType::Decimal128(WEIGHT_PRECISION, WEIGHT_SCALE)
+}
+
+/// Each weight as the integer multiple of 10⁻¹⁰ nearest to it; null where the weight is
+/// null, not finite or out of range.
+pub(crate) fn exact_weights(w: &Float64Array) -> Result<Decimal128Array> {
+    use datafusion::arrow::array::AsArray;
+    Ok(datafusion::arrow::compute::cast(w, &exact_weight_type())?.as_primitive::<Decimal128Type>().clone())
+}
+
+/// One weight as [`exact_weights`] gives it: `(v · 10¹⁰).round()` (half away from zero)
+/// if a `DECIMAL(38, 10)` holds it, else `None`. Inlined for aggregates that read every
+/// row: arrow's cast writes a whole array and calls `round` per value.
+#[inline]
+pub(crate) fn exact_weight(v: f64) -> Option<i128> {
+    let scaled = v * 1e10;
+    if scaled.abs() < 1e15 {
+        // below 2^52, truncation and the fraction are exact, so this is `round`
+        let whole = scaled as i64;
+        let fraction = scaled - whole as f64;
+        return Some(i128::from(whole + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5)));
+    }
+    exact_weight_slow(scaled)
+}
+
+#[cold]
+fn exact_weight_slow(scaled: f64) -> Option<i128> {
+    use datafusion::arrow::datatypes::DecimalType;
+    let rounded = scaled.round();
+    // what `i128::from_f64` accepts: finite, and inside i128's range
+    let v = (rounded.is_finite() && rounded.abs() < 2f64.powi(127)).then_some(rounded as i128)?;
+    Decimal128Type::is_valid_decimal_precision(v, WEIGHT_PRECISION).then_some(v)
+}
+
+/// An exact sum (in 10⁻¹⁰) as a float.
+pub(crate) fn exact_weight_value(sum: i128) -> f64 {
+    sum as f64 / 10f64.powi(WEIGHT_SCALE as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Array;
+
+    use super::*;
+
+    /// The inlined conversion is arrow's cast, value for value.
+    #[test]
+    fn exact_weight_is_the_cast() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            0.1,
+            0.123_456_789_05,
+            0.123_456_789_15,
+            -0.123_456_789_05,
+            2.5e-11,
+            5e-11,
+            -5e-11,
+            4.999_999_999e-11,
+            0.49999999999999994e-10,
+            1e4,
+            99_999.999_999_999_95,
+            1e5,
+            1.5e6,
+            123_456.789_012_345,
+            1e17,
+            9.999e27,
+            1e28,
+            1e29,
+            -1e29,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        // and many ordinary weights
+        values.extend((0..10_000).map(|i| (i as f64 * 0.731_3).sin() * 10f64.powi(i % 12 - 6)));
+        let cast = exact_weights(&Float64Array::from(values.clone())).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            let want = cast.is_valid(i).then(|| cast.value(i));
+            assert_eq!(exact_weight(*v), want, "{v:e}");
+        }
+    }
 }

@@ -4,7 +4,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::prelude::*;
-use strata_engine::{EngineError, LabelKind, SOURCE_TABLE, SourceTable};
+use strata_engine::{CODED_SOURCE_TABLE, EngineError, LabelKind, SOURCE_TABLE, SourceTable};
 use strata_spec::{LabelValue, MISSING_GROUP, Pipeline};
 
 use crate::ProfileError;
@@ -44,7 +44,12 @@ pub async fn profile(
 ) -> Result<Profile, ProfileError> {
     let ctx = engine.context();
     let attrs = &pipeline.groups.attributes;
-    let df = ctx.table(SOURCE_TABLE).await.map_err(EngineError::datafusion("opening the source table"))?;
+    // group and label columns read as dictionaries: `strata_cells` codes a row with one
+    // lookup per column then (strata_engine::coded)
+    let mut coded: Vec<String> = attrs.clone();
+    coded.push(pipeline.label.column.clone());
+    engine.register_coded(source, CODED_SOURCE_TABLE, &coded).await?;
+    let df = ctx.table(CODED_SOURCE_TABLE).await.map_err(EngineError::datafusion("opening the source table"))?;
 
     let positive = match &pipeline.label.positive {
         LabelValue::String(s) => s.clone(),
