@@ -13,7 +13,7 @@ own process so peak memory (max RSS) is per job:
   - scan_floor: DataFusion decoding the same columns and nothing else, through
     strata's engine; timed both as a whole process (start-up, listing, footers, the
     scan: like for like with strata) and as the scan alone.
-Prints the median of --repeat runs and the ratios. Needs pyarrow, numpy and duckdb
+Runs the jobs round robin and prints the median of --repeat runs and the ratios. Needs pyarrow, numpy and duckdb
 (the test venv has them).
 """
 from __future__ import annotations
@@ -74,18 +74,21 @@ def main() -> None:
         "DuckDB GROUP BY cells": [sys.executable, "-c", DUCK, str(data), "cells", str(args.threads)],
         "DataFusion scan floor": [str(scan), str(spec)],  # query time; whole process below
     }
-    results = {}
-    floor_process = []
-    for name, cmd in jobs.items():
+    for cmd in jobs.values():
         run(cmd)  # warm the page cache and the binaries
-        times, mems = [], []
-        for _ in range(args.repeat):
+    # round robin, one run of each job per round, so that the machine's drift (10-20 %
+    # within minutes here) reaches every job alike
+    times = {name: [] for name in jobs}
+    mems = {name: [] for name in jobs}
+    floor_process = []
+    for _ in range(args.repeat):
+        for name, cmd in jobs.items():
             wall, rss, out = run(cmd)
-            times.append(wall if name == "strata profile" else field(out, "seconds"))
-            mems.append(rss)
+            times[name].append(wall if name == "strata profile" else field(out, "seconds"))
+            mems[name].append(rss)
             if name == "DataFusion scan floor":
                 floor_process.append(wall)
-        results[name] = (statistics.median(times), max(mems))
+    results = {name: (statistics.median(times[name]), max(mems[name])) for name in jobs}
     results["DataFusion scan floor (whole process)"] = (statistics.median(floor_process), results["DataFusion scan floor"][1])
 
     print(f"\n{args.rows:,} rows, {args.files} files, {size / 1e6:.0f} MB zstd Parquet, "

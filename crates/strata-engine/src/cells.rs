@@ -154,55 +154,26 @@ impl TupleCoder {
         if keys.len() != self.columns.len() {
             return exec_err!("expected {} key columns, got {}", self.columns.len(), keys.len());
         }
-        if self.code_dictionaries(keys, out)? {
-            return Ok(());
-        }
+        // An `Int32` dictionary without null keys (what the coded scan yields) has only
+        // its few values coded, and each row's code is then a lookup by its key; any
+        // other column has every row coded.
+        let mut by_key: Vec<Option<&[i32]>> = Vec::with_capacity(keys.len());
         for ((column, array), codes) in self.columns.iter_mut().zip(keys).zip(self.codes.iter_mut()) {
             codes.clear();
-            column.code(array, codes)?;
-        }
-        let cardinality: Vec<u32> = self.columns.iter().map(|c| c.values.len() as u32).collect();
-        self.tuples.code(&self.codes, &cardinality, out);
-        Ok(())
-    }
-
-    /// [`TupleCoder::code`] for key columns that are all `Int32` dictionaries without
-    /// null keys (what the coded scan yields), while tuples fit the dense index: each
-    /// column's dictionary values are coded once per batch and shifted into their place
-    /// in the packed index, so a row's packed index is one lookup per column, added up.
-    /// Returns false, having written nothing, for other batches.
-    fn code_dictionaries(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<bool> {
-        let dictionaries: Option<Vec<_>> =
-            keys.iter().map(|k| k.as_dictionary_opt::<Int32Type>().filter(|d| d.keys().null_count() == 0)).collect();
-        let Some(dictionaries) = dictionaries else { return Ok(false) };
-        if self.tuples.bits.is_empty() {
-            return Ok(false);
-        }
-        // value codes per column (a null value's code is 0)
-        for ((column, d), lut) in self.columns.iter_mut().zip(&dictionaries).zip(self.codes.iter_mut()) {
-            lut.clear();
-            column.code(d.values(), lut)?;
-        }
-        let cardinality: Vec<u32> = self.columns.iter().map(|c| c.values.len() as u32).collect();
-        self.tuples.fit(&cardinality);
-        if self.tuples.bits.is_empty() {
-            return Ok(false);
-        }
-        let tuples = &mut self.tuples;
-        let n = keys.first().map_or(0, |k| k.len());
-        tuples.packed.clear();
-        tuples.packed.resize(n, 0);
-        let mut at = 0;
-        for ((lut, d), b) in self.codes.iter_mut().zip(&dictionaries).zip(&tuples.bits) {
-            lut.iter_mut().for_each(|c| *c <<= at);
-            for (p, &k) in tuples.packed.iter_mut().zip(d.keys().values()) {
-                *p |= lut[k as usize];
+            match array.as_dictionary_opt::<Int32Type>().filter(|d| d.keys().null_count() == 0) {
+                Some(d) => {
+                    column.code(d.values(), codes)?;
+                    by_key.push(Some(d.keys().values()));
+                }
+                None => {
+                    column.code(array, codes)?;
+                    by_key.push(None);
+                }
             }
-            at += b;
         }
-        out.clear();
-        tuples.ids_of_packed(out);
-        Ok(true)
+        let cardinality: Vec<u32> = self.columns.iter().map(|c| c.values.len() as u32).collect();
+        self.tuples.code(&mut self.codes, &by_key, &cardinality, out);
+        Ok(())
     }
 
     fn size(&self) -> usize {
@@ -684,22 +655,44 @@ impl TupleCodes {
         }
     }
 
-    /// Writes the tuple id of every row of `codes` (one vector per column, each code
-    /// at most that column's `max`) to `out`.
-    fn code(&mut self, codes: &[Vec<u32>], max: &[u32], out: &mut Vec<u32>) {
+    /// Writes the tuple id of every row to `out`. Per column, `codes` holds every row's
+    /// code, or, where `by_key` gives the rows' dictionary keys, the code of each key
+    /// (a lookup table, shifted in place here); each code is at most that column's `max`.
+    fn code(&mut self, codes: &mut [Vec<u32>], by_key: &[Option<&[i32]>], max: &[u32], out: &mut Vec<u32>) {
         out.clear();
         self.fit(max);
         if self.bits.is_empty() {
+            // hashed tuples take every row's codes
+            for (codes, keys) in codes.iter_mut().zip(by_key) {
+                if let Some(keys) = keys {
+                    let table = std::mem::take(codes);
+                    codes.extend(keys.iter().map(|&k| table[k as usize]));
+                }
+            }
             return self.code_hashed(codes, out);
         }
-        let n = codes.first().map_or(0, Vec::len);
+        let n = match (by_key.first(), codes.first()) {
+            (Some(Some(keys)), _) => keys.len(),
+            (_, Some(c)) => c.len(),
+            _ => 0,
+        };
         // packed indices column by column, then one lookup per row
         self.packed.clear();
         self.packed.resize(n, 0);
         let mut at = 0;
-        for (c, b) in codes.iter().zip(&self.bits) {
-            for (p, &code) in self.packed.iter_mut().zip(c) {
-                *p |= code << at;
+        for ((c, keys), b) in codes.iter_mut().zip(by_key).zip(&self.bits) {
+            match keys {
+                Some(keys) => {
+                    c.iter_mut().for_each(|code| *code <<= at);
+                    for (p, &k) in self.packed.iter_mut().zip(keys.iter()) {
+                        *p |= c[k as usize];
+                    }
+                }
+                None => {
+                    for (p, &code) in self.packed.iter_mut().zip(c.iter()) {
+                        *p |= code << at;
+                    }
+                }
             }
             at += b;
         }
@@ -896,6 +889,8 @@ mod tests {
             vec!["many", "s"],
             vec!["e"],
             vec!["e", "f"],
+            // past the dense index: hashed tuples, dictionary codes expanded per row
+            vec!["many", "e", "f", "s", "t", "d"],
             vec!["e", "d", "s"],
             vec!["CAST(many AS VARCHAR)"],
         ] {
@@ -986,7 +981,7 @@ mod tests {
                     .map(|c| (0..50u32).map(|r| if r == 49 { max } else { (r * (c as u32 + 3)) % (max + 1) }).collect())
                     .collect();
                 let mut out = Vec::new();
-                tuples.code(&codes, &vec![max; width], &mut out);
+                tuples.code(&mut codes.clone(), &vec![None; width], &vec![max; width], &mut out);
                 for (r, &id) in out.iter().enumerate() {
                     let key: Vec<u32> = codes.iter().map(|c| c[r]).collect();
                     assert_eq!(*seen.entry(key.clone()).or_insert(id), id, "{key:?}");

@@ -133,12 +133,20 @@ impl Engine {
         let listing = &source.listing;
         let err = || EngineError::datafusion(format!("source `{}`", listing.shown));
         let state = self.ctx.state();
-        // the reader needs each file's own schema: files may differ in their columns
-        let mut hints = HashMap::new();
-        for meta in &listing.metas {
-            let own = listing.format.infer_schema(&state, &listing.store, std::slice::from_ref(meta)).await.map_err(err())?;
-            hints.insert(meta.location.clone(), coded_schema(&own, columns));
-        }
+        // the reader needs each file's own schema (files may differ in their columns);
+        // footers were read when the source was opened, so this is mostly DataFusion's
+        // metadata cache, asked for several files at once where it is not
+        let hints: HashMap<_, _> = futures::stream::iter(listing.metas.iter().map(|meta| {
+            let state = &state;
+            async move {
+                let own = listing.format.infer_schema(state, &listing.store, std::slice::from_ref(meta)).await?;
+                Ok::<_, datafusion::error::DataFusionError>((meta.location.clone(), coded_schema(&own, columns)))
+            }
+        }))
+        .buffered(32)
+        .try_collect()
+        .await
+        .map_err(err())?;
         let schema = coded_schema(&source.schema, columns);
         let table = CodedTable::new(Arc::new(listing.table(schema.clone())?), hints);
         self.ctx.register_table(name, Arc::new(table)).map_err(err())?;
