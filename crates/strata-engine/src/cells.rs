@@ -529,12 +529,6 @@ impl ColumnCodes {
                 let nulls = a.logical_nulls();
                 if value_codes.is_empty() {
                     out.extend(std::iter::repeat_n(0, a.len()));
-                } else if let Some(d) = a.as_dictionary_opt::<Int32Type>()
-                    && d.keys().null_count() == 0
-                {
-                    // what the profile's dictionary-coded scan yields: one lookup per row
-                    // (a null value has code 0 among the value codes)
-                    out.extend(d.keys().values().iter().map(|&k| value_codes[k as usize]));
                 } else {
                     for (i, k) in dict.normalized_keys().into_iter().enumerate() {
                         out.push(if nulls.as_ref().is_none_or(|n| n.is_valid(i)) { value_codes[k] } else { 0 });
