@@ -678,8 +678,10 @@ impl TupleCodes {
             match keys {
                 Some(keys) => {
                     c.iter_mut().for_each(|code| *code <<= at);
+                    // a plain slice, so the loop does not reload the vector's header
+                    let table: &[u32] = c;
                     for (p, &k) in self.packed.iter_mut().zip(keys.iter()) {
-                        *p |= c[k as usize];
+                        *p |= table[k as usize];
                     }
                 }
                 None => {
@@ -695,14 +697,24 @@ impl TupleCodes {
 
     /// Writes the tuple id of every packed index in `self.packed` to `out`.
     fn ids_of_packed(&mut self, out: &mut Vec<u32>) {
-        out.reserve(self.packed.len());
-        for r in 0..self.packed.len() {
-            let slot = self.packed[r] as usize;
-            let id = match self.dense[slot] {
-                0 => self.new_packed(slot),
-                id => id,
-            };
-            out.push(id - 1);
+        let n = self.packed.len();
+        out.resize(n, 0);
+        let mut r = 0;
+        while r < n {
+            // rows of known tuples through plain slices (no header reloads, no pushes),
+            // up to the next new tuple
+            let (packed, dense) = (&self.packed[..], &self.dense[..]);
+            for (o, &p) in out[r..].iter_mut().zip(&packed[r..]) {
+                match dense[p as usize] {
+                    0 => break,
+                    id => *o = id - 1,
+                }
+                r += 1;
+            }
+            if r < n {
+                out[r] = self.new_packed(self.packed[r] as usize) - 1;
+                r += 1;
+            }
         }
     }
 
