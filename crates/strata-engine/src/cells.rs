@@ -172,7 +172,8 @@ impl TupleCoder {
             }
         }
         let cardinality: Vec<u32> = self.columns.iter().map(|c| c.values.len() as u32).collect();
-        self.tuples.code(&mut self.codes, &by_key, &cardinality, out);
+        let rows = keys.first().map_or(0, |k| k.len());
+        self.tuples.code(&mut self.codes, &by_key, &cardinality, rows, out);
         Ok(())
     }
 
@@ -649,10 +650,11 @@ impl TupleCodes {
         }
     }
 
-    /// Writes the tuple id of every row to `out`. Per column, `codes` holds every row's
-    /// code, or, where `by_key` gives the rows' dictionary keys, the code of each key
-    /// (a lookup table, shifted in place here); each code is at most that column's `max`.
-    fn code(&mut self, codes: &mut [Vec<u32>], by_key: &[Option<&[i32]>], max: &[u32], out: &mut Vec<u32>) {
+    /// Writes the tuple id of each of `rows` rows to `out`. Per column, `codes` holds
+    /// every row's code, or, where `by_key` gives the rows' dictionary keys, the code of
+    /// each key (a lookup table, shifted in place here); each code is at most that
+    /// column's `max`.
+    fn code(&mut self, codes: &mut [Vec<u32>], by_key: &[Option<&[i32]>], max: &[u32], rows: usize, out: &mut Vec<u32>) {
         out.clear();
         self.fit(max);
         if self.bits.is_empty() {
@@ -665,14 +667,9 @@ impl TupleCodes {
             }
             return self.code_hashed(codes, out);
         }
-        let n = match (by_key.first(), codes.first()) {
-            (Some(Some(keys)), _) => keys.len(),
-            (_, Some(c)) => c.len(),
-            _ => 0,
-        };
         // packed indices column by column, then one lookup per row
         self.packed.clear();
-        self.packed.resize(n, 0);
+        self.packed.resize(rows, 0);
         let mut at = 0;
         for ((c, keys), b) in codes.iter_mut().zip(by_key).zip(&self.bits) {
             match keys {
@@ -987,7 +984,7 @@ mod tests {
                     .map(|c| (0..50u32).map(|r| if r == 49 { max } else { (r * (c as u32 + 3)) % (max + 1) }).collect())
                     .collect();
                 let mut out = Vec::new();
-                tuples.code(&mut codes.clone(), &vec![None; width], &vec![max; width], &mut out);
+                tuples.code(&mut codes.clone(), &vec![None; width], &vec![max; width], 50, &mut out);
                 for (r, &id) in out.iter().enumerate() {
                     let key: Vec<u32> = codes.iter().map(|c| c[r]).collect();
                     assert_eq!(*seen.entry(key.clone()).or_insert(id), id, "{key:?}");

@@ -28,18 +28,18 @@ use datafusion::physical_plan::ExecutionPlan;
 use object_store::path::Path;
 
 /// The type coded columns are read as.
-pub fn coded_type() -> DataType {
+pub(crate) fn coded_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
 /// Whether a column of this type can be read coded: strings, which Parquet's readers
 /// turn into dictionaries directly.
-pub fn can_code(data_type: &DataType) -> bool {
+fn can_code(data_type: &DataType) -> bool {
     matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
 /// `schema` with the string columns among `columns` coded.
-pub fn coded_schema(schema: &Schema, columns: &[String]) -> SchemaRef {
+pub(crate) fn coded_schema(schema: &Schema, columns: &[String]) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -57,14 +57,14 @@ pub fn coded_schema(schema: &Schema, columns: &[String]) -> SchemaRef {
 /// A table read through `inner` (a listing table over Parquet files, with a coded
 /// schema), each file with its own coded schema from `hints`.
 #[derive(Debug)]
-pub struct CodedTable {
+pub(crate) struct CodedTable {
     inner: Arc<dyn TableProvider>,
     /// File path → that file's schema with the coded columns.
     hints: HashMap<Path, SchemaRef>,
 }
 
 impl CodedTable {
-    pub fn new(inner: Arc<dyn TableProvider>, hints: HashMap<Path, SchemaRef>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn TableProvider>, hints: HashMap<Path, SchemaRef>) -> Self {
         Self { inner, hints }
     }
 

@@ -27,7 +27,7 @@ use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Sign
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::prelude::{Expr, lit};
 
-use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_weight_type, exact_weights};
+use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_weight, exact_weight_type};
 
 pub const STRATA_CUT_ZONES: &str = "strata_cut_zones";
 
@@ -250,17 +250,12 @@ impl Accumulator for ZonesAccumulator {
         }
         let w = datafusion::arrow::compute::cast(w, &DataType::Float64)?;
         let w = w.as_primitive::<Float64Type>();
-        let exact = exact_weights(w)?;
         let nulls = w.nulls().filter(|n| n.null_count() > 0);
         for i in 0..w.len() {
             let v = w.value(i);
             // null, negative and NaN weights are unusable (NaN fails the comparison)
             let usable = nulls.is_none_or(|n| n.is_valid(i)) && v >= 0.0;
-            let g = if usable {
-                Gap { rows: 1, weight: if exact.is_valid(i) { exact.value(i) } else { 0 }, bad: 0 }
-            } else {
-                Gap { rows: 1, weight: 0, bad: 1 }
-            };
+            let g = if usable { Gap { rows: 1, weight: exact_weight(v).unwrap_or(0), bad: 0 } } else { Gap { rows: 1, weight: 0, bad: 1 } };
             self.add(stratum.value(i), h1.value(i), h2.value(i), g);
         }
         Ok(())

@@ -5,7 +5,7 @@
 //! Ballista session later touches this crate only.
 
 mod cells;
-pub mod coded;
+mod coded;
 mod cut_zones;
 mod error;
 mod hash;

@@ -9,9 +9,7 @@
 //! every weight is rounded to 10 decimals and summed as a 128-bit decimal, what SQL's
 //! `sum(CAST(w AS DECIMAL(38, 10)))` computes (up to 10²⁸).
 
-use datafusion::arrow::array::{Decimal128Array, Float64Array};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type};
-use datafusion::common::Result;
 use datafusion::functions::math::expr_fn::isnan;
 use datafusion::prelude::{Expr, cast, lit};
 use strata_spec::{Pipeline, SpecError};
@@ -42,16 +40,11 @@ pub(crate) fn exact_weight_type() -> DataType {
     DataType::Decimal128(WEIGHT_PRECISION, WEIGHT_SCALE)
 }
 
-/// Each weight as the integer multiple of 10⁻¹⁰ nearest to it; null where the weight is
-/// null, not finite or out of range.
-pub(crate) fn exact_weights(w: &Float64Array) -> Result<Decimal128Array> {
-    use datafusion::arrow::array::AsArray;
-    Ok(datafusion::arrow::compute::cast(w, &exact_weight_type())?.as_primitive::<Decimal128Type>().clone())
-}
-
-/// One weight as [`exact_weights`] gives it: `(v · 10¹⁰).round()` (half away from zero)
-/// if a `DECIMAL(38, 10)` holds it, else `None`. Inlined for aggregates that read every
-/// row: arrow's cast writes a whole array and calls `round` per value.
+/// One weight as the integer multiple of 10⁻¹⁰ nearest to it, as SQL's
+/// `CAST(w AS DECIMAL(38, 10))` (arrow's cast) gives it: `(v · 10¹⁰).round()`, half away
+/// from zero, or `None` where no such decimal holds it (not finite, out of range).
+/// Per value, for aggregates that read every row: arrow's cast writes a whole array and
+/// calls `round` per value.
 #[inline]
 pub(crate) fn exact_weight(v: f64) -> Option<i128> {
     let scaled = v * 1e10;
@@ -80,7 +73,7 @@ pub(crate) fn exact_weight_value(sum: i128) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::Array;
+    use datafusion::arrow::array::{Array, AsArray, Float64Array};
 
     use super::*;
 
@@ -118,7 +111,8 @@ mod tests {
         ];
         // and many ordinary weights
         values.extend((0..10_000).map(|i| (i as f64 * 0.731_3).sin() * 10f64.powi(i % 12 - 6)));
-        let cast = exact_weights(&Float64Array::from(values.clone())).unwrap();
+        let cast = datafusion::arrow::compute::cast(&Float64Array::from(values.clone()), &exact_weight_type()).unwrap();
+        let cast = cast.as_primitive::<Decimal128Type>();
         for (i, v) in values.iter().enumerate() {
             let want = cast.is_valid(i).then(|| cast.value(i));
             assert_eq!(exact_weight(*v), want, "{v:e}");

@@ -45,7 +45,7 @@ pub async fn profile(
     let ctx = engine.context();
     let attrs = &pipeline.groups.attributes;
     // group and label columns read as dictionaries: `strata_cells` codes a row with one
-    // lookup per column then (strata_engine::coded)
+    // lookup per column then (crates/strata-engine/src/coded.rs)
     let mut coded: Vec<String> = attrs.clone();
     coded.push(pipeline.label.column.clone());
     engine.register_coded(source, CODED_SOURCE_TABLE, &coded).await?;
