@@ -28,7 +28,7 @@ use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs};
 use foldhash::{HashMap, HashMapExt};
 
-use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_weight, exact_weight_type, exact_weight_value};
+use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_weight, exact_weight_type, exact_weight_value, exact_weights_small};
 
 pub const STRATA_CELLS: &str = "strata_cells";
 
@@ -95,17 +95,18 @@ impl AggregateUDFImpl for StrataCells {
 #[derive(Debug, Clone, Copy)]
 struct Tally {
     rows: i64,
+    /// Rows whose weight is null (the weight count is the rest).
+    weightless: i64,
     /// Σ weight in 10⁻¹⁰, of the weights a decimal holds.
     weight: i128,
     /// Σ of the other non-null weights (0 when there are none).
     special: f64,
     weight_min: f64,
-    weight_count: i64,
 }
 
 impl Default for Tally {
     fn default() -> Self {
-        Self { rows: 0, weight: 0, special: 0.0, weight_min: f64::INFINITY, weight_count: 0 }
+        Self { rows: 0, weightless: 0, weight: 0, special: 0.0, weight_min: f64::INFINITY }
     }
 }
 
@@ -119,8 +120,57 @@ impl Tally {
         }
     }
 
+    /// Takes a non-null weight into the minimum (NaN never is one, as with `f64::min`).
+    #[inline]
+    fn see_weight(&mut self, v: f64) {
+        if v < self.weight_min {
+            self.weight_min = v;
+        }
+    }
+
+    fn weight_count(&self) -> i64 {
+        self.rows - self.weightless
+    }
+
     fn weight_value(&self) -> f64 {
         exact_weight_value(self.weight) + self.special
+    }
+}
+
+/// Rows per chunk of [`add_weights`]: each row adds under 10¹⁵, so a chunk's sum
+/// per tuple fits an `i64`.
+const SMALL_CHUNK: usize = 8192;
+
+/// Adds rows with non-null weights, each tuple's exact sum per chunk of rows in an
+/// `i64` (`sums`, reused), moved into the 128-bit sum once per chunk; a chunk with a
+/// weight of 10⁵ or more takes the per-row way.
+fn add_weights(tallies: &mut [Tally], rows: &[u32], weights: &[f64], exact: &mut Vec<i64>, sums: &mut Vec<i64>) {
+    for (rows, weights) in rows.chunks(SMALL_CHUNK).zip(weights.chunks(SMALL_CHUNK)) {
+        if !exact_weights_small(weights, exact) {
+            for (&t, &v) in rows.iter().zip(weights) {
+                let tally = &mut tallies[t as usize];
+                tally.rows += 1;
+                match exact_weight(v) {
+                    Some(e) => tally.add_weight(e, v),
+                    None => tally.special += v,
+                }
+                tally.see_weight(v);
+            }
+            continue;
+        }
+        sums.clear();
+        sums.resize(tallies.len(), 0);
+        // plain slices: the loop reloads no vector header
+        let (sums, tallies_now) = (&mut sums[..], &mut tallies[..]);
+        for ((&t, &v), &e) in rows.iter().zip(weights).zip(exact.iter()) {
+            let tally = &mut tallies_now[t as usize];
+            tally.rows += 1;
+            tally.see_weight(v);
+            sums[t as usize] += e;
+        }
+        for (tally, &sum) in tallies.iter_mut().zip(sums.iter()).filter(|(_, s)| **s != 0) {
+            tally.add_weight(i128::from(sum), exact_weight_value(i128::from(sum)));
+        }
     }
 }
 
@@ -190,11 +240,14 @@ struct CellsAccumulator {
     tallies: Vec<Tally>,
     /// Reused per batch: each row's tuple.
     rows: Vec<u32>,
+    /// Reused per batch: each row's exact weight, and per-tuple sums of a chunk.
+    exact: Vec<i64>,
+    sums: Vec<i64>,
 }
 
 impl CellsAccumulator {
     fn new(key_types: &[DataType]) -> Self {
-        Self { coder: TupleCoder::new(key_types), tallies: Vec::new(), rows: Vec::new() }
+        Self { coder: TupleCoder::new(key_types), tallies: Vec::new(), rows: Vec::new(), exact: Vec::new(), sums: Vec::new() }
     }
 
     /// Codes every row of `keys` into `self.rows` (tuple ids, growing `tallies`).
@@ -213,9 +266,9 @@ impl CellsAccumulator {
         }
         let t = &self.tallies;
         arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.rows))));
-        arrays.push(Arc::new(t.iter().map(|t| (t.weight_count > 0).then(|| t.weight_value())).collect::<Float64Array>()));
-        arrays.push(Arc::new(t.iter().map(|t| (t.weight_count > 0).then_some(t.weight_min)).collect::<Float64Array>()));
-        arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.weight_count))));
+        arrays.push(Arc::new(t.iter().map(|t| (t.weight_count() > 0).then(|| t.weight_value())).collect::<Float64Array>()));
+        arrays.push(Arc::new(t.iter().map(|t| (t.weight_count() > 0).then_some(t.weight_min)).collect::<Float64Array>()));
+        arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(Tally::weight_count))));
         arrays.push(Arc::new(
             Decimal128Array::from_iter_values(t.iter().map(|t| t.weight)).with_precision_and_scale(WEIGHT_PRECISION, WEIGHT_SCALE)?,
         ));
@@ -231,21 +284,30 @@ impl Accumulator for CellsAccumulator {
         self.code_rows(keys)?;
         let tallies = &mut self.tallies;
         match weight.data_type() {
-            DataType::Null => self.rows.iter().for_each(|&t| tallies[t as usize].rows += 1),
+            DataType::Null => self.rows.iter().for_each(|&t| {
+                let tally = &mut tallies[t as usize];
+                tally.rows += 1;
+                tally.weightless += 1;
+            }),
             _ => {
                 let w = datafusion::arrow::compute::cast(weight, &DataType::Float64)?;
                 let w = w.as_primitive::<Float64Type>();
-                let nulls = w.nulls().filter(|n| n.null_count() > 0);
-                for (i, (&t, &v)) in self.rows.iter().zip(w.values().iter()).enumerate() {
-                    let tally = &mut tallies[t as usize];
-                    tally.rows += 1;
-                    if nulls.is_none_or(|n| n.is_valid(i)) {
-                        match exact_weight(v) {
-                            Some(e) => tally.add_weight(e, v),
-                            None => tally.special += v,
+                match w.nulls().filter(|n| n.null_count() > 0) {
+                    None => add_weights(tallies, &self.rows, w.values(), &mut self.exact, &mut self.sums),
+                    Some(nulls) => {
+                        for (i, (&t, &v)) in self.rows.iter().zip(w.values().iter()).enumerate() {
+                            let tally = &mut tallies[t as usize];
+                            tally.rows += 1;
+                            if nulls.is_null(i) {
+                                tally.weightless += 1;
+                                continue;
+                            }
+                            match exact_weight(v) {
+                                Some(e) => tally.add_weight(e, v),
+                                None => tally.special += v,
+                            }
+                            tally.see_weight(v);
                         }
-                        tally.weight_min = tally.weight_min.min(v);
-                        tally.weight_count += 1;
                     }
                 }
             }
@@ -266,11 +328,11 @@ impl Accumulator for CellsAccumulator {
             for (r, &t) in self.rows.iter().enumerate() {
                 let tally = &mut self.tallies[t as usize];
                 tally.rows += rows.value(r);
-                tally.weight_count += weight_count.value(r);
+                tally.weightless += rows.value(r) - weight_count.value(r);
                 tally.add_weight(exact.value(r), exact_weight_value(exact.value(r)));
                 tally.special += special.value(r);
                 if weight_min.is_valid(r) {
-                    tally.weight_min = tally.weight_min.min(weight_min.value(r));
+                    tally.see_weight(weight_min.value(r));
                 }
             }
         }
@@ -770,7 +832,7 @@ impl TupleCodes {
 mod tests {
     use std::collections::BTreeMap;
 
-    use datafusion::arrow::array::{BooleanArray, DictionaryArray, Int32Array, RecordBatch, StringArray, StringViewArray};
+    use datafusion::arrow::array::{BooleanArray, DictionaryArray, Int32Array, RecordBatch, StringArray, StringViewArray, UInt64Array};
     use datafusion::arrow::datatypes::{Int8Type, Schema};
     use datafusion::datasource::MemTable;
     use datafusion::prelude::*;
@@ -779,8 +841,9 @@ mod tests {
 
     type Row = (Vec<Option<String>>, i64, Option<String>, Option<String>, i64);
 
-    /// Rows of a result as text, sorted, floats rounded so that summation order cannot
-    /// show.
+    /// Rows of a result as text, sorted, floats to 10 decimals (the tests' weights are
+    /// binary fractions, so their float sums are exact in any order, and a weight off by
+    /// one unit of the exact sums shows).
     fn rows_of(batches: &[RecordBatch], keys: usize) -> Vec<Row> {
         let mut out = Vec::new();
         for b in batches {
@@ -791,7 +854,7 @@ mod tests {
             };
             let float = |i: usize| {
                 let a = b.column(i).as_primitive::<Float64Type>().clone();
-                (0..a.len()).map(move |r| a.is_valid(r).then(|| format!("{:.6}", a.value(r)))).collect::<Vec<_>>()
+                (0..a.len()).map(move |r| a.is_valid(r).then(|| format!("{:.10}", a.value(r)))).collect::<Vec<_>>()
             };
             let k: Vec<Vec<Option<String>>> = (0..keys).map(text).collect();
             let (w, wmin) = (float(keys + 1), float(keys + 2));
@@ -860,6 +923,14 @@ mod tests {
             let y = Int32Array::from_iter((0..n).map(|i| (i % 3 != 0).then_some((i % 5) as i32 - 2)));
             let b = BooleanArray::from_iter((0..n).map(|i| (i % 11 != 0).then_some(i % 2 == 0)));
             let w = Float64Array::from_iter((0..n).map(|i| (i % 13 != 0).then_some(i as f64 * 0.25 - 10.0)));
+            // weights without nulls (the chunked path); one of 10⁵ or more in one partition
+            // sends its chunk down the per-row path
+            let v = Float64Array::from_iter_values((0..n).map(|i| if p == 2 && i == 100 { 2.5e5 } else { (i % 17) as f64 * 0.5 - 1.0 }));
+            // integers without nulls: small negative ones, ones far apart, and unsigned
+            // 64-bit ones past i64
+            let z = Int32Array::from_iter_values((0..n).map(|i| (pick(i, 4) as i32) - 1));
+            let wide = Int64Array::from_iter_values((0..n).map(|i| (i % 3) as i64 * 5_000 - 7));
+            let u = UInt64Array::from_iter_values((0..n).map(|i| u64::MAX - (i % 3) as u64));
             // many distinct values: past the dense index and the caches
             let many = Int64Array::from_iter_values((0..n).map(|i| ((i * 7919) % 401) as i64 - 200));
             let batch = RecordBatch::try_from_iter_with_nullable(
@@ -872,6 +943,10 @@ mod tests {
                     ("y", Arc::new(y) as ArrayRef),
                     ("b", Arc::new(b) as ArrayRef),
                     ("w", Arc::new(w) as ArrayRef),
+                    ("v", Arc::new(v) as ArrayRef),
+                    ("z", Arc::new(z) as ArrayRef),
+                    ("wide", Arc::new(wide) as ArrayRef),
+                    ("u", Arc::new(u) as ArrayRef),
                     ("many", Arc::new(many) as ArrayRef),
                 ]
                 .map(|(name, array)| (name, array, true)),
@@ -896,13 +971,18 @@ mod tests {
             vec!["many", "e", "f", "s", "t", "d"],
             vec!["e", "d", "s"],
             vec!["CAST(many AS VARCHAR)"],
+            vec!["z", "s"],
+            vec!["wide", "z", "e"],
+            vec!["u", "z"],
         ] {
-            let list = keys.join(", ");
-            let got = rows_of(&cells(&ctx, &format!("SELECT {STRATA_CELLS}(w, {list}) FROM t")).await, keys.len());
-            let sql = format!("SELECT {list}, count(*), sum(w), min(w), count(w) FROM t GROUP BY {list}");
-            let want = rows_of(&ctx.sql(&sql).await.unwrap().collect().await.unwrap(), keys.len());
-            assert!(want.len() > 4, "{list}: the data must have several groups");
-            assert_eq!(got, want, "{list}");
+            for weight in ["w", "v"] {
+                let list = keys.join(", ");
+                let got = rows_of(&cells(&ctx, &format!("SELECT {STRATA_CELLS}({weight}, {list}) FROM t")).await, keys.len());
+                let sql = format!("SELECT {list}, count(*), sum({weight}), min({weight}), count({weight}) FROM t GROUP BY {list}");
+                let want = rows_of(&ctx.sql(&sql).await.unwrap().collect().await.unwrap(), keys.len());
+                assert!(want.len() > 4, "{list}: the data must have several groups");
+                assert_eq!(got, want, "{weight}; {list}");
+            }
         }
         // without a weight: rows only
         let got: BTreeMap<Vec<Option<String>>, i64> =

@@ -48,13 +48,43 @@ pub(crate) fn exact_weight_type() -> DataType {
 #[inline]
 pub(crate) fn exact_weight(v: f64) -> Option<i128> {
     let scaled = v * 1e10;
-    if scaled.abs() < 1e15 {
-        // below 2^52, truncation and the fraction are exact, so this is `round`
-        let whole = scaled as i64;
-        let fraction = scaled - whole as f64;
-        return Some(i128::from(whole + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5)));
+    if scaled.abs() < SMALL {
+        return Some(i128::from(round_small(scaled)));
     }
     exact_weight_slow(scaled)
+}
+
+/// Writes [`exact_weight`] of every weight to `out` and returns true when all of them
+/// are below 10⁵ in magnitude (so each is under 10¹⁵ units and 9,000 of them sum in an
+/// `i64`); when it returns false, `out` holds garbage for the others. One branch-free
+/// loop, for batches of weights without nulls.
+pub(crate) fn exact_weights_small(weights: &[f64], out: &mut Vec<i64>) -> bool {
+    out.clear();
+    out.resize(weights.len(), 0);
+    // a local flag and plain slices, so the loop keeps both in registers
+    let mut small = true;
+    for (e, &v) in out.iter_mut().zip(weights) {
+        let scaled = v * 1e10;
+        small &= scaled.abs() < SMALL;
+        *e = round_small(scaled);
+    }
+    small
+}
+
+/// Scaled weights below this (10⁵ as a weight) take the fast rounding.
+const SMALL: f64 = 1e15;
+
+/// `x.round()` (half away from zero) as an integer, for |x| < 2⁵¹, without a float to
+/// integer conversion: adding 1.5 · 2⁵² leaves x rounded to the nearest integer (ties to
+/// even) in the low bits of the sum, and the rest, exact, says whether x was a tie that
+/// went toward zero.
+#[inline(always)]
+fn round_small(x: f64) -> i64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    let y = x + MAGIC;
+    let even = y.to_bits() as i64 - MAGIC.to_bits() as i64;
+    let rest = x - (y - MAGIC);
+    even + i64::from(rest == 0.5 && x > 0.0) - i64::from(rest == -0.5 && x < 0.0)
 }
 
 #[cold]
@@ -116,6 +146,29 @@ mod tests {
         for (i, v) in values.iter().enumerate() {
             let want = cast.is_valid(i).then(|| cast.value(i));
             assert_eq!(exact_weight(*v), want, "{v:e}");
+        }
+        // the batch loop gives the same values and says whether all were small
+        let mut out = Vec::new();
+        assert!(!exact_weights_small(&values, &mut out));
+        for (v, e) in values.iter().zip(&out).filter(|(v, _)| v.abs() < 1e5) {
+            assert_eq!(exact_weight(*v), Some(i128::from(*e)), "{v:e}");
+        }
+        let small: Vec<f64> = values.iter().copied().filter(|v| v.abs() < 1e5).collect();
+        assert!(exact_weights_small(&small, &mut out));
+    }
+
+    /// Ties and their neighbours round half away from zero, up to the fast path's limit.
+    #[test]
+    fn small_rounding_is_round() {
+        let mut xs = vec![0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999999999999994, -0.49999999999999994, 1e15 - 0.5, -(1e15 - 0.5)];
+        for k in [1.0, 2.0, 3.0, 1023.0, 4_503_599_627_370.0, 999_999_999_999_999.0] {
+            for d in [0.5, 0.25, 0.75, 1e-9] {
+                xs.extend([k + d, k - d, -(k + d), -(k - d)]);
+            }
+        }
+        xs.extend((0..100_000).map(|i| (i as f64 * 0.618_034).sin() * 10f64.powi(i % 16)));
+        for x in xs {
+            assert_eq!(round_small(x), x.round() as i64, "{x:e}");
         }
     }
 }
