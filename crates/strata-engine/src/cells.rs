@@ -1,10 +1,11 @@
 //! `strata_cells(weight, key, ...)`: one aggregate over the whole input that returns,
-//! for every distinct tuple of key values, its rows and the sum, minimum and count of
-//! its non-null weights, as a list of structs `{k0, ..., rows, weight, weight_min,
-//! weight_count, weight_exact, weight_special}` (null keys form their own tuple).
+//! for every distinct tuple of key values, its rows, the sum and count of its non-null
+//! weights and how many are negative, as a list of structs `{k0, ..., rows, weight,
+//! weight_negative, weight_count, weight_exact, weight_special}` (null keys form their
+//! own tuple).
 //!
-//! It is the profile's `GROUP BY attributes, label` with `count(*)`, `sum(w)`, `min(w)`,
-//! `count(w)`, made cheap for what profiles group by: a handful of distinct values per
+//! It is the profile's `GROUP BY attributes, label` with `count(*)`, `sum(w)`,
+//! `count(*) FILTER (WHERE w < 0)`, `count(w)`, made cheap for what profiles group by: a handful of distinct values per
 //! column. DataFusion 55 hashes and compares every row's string keys in a generic
 //! row-group table (about 0.3 s for 20 million rows over three strings on two cores,
 //! most of the profile's time beyond decoding). Here every key column is turned into
@@ -56,7 +57,7 @@ fn cell_fields(key_types: &[DataType]) -> Fields {
     fields.extend([
         Field::new("rows", DataType::Int64, false),
         Field::new("weight", DataType::Float64, true),
-        Field::new("weight_min", DataType::Float64, true),
+        Field::new("weight_negative", DataType::Int64, false),
         Field::new("weight_count", DataType::Int64, false),
         Field::new("weight_exact", exact_weight_type(), false),
         Field::new("weight_special", DataType::Float64, false),
@@ -101,12 +102,13 @@ struct Tally {
     weight: i128,
     /// Σ of the other non-null weights (0 when there are none).
     special: f64,
-    weight_min: f64,
+    /// Rows whose weight is below zero.
+    negative: i64,
 }
 
 impl Default for Tally {
     fn default() -> Self {
-        Self { rows: 0, weightless: 0, weight: 0, special: 0.0, weight_min: f64::INFINITY }
+        Self { rows: 0, weightless: 0, weight: 0, special: 0.0, negative: 0 }
     }
 }
 
@@ -120,12 +122,14 @@ impl Tally {
         }
     }
 
-    /// Takes a non-null weight into the minimum (NaN never is one, as with `f64::min`).
+    /// Adds one non-null weight, exactly where a decimal holds it.
     #[inline]
-    fn see_weight(&mut self, v: f64) {
-        if v < self.weight_min {
-            self.weight_min = v;
+    fn add_one_weight(&mut self, v: f64) {
+        match exact_weight(v) {
+            Some(e) => self.add_weight(e, v),
+            None => self.special += v,
         }
+        self.negative += i64::from(v < 0.0);
     }
 
     fn weight_count(&self) -> i64 {
@@ -143,18 +147,15 @@ const SMALL_CHUNK: usize = 8192;
 
 /// Adds rows with non-null weights, each tuple's exact sum per chunk of rows in an
 /// `i64` (`sums`, reused), moved into the 128-bit sum once per chunk; a chunk with a
-/// weight of 10⁵ or more takes the per-row way.
+/// weight of 10⁵ or more, or below zero, takes the per-row way.
 fn add_weights(tallies: &mut [Tally], rows: &[u32], weights: &[f64], exact: &mut Vec<i64>, sums: &mut Vec<i64>) {
     for (rows, weights) in rows.chunks(SMALL_CHUNK).zip(weights.chunks(SMALL_CHUNK)) {
-        if !exact_weights_small(weights, exact) {
+        let seen = exact_weights_small(weights, exact);
+        if !seen.small || seen.negative {
             for (&t, &v) in rows.iter().zip(weights) {
                 let tally = &mut tallies[t as usize];
                 tally.rows += 1;
-                match exact_weight(v) {
-                    Some(e) => tally.add_weight(e, v),
-                    None => tally.special += v,
-                }
-                tally.see_weight(v);
+                tally.add_one_weight(v);
             }
             continue;
         }
@@ -162,10 +163,8 @@ fn add_weights(tallies: &mut [Tally], rows: &[u32], weights: &[f64], exact: &mut
         sums.resize(tallies.len(), 0);
         // plain slices: the loop reloads no vector header
         let (sums, tallies_now) = (&mut sums[..], &mut tallies[..]);
-        for ((&t, &v), &e) in rows.iter().zip(weights).zip(exact.iter()) {
-            let tally = &mut tallies_now[t as usize];
-            tally.rows += 1;
-            tally.see_weight(v);
+        for (&t, &e) in rows.iter().zip(exact.iter()) {
+            tallies_now[t as usize].rows += 1;
             sums[t as usize] += e;
         }
         for (tally, &sum) in tallies.iter_mut().zip(sums.iter()).filter(|(_, s)| **s != 0) {
@@ -267,7 +266,7 @@ impl CellsAccumulator {
         let t = &self.tallies;
         arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.rows))));
         arrays.push(Arc::new(t.iter().map(|t| (t.weight_count() > 0).then(|| t.weight_value())).collect::<Float64Array>()));
-        arrays.push(Arc::new(t.iter().map(|t| (t.weight_count() > 0).then_some(t.weight_min)).collect::<Float64Array>()));
+        arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.negative))));
         arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(Tally::weight_count))));
         arrays.push(Arc::new(
             Decimal128Array::from_iter_values(t.iter().map(|t| t.weight)).with_precision_and_scale(WEIGHT_PRECISION, WEIGHT_SCALE)?,
@@ -302,11 +301,7 @@ impl Accumulator for CellsAccumulator {
                                 tally.weightless += 1;
                                 continue;
                             }
-                            match exact_weight(v) {
-                                Some(e) => tally.add_weight(e, v),
-                                None => tally.special += v,
-                            }
-                            tally.see_weight(v);
+                            tally.add_one_weight(v);
                         }
                     }
                 }
@@ -321,7 +316,7 @@ impl Accumulator for CellsAccumulator {
             let k = self.coder.columns.len();
             self.code_rows(&cells.columns()[..k])?;
             let rows = cells.column(k).as_primitive::<Int64Type>();
-            let weight_min = cells.column(k + 2).as_primitive::<Float64Type>();
+            let negative = cells.column(k + 2).as_primitive::<Int64Type>();
             let weight_count = cells.column(k + 3).as_primitive::<Int64Type>();
             let (exact, special) =
                 (cells.column(k + 4).as_primitive::<Decimal128Type>(), cells.column(k + 5).as_primitive::<Float64Type>());
@@ -331,9 +326,7 @@ impl Accumulator for CellsAccumulator {
                 tally.weightless += rows.value(r) - weight_count.value(r);
                 tally.add_weight(exact.value(r), exact_weight_value(exact.value(r)));
                 tally.special += special.value(r);
-                if weight_min.is_valid(r) {
-                    tally.see_weight(weight_min.value(r));
-                }
+                tally.negative += negative.value(r);
             }
         }
         Ok(())
@@ -441,7 +434,13 @@ struct ColumnCodes {
     cache: Box<[(Fingerprint, u32); 1 << CACHE_BITS]>,
     short: CodeTable,
     long: HashMap<Box<[u8]>, u32>,
+    /// Integer columns: the codes of the values `small_base..` (0: not coded yet), while
+    /// the values seen span under [`SMALL_SPAN`]; `None` once they do not.
+    small: Option<(i64, Vec<u32>)>,
 }
+
+/// Widest span of integer values a column codes by a direct table.
+const SMALL_SPAN: i64 = 1024;
 
 impl ColumnCodes {
     fn new(data_type: DataType) -> Self {
@@ -451,7 +450,70 @@ impl ColumnCodes {
             cache: Box::new([(EMPTY, 0); 1 << CACHE_BITS]),
             short: CodeTable::default(),
             long: HashMap::new(),
+            small: Some((0, Vec::new())),
         }
+    }
+
+    /// Codes of an integer column without nulls, given each row's value as an `i64`
+    /// (bit for bit: distinct values stay distinct): looked up in the direct table,
+    /// the rest coded by fingerprint and added to the table while its span allows.
+    fn by_small_ints(&mut self, array: &dyn Array, value: impl Fn(usize) -> i64, out: &mut Vec<u32>) -> Result<()> {
+        const MISS: u32 = u32::MAX;
+        let n = array.len();
+        let start = out.len();
+        out.resize(start + n, MISS);
+        let mut misses = false;
+        if let Some((base, table)) = &self.small {
+            let table: &[u32] = table;
+            for (i, code) in out[start..].iter_mut().enumerate() {
+                match table.get(value(i).wrapping_sub(*base) as u64 as usize) {
+                    Some(&c) if c != 0 => *code = c,
+                    _ => misses = true,
+                }
+            }
+        } else {
+            misses = true;
+        }
+        if !misses {
+            return Ok(());
+        }
+        for i in 0..n {
+            if out[start + i] == MISS {
+                let v = value(i);
+                let key = v as u64 as u128;
+                let code = match self.cached(key) {
+                    Some(code) => code,
+                    None => self.by_fingerprint(key, array, i)?,
+                };
+                out[start + i] = code;
+                self.remember_small(v, code);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts an integer's code in the direct table, widening it, or gives the table up
+    /// when the values seen span [`SMALL_SPAN`] or more.
+    #[cold]
+    fn remember_small(&mut self, v: i64, code: u32) {
+        let Some((base, table)) = &mut self.small else { return };
+        if table.is_empty() {
+            *base = v;
+        }
+        let low = (*base).min(v);
+        let high = (*base + table.len() as i64 - 1).max(v);
+        if high.checked_sub(low).is_none_or(|span| span >= SMALL_SPAN) {
+            self.small = None;
+            return;
+        }
+        if low < *base || table.is_empty() {
+            let mut widened = vec![0; (*base - low) as usize];
+            widened.extend_from_slice(table);
+            *table = widened;
+            *base = low;
+        }
+        table.resize((high - low + 1) as usize, 0);
+        table[(v - low) as usize] = code;
     }
 
     fn size(&self) -> usize {
@@ -599,6 +661,13 @@ impl ColumnCodes {
                 }
                 Ok(())
             }
+            t if t.is_integer() && a.null_count() == 0 => downcast_integer_array!(
+                a => {
+                    let values = a.values();
+                    self.by_small_ints(a, |i| values[i] as i64, out)
+                },
+                t => exec_err!("{STRATA_CELLS}: unexpected {t}")
+            ),
             t if t.is_integer() => downcast_integer_array!(a => bits_rows!(a.values()), t => exec_err!("{STRATA_CELLS}: unexpected {t}")),
             // anything else by its text (exact for the types groups allow)
             _ => {
@@ -857,10 +926,10 @@ mod tests {
                 (0..a.len()).map(move |r| a.is_valid(r).then(|| format!("{:.10}", a.value(r)))).collect::<Vec<_>>()
             };
             let k: Vec<Vec<Option<String>>> = (0..keys).map(text).collect();
-            let (w, wmin) = (float(keys + 1), float(keys + 2));
+            let (w, negative) = (float(keys + 1), text(keys + 2));
             let (rows, count) = (b.column(keys).as_primitive::<Int64Type>(), b.column(keys + 3).as_primitive::<Int64Type>());
             for r in 0..b.num_rows() {
-                out.push((k.iter().map(|c| c[r].clone()).collect(), rows.value(r), w[r].clone(), wmin[r].clone(), count.value(r)));
+                out.push((k.iter().map(|c| c[r].clone()).collect(), rows.value(r), w[r].clone(), negative[r].clone(), count.value(r)));
             }
         }
         out.sort();
@@ -924,11 +993,16 @@ mod tests {
             let b = BooleanArray::from_iter((0..n).map(|i| (i % 11 != 0).then_some(i % 2 == 0)));
             let w = Float64Array::from_iter((0..n).map(|i| (i % 13 != 0).then_some(i as f64 * 0.25 - 10.0)));
             // weights without nulls (the chunked path); one of 10⁵ or more in one partition
-            // sends its chunk down the per-row path
-            let v = Float64Array::from_iter_values((0..n).map(|i| if p == 2 && i == 100 { 2.5e5 } else { (i % 17) as f64 * 0.5 - 1.0 }));
+            // and a negative one in another send their chunks down the per-row path
+            let v = Float64Array::from_iter_values((0..n).map(|i| match (p, i) {
+                (2, 100) => 2.5e5,
+                (1, 7) => -3.0,
+                _ => (i % 17) as f64 * 0.5,
+            }));
             // integers without nulls: small negative ones, ones far apart, and unsigned
             // 64-bit ones past i64
-            let z = Int32Array::from_iter_values((0..n).map(|i| (pick(i, 4) as i32) - 1));
+            // (with nulls in one partition: its batches take the general way into the same codes)
+            let z = Int32Array::from_iter((0..n).map(|i| (p != 1 || i % 5 != 0).then_some((pick(i, 4) as i32) - 1)));
             let wide = Int64Array::from_iter_values((0..n).map(|i| (i % 3) as i64 * 5_000 - 7));
             let u = UInt64Array::from_iter_values((0..n).map(|i| u64::MAX - (i % 3) as u64));
             // many distinct values: past the dense index and the caches
@@ -978,7 +1052,9 @@ mod tests {
             for weight in ["w", "v"] {
                 let list = keys.join(", ");
                 let got = rows_of(&cells(&ctx, &format!("SELECT {STRATA_CELLS}({weight}, {list}) FROM t")).await, keys.len());
-                let sql = format!("SELECT {list}, count(*), sum({weight}), min({weight}), count({weight}) FROM t GROUP BY {list}");
+                let sql = format!(
+                    "SELECT {list}, count(*), sum({weight}), sum(CASE WHEN {weight} < 0 THEN 1 ELSE 0 END), count({weight}) FROM t GROUP BY {list}"
+                );
                 let want = rows_of(&ctx.sql(&sql).await.unwrap().collect().await.unwrap(), keys.len());
                 assert!(want.len() > 4, "{list}: the data must have several groups");
                 assert_eq!(got, want, "{weight}; {list}");
@@ -988,7 +1064,12 @@ mod tests {
         let got: BTreeMap<Vec<Option<String>>, i64> =
             rows_of(&cells(&ctx, &format!("SELECT {STRATA_CELLS}(NULL, s, y) FROM t")).await, 2).into_iter().map(|r| (r.0, r.1)).collect();
         let want: BTreeMap<Vec<Option<String>>, i64> = rows_of(
-            &ctx.sql("SELECT s, y, count(*), sum(w), min(w), count(w) FROM t GROUP BY s, y").await.unwrap().collect().await.unwrap(),
+            &ctx.sql("SELECT s, y, count(*), sum(w), sum(CASE WHEN w < 0 THEN 1 ELSE 0 END), count(w) FROM t GROUP BY s, y")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap(),
             2,
         )
         .into_iter()

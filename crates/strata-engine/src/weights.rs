@@ -54,21 +54,31 @@ pub(crate) fn exact_weight(v: f64) -> Option<i128> {
     exact_weight_slow(scaled)
 }
 
-/// Writes [`exact_weight`] of every weight to `out` and returns true when all of them
-/// are below 10⁵ in magnitude (so each is under 10¹⁵ units and 9,000 of them sum in an
-/// `i64`); when it returns false, `out` holds garbage for the others. One branch-free
-/// loop, for batches of weights without nulls.
-pub(crate) fn exact_weights_small(weights: &[f64], out: &mut Vec<i64>) -> bool {
+/// What [`exact_weights_small`] found in a batch of weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SmallWeights {
+    /// Every weight is under 10⁵ in magnitude (so under 10¹⁵ units, and 9,000 of them
+    /// sum in an `i64`).
+    pub small: bool,
+    /// Some weight is below zero.
+    pub negative: bool,
+}
+
+/// Writes [`exact_weight`] of every weight to `out` (garbage for weights that are not
+/// small) and says whether all were small and whether any was negative. One
+/// branch-free loop, for batches of weights without nulls.
+pub(crate) fn exact_weights_small(weights: &[f64], out: &mut Vec<i64>) -> SmallWeights {
     out.clear();
     out.resize(weights.len(), 0);
-    // a local flag and plain slices, so the loop keeps both in registers
-    let mut small = true;
+    // local flags and plain slices, so the loop keeps them in registers
+    let (mut small, mut negative) = (true, false);
     for (e, &v) in out.iter_mut().zip(weights) {
         let scaled = v * 1e10;
         small &= scaled.abs() < SMALL;
+        negative |= v < 0.0;
         *e = round_small(scaled);
     }
-    small
+    SmallWeights { small, negative }
 }
 
 /// Scaled weights below this (10⁵ as a weight) take the fast rounding.
@@ -149,12 +159,14 @@ mod tests {
         }
         // the batch loop gives the same values and says whether all were small
         let mut out = Vec::new();
-        assert!(!exact_weights_small(&values, &mut out));
+        assert_eq!(exact_weights_small(&values, &mut out), SmallWeights { small: false, negative: true });
         for (v, e) in values.iter().zip(&out).filter(|(v, _)| v.abs() < 1e5) {
             assert_eq!(exact_weight(*v), Some(i128::from(*e)), "{v:e}");
         }
         let small: Vec<f64> = values.iter().copied().filter(|v| v.abs() < 1e5).collect();
-        assert!(exact_weights_small(&small, &mut out));
+        assert_eq!(exact_weights_small(&small, &mut out), SmallWeights { small: true, negative: true });
+        let positive: Vec<f64> = small.iter().map(|v| v.abs()).collect();
+        assert_eq!(exact_weights_small(&positive, &mut out), SmallWeights { small: true, negative: false });
     }
 
     /// Ties and their neighbours round half away from zero, up to the fast path's limit.

@@ -61,9 +61,9 @@ pub async fn profile(
     // One aggregate over (attributes, label) cells turns every label statistic into a
     // plain count or sum per (cell, label value): no CASE expression runs per row.
     // `strata_cells` is that GROUP BY with codes for the few distinct values of each key
-    // (see strata_engine::strata_cells_udaf). Weights are checked with a minimum and a
-    // count per cell (and a sum, which is NaN if any weight is); only if those look wrong
-    // does a second query count the bad rows for the error.
+    // (see strata_engine::strata_cells_udaf). Weights are checked with counts of negative
+    // and of non-null weights per cell (and a sum, which is NaN if any weight is); only
+    // if those look wrong does a second query count the bad rows for the error.
     let weighted = pipeline.source.weight_column.is_some();
     let mut args = vec![match &pipeline.source.weight_column {
         Some(w) => cast(ident(w), DataType::Float64),
@@ -240,8 +240,9 @@ fn read_cells(batches: &[RecordBatch], n_attrs: usize, positive: &str) -> Result
             .map_err(|e| EngineError::datafusion("reading profile cells")(e.into()))?;
         let count = batch.column_by_name("rows").map(|c| c.as_primitive::<Int64Type>().clone()).expect("rows");
         let float = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Float64Type>().clone());
-        let (weight, weight_min) = (float("weight"), float("weight_min"));
-        let weight_count = batch.column_by_name("weight_count").map(|c| c.as_primitive::<Int64Type>().clone());
+        let weight = float("weight");
+        let int = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Int64Type>().clone());
+        let (weight_count, negative) = (int("weight_count"), int("weight_negative"));
         for r in 0..batch.num_rows() {
             let text = |i: usize| {
                 let k = keys[i].as_string::<i32>();
@@ -250,8 +251,8 @@ fn read_cells(batches: &[RecordBatch], n_attrs: usize, positive: &str) -> Result
             let key: Key = (0..n_attrs).map(|i| text(i).map_or((true, String::new()), |v| (false, v))).collect();
             let n = count.value(r) as u64;
             let w = weight.as_ref().map_or(0.0, |a| if a.is_null(r) { 0.0 } else { a.value(r) });
-            if let (Some(wc), Some(wm)) = (&weight_count, &weight_min) {
-                suspect |= (wc.value(r) as u64) < n || w.is_nan() || (!wm.is_null(r) && wm.value(r) < 0.0);
+            if let (Some(wc), Some(negative)) = (&weight_count, &negative) {
+                suspect |= (wc.value(r) as u64) < n || w.is_nan() || negative.value(r) > 0;
             }
             rows.insert((key, text(n_attrs)), (n, w));
         }
