@@ -16,8 +16,10 @@ own process so peak memory (max RSS) is per job:
   - scan_floor --coded: the same, reading the columns the way strata's profile does
     (strings as Parquet dictionaries, two partitions per core).
 The goal's ratio is taken against the faster of the two floors.
-Runs the jobs round robin and prints the median of --repeat runs and the ratios. Needs pyarrow, numpy and duckdb
-(the test venv has them).
+Runs strata and the DuckDB queries round robin, then strata and the floors round robin
+(a process started right after a DuckDB process runs slower, so the floors and strata
+are compared without one in between), and prints the median of --repeat runs and the
+ratios. Needs pyarrow, numpy and duckdb (the test venv has them).
 """
 from __future__ import annotations
 
@@ -71,45 +73,63 @@ def main() -> None:
     scan = TARGET / "release" / "scan_floor"
     spec = ROOT / "benchmarks" / "synthetic.toml"
 
-    jobs = {
-        "strata profile": [str(strata), "-q", "profile", str(spec), "--format", "json"],
+    strata_job = [str(strata), "-q", "profile", str(spec), "--format", "json"]
+    peers = {
         "DuckDB GROUPING SETS": [sys.executable, "-c", DUCK, str(data), "grouping_sets", str(args.threads)],
         "DuckDB GROUP BY cells": [sys.executable, "-c", DUCK, str(data), "cells", str(args.threads)],
-        "DataFusion scan floor": [str(scan), str(spec)],  # query time; whole process below
+    }
+    floors = {
+        "DataFusion scan floor": [str(scan), str(spec)],
         "DataFusion scan floor, coded": [str(scan), str(spec), "--coded"],
     }
-    for cmd in jobs.values():
+    for cmd in [strata_job, *peers.values(), *floors.values()]:
         run(cmd)  # warm the page cache and the binaries
-    # round robin, one run of each job per round, so that the machine's drift (10-20 %
-    # within minutes here) reaches every job alike
-    times = {name: [] for name in jobs}
-    mems = {name: [] for name in jobs}
-    floors = ("DataFusion scan floor", "DataFusion scan floor, coded")
-    floor_process = {name: [] for name in floors}
-    for _ in range(args.repeat):
-        for name, cmd in jobs.items():
-            wall, rss, out = run(cmd)
-            times[name].append(wall if name == "strata profile" else field(out, "seconds"))
-            mems[name].append(rss)
-            if name in floors:
-                floor_process[name].append(wall)
-    results = {name: (statistics.median(times[name]), max(mems[name])) for name in jobs}
+
+    def rounds(others: dict[str, list[str]]) -> tuple[list[float], dict, dict, dict]:
+        """strata and `others` round robin, one run of each per round, so that the
+        machine's drift (10-20 % within minutes here) reaches every job alike."""
+        mine, times, process, mems = [], {n: [] for n in others}, {n: [] for n in others}, {"strata profile": []}
+        for _ in range(args.repeat):
+            wall, rss, _ = run(strata_job)
+            mine.append(wall)
+            mems["strata profile"].append(rss)
+            for name, cmd in others.items():
+                wall, rss, out = run(cmd)
+                times[name].append(field(out, "seconds"))
+                process[name].append(wall)
+                mems.setdefault(name, []).append(rss)
+        return mine, times, process, mems
+
+    # Two sets of rounds: strata with DuckDB, then strata with the floors. A process
+    # that starts right after a DuckDB process runs measurably slower (the floor by
+    # ~6 %, strata by ~10-15 %: BENCHMARKS.md), so the floor comparison runs without
+    # DuckDB processes in between, each side under the same conditions.
+    mine_duck, duck_times, _, duck_mems = rounds(peers)
+    mine_floor, floor_times, floor_process, floor_mems = rounds(floors)
+    s_duck, s_floor = statistics.median(mine_duck), statistics.median(mine_floor)
+    rss = lambda mems, name: max(mems[name])  # noqa: E731
+    results = {
+        "strata profile (rounds with DuckDB)": (s_duck, rss(duck_mems, "strata profile")),
+        **{name: (statistics.median(duck_times[name]), rss(duck_mems, name)) for name in peers},
+        "strata profile (rounds with the floors)": (s_floor, rss(floor_mems, "strata profile")),
+    }
     for name in floors:
-        results[f"{name} (whole process)"] = (statistics.median(floor_process[name]), results[name][1])
+        results[name] = (statistics.median(floor_times[name]), rss(floor_mems, name))
+        results[f"{name} (whole process)"] = (statistics.median(floor_process[name]), rss(floor_mems, name))
 
     print(f"\n{args.rows:,} rows, {args.files} files, {size / 1e6:.0f} MB zstd Parquet, "
           f"{args.threads} threads, median of {args.repeat}\n")
     print(f"| job | seconds | peak RSS (MiB) |\n| --- | ---: | ---: |")
     for name, (t, m) in results.items():
         print(f"| {name} | {t:.3f} | {m} |")
-    s = results["strata profile"][0]
-    print(f"\nstrata / DuckDB GROUPING SETS = {s / results['DuckDB GROUPING SETS'][0]:.2f}  (goal <= 1.0)")
-    print(f"strata / DuckDB cells         = {s / results['DuckDB GROUP BY cells'][0]:.2f}")
+    duck = results["DuckDB GROUPING SETS"][0]
+    print(f"\nstrata / DuckDB GROUPING SETS = {s_duck / duck:.2f}  (goal <= 1.0)")
+    print(f"strata / DuckDB cells         = {s_duck / results['DuckDB GROUP BY cells'][0]:.2f}")
     for name in floors:
-        print(f"strata / {name[len('DataFusion '):]}, both whole processes = {s / results[f'{name} (whole process)'][0]:.2f}")
+        print(f"strata / {name[len('DataFusion '):]}, both whole processes = {s_floor / results[f'{name} (whole process)'][0]:.2f}")
     floor = min(results[f"{name} (whole process)"][0] for name in floors)
-    print(f"strata / the faster floor, both whole processes = {s / floor:.2f}  (goal <= 1.2)")
-    print(f"strata (whole process) / scan floor (scan alone) = {s / results['DataFusion scan floor'][0]:.2f}")
+    print(f"strata / the faster floor, both whole processes = {s_floor / floor:.2f}  (goal <= 1.2)")
+    print(f"strata (whole process) / scan floor (scan alone) = {s_floor / results['DataFusion scan floor'][0]:.2f}")
     print(json.dumps({k: {"seconds": v[0], "peak_rss_mib": v[1]} for k, v in results.items()}))
 
 

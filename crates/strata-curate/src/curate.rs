@@ -8,7 +8,7 @@ use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::functions_nested::expr_fn::range;
 use datafusion::prelude::*;
-use strata_engine::{Engine, EngineError, SOURCE_TABLE, SourceTable, lookup, strata_hash_udf, strata_if_udf};
+use strata_engine::{CODED_SOURCE_TABLE, Engine, EngineError, SOURCE_TABLE, SourceTable, lookup, strata_hash_udf, strata_if_udf};
 use strata_publish::{
     ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, ShardSink, SinkColumns,
     SplitTotals, sha256_hex,
@@ -194,8 +194,15 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     }];
     pass0_args.extend(cell_cols.iter().cloned());
     let started = std::time::Instant::now();
+    // read with the group and label strings as dictionaries, as the profile does
+    // (strata_engine's `coded` module): `strata_cells` then codes a row by key lookups;
+    // the cells' values come out as plain strings, which hash like the views later
+    // passes read
+    let mut coded: Vec<String> = attrs.clone();
+    coded.push(label_col.clone());
+    engine.register_coded(source, CODED_SOURCE_TABLE, &coded).await?;
     let pass0 = ctx
-        .table(SOURCE_TABLE)
+        .table(CODED_SOURCE_TABLE)
         .await
         .and_then(|df| df.aggregate(vec![], vec![strata_engine::strata_cells_udaf().call(pass0_args).alias("cells")]))
         .map_err(df_err("planning curation"))?
