@@ -14,7 +14,7 @@ own process so peak memory (max RSS) is per job:
     strata's engine; timed both as a whole process (start-up, listing, footers, the
     scan: like for like with strata) and as the scan alone;
   - scan_floor --coded: the same, reading the columns the way strata's profile does
-    (strings as Parquet dictionaries, two partitions per core).
+    (strings as Parquet dictionaries, four partitions per core).
 The goal's ratio is taken against the faster of the two floors.
 Runs strata and the DuckDB queries round robin, then strata and the floors round robin
 (a process started right after a DuckDB process runs slower, so the floors and strata
