@@ -5,16 +5,18 @@
 //! own tuple).
 //!
 //! It is the profile's `GROUP BY attributes, label` with `count(*)`, `sum(w)`,
-//! `count(*) FILTER (WHERE w < 0)`, `count(w)`, made cheap for what profiles group by: a handful of distinct values per
-//! column. DataFusion 55 hashes and compares every row's string keys in a generic
-//! row-group table (about 0.3 s for 20 million rows over three strings on two cores,
-//! most of the profile's time beyond decoding). Here every key column is turned into
-//! small integer codes through an exact fingerprint of each value (a short string is its
-//! Arrow view: length and bytes in 128 bits), so a row costs a few lookups in tables that
-//! stay in the L1 cache. Dictionary columns (the profile reads its keys so, see
-//! `coded.rs`) code their few values once per batch, and a row is then one lookup per
-//! column. It is an ordinary aggregate: partial states per partition, merged by the
-//! engine, so the plan runs unchanged on a cluster with the function registered.
+//! `count(*) FILTER (WHERE w < 0)`, `count(w)`, made cheap for what profiles group by:
+//! a handful of distinct values per column. DataFusion 55 hashes and compares every
+//! row's string keys in a generic row-group table (about 0.3 s for 20 million rows over
+//! three strings on two cores, most of the profile's time beyond decoding). Here every
+//! key column is turned into small integer codes through an exact fingerprint of each
+//! value (a short string is its Arrow view: length and bytes in 128 bits), so a row
+//! costs a few lookups in tables that stay in the L1 cache. Dictionary columns (the
+//! profile reads its keys so, see `coded.rs`) code their few values once per batch, and
+//! a row is then one lookup per column; integer columns without nulls look their values
+//! up in a table indexed by value while the values span little. It is an ordinary aggregate: partial states per
+//! partition, merged by the engine, so the plan runs unchanged on a cluster with the
+//! function registered.
 //!
 //! Weight sums are exact (see [`crate::weights`]): the sum of the weights as
 //! `DECIMAL(38, 10)`, so they do not depend on the order rows arrive in. The result
