@@ -198,9 +198,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     // (strata_engine's `coded` module): `strata_cells` then codes a row by key lookups;
     // the cells' values come out as plain strings, which hash like the views later
     // passes read
-    let mut coded: Vec<String> = attrs.clone();
-    coded.push(label_col.clone());
-    engine.register_coded(source, CODED_SOURCE_TABLE, &coded).await?;
+    engine.register_coded(source, CODED_SOURCE_TABLE, &pipeline.cell_columns()).await?;
     let pass0 = ctx
         .table(CODED_SOURCE_TABLE)
         .await

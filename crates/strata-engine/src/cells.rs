@@ -124,9 +124,10 @@ impl Tally {
         }
     }
 
-    /// Adds one non-null weight, exactly where a decimal holds it.
+    /// Adds a row with a non-null weight, the weight exactly where a decimal holds it.
     #[inline]
-    fn add_one_weight(&mut self, v: f64) {
+    fn add_weighted_row(&mut self, v: f64) {
+        self.rows += 1;
         match exact_weight(v) {
             Some(e) => self.add_weight(e, v),
             None => self.special += v,
@@ -155,9 +156,7 @@ fn add_weights(tallies: &mut [Tally], rows: &[u32], weights: &[f64], exact: &mut
         let seen = exact_weights_small(weights, exact);
         if !seen.small || seen.negative {
             for (&t, &v) in rows.iter().zip(weights) {
-                let tally = &mut tallies[t as usize];
-                tally.rows += 1;
-                tally.add_one_weight(v);
+                tallies[t as usize].add_weighted_row(v);
             }
             continue;
         }
@@ -298,12 +297,12 @@ impl Accumulator for CellsAccumulator {
                     Some(nulls) => {
                         for (i, (&t, &v)) in self.rows.iter().zip(w.values().iter()).enumerate() {
                             let tally = &mut tallies[t as usize];
-                            tally.rows += 1;
                             if nulls.is_null(i) {
+                                tally.rows += 1;
                                 tally.weightless += 1;
-                                continue;
+                            } else {
+                                tally.add_weighted_row(v);
                             }
-                            tally.add_one_weight(v);
                         }
                     }
                 }

@@ -46,9 +46,7 @@ pub async fn profile(
     let attrs = &pipeline.groups.attributes;
     // group and label columns read as dictionaries: `strata_cells` codes a row with one
     // lookup per column then (crates/strata-engine/src/coded.rs)
-    let mut coded: Vec<String> = attrs.clone();
-    coded.push(pipeline.label.column.clone());
-    engine.register_coded(source, CODED_SOURCE_TABLE, &coded).await?;
+    engine.register_coded(source, CODED_SOURCE_TABLE, &pipeline.cell_columns()).await?;
     let df = ctx.table(CODED_SOURCE_TABLE).await.map_err(EngineError::datafusion("opening the source table"))?;
 
     let positive = match &pipeline.label.positive {

@@ -409,6 +409,13 @@ impl Pipeline {
         self
     }
 
+    /// The columns a cell is keyed by: the protected attributes, then the label.
+    pub fn cell_columns(&self) -> Vec<String> {
+        let mut columns = self.groups.attributes.clone();
+        columns.push(self.label.column.clone());
+        columns
+    }
+
     /// An error about `key` of this spec, located at the key's line where known.
     pub fn error_at(&self, key: &str, message: impl Into<String>) -> SpecError {
         SpecError::Invalid {

@@ -24,8 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pipeline = Pipeline::load(&path)?;
     let engine = Engine::new(&EngineOptions::default())?;
     let source = engine.open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE).await?;
-    let mut keys = pipeline.groups.attributes.clone();
-    keys.push(pipeline.label.column.clone());
+    let keys = pipeline.cell_columns();
     let table = if coded {
         engine.register_coded(&source, CODED_SOURCE_TABLE, &keys).await?;
         CODED_SOURCE_TABLE
