@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import pathlib
 import sys
 import time
