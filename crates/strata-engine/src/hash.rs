@@ -194,14 +194,6 @@ impl ScalarUDFImpl for StrataHash {
 /// The common case of ids and hashes of hashes: one to three integer columns without
 /// nulls, encoded into a fixed buffer on the stack (the same bytes as [`encode`]).
 fn hash_integers(seed: u64, columns: &[Canon], n: usize) -> Option<Vec<u64>> {
-    const MAX: usize = 3;
-    if columns.is_empty() || columns.len() > MAX {
-        return None;
-    }
-    enum Ints<'a> {
-        Signed(&'a [i64]),
-        Unsigned(&'a [u64]),
-    }
     let mut values: Vec<Ints> = Vec::with_capacity(columns.len());
     for c in columns {
         match c {
@@ -210,22 +202,59 @@ fn hash_integers(seed: u64, columns: &[Canon], n: usize) -> Option<Vec<u64>> {
             _ => return None,
         }
     }
-    let width = 9 * columns.len();
-    let mut buf = [0u8; 9 * MAX];
-    let mut out = Vec::with_capacity(n);
-    for row in 0..n {
-        for (j, v) in values.iter().enumerate() {
-            let (tag, bytes) = match v {
-                Ints::Signed(v) => (0x02, v[row].to_le_bytes()),
-                // unsigned above i64::MAX gets its own tag, as in `encode`
-                Ints::Unsigned(v) => (if v[row] <= i64::MAX as u64 { 0x02 } else { 0x03 }, v[row].to_le_bytes()),
-            };
-            buf[9 * j] = tag;
-            buf[9 * j + 1..9 * j + 9].copy_from_slice(&bytes);
+    Some(match values.as_slice() {
+        [a] => (0..n).map(|r| hash_words(seed, [a.at(r)])).collect(),
+        [a, b] => (0..n).map(|r| hash_words(seed, [a.at(r), b.at(r)])).collect(),
+        [a, b, c] => (0..n).map(|r| hash_words(seed, [a.at(r), b.at(r), c.at(r)])).collect(),
+        _ => return None,
+    })
+}
+
+/// An integer column without nulls.
+enum Ints<'a> {
+    Signed(&'a [i64]),
+    Unsigned(&'a [u64]),
+}
+
+impl Ints<'_> {
+    /// A row's tag and value bits, as [`encode`] writes them.
+    #[inline(always)]
+    fn at(&self, row: usize) -> (u8, u64) {
+        match self {
+            Ints::Signed(v) => (0x02, v[row] as u64),
+            // unsigned above i64::MAX gets its own tag, as in `encode`
+            Ints::Unsigned(v) => (if v[row] <= i64::MAX as u64 { 0x02 } else { 0x03 }, v[row]),
         }
-        out.push(XxHash3_64::oneshot_with_seed(seed, &buf[..width]));
     }
-    Some(out)
+}
+
+/// XXH3 of `K` integers in the canonical encoding (tag byte, then 8 bytes little-endian,
+/// per value). The `9 K` bytes are assembled in two 128-bit words and written with two
+/// stores: writing them byte-wise made the hash's first loads wait on store forwarding
+/// (the loads straddle several small stores).
+#[inline(always)]
+fn hash_words<const K: usize>(seed: u64, values: [(u8, u64); K]) -> u64 {
+    let mut words = [0u128; 2];
+    for (j, &(tag, v)) in values.iter().enumerate() {
+        let (tag, v) = (tag as u128, v as u128);
+        let at = 72 * j as u32; // bit offset of this value's tag
+        let (word, bit) = ((at / 128) as usize, at % 128);
+        words[word] |= tag << bit;
+        // the 64 value bits start 8 bits later and may run into the next word
+        let start = bit + 8;
+        if start < 128 {
+            words[word] |= v << start;
+            if start > 64 {
+                words[word + 1] |= v >> (128 - start);
+            }
+        } else {
+            words[word + 1] |= v << (start - 128);
+        }
+    }
+    let mut buf = [0u8; 32];
+    buf[..16].copy_from_slice(&words[0].to_le_bytes());
+    buf[16..].copy_from_slice(&words[1].to_le_bytes());
+    XxHash3_64::oneshot_with_seed(seed, &buf[..9 * K])
 }
 
 fn encode(c: &Canon, row: usize, buf: &mut Vec<u8>) {
@@ -326,7 +355,7 @@ mod tests {
         let ints: ArrayRef = Arc::new(Int64Array::from(vec![0, -1, i64::MAX, i64::MIN, 42]));
         let big: ArrayRef = Arc::new(UInt64Array::from(vec![0, 1, u64::MAX, i64::MAX as u64, (i64::MAX as u64) + 1]));
         let small: ArrayRef = Arc::new(datafusion::arrow::array::Int8Array::from(vec![-3, 0, 7, 1, -128]));
-        for cols in [vec![&ints], vec![&big], vec![&ints, &big, &small], vec![&small, &ints]] {
+        for cols in [vec![&ints], vec![&big], vec![&ints, &big, &small], vec![&small, &ints], vec![&small, &ints, &big], vec![&big, &big]] {
             let canon: Vec<Canon> = cols.iter().map(|a| canonical(a).unwrap()).collect();
             let fast = hash_integers(9, &canon, 5).expect("integers take the fast path");
             for (row, h) in fast.iter().enumerate() {
