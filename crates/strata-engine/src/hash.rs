@@ -368,6 +368,27 @@ mod tests {
         }
         let nulls: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None]));
         assert!(hash_integers(9, &[canonical(&nulls).unwrap()], 2).is_none());
+        // pseudo-random values put every byte value at every byte position of the
+        // assembled words (splitmix64)
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let z = (state ^ (state >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let n = 2_000;
+        let signed: ArrayRef = Arc::new(Int64Array::from_iter_values((0..n).map(|_| next() as i64)));
+        let unsigned: ArrayRef = Arc::new(UInt64Array::from_iter_values((0..n).map(|_| next())));
+        for cols in [vec![&signed], vec![&unsigned, &signed], vec![&signed, &unsigned, &unsigned]] {
+            let canon: Vec<Canon> = cols.iter().map(|a| canonical(a).unwrap()).collect();
+            let fast = hash_integers(u64::MAX, &canon, n).expect("integers take the fast path");
+            for (row, h) in fast.iter().enumerate() {
+                let mut buf = Vec::new();
+                canon.iter().for_each(|c| encode(c, row, &mut buf));
+                assert_eq!(*h, XxHash3_64::oneshot_with_seed(u64::MAX, &buf), "row {row} of {} columns", cols.len());
+            }
+        }
     }
 
     /// The once-per-tuple hash equals the row hash, for every kind of column.
