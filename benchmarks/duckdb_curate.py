@@ -71,7 +71,8 @@ def same_job_sql(job: str, files: str) -> str:
   strata AS (SELECT split, {cols(strata)}, count(*) AS c FROM shuffled GROUP BY ALL),
   sized AS (SELECT *, CAST(ceil(sum(c) OVER (PARTITION BY split) / {SHARD_ROWS}) AS BIGINT) AS shards FROM strata),
   -- block sizes: floor(c/S), one more in c mod S shards, starting after the previous
-  -- stratum's last extra row (strata in order), as strata deals them
+  -- stratum's last extra row, as strata deals them (strata here in value order, in
+  -- strata by id: other shards get a stratum's extra row, the shard sizes are the same)
   blocks AS (SELECT *, c // shards AS q, c % shards AS e,
                     coalesce(sum(c % shards) OVER (PARTITION BY split ORDER BY {cols(strata)}
                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) % shards AS o FROM sized),
