@@ -26,7 +26,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StructArray, downcast_integer_array};
-use datafusion::arrow::datatypes::{DataType, Date32Type, Date64Type, Decimal128Type, Field, Fields, Float64Type, Int32Type, Int64Type};
+use datafusion::arrow::datatypes::{
+    ArrowNativeType, DataType, Date32Type, Date64Type, Decimal128Type, Field, Fields, Float64Type, Int32Type, Int64Type,
+};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs};
 use foldhash::{HashMap, HashMapExt};
@@ -182,7 +184,57 @@ pub(crate) struct TupleCoder {
     tuples: TupleCodes,
     /// Reused per batch: the codes of each key column.
     codes: Vec<Vec<u32>>,
+    radix: RadixTable,
 }
+
+/// Key columns read as the digits of one mixed-radix number per row: an `Int32`
+/// dictionary without null keys gives its key (radix: the dictionary's length), an
+/// integer column without nulls its value minus a base (radix: the span of its values).
+/// While the radices' product is small, the number indexes a table of tuple ids, kept
+/// across batches of the same dictionaries and spans. A row then costs one
+/// multiply-add per column (a loop the compiler vectorises) and one lookup, instead of
+/// a lookup per column, a packing and a lookup; entries are filled as rows meet them,
+/// through the general path, so tuples keep their first-seen order.
+#[derive(Debug, Default)]
+struct RadixTable {
+    /// Per key column, what the table's digits mean.
+    shape: Vec<Digits>,
+    /// Number → tuple id + 1 (0: not met yet).
+    ids: Vec<u32>,
+    /// Reused per batch: each row's number.
+    numbers: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+enum Digits {
+    /// Dictionary keys, into these values.
+    Keys(ArrayRef),
+    /// Integers `base..base + radix`.
+    Ints { base: i64, radix: u32 },
+}
+
+impl Digits {
+    fn radix(&self) -> u64 {
+        match self {
+            Digits::Keys(values) => values.len() as u64,
+            Digits::Ints { radix, .. } => u64::from(*radix),
+        }
+    }
+
+    /// Whether numbers built with `self` mean what they meant with `other`: the same
+    /// dictionary values (equal arrays, as batches of one column chunk hold), or the
+    /// same integer span.
+    fn same(&self, other: &Digits) -> bool {
+        match (self, other) {
+            (Digits::Keys(a), Digits::Keys(b)) => Arc::ptr_eq(a, b) || a.as_ref() == b.as_ref(),
+            (Digits::Ints { base: a, radix: r }, Digits::Ints { base: b, radix: s }) => a == b && r == s,
+            _ => false,
+        }
+    }
+}
+
+/// Entries past which a radix table is not used (256 KiB of ids).
+const RADIX_LIMIT: u64 = 1 << 16;
 
 impl TupleCoder {
     /// A coder for key columns of these types.
@@ -191,6 +243,7 @@ impl TupleCoder {
             columns: key_types.iter().map(|t| ColumnCodes::new(value_type(t))).collect(),
             tuples: TupleCodes::new(key_types.len()),
             codes: vec![Vec::new(); key_types.len()],
+            radix: RadixTable::default(),
         }
     }
 
@@ -204,6 +257,94 @@ impl TupleCoder {
         if keys.len() != self.columns.len() {
             return exec_err!("expected {} key columns, got {}", self.columns.len(), keys.len());
         }
+        if self.code_by_radix(keys, out)? {
+            return Ok(());
+        }
+        self.code_by_columns(keys, out)
+    }
+
+    /// [`RadixTable`]'s way, when every key column allows it; `false` (and nothing
+    /// written) when one does not.
+    fn code_by_radix(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<bool> {
+        let n = keys.first().map_or(0, |k| k.len());
+        if n == 0 {
+            return Ok(false);
+        }
+        let mut shape = Vec::with_capacity(keys.len());
+        let mut entries: u64 = 1;
+        for (j, a) in keys.iter().enumerate() {
+            let digits = if let Some(d) = a.as_dictionary_opt::<Int32Type>().filter(|d| d.keys().null_count() == 0) {
+                Digits::Keys(d.values().clone())
+            } else if a.data_type().is_integer() && a.null_count() == 0 {
+                let Some((low, high)) = integer_range(a)? else { return Ok(false) };
+                match self.radix.shape.get(j) {
+                    // inside the table's span: keep it (no rebuild for a batch without
+                    // one of the values)
+                    Some(&Digits::Ints { base, radix }) if base <= low && i128::from(high) < i128::from(base) + i128::from(radix) => {
+                        Digits::Ints { base, radix }
+                    }
+                    _ => match u32::try_from(i128::from(high) - i128::from(low) + 1) {
+                        Ok(radix) if u64::from(radix) <= RADIX_LIMIT => Digits::Ints { base: low, radix },
+                        _ => return Ok(false),
+                    },
+                }
+            } else {
+                return Ok(false);
+            };
+            entries = entries.saturating_mul(digits.radix().max(1));
+            if entries > RADIX_LIMIT {
+                return Ok(false);
+            }
+            shape.push(digits);
+        }
+        let radix = &mut self.radix;
+        if radix.shape.len() != shape.len() || !radix.shape.iter().zip(&shape).all(|(a, b)| a.same(b)) {
+            radix.shape = shape;
+            radix.ids.clear();
+            radix.ids.resize(entries as usize, 0);
+        }
+        let mut numbers = std::mem::take(&mut radix.numbers);
+        numbers.clear();
+        numbers.resize(n, 0);
+        let mut stride = 1u32;
+        for (a, digits) in keys.iter().zip(&radix.shape) {
+            match digits {
+                Digits::Keys(values) => {
+                    let keys = a.as_dictionary::<Int32Type>().keys().values();
+                    for (m, &k) in numbers.iter_mut().zip(keys.iter()) {
+                        *m = m.wrapping_add((k as u32).wrapping_mul(stride));
+                    }
+                    stride = stride.wrapping_mul(values.len() as u32);
+                }
+                Digits::Ints { base, radix } => {
+                    add_integer_digits(a, *base, stride, &mut numbers)?;
+                    stride = stride.wrapping_mul(*radix);
+                }
+            }
+        }
+        out.clear();
+        out.resize(n, 0);
+        let mut row = 0;
+        while row < n {
+            row += known_ids(&self.radix.ids, &numbers[row..], &mut out[row..]);
+            if row < n {
+                // first row of its number: the general way, for this row alone
+                let one: Vec<ArrayRef> = keys.iter().map(|a| a.slice(row, 1)).collect();
+                let mut id = Vec::with_capacity(1);
+                self.code_by_columns(&one, &mut id)?;
+                if let Some(slot) = self.radix.ids.get_mut(numbers[row] as usize) {
+                    *slot = id[0] + 1;
+                }
+                out[row] = id[0];
+                row += 1;
+            }
+        }
+        self.radix.numbers = numbers;
+        Ok(true)
+    }
+
+    /// Codes each column, then the tuples of codes.
+    fn code_by_columns(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<()> {
         // An `Int32` dictionary without null keys (what the coded scan yields) has only
         // its few values coded, and each row's code is then a lookup by its key; any
         // other column has every row coded.
@@ -232,6 +373,47 @@ impl TupleCoder {
             + self.tuples.size()
             + self.codes.iter().map(|c| c.capacity() * 4).sum::<usize>()
     }
+}
+
+/// Writes the tuple ids of the leading rows whose numbers the table has met, through
+/// plain slices (no header reloads, no pushes, the counter in a register); returns how
+/// many rows that was.
+#[inline]
+fn known_ids(ids: &[u32], numbers: &[u32], out: &mut [u32]) -> usize {
+    for (i, (o, &m)) in out.iter_mut().zip(numbers).enumerate() {
+        match ids.get(m as usize) {
+            Some(&id) if id != 0 => *o = id - 1,
+            _ => return i,
+        }
+    }
+    numbers.len().min(out.len())
+}
+
+/// The least and greatest value of an integer column without nulls, as `i64` (`None`
+/// for an empty column or an unsigned value past `i64::MAX`).
+fn integer_range(a: &ArrayRef) -> Result<Option<(i64, i64)>> {
+    use datafusion::arrow::compute::{max, min};
+    Ok(downcast_integer_array!(
+        a => match (min(a), max(a)) {
+            (Some(low), Some(high)) => low.to_i64().zip(high.to_i64()),
+            _ => None,
+        },
+        t => return exec_err!("{STRATA_CELLS}: unexpected {t}")
+    ))
+}
+
+/// Adds each row's `(value - base) · stride` to its number (values inside the span).
+fn add_integer_digits(a: &ArrayRef, base: i64, stride: u32, numbers: &mut [u32]) -> Result<()> {
+    downcast_integer_array!(
+        a => {
+            for (m, v) in numbers.iter_mut().zip(a.values().iter()) {
+                let digit = v.to_i64().unwrap_or(base).wrapping_sub(base) as u32;
+                *m = m.wrapping_add(digit.wrapping_mul(stride));
+            }
+        },
+        t => return exec_err!("{STRATA_CELLS}: unexpected {t}")
+    );
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -1156,6 +1338,80 @@ mod tests {
             assert_eq!(tuples.len(), seen.len());
             assert!(tuples.bits.is_empty(), "17 bits per column must switch to hashing");
         }
+    }
+
+    /// The radix table gives every row the tuple id the general path gives, in the same
+    /// first-seen order, across batches whose dictionaries are shared, equal but
+    /// separate, or different, whose integer spans stay, grow on either side or go
+    /// negative, and batches that cannot take it (a null key, plain strings) in
+    /// between; with the integer column as the low digit and as the high one.
+    #[test]
+    fn radix_table_equals_the_general_path() {
+        let dict = |keys: Vec<i32>, values: &ArrayRef| -> ArrayRef {
+            Arc::new(DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), values.clone()).unwrap())
+        };
+        let strings = |v: &[&str]| -> ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
+        let abc = strings(&["a", "b", "c"]);
+        let abc_again = strings(&["a", "b", "c"]);
+        let reordered = strings(&["c", "x", "a", "b"]);
+        let small = |v: Vec<i8>| -> ArrayRef { Arc::new(datafusion::arrow::array::Int8Array::from(v)) };
+        let n = 64;
+        let pattern = |m: usize, shift: usize| (0..n).map(move |r| ((r * 7 + shift) % m) as i32);
+        let labels = |m: usize, shift: usize, low: i8| small(pattern(m, shift).map(|v| v as i8 + low).collect());
+        let batches: Vec<(Vec<ArrayRef>, bool)> = vec![
+            (vec![dict(pattern(3, 0).collect(), &abc), labels(2, 1, 0)], true),
+            // the same values in another array, and one label only (inside the span)
+            (vec![dict(pattern(3, 2).collect(), &abc_again), small(vec![1; n])], true),
+            // another dictionary over the same label span: the same strings under other
+            // keys, and a new one
+            (vec![dict(pattern(4, 1).collect(), &reordered), labels(2, 0, 0)], true),
+            // the span grows upward, then downward
+            (vec![dict(pattern(4, 3).collect(), &reordered), labels(3, 0, 0)], true),
+            (vec![dict(pattern(3, 1).collect(), &abc), labels(4, 2, -2)], true),
+            // a null key: the general path
+            (
+                vec![
+                    Arc::new(DictionaryArray::<Int32Type>::try_new(Int32Array::from(vec![Some(0), None]), abc.clone()).unwrap()),
+                    small(vec![0, 5]),
+                ],
+                false,
+            ),
+            // plain strings: the general path
+            (vec![strings(&["b", "z"]), small(vec![0, 1])], false),
+            // a wide span (256 values): a bigger table
+            (vec![dict(vec![0, 1], &abc), small(vec![-128, 127])], true),
+            (vec![dict(pattern(3, 1).collect(), &abc), labels(2, 0, 0)], true),
+        ];
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        for label_first in [false, true] {
+            let order = |mut keys: Vec<ArrayRef>| {
+                if label_first {
+                    keys.reverse();
+                }
+                keys
+            };
+            let types = order(vec![Arc::new(StringArray::from(Vec::<&str>::new())) as ArrayRef, small(vec![])])
+                .iter()
+                .map(|a| if a.data_type() == &DataType::Utf8 { dictionary.clone() } else { DataType::Int8 })
+                .collect::<Vec<_>>();
+            let (mut radix, mut general) = (TupleCoder::new(&types), TupleCoder::new(&types));
+            for (i, (keys, takes_radix)) in batches.iter().enumerate() {
+                let keys = order(keys.clone());
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                assert_eq!(radix.code_by_radix(&keys, &mut a).unwrap(), *takes_radix, "batch {i}");
+                if !takes_radix {
+                    radix.code_by_columns(&keys, &mut a).unwrap();
+                }
+                general.code_by_columns(&keys, &mut b).unwrap();
+                assert_eq!(a, b, "batch {i}, label first: {label_first}");
+                assert_eq!(radix.len(), general.len(), "batch {i}");
+            }
+        }
+        // integers spanning more than the limit are not the radix table's
+        let ints = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::from(v)) };
+        let mut coder = TupleCoder::new(&[DataType::Int64]);
+        assert!(!coder.code_by_radix(&[ints(vec![0, 1 << 20])], &mut Vec::new()).unwrap());
+        assert!(coder.code_by_radix(&[ints(vec![-5, 3, -5])], &mut Vec::new()).unwrap());
     }
 
     #[test]
