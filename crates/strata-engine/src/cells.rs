@@ -154,28 +154,32 @@ impl Tally {
 /// per tuple fits an `i64`.
 const SMALL_CHUNK: usize = 8192;
 
-/// Adds rows with non-null weights, each tuple's exact sum per chunk of rows in an
-/// `i64` (`sums`, reused), moved into the 128-bit sum once per chunk; a chunk with a
-/// weight of 10⁵ or more, or below zero, takes the per-row way.
-fn add_weights(tallies: &mut [Tally], rows: &[u32], weights: &[f64], exact: &mut Vec<i64>, sums: &mut Vec<i64>) {
+/// Adds rows with non-null weights, each tuple's exact sum and rows per chunk of rows
+/// in an `i64` pair (`sums`, reused; one loop with the weights' conversion), moved into
+/// its tally once per chunk; a chunk with a weight of 10⁵ or more, or below zero, is
+/// added again the per-row way.
+fn add_weights(tallies: &mut [Tally], rows: &[u32], weights: &[f64], sums: &mut Vec<(i64, i64)>) {
     for (rows, weights) in rows.chunks(SMALL_CHUNK).zip(weights.chunks(SMALL_CHUNK)) {
-        let seen = exact_weights_small(weights, exact);
+        // per tuple: (exact weight sum, rows) of the chunk, next to each other
+        sums.clear();
+        sums.resize(tallies.len(), (0, 0));
+        let (chunk, rows) = (&mut sums[..], &rows[..weights.len()]);
+        let seen = exact_weights_small(weights, |i, e| {
+            let (sum, n) = &mut chunk[rows[i] as usize];
+            *sum = sum.wrapping_add(e);
+            *n += 1;
+        });
         if !seen.small || seen.negative {
             for (&t, &v) in rows.iter().zip(weights) {
                 tallies[t as usize].add_weighted_row(v);
             }
             continue;
         }
-        sums.clear();
-        sums.resize(tallies.len(), 0);
-        // plain slices: the loop reloads no vector header
-        let (sums, tallies_now) = (&mut sums[..], &mut tallies[..]);
-        for (&t, &e) in rows.iter().zip(exact.iter()) {
-            tallies_now[t as usize].rows += 1;
-            sums[t as usize] += e;
-        }
-        for (tally, &sum) in tallies.iter_mut().zip(sums.iter()).filter(|(_, s)| **s != 0) {
-            tally.add_weight(i128::from(sum), exact_weight_value(i128::from(sum)));
+        for (tally, &(sum, n)) in tallies.iter_mut().zip(sums.iter()).filter(|(_, (_, n))| *n != 0) {
+            tally.rows += n;
+            if sum != 0 {
+                tally.add_weight(i128::from(sum), exact_weight_value(i128::from(sum)));
+            }
         }
     }
 }
@@ -426,14 +430,13 @@ struct CellsAccumulator {
     tallies: Vec<Tally>,
     /// Reused per batch: each row's tuple.
     rows: Vec<u32>,
-    /// Reused per batch: each row's exact weight, and per-tuple sums of a chunk.
-    exact: Vec<i64>,
-    sums: Vec<i64>,
+    /// Reused per chunk of a batch: each tuple's exact weight sum and rows.
+    sums: Vec<(i64, i64)>,
 }
 
 impl CellsAccumulator {
     fn new(key_types: &[DataType]) -> Self {
-        Self { coder: TupleCoder::new(key_types), tallies: Vec::new(), rows: Vec::new(), exact: Vec::new(), sums: Vec::new() }
+        Self { coder: TupleCoder::new(key_types), tallies: Vec::new(), rows: Vec::new(), sums: Vec::new() }
     }
 
     /// Codes every row of `keys` into `self.rows` (tuple ids, growing `tallies`).
@@ -479,7 +482,7 @@ impl Accumulator for CellsAccumulator {
                 let w = datafusion::arrow::compute::cast(weight, &DataType::Float64)?;
                 let w = w.as_primitive::<Float64Type>();
                 match w.nulls().filter(|n| n.null_count() > 0) {
-                    None => add_weights(tallies, &self.rows, w.values(), &mut self.exact, &mut self.sums),
+                    None => add_weights(tallies, &self.rows, w.values(), &mut self.sums),
                     Some(nulls) => {
                         for (i, (&t, &v)) in self.rows.iter().zip(w.values().iter()).enumerate() {
                             let tally = &mut tallies[t as usize];

@@ -64,19 +64,19 @@ pub(crate) struct SmallWeights {
     pub negative: bool,
 }
 
-/// Writes [`exact_weight`] of every weight to `out` (garbage for weights that are not
-/// small) and says whether all were small and whether any was negative. One
-/// branch-free loop, for batches of weights without nulls.
-pub(crate) fn exact_weights_small(weights: &[f64], out: &mut Vec<i64>) -> SmallWeights {
-    out.clear();
-    out.resize(weights.len(), 0);
-    // local flags and plain slices, so the loop keeps them in registers
+/// Calls `each(row, exact weight)` for every weight ([`exact_weight`], garbage for
+/// weights that are not small: add it wrapping) and says whether all were small and
+/// whether any was negative. One branch-free loop, for batches of weights without
+/// nulls; inlined, so the caller's work on each weight joins the loop.
+#[inline(always)]
+pub(crate) fn exact_weights_small(weights: &[f64], mut each: impl FnMut(usize, i64)) -> SmallWeights {
+    // local flags, so the loop keeps them in registers
     let (mut small, mut negative) = (true, false);
-    for (e, &v) in out.iter_mut().zip(weights) {
+    for (row, &v) in weights.iter().enumerate() {
         let scaled = v * 1e10;
         small &= scaled.abs() < SMALL;
         negative |= v < 0.0;
-        *e = round_small(scaled);
+        each(row, round_small(scaled));
     }
     SmallWeights { small, negative }
 }
@@ -158,15 +158,15 @@ mod tests {
             assert_eq!(exact_weight(*v), want, "{v:e}");
         }
         // the batch loop gives the same values and says whether all were small
-        let mut out = Vec::new();
-        assert_eq!(exact_weights_small(&values, &mut out), SmallWeights { small: false, negative: true });
+        let mut out = vec![0; values.len()];
+        assert_eq!(exact_weights_small(&values, |i, e| out[i] = e), SmallWeights { small: false, negative: true });
         for (v, e) in values.iter().zip(&out).filter(|(v, _)| v.abs() < 1e5) {
             assert_eq!(exact_weight(*v), Some(i128::from(*e)), "{v:e}");
         }
         let small: Vec<f64> = values.iter().copied().filter(|v| v.abs() < 1e5).collect();
-        assert_eq!(exact_weights_small(&small, &mut out), SmallWeights { small: true, negative: true });
+        assert_eq!(exact_weights_small(&small, |_, _| ()), SmallWeights { small: true, negative: true });
         let positive: Vec<f64> = small.iter().map(|v| v.abs()).collect();
-        assert_eq!(exact_weights_small(&positive, &mut out), SmallWeights { small: true, negative: false });
+        assert_eq!(exact_weights_small(&positive, |_, _| ()), SmallWeights { small: true, negative: false });
     }
 
     /// Ties and their neighbours round half away from zero, up to the fast path's limit.
