@@ -404,7 +404,13 @@ mod tests {
         let y = datafusion::arrow::array::Int32Array::from_iter((0..n).map(|i| (i % 7 != 0).then_some((i % 3) as i32 - 1)));
         let b = BooleanArray::from_iter((0..n).map(|i| (i % 11 != 0).then_some(i % 2 == 0)));
         let f = Float64Array::from_iter((0..n).map(|i| [Some(0.0), Some(-0.0), Some(f64::NAN), None, Some(2.5)][i % 5]));
+        // no nulls: the coder's radix table (a coded scan's columns)
+        let e: datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int32Type> =
+            (0..n).map(|i| ["p", long, "q"][i % 3]).collect();
+        let z = datafusion::arrow::array::Int8Array::from_iter_values((0..n).map(|i| (i % 4) as i8 - 1));
         let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter([
+            ("e", Arc::new(e) as ArrayRef),
+            ("z", Arc::new(z) as ArrayRef),
             ("s", Arc::new(s) as ArrayRef),
             ("t", Arc::new(t) as ArrayRef),
             ("d", Arc::new(d) as ArrayRef),
@@ -419,7 +425,9 @@ mod tests {
         // a second table of the same types: its batches reuse the coders the first left
         ctx.register_batch("u", batch.slice(101, 150)).unwrap();
         ctx.register_batch("t", batch).unwrap();
-        for (cols, table) in ["s", "s, t, d, y", "y, b, f", "d, 'lit', s, t, y, b, f"].iter().flat_map(|c| [(c, "t"), (c, "u"), (c, "t")]) {
+        for (cols, table) in
+            ["s", "s, t, d, y", "y, b, f", "d, 'lit', s, t, y, b, f", "e, z", "z, e, s"].iter().flat_map(|c| [(c, "t"), (c, "u"), (c, "t")])
+        {
             let sql = format!("SELECT {STRATA_GROUP_HASH}(7, {cols}) AS a, {STRATA_HASH}(7, {cols}) AS b FROM {table}");
             let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
             assert_eq!(rows[0].column(0).as_ref(), rows[0].column(1).as_ref(), "{sql}");
