@@ -380,6 +380,7 @@ impl TupleCoder {
         self.columns.iter().map(ColumnCodes::size).sum::<usize>()
             + self.tuples.size()
             + self.codes.iter().map(|c| c.capacity() * 4).sum::<usize>()
+            + (self.radix.ids.capacity() + self.radix.numbers.capacity()) * 4
     }
 }
 
