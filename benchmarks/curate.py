@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import pathlib
 import shutil
 import sys
 
 from duckdb_curate import check_same
-from harness import ROOT, TARGET, run, synthetic_data
+from harness import ROOT, TARGET, latest_run, run, synthetic_data
 
 DUCKDB_CURATE = pathlib.Path(__file__).with_name("duckdb_curate.py")
 
@@ -91,10 +90,8 @@ def main():
 
 def shard_hashes(out: pathlib.Path) -> dict:
     """(path, sha256) of every shard of the run `out/_latest` points at, hashed here."""
-    latest = json.loads((out / "_latest").read_text())
-    manifest = json.loads((out / latest["manifest"]).read_text())
-    run = (out / latest["manifest"]).parent
-    return {s["path"]: hashlib.sha256((run / s["path"]).read_bytes()).hexdigest() for s in manifest["shards"]}
+    run_dir, manifest = latest_run(out)
+    return {s["path"]: hashlib.sha256((run_dir / s["path"]).read_bytes()).hexdigest() for s in manifest["shards"]}
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ Prints `seconds=...` (the SQL alone, without starting Python).
 from __future__ import annotations
 
 import collections
-import json
 import pathlib
 import sys
 import time
 
 import duckdb
+
+from harness import latest_run
 
 GROUP = ["sex", "race", "age_band"]
 CELL = GROUP + ["label"]
@@ -113,8 +114,7 @@ def check_same(job: str, duck_out: pathlib.Path, strata_out: pathlib.Path) -> li
     (split, stratum), the rows of the shards of each split, the shuffle order inside
     DuckDB's shards, and for reweigh the independence of group and label under the
     training weights. An empty list: DuckDB did the same job."""
-    latest = json.loads((strata_out / "_latest").read_text())
-    manifest = json.loads((strata_out / latest["manifest"]).read_text())
+    _, manifest = latest_run(strata_out)
     strata = manifest["stratum_columns"]
     want_counts, want_shards = collections.Counter(), collections.Counter()
     for shard in manifest["shards"]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import subprocess
@@ -50,3 +51,10 @@ def run(cmd: list[str], check: bool = True) -> tuple[float, int, str]:
     """Wall seconds, peak RSS in MiB and stdout of one child process (see measure)."""
     m = measure(cmd, check)
     return m.wall, m.rss_mib, m.out
+
+
+def latest_run(out: pathlib.Path) -> tuple[pathlib.Path, dict]:
+    """The folder and manifest of the run a `strata curate --out` root's `_latest` names."""
+    latest = json.loads((out / "_latest").read_text())
+    path = out / latest["manifest"]
+    return path.parent, json.loads(path.read_text())

@@ -18,9 +18,8 @@
 //! column and one lookup per row. Otherwise dictionary columns code their few values
 //! once per batch, and a row is then one lookup per column; integer columns without
 //! nulls look their values up in a table indexed by value while the values span little.
-//! It is an ordinary aggregate: partial states per
-//! partition, merged by the engine, so the plan runs unchanged on a cluster with the
-//! function registered.
+//! It is an ordinary aggregate: partial states per partition, merged by the engine, so
+//! the plan runs unchanged on a cluster with the function registered.
 //!
 //! Weight sums are exact (see [`crate::weights`]): the sum of the weights as
 //! `DECIMAL(38, 10)`, so they do not depend on the order rows arrive in. The result
