@@ -140,6 +140,17 @@ impl Tally {
         self.negative += i64::from(v < 0.0);
     }
 
+    /// Adds a chunk's `rows` rows, whose exact weights sum to `sum` (or which have no
+    /// weights: `weighted` false), from [`chunk_sums`].
+    fn add_chunk(&mut self, sum: i64, rows: i64, weighted: bool) {
+        self.rows += rows;
+        if !weighted {
+            self.weightless += rows;
+        } else if sum != 0 {
+            self.add_weight(i128::from(sum), exact_weight_value(i128::from(sum)));
+        }
+    }
+
     fn weight_count(&self) -> i64 {
         self.rows - self.weightless
     }
@@ -149,37 +160,26 @@ impl Tally {
     }
 }
 
-/// Rows per chunk of [`add_weights`]: each row adds under 10¹⁵, so a chunk's sum
-/// per tuple fits an `i64`.
+/// Rows per chunk of [`chunk_sums`]: each row adds under 10¹⁵, so a chunk's sum per
+/// index fits an `i64`.
 const SMALL_CHUNK: usize = 8192;
 
-/// Adds rows with non-null weights, each tuple's exact sum and rows per chunk of rows
-/// in an `i64` pair (`sums`, reused; one loop with the weights' conversion), moved into
-/// its tally once per chunk; a chunk with a weight of 10⁵ or more, or below zero, is
-/// added again the per-row way.
-fn add_weights(tallies: &mut [Tally], rows: &[u32], weights: &[f64], sums: &mut Vec<(i64, i64)>) {
-    for (rows, weights) in rows.chunks(SMALL_CHUNK).zip(weights.chunks(SMALL_CHUNK)) {
-        // per tuple: (exact weight sum, rows) of the chunk, next to each other
-        sums.clear();
-        sums.resize(tallies.len(), (0, 0));
-        let (chunk, rows) = (&mut sums[..], &rows[..weights.len()]);
-        let seen = exact_weights_small(weights, |i, e| {
-            let (sum, n) = &mut chunk[rows[i] as usize];
-            *sum = sum.wrapping_add(e);
-            *n += 1;
-        });
-        if !seen.small || seen.negative {
-            for (&t, &v) in rows.iter().zip(weights) {
-                tallies[t as usize].add_weighted_row(v);
-            }
-            continue;
-        }
-        for (tally, &(sum, n)) in tallies.iter_mut().zip(sums.iter()).filter(|(_, (_, n))| *n != 0) {
-            tally.rows += n;
-            if sum != 0 {
-                tally.add_weight(i128::from(sum), exact_weight_value(i128::from(sum)));
+/// Per index (a tuple id, or a radix number): the exact weight sum (from `exact`, or 0
+/// with no weights) and the number of the rows whose index is `index[i]`, into `sums`
+/// (cleared, `len` long). For at most [`SMALL_CHUNK`] rows whose weights are small (see
+/// [`exact_weights_small`]) and none negative. Indexes are below `len` by construction.
+fn chunk_sums(index: &[u32], exact: Option<&[i64]>, len: usize, sums: &mut Vec<(i64, i64)>) {
+    sums.clear();
+    sums.resize(len, (0, 0));
+    match exact {
+        Some(exact) => {
+            for (&k, &e) in index.iter().zip(exact) {
+                let (sum, n) = &mut sums[k as usize];
+                *sum += e;
+                *n += 1;
             }
         }
+        None => index.iter().for_each(|&k| sums[k as usize].1 += 1),
     }
 }
 
@@ -273,6 +273,29 @@ impl TupleCoder {
     /// [`RadixTable`]'s way, when every key column allows it; `false` (and nothing
     /// written) when one does not.
     fn code_by_radix(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<bool> {
+        if !self.radix_numbers(keys)? {
+            return Ok(false);
+        }
+        let numbers = std::mem::take(&mut self.radix.numbers);
+        let n = numbers.len();
+        out.clear();
+        out.resize(n, 0);
+        let mut row = 0;
+        while row < n {
+            row += known_ids(&self.radix.ids, &numbers[row..], &mut out[row..]);
+            if row < n {
+                out[row] = self.radix_new_row(keys, row, numbers[row])?;
+                row += 1;
+            }
+        }
+        self.radix.numbers = numbers;
+        Ok(true)
+    }
+
+    /// Each row's number in the radix table, into `self.radix.numbers` (the table reset
+    /// when the batch's digits mean something else); `false` (and nothing changed) when
+    /// a key column does not allow the table.
+    fn radix_numbers(&mut self, keys: &[ArrayRef]) -> Result<bool> {
         let n = keys.first().map_or(0, |k| k.len());
         if n == 0 {
             return Ok(false);
@@ -329,25 +352,20 @@ impl TupleCoder {
                 }
             }
         }
-        out.clear();
-        out.resize(n, 0);
-        let mut row = 0;
-        while row < n {
-            row += known_ids(&self.radix.ids, &numbers[row..], &mut out[row..]);
-            if row < n {
-                // first row of its number: the general way, for this row alone
-                let one: Vec<ArrayRef> = keys.iter().map(|a| a.slice(row, 1)).collect();
-                let mut id = Vec::with_capacity(1);
-                self.code_by_columns(&one, &mut id)?;
-                if let Some(slot) = self.radix.ids.get_mut(numbers[row] as usize) {
-                    *slot = id[0] + 1;
-                }
-                out[row] = id[0];
-                row += 1;
-            }
-        }
         self.radix.numbers = numbers;
         Ok(true)
+    }
+
+    /// The tuple id of row `row`, whose `number` the radix table has not met: the
+    /// general way, for this row alone, then entered in the table.
+    fn radix_new_row(&mut self, keys: &[ArrayRef], row: usize, number: u32) -> Result<u32> {
+        let one: Vec<ArrayRef> = keys.iter().map(|a| a.slice(row, 1)).collect();
+        let mut id = Vec::with_capacity(1);
+        self.code_by_columns(&one, &mut id)?;
+        if let Some(slot) = self.radix.ids.get_mut(number as usize) {
+            *slot = id[0] + 1;
+        }
+        Ok(id[0])
     }
 
     /// Codes each column, then the tuples of codes.
@@ -424,25 +442,78 @@ fn add_integer_digits(a: &ArrayRef, base: i64, stride: u32, numbers: &mut [u32])
     Ok(())
 }
 
+/// Radix tables up to this many entries also index the weight sums of a chunk of rows
+/// (64 KiB of sums), so rows need no tuple ids.
+const NUMBERED_LIMIT: usize = 1 << 12;
+
 #[derive(Debug)]
 struct CellsAccumulator {
     coder: TupleCoder,
     tallies: Vec<Tally>,
     /// Reused per batch: each row's tuple.
     rows: Vec<u32>,
-    /// Reused per chunk of a batch: each tuple's exact weight sum and rows.
+    /// Reused per batch: each row's exact weight.
+    exact: Vec<i64>,
+    /// Reused per chunk of a batch: each tuple's (or radix number's) exact weight sum
+    /// and rows.
     sums: Vec<(i64, i64)>,
 }
 
 impl CellsAccumulator {
     fn new(key_types: &[DataType]) -> Self {
-        Self { coder: TupleCoder::new(key_types), tallies: Vec::new(), rows: Vec::new(), sums: Vec::new() }
+        Self { coder: TupleCoder::new(key_types), tallies: Vec::new(), rows: Vec::new(), exact: Vec::new(), sums: Vec::new() }
     }
 
     /// Codes every row of `keys` into `self.rows` (tuple ids, growing `tallies`).
     fn code_rows(&mut self, keys: &[ArrayRef]) -> Result<()> {
         self.coder.code(keys, &mut self.rows)?;
         self.tallies.resize(self.coder.len(), Tally::default());
+        Ok(())
+    }
+
+    /// Adds a batch whose weights are small and not negative (`exact`), or absent, in
+    /// chunks of [`SMALL_CHUNK`] rows: summed per radix number when the radix table takes
+    /// the keys and is small, then per tuple; otherwise per tuple id.
+    fn add_chunked(&mut self, keys: &[ArrayRef], exact: Option<&[i64]>) -> Result<()> {
+        if self.coder.radix_numbers(keys)? && self.coder.radix.ids.len() <= NUMBERED_LIMIT {
+            return self.add_by_numbers(keys, exact);
+        }
+        self.code_rows(keys)?;
+        let rows = &self.rows;
+        for start in (0..rows.len()).step_by(SMALL_CHUNK) {
+            let end = (start + SMALL_CHUNK).min(rows.len());
+            chunk_sums(&rows[start..end], exact.map(|e| &e[start..end]), self.tallies.len(), &mut self.sums);
+            for (tally, &(sum, n)) in self.tallies.iter_mut().zip(&self.sums).filter(|(_, (_, n))| *n != 0) {
+                tally.add_chunk(sum, n, exact.is_some());
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::add_chunked`] over the radix numbers of the batch (just computed): a
+    /// row costs its number and one add, and only a chunk's distinct numbers are
+    /// looked up. Numbers first met in a chunk get their tuple ids in row order first,
+    /// so tuples keep their first-seen order.
+    fn add_by_numbers(&mut self, keys: &[ArrayRef], exact: Option<&[i64]>) -> Result<()> {
+        let numbers = std::mem::take(&mut self.coder.radix.numbers);
+        let entries = self.coder.radix.ids.len();
+        for start in (0..numbers.len()).step_by(SMALL_CHUNK) {
+            let end = (start + SMALL_CHUNK).min(numbers.len());
+            chunk_sums(&numbers[start..end], exact.map(|e| &e[start..end]), entries, &mut self.sums);
+            let ids = &self.coder.radix.ids;
+            if self.sums.iter().zip(ids).any(|(&(_, n), &id)| n != 0 && id == 0) {
+                for (row, &number) in numbers.iter().enumerate().take(end).skip(start) {
+                    if self.coder.radix.ids[number as usize] == 0 {
+                        self.coder.radix_new_row(keys, row, number)?;
+                    }
+                }
+                self.tallies.resize(self.coder.len(), Tally::default());
+            }
+            for (&(sum, n), &id) in self.sums.iter().zip(&self.coder.radix.ids).filter(|((_, n), _)| *n != 0) {
+                self.tallies[id as usize - 1].add_chunk(sum, n, exact.is_some());
+            }
+        }
+        self.coder.radix.numbers = numbers;
         Ok(())
     }
 
@@ -470,31 +541,31 @@ impl CellsAccumulator {
 impl Accumulator for CellsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let Some((weight, keys)) = values.split_first() else { return exec_err!("{STRATA_CELLS} takes a weight and key columns") };
+        if weight.data_type() == &DataType::Null {
+            return self.add_chunked(keys, None);
+        }
+        let w = datafusion::arrow::compute::cast(weight, &DataType::Float64)?;
+        let w = w.as_primitive::<Float64Type>();
+        if w.null_count() == 0 {
+            let mut exact = std::mem::take(&mut self.exact);
+            exact.clear();
+            exact.resize(w.len(), 0);
+            let seen = exact_weights_small(w.values(), &mut exact);
+            let added = if seen.small && !seen.negative { self.add_chunked(keys, Some(&exact)).map(|()| true) } else { Ok(false) };
+            self.exact = exact;
+            if added? {
+                return Ok(());
+            }
+        }
+        // null, negative or large weights: row by row
         self.code_rows(keys)?;
-        let tallies = &mut self.tallies;
-        match weight.data_type() {
-            DataType::Null => self.rows.iter().for_each(|&t| {
-                let tally = &mut tallies[t as usize];
+        for (i, (&t, &v)) in self.rows.iter().zip(w.values().iter()).enumerate() {
+            let tally = &mut self.tallies[t as usize];
+            if w.is_null(i) {
                 tally.rows += 1;
                 tally.weightless += 1;
-            }),
-            _ => {
-                let w = datafusion::arrow::compute::cast(weight, &DataType::Float64)?;
-                let w = w.as_primitive::<Float64Type>();
-                match w.nulls().filter(|n| n.null_count() > 0) {
-                    None => add_weights(tallies, &self.rows, w.values(), &mut self.sums),
-                    Some(nulls) => {
-                        for (i, (&t, &v)) in self.rows.iter().zip(w.values().iter()).enumerate() {
-                            let tally = &mut tallies[t as usize];
-                            if nulls.is_null(i) {
-                                tally.rows += 1;
-                                tally.weightless += 1;
-                            } else {
-                                tally.add_weighted_row(v);
-                            }
-                        }
-                    }
-                }
+            } else {
+                tally.add_weighted_row(v);
             }
         }
         Ok(())
@@ -531,7 +602,12 @@ impl Accumulator for CellsAccumulator {
     }
 
     fn size(&self) -> usize {
-        size_of_val(self) + self.coder.size() + self.tallies.capacity() * size_of::<Tally>() + self.rows.capacity() * 4
+        size_of_val(self)
+            + self.coder.size()
+            + self.tallies.capacity() * size_of::<Tally>()
+            + self.rows.capacity() * 4
+            + self.exact.capacity() * 8
+            + self.sums.capacity() * 16
     }
 }
 
@@ -1419,6 +1495,80 @@ mod tests {
         let mut coder = TupleCoder::new(&[DataType::Int64]);
         assert!(!coder.code_by_radix(&[ints(vec![0, 1 << 20])], &mut Vec::new()).unwrap());
         assert!(coder.code_by_radix(&[ints(vec![-5, 3, -5])], &mut Vec::new()).unwrap());
+    }
+
+    /// The accumulator's chunked sums (per radix number, per tuple id) and its row by
+    /// row path give what a row-by-row reference gives, tuples in first-seen order: in
+    /// batches of several chunks whose later chunks bring new tuples, across a label
+    /// span that grows, a radix table past the numbered limit, and a negative weight;
+    /// with weights and without.
+    #[test]
+    fn chunked_sums_equal_row_by_row() {
+        let values: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c", "d"]));
+        let values_again: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c", "d"]));
+        let weight_of = |i: usize| ((i * 13) % 97) as f64 * 0.37 + 0.001;
+        // (dictionary, each row's key, label, weight)
+        type Rows = Vec<(i32, i16, f64)>;
+        let batches: Vec<(ArrayRef, Rows)> = vec![
+            // "d" first met in the second chunk, label 2 in the third
+            (
+                values.clone(),
+                (0..20_000)
+                    .map(|i| ((i % if i < 9_000 { 3 } else { 4 }) as i32, (i * 7 % if i < 17_000 { 2 } else { 3 }) as i16, weight_of(i)))
+                    .collect(),
+            ),
+            // equal values in another array; the label span grows downward
+            (values_again, (0..9_000).map(|i| ((i % 4) as i32, (i % 4) as i16 - 1, weight_of(i))).collect()),
+            // a span of 5,000 labels: a table past the numbered limit
+            (values.clone(), (0..10_000).map(|i| ((i / 5_000) as i32, (i % 5_000) as i16, weight_of(i))).collect()),
+            // a negative weight: row by row
+            (values.clone(), (0..3_000).map(|i| ((i % 4) as i32, (i % 2) as i16, if i == 1_500 { -2.0 } else { weight_of(i) })).collect()),
+        ];
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        for weighted in [true, false] {
+            let mut acc = CellsAccumulator::new(&[dictionary.clone(), DataType::Int16]);
+            // the reference: tuples in first-seen order, their rows and exact weight sums
+            let mut want: Vec<((String, i16), i64, i128)> = Vec::new();
+            let mut index = std::collections::HashMap::new();
+            for (dict, rows) in &batches {
+                for &(k, label, w) in rows {
+                    let key = (dict.as_string::<i32>().value(k as usize).to_string(), label);
+                    let t = *index.entry(key.clone()).or_insert_with(|| {
+                        want.push((key, 0, 0));
+                        want.len() - 1
+                    });
+                    want[t].1 += 1;
+                    want[t].2 += if weighted { exact_weight(w).unwrap() } else { 0 };
+                }
+                let keys = Int32Array::from_iter_values(rows.iter().map(|r| r.0));
+                let weight: ArrayRef = if weighted {
+                    Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2)))
+                } else {
+                    Arc::new(datafusion::arrow::array::NullArray::new(rows.len()))
+                };
+                acc.update_batch(&[
+                    weight,
+                    Arc::new(DictionaryArray::<Int32Type>::try_new(keys, dict.clone()).unwrap()),
+                    Arc::new(datafusion::arrow::array::Int16Array::from_iter_values(rows.iter().map(|r| r.1))),
+                ])
+                .unwrap();
+            }
+            let cells = crate::struct_list::rows_of(&acc.evaluate().unwrap().to_array().unwrap(), STRATA_CELLS).unwrap().remove(0);
+            let (rows, exact) = (cells.column(2).as_primitive::<Int64Type>(), cells.column(6).as_primitive::<Decimal128Type>());
+            let got: Vec<((String, i16), i64, i128)> = (0..cells.len())
+                .map(|r| {
+                    let key = (
+                        cells.column(0).as_string::<i32>().value(r).to_string(),
+                        cells.column(1).as_primitive::<datafusion::arrow::datatypes::Int16Type>().value(r),
+                    );
+                    (key, rows.value(r), exact.value(r))
+                })
+                .collect();
+            assert!(got.len() > 10_000, "the data must have many tuples");
+            assert_eq!(got, want, "weighted: {weighted}");
+            let weight_count = cells.column(5).as_primitive::<Int64Type>();
+            assert!((0..cells.len()).all(|r| weight_count.value(r) == if weighted { rows.value(r) } else { 0 }));
+        }
     }
 
     #[test]

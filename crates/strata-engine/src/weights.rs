@@ -64,19 +64,18 @@ pub(crate) struct SmallWeights {
     pub negative: bool,
 }
 
-/// Calls `each(row, exact weight)` for every weight ([`exact_weight`], garbage for
-/// weights that are not small: add it wrapping) and says whether all were small and
-/// whether any was negative. One branch-free loop, for batches of weights without
-/// nulls; inlined, so the caller's work on each weight joins the loop.
-#[inline(always)]
-pub(crate) fn exact_weights_small(weights: &[f64], mut each: impl FnMut(usize, i64)) -> SmallWeights {
+/// Writes every weight's [`exact_weight`] to `out` (garbage for weights that are not
+/// small: add it wrapping) and says whether all were small and whether any was
+/// negative. A loop with nothing else in it, so the compiler vectorises it; for batches
+/// of weights without nulls.
+pub(crate) fn exact_weights_small(weights: &[f64], out: &mut [i64]) -> SmallWeights {
     // local flags, so the loop keeps them in registers
     let (mut small, mut negative) = (true, false);
-    for (row, &v) in weights.iter().enumerate() {
+    for (o, &v) in out.iter_mut().zip(weights) {
         let scaled = v * 1e10;
         small &= scaled.abs() < SMALL;
         negative |= v < 0.0;
-        each(row, round_small(scaled));
+        *o = round_small(scaled);
     }
     SmallWeights { small, negative }
 }
@@ -159,14 +158,14 @@ mod tests {
         }
         // the batch loop gives the same values and says whether all were small
         let mut out = vec![0; values.len()];
-        assert_eq!(exact_weights_small(&values, |i, e| out[i] = e), SmallWeights { small: false, negative: true });
+        assert_eq!(exact_weights_small(&values, &mut out), SmallWeights { small: false, negative: true });
         for (v, e) in values.iter().zip(&out).filter(|(v, _)| v.abs() < 1e5) {
             assert_eq!(exact_weight(*v), Some(i128::from(*e)), "{v:e}");
         }
         let small: Vec<f64> = values.iter().copied().filter(|v| v.abs() < 1e5).collect();
-        assert_eq!(exact_weights_small(&small, |_, _| ()), SmallWeights { small: true, negative: true });
+        assert_eq!(exact_weights_small(&small, &mut out), SmallWeights { small: true, negative: true });
         let positive: Vec<f64> = small.iter().map(|v| v.abs()).collect();
-        assert_eq!(exact_weights_small(&positive, |_, _| ()), SmallWeights { small: true, negative: false });
+        assert_eq!(exact_weights_small(&positive, &mut out), SmallWeights { small: true, negative: false });
     }
 
     /// Ties and their neighbours round half away from zero, up to the fast path's limit.
