@@ -13,9 +13,10 @@
 //! value (a short string is its Arrow view: length and bytes in 128 bits), so a row
 //! costs a few lookups in tables that stay in the L1 cache. When every key column is a
 //! dictionary without null keys (the profile reads its keys so, see `coded.rs`) or an
-//! integer column without nulls over a small span, a row's keys are the digits of one
-//! number that indexes a table of tuple ids (`RadixTable`): one multiply-add per
-//! column and one lookup per row. Otherwise dictionary columns code their few values
+//! integer column without nulls over a small span, a row's keys are bit fields of one
+//! number that indexes a table of tuple ids (`RadixTable`): one shift and `or` per
+//! column, then one lookup per row, or, while the table is small, the row's weight is
+//! added to its number's sum and only a chunk's distinct numbers are looked up. Otherwise dictionary columns code their few values
 //! once per batch, and a row is then one lookup per column; integer columns without
 //! nulls look their values up in a table indexed by value while the values span little.
 //! It is an ordinary aggregate: partial states per partition, merged by the engine, so
@@ -194,14 +195,14 @@ pub(crate) struct TupleCoder {
     radix: RadixTable,
 }
 
-/// Key columns read as the digits of one mixed-radix number per row: an `Int32`
-/// dictionary without null keys gives its key (radix: the dictionary's length), an
-/// integer column without nulls its value minus a base (radix: the span of its values).
-/// While the radices' product is small, the number indexes a table of tuple ids, kept
-/// across batches of the same dictionaries and spans. A row then costs one
-/// multiply-add per column (a loop the compiler vectorises) and one lookup, instead of
-/// a lookup per column, a packing and a lookup; entries are filled as rows meet them,
-/// through the general path, so tuples keep their first-seen order.
+/// Key columns read as the digits of one number per row, each in its own bits: an
+/// `Int32` dictionary without null keys gives its key (radix: the dictionary's length),
+/// an integer column without nulls its value minus a base (radix: the span of its
+/// values). While the bits are few, the number indexes a table of tuple ids, kept across
+/// batches of the same dictionaries and spans. A row then costs one shift and `or` per
+/// column (a loop the compiler vectorises) and one lookup, instead of a lookup per
+/// column, a packing and a lookup; entries are filled as rows meet them, through the
+/// general path, so tuples keep their first-seen order.
 #[derive(Debug, Default)]
 struct RadixTable {
     /// Per key column, what the table's digits mean.
@@ -221,11 +222,15 @@ enum Digits {
 }
 
 impl Digits {
-    fn radix(&self) -> u64 {
-        match self {
+    /// The bits its digit takes in a number: enough for the radix (a power of two
+    /// per column, so a number is built by shifts, which vectorise on every x86-64,
+    /// where multiplies of 32-bit lanes do not).
+    fn bits(&self) -> u32 {
+        let radix = match self {
             Digits::Keys(values) => values.len() as u64,
             Digits::Ints { radix, .. } => u64::from(*radix),
-        }
+        };
+        64 - radix.saturating_sub(1).leading_zeros()
     }
 
     /// Whether numbers built with `self` mean what they meant with `other`: the same
@@ -240,8 +245,9 @@ impl Digits {
     }
 }
 
-/// Entries past which a radix table is not used (256 KiB of ids).
-const RADIX_LIMIT: u64 = 1 << 16;
+/// Bits of a radix table's numbers past which it is not used (2¹⁶ entries, 256 KiB of
+/// ids).
+const RADIX_BITS: u32 = 16;
 
 impl TupleCoder {
     /// A coder for key columns of these types.
@@ -301,7 +307,7 @@ impl TupleCoder {
             return Ok(false);
         }
         let mut shape = Vec::with_capacity(keys.len());
-        let mut entries: u64 = 1;
+        let mut bits = 0;
         for (j, a) in keys.iter().enumerate() {
             let digits = if let Some(d) = a.as_dictionary_opt::<Int32Type>().filter(|d| d.keys().null_count() == 0) {
                 Digits::Keys(d.values().clone())
@@ -314,15 +320,15 @@ impl TupleCoder {
                         Digits::Ints { base, radix }
                     }
                     _ => match u32::try_from(i128::from(high) - i128::from(low) + 1) {
-                        Ok(radix) if u64::from(radix) <= RADIX_LIMIT => Digits::Ints { base: low, radix },
+                        Ok(radix) if radix <= 1 << RADIX_BITS => Digits::Ints { base: low, radix },
                         _ => return Ok(false),
                     },
                 }
             } else {
                 return Ok(false);
             };
-            entries = entries.saturating_mul(digits.radix().max(1));
-            if entries > RADIX_LIMIT {
+            bits += digits.bits();
+            if bits > RADIX_BITS {
                 return Ok(false);
             }
             shape.push(digits);
@@ -331,26 +337,23 @@ impl TupleCoder {
         if radix.shape.len() != shape.len() || !radix.shape.iter().zip(&shape).all(|(a, b)| a.same(b)) {
             radix.shape = shape;
             radix.ids.clear();
-            radix.ids.resize(entries as usize, 0);
+            radix.ids.resize(1 << bits, 0);
         }
         let mut numbers = std::mem::take(&mut radix.numbers);
         numbers.clear();
         numbers.resize(n, 0);
-        let mut stride = 1u32;
+        let mut shift = 0;
         for (a, digits) in keys.iter().zip(&radix.shape) {
             match digits {
-                Digits::Keys(values) => {
+                Digits::Keys(_) => {
                     let keys = a.as_dictionary::<Int32Type>().keys().values();
                     for (m, &k) in numbers.iter_mut().zip(keys.iter()) {
-                        *m = m.wrapping_add((k as u32).wrapping_mul(stride));
+                        *m |= (k as u32) << shift;
                     }
-                    stride = stride.wrapping_mul(values.len() as u32);
                 }
-                Digits::Ints { base, radix } => {
-                    add_integer_digits(a, *base, stride, &mut numbers)?;
-                    stride = stride.wrapping_mul(*radix);
-                }
+                Digits::Ints { base, .. } => add_integer_digits(a, *base, shift, &mut numbers)?,
             }
+            shift += digits.bits();
         }
         self.radix.numbers = numbers;
         Ok(true)
@@ -428,13 +431,14 @@ fn integer_range(a: &ArrayRef) -> Result<Option<(i64, i64)>> {
     ))
 }
 
-/// Adds each row's `(value - base) · stride` to its number (values inside the span).
-fn add_integer_digits(a: &ArrayRef, base: i64, stride: u32, numbers: &mut [u32]) -> Result<()> {
+/// Sets each row's `value - base` into its number at bit `shift` (values inside the
+/// span).
+fn add_integer_digits(a: &ArrayRef, base: i64, shift: u32, numbers: &mut [u32]) -> Result<()> {
     downcast_integer_array!(
         a => {
             for (m, v) in numbers.iter_mut().zip(a.values().iter()) {
                 let digit = v.to_i64().unwrap_or(base).wrapping_sub(base) as u32;
-                *m = m.wrapping_add(digit.wrapping_mul(stride));
+                *m |= digit << shift;
             }
         },
         t => return exec_err!("{STRATA_CELLS}: unexpected {t}")
