@@ -37,7 +37,7 @@ use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs};
 use foldhash::{HashMap, HashMapExt};
 
-use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_weight, exact_weight_type, exact_weight_value, exact_weights_small};
+use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_small_weights, exact_weight, exact_weight_type, exact_weight_value};
 
 pub const STRATA_CELLS: &str = "strata_cells";
 
@@ -167,8 +167,8 @@ const SMALL_CHUNK: usize = 8192;
 
 /// Per index (a tuple id, or a radix number): the exact weight sum (from `exact`, or 0
 /// with no weights) and the number of the rows whose index is `index[i]`, into `sums`
-/// (cleared, `len` long). For at most [`SMALL_CHUNK`] rows whose weights are small (see
-/// [`exact_weights_small`]) and none negative. Indexes are below `len` by construction.
+/// (cleared, `len` long). For at most [`SMALL_CHUNK`] rows whose weights
+/// [`exact_small_weights`] took. Indexes are below `len` by construction.
 fn chunk_sums(index: &[u32], exact: Option<&[i64]>, len: usize, sums: &mut Vec<(i64, i64)>) {
     sums.clear();
     sums.resize(len, (0, 0));
@@ -554,8 +554,8 @@ impl Accumulator for CellsAccumulator {
             let mut exact = std::mem::take(&mut self.exact);
             exact.clear();
             exact.resize(w.len(), 0);
-            let seen = exact_weights_small(w.values(), &mut exact);
-            let added = if seen.small && !seen.negative { self.add_chunked(keys, Some(&exact)).map(|()| true) } else { Ok(false) };
+            let added =
+                if exact_small_weights(w.values(), &mut exact) { self.add_chunked(keys, Some(&exact)).map(|()| true) } else { Ok(false) };
             self.exact = exact;
             if added? {
                 return Ok(());

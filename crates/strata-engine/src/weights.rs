@@ -54,30 +54,19 @@ pub(crate) fn exact_weight(v: f64) -> Option<i128> {
     exact_weight_slow(scaled)
 }
 
-/// What [`exact_weights_small`] found in a batch of weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SmallWeights {
-    /// Every weight is under 10⁵ in magnitude (so under 10¹⁵ units, and 9,000 of them
-    /// sum in an `i64`).
-    pub small: bool,
-    /// Some weight is below zero.
-    pub negative: bool,
-}
-
-/// Writes every weight's [`exact_weight`] to `out` (garbage for weights that are not
-/// small: add it wrapping) and says whether all were small and whether any was
-/// negative. A loop with nothing else in it, so the compiler vectorises it; for batches
-/// of weights without nulls.
-pub(crate) fn exact_weights_small(weights: &[f64], out: &mut [i64]) -> SmallWeights {
-    // local flags, so the loop keeps them in registers
-    let (mut small, mut negative) = (true, false);
+/// Writes every weight's [`exact_weight`] to `out` and says whether every weight was
+/// small and not negative: at least zero and under 10⁵ (so under 10¹⁵ units, and 9,000
+/// of them sum in an `i64`). Where one is not, `out` holds garbage. A loop with nothing
+/// else in it, so the compiler vectorises it; for batches of weights without nulls.
+pub(crate) fn exact_small_weights(weights: &[f64], out: &mut [i64]) -> bool {
+    // a local flag, so the loop keeps it in a register
+    let mut fits = true;
     for (o, &v) in out.iter_mut().zip(weights) {
         let scaled = v * 1e10;
-        small &= scaled.abs() < SMALL;
-        negative |= v < 0.0;
-        *o = round_small(scaled);
+        fits &= (v >= 0.0) & (scaled < SMALL);
+        *o = round_small_non_negative(scaled);
     }
-    SmallWeights { small, negative }
+    fits
 }
 
 /// Scaled weights below this (10⁵ as a weight) take the fast rounding.
@@ -94,6 +83,15 @@ fn round_small(x: f64) -> i64 {
     let even = y.to_bits() as i64 - MAGIC.to_bits() as i64;
     let rest = x - (y - MAGIC);
     even + i64::from(rest == 0.5 && x > 0.0) - i64::from(rest == -0.5 && x < 0.0)
+}
+
+/// [`round_small`] for x ≥ 0 (a tie rounded to even went down by a half or up by one).
+#[inline(always)]
+fn round_small_non_negative(x: f64) -> i64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    let y = x + MAGIC;
+    let even = y.to_bits() as i64 - MAGIC.to_bits() as i64;
+    even + i64::from(x - (y - MAGIC) == 0.5)
 }
 
 #[cold]
@@ -156,16 +154,20 @@ mod tests {
             let want = cast.is_valid(i).then(|| cast.value(i));
             assert_eq!(exact_weight(*v), want, "{v:e}");
         }
-        // the batch loop gives the same values and says whether all were small
+        // the batch loop gives the same values for small weights not below zero, and
+        // says whether all were
         let mut out = vec![0; values.len()];
-        assert_eq!(exact_weights_small(&values, &mut out), SmallWeights { small: false, negative: true });
-        for (v, e) in values.iter().zip(&out).filter(|(v, _)| v.abs() < 1e5) {
+        assert!(!exact_small_weights(&values, &mut out));
+        for (v, e) in values.iter().zip(&out).filter(|(v, _)| (0.0..1e5).contains(*v)) {
             assert_eq!(exact_weight(*v), Some(i128::from(*e)), "{v:e}");
         }
         let small: Vec<f64> = values.iter().copied().filter(|v| v.abs() < 1e5).collect();
-        assert_eq!(exact_weights_small(&small, &mut out), SmallWeights { small: true, negative: true });
+        assert!(!exact_small_weights(&small, &mut out), "negative weights");
         let positive: Vec<f64> = small.iter().map(|v| v.abs()).collect();
-        assert_eq!(exact_weights_small(&positive, &mut out), SmallWeights { small: true, negative: false });
+        assert!(exact_small_weights(&positive, &mut out));
+        for too_big in [1e5, f64::NAN, f64::INFINITY] {
+            assert!(!exact_small_weights(&[1.0, too_big], &mut out), "{too_big}");
+        }
     }
 
     /// Ties and their neighbours round half away from zero, up to the fast path's limit.
@@ -180,6 +182,9 @@ mod tests {
         xs.extend((0..100_000).map(|i| (i as f64 * 0.618_034).sin() * 10f64.powi(i % 16)));
         for x in xs {
             assert_eq!(round_small(x), x.round() as i64, "{x:e}");
+            if x >= 0.0 {
+                assert_eq!(round_small_non_negative(x), x.round() as i64, "{x:e}");
+            }
         }
     }
 }
