@@ -4,6 +4,12 @@ use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
 use futures::StreamExt;
 
+/// The allocator strata's CLI uses, so its binaries and these (the scan floor above
+/// all) are compared like for like; the floor also scans faster on it than on the
+/// system allocator (BENCHMARKS.md, eleventh session).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runs `df`, draining every partition concurrently (as an aggregate would), and
 /// returns the number of rows it produced.
 pub async fn drain(df: DataFrame) -> Result<usize> {
