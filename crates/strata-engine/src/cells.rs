@@ -267,13 +267,18 @@ impl TupleCoder {
 
     /// Writes the tuple id of every row of `keys` to `out`.
     pub(crate) fn code(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<()> {
-        if keys.len() != self.columns.len() {
-            return exec_err!("expected {} key columns, got {}", self.columns.len(), keys.len());
-        }
+        self.check_width(keys)?;
         if self.code_by_radix(keys, out)? {
             return Ok(());
         }
         self.code_by_columns(keys, out)
+    }
+
+    fn check_width(&self, keys: &[ArrayRef]) -> Result<()> {
+        if keys.len() != self.columns.len() {
+            return exec_err!("expected {} key columns, got {}", self.columns.len(), keys.len());
+        }
+        Ok(())
     }
 
     /// [`RadixTable`]'s way, when every key column allows it; `false` (and nothing
@@ -282,6 +287,12 @@ impl TupleCoder {
         if !self.radix_numbers(keys)? {
             return Ok(false);
         }
+        self.radix_ids(keys, out)?;
+        Ok(true)
+    }
+
+    /// The tuple id of every row, from the numbers [`Self::radix_numbers`] just computed.
+    fn radix_ids(&mut self, keys: &[ArrayRef], out: &mut Vec<u32>) -> Result<()> {
         let numbers = std::mem::take(&mut self.radix.numbers);
         let n = numbers.len();
         out.clear();
@@ -295,7 +306,7 @@ impl TupleCoder {
             }
         }
         self.radix.numbers = numbers;
-        Ok(true)
+        Ok(())
     }
 
     /// Each row's number in the radix table, into `self.radix.numbers` (the table reset
@@ -479,10 +490,16 @@ impl CellsAccumulator {
     /// chunks of [`SMALL_CHUNK`] rows: summed per radix number when the radix table takes
     /// the keys and is small, then per tuple; otherwise per tuple id.
     fn add_chunked(&mut self, keys: &[ArrayRef], exact: Option<&[i64]>) -> Result<()> {
-        if self.coder.radix_numbers(keys)? && self.coder.radix.ids.len() <= NUMBERED_LIMIT {
-            return self.add_by_numbers(keys, exact);
+        self.coder.check_width(keys)?;
+        if self.coder.radix_numbers(keys)? {
+            if self.coder.radix.ids.len() <= NUMBERED_LIMIT {
+                return self.add_by_numbers(keys, exact);
+            }
+            self.coder.radix_ids(keys, &mut self.rows)?;
+        } else {
+            self.coder.code_by_columns(keys, &mut self.rows)?;
         }
-        self.code_rows(keys)?;
+        self.tallies.resize(self.coder.len(), Tally::default());
         let rows = &self.rows;
         for start in (0..rows.len()).step_by(SMALL_CHUNK) {
             let end = (start + SMALL_CHUNK).min(rows.len());
