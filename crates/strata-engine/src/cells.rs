@@ -16,9 +16,10 @@
 //! integer column without nulls over a small span, a row's keys are bit fields of one
 //! number that indexes a table of tuple ids (`RadixTable`): one shift and `or` per
 //! column, then one lookup per row, or, while the table is small, the row's weight is
-//! added to its number's sum and only a chunk's distinct numbers are looked up. Otherwise dictionary columns code their few values
-//! once per batch, and a row is then one lookup per column; integer columns without
-//! nulls look their values up in a table indexed by value while the values span little.
+//! added to its number's sum and only a chunk's distinct numbers are looked up.
+//! Otherwise dictionary columns code their few values once per batch, and a row is then
+//! one lookup per column; integer columns without nulls look their values up in a table
+//! indexed by value while the values span little.
 //! It is an ordinary aggregate: partial states per partition, merged by the engine, so
 //! the plan runs unchanged on a cluster with the function registered.
 //!
