@@ -167,8 +167,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         None => source_cols.clone(),
     };
     let attr_cols: Vec<Expr> = attrs.iter().map(ident).collect();
-    let mut cell_cols = attr_cols.clone();
-    cell_cols.push(ident(label_col));
+    let cell_columns = pipeline.cell_columns();
+    let cell_cols: Vec<Expr> = cell_columns.iter().map(ident).collect();
     let weight = match &pipeline.source.weight_column {
         Some(w) => cast(ident(w), DataType::Float64),
         None => lit(1.0f64),
@@ -198,7 +198,7 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     // (strata_engine's `coded` module): `strata_cells` then codes a row by key lookups;
     // the cells' values come out as plain strings, which hash like the views later
     // passes read
-    engine.register_coded(source, CODED_SOURCE_TABLE, &pipeline.cell_columns()).await?;
+    engine.register_coded(source, CODED_SOURCE_TABLE, &cell_columns).await?;
     let pass0 = ctx
         .table(CODED_SOURCE_TABLE)
         .await

@@ -570,8 +570,6 @@ impl Accumulator for CellsAccumulator {
         let w = w.as_primitive::<Float64Type>();
         if w.null_count() == 0 {
             let mut exact = std::mem::take(&mut self.exact);
-            exact.clear();
-            exact.resize(w.len(), 0);
             let added =
                 if exact_small_weights(w.values(), &mut exact) { self.add_chunked(keys, Some(&exact)).map(|()| true) } else { Ok(false) };
             self.exact = exact;

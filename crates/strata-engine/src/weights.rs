@@ -54,12 +54,14 @@ pub(crate) fn exact_weight(v: f64) -> Option<i128> {
     exact_weight_slow(scaled)
 }
 
-/// Writes every weight's [`exact_weight`] to `out` and says whether every weight was
+/// Writes every weight's [`exact_weight`] to `out` (resized) and says whether every weight was
 /// small and not negative: at least zero and under 10⁵ (so under 10¹⁵ units, and 9,000
 /// of them sum in an `i64`). Where one is not, `out` holds garbage. A loop with nothing
 /// else in it, so the compiler vectorises it; for batches of weights without nulls.
-pub(crate) fn exact_small_weights(weights: &[f64], out: &mut [i64]) -> bool {
-    // a local flag, so the loop keeps it in a register
+pub(crate) fn exact_small_weights(weights: &[f64], out: &mut Vec<i64>) -> bool {
+    out.clear();
+    out.resize(weights.len(), 0);
+    // a local flag and plain slices, so the loop keeps them in registers
     let mut fits = true;
     for (o, &v) in out.iter_mut().zip(weights) {
         let scaled = v * 1e10;
@@ -72,26 +74,29 @@ pub(crate) fn exact_small_weights(weights: &[f64], out: &mut [i64]) -> bool {
 /// Scaled weights below this (10⁵ as a weight) take the fast rounding.
 const SMALL: f64 = 1e15;
 
-/// `x.round()` (half away from zero) as an integer, for |x| < 2⁵¹, without a float to
-/// integer conversion: adding 1.5 · 2⁵² leaves x rounded to the nearest integer (ties to
-/// even) in the low bits of the sum, and the rest, exact, says whether x was a tie that
-/// went toward zero.
+/// `x` rounded to the nearest integer, ties to even, for |x| < 2⁵¹, without a float to
+/// integer conversion, and `x` minus that (exact): adding 1.5 · 2⁵² leaves the rounded
+/// value in the low bits of the sum.
 #[inline(always)]
-fn round_small(x: f64) -> i64 {
+fn round_even(x: f64) -> (i64, f64) {
     const MAGIC: f64 = 6_755_399_441_055_744.0;
     let y = x + MAGIC;
-    let even = y.to_bits() as i64 - MAGIC.to_bits() as i64;
-    let rest = x - (y - MAGIC);
+    (y.to_bits() as i64 - MAGIC.to_bits() as i64, x - (y - MAGIC))
+}
+
+/// `x.round()` (half away from zero) as an integer, for |x| < 2⁵¹: [`round_even`], and
+/// one more step away from zero for a tie it took toward zero.
+#[inline(always)]
+fn round_small(x: f64) -> i64 {
+    let (even, rest) = round_even(x);
     even + i64::from(rest == 0.5 && x > 0.0) - i64::from(rest == -0.5 && x < 0.0)
 }
 
-/// [`round_small`] for x ≥ 0 (a tie rounded to even went down by a half or up by one).
+/// [`round_small`] for x ≥ 0.
 #[inline(always)]
 fn round_small_non_negative(x: f64) -> i64 {
-    const MAGIC: f64 = 6_755_399_441_055_744.0;
-    let y = x + MAGIC;
-    let even = y.to_bits() as i64 - MAGIC.to_bits() as i64;
-    even + i64::from(x - (y - MAGIC) == 0.5)
+    let (even, rest) = round_even(x);
+    even + i64::from(rest == 0.5)
 }
 
 #[cold]
@@ -156,7 +161,7 @@ mod tests {
         }
         // the batch loop gives the same values for small weights not below zero, and
         // says whether all were
-        let mut out = vec![0; values.len()];
+        let mut out = Vec::new();
         assert!(!exact_small_weights(&values, &mut out));
         for (v, e) in values.iter().zip(&out).filter(|(v, _)| (0.0..1e5).contains(*v)) {
             assert_eq!(exact_weight(*v), Some(i128::from(*e)), "{v:e}");
