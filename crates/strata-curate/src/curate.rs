@@ -654,23 +654,18 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     //     stratum's rows to the shards in shuffle-key order) ---
     let mut output_cols = source_cols.clone();
     // helpers the writer needs, and no more: every one is copied a few times per row
-    // (the stratum is the cell unless resampling by group; copies and trimmed ties
-    // exist only when resampling makes them)
+    // (the stratum is the cell unless resampling by group; trimmed ties exist only when
+    // resampling makes them). The shuffle key alone orders the rows: the writer breaks
+    // its rare ties on the written values, the row key among them (or the whole row)
     output_cols.extend([
         ident("sample_weight"),
         ident("__split"),
         ident("__cell"),
         call(5, &[ident("__h_sample"), ident("__h_split"), ident("__copy")]).alias("__u"),
-        ident("__h_sample"),
-        ident("__h_split"),
     ]);
-    let mut order: Vec<String> = ["__u", "__h_sample", "__h_split"].map(String::from).to_vec();
+    let order: Vec<String> = vec!["__u".into()];
     if group_strata {
         output_cols.push(ident("__grp"));
-    }
-    if replicate {
-        output_cols.push(ident("__copy"));
-        order.push("__copy".into());
     }
     if !trims.is_empty() {
         output_cols.push(ident("__tie"));
