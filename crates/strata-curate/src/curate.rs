@@ -708,6 +708,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             order,
             tie: (!trims.is_empty()).then(|| "__tie".into()),
             distinct: pipeline.source.id_column.iter().cloned().collect(),
+            // group attributes and label: a few values each
+            categorical: pipeline.cell_columns(),
         },
         strata: strata_values,
         shard_rows,

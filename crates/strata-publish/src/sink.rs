@@ -100,6 +100,11 @@ pub struct SinkColumns {
     /// With `ShardSink::unique_order`, rows equal in the order columns and in these
     /// fail the write.
     pub distinct: Vec<String>,
+    /// Written string columns of few distinct values (group attributes, labels): the
+    /// routed rows hold them as numbers into one dictionary per column, a quarter of the
+    /// bytes or less, and each shard gets the strings back as it is encoded. (Other
+    /// columns named here are held as they are.)
+    pub categorical: Vec<String>,
 }
 
 /// Rows and weights of one (split, stratum) over all its shards.
@@ -171,6 +176,11 @@ struct Layout {
     held_weight: usize,
     held_unit: usize,
     held_distinct: Vec<usize>,
+    /// Written columns held as numbers into a dictionary (`SinkColumns::categorical`),
+    /// by position; the dictionaries are in the same order.
+    coded: Vec<usize>,
+    /// The same columns' positions in the stream.
+    coded_input: Vec<usize>,
     /// Split names by split index.
     split_names: Vec<String>,
     ranges: u64,
@@ -260,6 +270,106 @@ struct Budget {
 enum RangeOut {
     File(PathBuf, SpillFile),
     Batches(Vec<RecordBatch>),
+}
+
+/// The values of one categorical column met while routing, numbered as first met (the
+/// numbering depends on timing; nothing written does).
+#[derive(Debug, Default)]
+struct Dictionary {
+    ids: HashMap<String, u32>,
+    values: Vec<String>,
+}
+
+impl Dictionary {
+    fn id(&mut self, value: &str) -> Result<u32, PublishError> {
+        if let Some(&id) = self.ids.get(value) {
+            return Ok(id);
+        }
+        let id = u32::try_from(self.values.len())
+            .map_err(|_| PublishError::Data { context: "writing shards".into(), message: "more than 2^32 values in one column".into() })?;
+        self.values.push(value.to_string());
+        self.ids.insert(value.to_string(), id);
+        Ok(id)
+    }
+}
+
+/// Numbers a batch's string column by `dictionary`. Short values (12 bytes or fewer,
+/// nearly every category) are found by their 16-byte view alone, through a small
+/// direct-mapped cache and then this task's map; the shared dictionary is asked once
+/// per value and task.
+struct Coder<'a> {
+    dictionary: &'a std::sync::Mutex<Dictionary>,
+    short: HashMap<u128, u32>,
+    long: HashMap<String, u32>,
+    cache: Vec<(u128, u32)>,
+}
+
+/// Slots of a coder's cache (a few categories per column).
+const CODER_SLOTS: usize = 64;
+
+impl<'a> Coder<'a> {
+    fn new(dictionary: &'a std::sync::Mutex<Dictionary>) -> Self {
+        // an empty view (length 0) never matches a slot's u32::MAX id check below
+        Self { dictionary, short: HashMap::new(), long: HashMap::new(), cache: vec![(0, u32::MAX); CODER_SLOTS] }
+    }
+
+    fn shared(&self, value: &str) -> Result<u32, PublishError> {
+        self.dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id(value)
+    }
+
+    fn code(&mut self, column: &ArrayRef) -> Result<ArrayRef, PublishError> {
+        let views = cast(column, &DataType::Utf8View).map_err(data_err("numbering a categorical column"))?;
+        let views = views.as_string_view();
+        let mut codes = Vec::with_capacity(views.len());
+        for (i, &view) in views.views().iter().enumerate() {
+            if views.is_null(i) {
+                codes.push(0);
+                continue;
+            }
+            if (view as u32) <= 12 {
+                let slot = ((view as u64 ^ (view >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize;
+                let (v, id) = self.cache[slot];
+                if v == view && id != u32::MAX {
+                    codes.push(id);
+                    continue;
+                }
+                let id = match self.short.get(&view) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.shared(views.value(i))?;
+                        self.short.insert(view, id);
+                        id
+                    }
+                };
+                self.cache[slot] = (view, id);
+                codes.push(id);
+            } else {
+                let value = views.value(i);
+                let id = match self.long.get(value) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.shared(value)?;
+                        self.long.insert(value.to_string(), id);
+                        id
+                    }
+                };
+                codes.push(id);
+            }
+        }
+        Ok(Arc::new(UInt32Array::new(codes.into(), views.nulls().cloned())))
+    }
+}
+
+/// The strings of numbered values, by written column position: the dictionary's values
+/// in the column's written type.
+type Decoded = Vec<Option<ArrayRef>>;
+
+/// A written column as the shards hold it: numbers decoded to their strings.
+fn decode(column: &ArrayRef, values: Option<&ArrayRef>) -> Result<ArrayRef, PublishError> {
+    match values {
+        Some(values) => take(values, column.as_primitive::<UInt32Type>(), None).map_err(data_err("decoding a categorical column")),
+        None => Ok(column.clone()),
+    }
 }
 
 /// What one routing task wrote: its rows by key range, and its rows per (unit number,
@@ -381,7 +491,14 @@ impl ShardSink {
         let held_weight = held_at(weight);
         let held_distinct: Vec<usize> =
             self.columns.distinct.iter().filter_map(|c| input.index_of(c).ok()).filter_map(|i| keep.iter().position(|&k| k == i)).collect();
+        let is_string = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+        let coded: Vec<usize> = (0..keep.len())
+            .filter(|&k| self.columns.categorical.contains(input.field(keep[k]).name()) && is_string(input.field(keep[k]).data_type()))
+            .collect();
         let mut held_fields: Vec<Field> = held.iter().map(|&i| input.field(i).as_ref().clone()).collect();
+        for &k in &coded {
+            held_fields[k] = held_fields[k].clone().with_data_type(DataType::UInt32);
+        }
         held_fields.push(Field::new("__unit", DataType::UInt32, false));
         let layout = Arc::new(Layout {
             key: order[0],
@@ -395,6 +512,8 @@ impl ShardSink {
             held_order,
             held_weight,
             held_distinct,
+            coded_input: coded.iter().map(|&k| keep[k]).collect(),
+            coded,
             keep,
             split_names: self.columns.split_names.clone(),
             ranges: self.expected_rows.div_ceil(self.range_rows.max(1)).max(1),
@@ -413,9 +532,11 @@ impl ShardSink {
         let started = std::time::Instant::now();
         let mut tasks = JoinSet::new();
         let units = Arc::new(std::sync::Mutex::new(UnitTable::default()));
+        let dictionaries: Arc<Vec<std::sync::Mutex<Dictionary>>> = Arc::new(layout.coded.iter().map(|_| Default::default()).collect());
         for (p, stream) in streams.into_iter().enumerate() {
-            let (layout, dir, budget, units) = (layout.clone(), spill_root.path().to_path_buf(), budget.clone(), units.clone());
-            tasks.spawn(async move { route(stream, &layout, &dir, &budget, &units, p).await });
+            let (layout, dir, budget, units, dictionaries) =
+                (layout.clone(), spill_root.path().to_path_buf(), budget.clone(), units.clone(), dictionaries.clone());
+            tasks.spawn(async move { route(stream, &layout, &dir, &budget, &units, &dictionaries, p).await });
         }
         let mut files: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
         let mut by_number: HashMap<u32, BTreeMap<u64, u64>> = HashMap::new();
@@ -429,6 +550,12 @@ impl ShardSink {
             }
         }
         let unit_keys = std::mem::take(&mut units.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys);
+        let mut decoded: Decoded = vec![None; layout.keep.len()];
+        for (&k, dictionary) in layout.coded.iter().zip(dictionaries.iter()) {
+            let values = std::mem::take(&mut dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values);
+            let values: ArrayRef = Arc::new(StringArray::from(values));
+            decoded[k] = Some(cast(&values, schema.field(k).data_type()).map_err(data_err("decoding a categorical column"))?);
+        }
         let counts: Counts = by_number
             .into_iter()
             .map(|(unit, by_range)| {
@@ -448,6 +575,7 @@ impl ShardSink {
         // in local files (from the start when spilling)
         let in_memory = if spilling { 0 } else { self.memory_budget / 4 };
         let work = Work {
+            decoded: &decoded,
             layout: &layout,
             plan: &plan,
             sink: &self,
@@ -645,6 +773,7 @@ struct Queue {
 
 /// Dealing and encoding: one pass over the ranges in key order, on every core.
 struct Work<'a> {
+    decoded: &'a Decoded,
     layout: &'a Layout,
     plan: &'a DealPlan,
     sink: &'a ShardSink,
@@ -743,7 +872,7 @@ impl Work<'_> {
             let done = match job {
                 Job::Deal(r, inputs) => {
                     let dealt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        deal_range(self.layout, self.plan, &self.sink.trims, r, inputs)
+                        deal_range(self.layout, self.plan, self.decoded, &self.sink.trims, r, inputs)
                     }));
                     Done::Dealt(r, dealt.unwrap_or_else(|e| Err(caught("dealing", e))))
                 }
@@ -868,7 +997,7 @@ impl Work<'_> {
     /// room, else in a local file).
     fn encode_shard(&self, job: ShardJob) -> Result<EncodedShard, PublishError> {
         let ShardJob { split, index, pieces, strata, .. } = job;
-        let bytes = encode(self.schema.clone(), &pieces, &split, &self.sink.columns.distinct)?;
+        let bytes = encode(self.schema.clone(), &pieces, self.decoded, &split, &self.sink.columns.distinct)?;
         let path = format!("{split}/part-{index:05}.parquet");
         let entry = ShardEntry {
             path,
@@ -900,11 +1029,12 @@ impl Work<'_> {
 fn deal_range(
     layout: &Layout,
     plan: &DealPlan,
+    decoded: &Decoded,
     trims: &std::collections::HashMap<u64, u64>,
     range: u64,
     inputs: Vec<Held>,
 ) -> Result<Option<DealtRange>, PublishError> {
-    let Some(Prepared { rows, perm, repeated }) = prepare(layout, inputs)? else { return Ok(None) };
+    let Some(Prepared { rows, perm, repeated }) = prepare(layout, decoded, inputs)? else { return Ok(None) };
     let n = rows.num_rows();
     let unit = rows.column(layout.held_unit).as_primitive::<UInt32Type>().clone();
     if let Some(&u) = unit.values().iter().find(|&&u| u as usize >= plan.units.len()) {
@@ -983,8 +1113,10 @@ async fn route(
     dir: &Path,
     budget: &Budget,
     table: &std::sync::Mutex<UnitTable>,
+    dictionaries: &[std::sync::Mutex<Dictionary>],
     partition: usize,
 ) -> Result<Routed, PublishError> {
+    let mut coders: Vec<Coder> = dictionaries.iter().map(Coder::new).collect();
     use std::sync::atomic::Ordering::Relaxed;
     let mut open: HashMap<u64, RangeOut> = HashMap::new();
     // bytes this task holds in memory (counted in `budget.held` too)
@@ -1003,7 +1135,8 @@ async fn route(
         if batch.num_rows() == 0 {
             continue;
         }
-        let batch = compact(&batch)?;
+        let original = batch;
+        let batch = compact(&original, &layout.coded_input)?;
         let n = batch.num_rows();
         let split = split_column(&batch, layout)?;
         let key = u64_column(&batch, layout.key)?;
@@ -1035,6 +1168,9 @@ async fn route(
         // the rows keep their written columns, order columns and weight, and their unit
         // number in place of the split, stratum, cell and tie
         let mut held: Vec<ArrayRef> = layout.held.iter().map(|&i| batch.column(i).clone()).collect();
+        for (&k, coder) in layout.coded.iter().zip(&mut coders) {
+            held[k] = coder.code(&original.column(layout.held[k]).clone())?;
+        }
         held.push(Arc::new(UInt32Array::from(std::mem::take(&mut unit_of))));
         let batch = RecordBatch::try_new(layout.held_schema.clone(), held).map_err(data_err("routing shard rows"))?;
         // one take puts the batch in range order (stable: a counting sort when ranges
@@ -1182,7 +1318,7 @@ struct Prepared {
 }
 
 /// Reads a range back (its routed pieces) and sorts it by the order columns.
-fn prepare(layout: &Layout, inputs: Vec<Held>) -> Result<Option<Prepared>, PublishError> {
+fn prepare(layout: &Layout, decoded: &Decoded, inputs: Vec<Held>) -> Result<Option<Prepared>, PublishError> {
     let mut batches = Vec::new();
     for input in inputs {
         match input {
@@ -1214,7 +1350,7 @@ fn prepare(layout: &Layout, inputs: Vec<Held>) -> Result<Option<Prepared>, Publi
             end += 1;
         }
         if end - start > 1 {
-            repeated += order_ties(&rows, layout, &mut perm[start..end])?;
+            repeated += order_ties(&rows, layout, decoded, &mut perm[start..end])?;
         }
         start = end;
     }
@@ -1226,15 +1362,20 @@ fn prepare(layout: &Layout, inputs: Vec<Held>) -> Result<Option<Prepared>, Publi
 /// values, so their order never depends on where they were read (rows equal in all of
 /// these are interchangeable: they write the same bytes). Returns the rows equal to the
 /// previous one in the order columns and the `distinct` columns.
-fn order_ties(rows: &RecordBatch, layout: &Layout, tied: &mut [(u64, u32)]) -> Result<u64, PublishError> {
+fn order_ties(rows: &RecordBatch, layout: &Layout, decoded: &Decoded, tied: &mut [(u64, u32)]) -> Result<u64, PublishError> {
     let at = UInt32Array::from_iter_values(tied.iter().map(|t| t.1));
     let pick = |columns: &mut dyn Iterator<Item = usize>| -> Result<Option<datafusion::arrow::row::Rows>, PublishError> {
-        // columns the row format cannot hold are left out of the comparison
-        let columns: Vec<ArrayRef> = columns
-            .map(|c| take(rows.column(c), &at, None))
-            .filter(|c| c.as_ref().map_or(true, |c| RowConverter::supports_fields(&[SortField::new(c.data_type().clone())])))
-            .collect::<Result<_, _>>()
-            .map_err(data_err("ordering rows of equal keys"))?;
+        // values as written (numbered strings decoded); columns the row format cannot
+        // hold are left out of the comparison
+        let mut taken = Vec::new();
+        for c in columns {
+            let column = take(rows.column(c), &at, None).map_err(data_err("ordering rows of equal keys"))?;
+            let column = decode(&column, decoded.get(c).and_then(Option::as_ref))?;
+            if RowConverter::supports_fields(&[SortField::new(column.data_type().clone())]) {
+                taken.push(column);
+            }
+        }
+        let columns = taken;
         if columns.is_empty() {
             return Ok(None);
         }
@@ -1272,17 +1413,22 @@ fn compact_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-fn compact(batch: &RecordBatch) -> Result<RecordBatch, PublishError> {
-    if !batch.schema().fields().iter().any(|f| compact_type(f.data_type()) != *f.data_type()) {
+/// The batch with its views made plain, but for the columns at `skip` (numbered
+/// instead), which keep their type; the returned batch carries its own schema.
+fn compact(batch: &RecordBatch, skip: &[usize]) -> Result<RecordBatch, PublishError> {
+    let fields = batch.schema().fields().clone();
+    if !fields.iter().enumerate().any(|(i, f)| !skip.contains(&i) && compact_type(f.data_type()) != *f.data_type()) {
         return Ok(batch.clone());
     }
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|c| cast(c, &compact_type(c.data_type())))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(data_err("reading the curated rows"))?;
-    RecordBatch::try_new(compact_schema(&batch.schema()), columns).map_err(data_err("reading the curated rows"))
+    let mut columns = Vec::with_capacity(fields.len());
+    let mut compacted = Vec::with_capacity(fields.len());
+    for (i, (c, f)) in batch.columns().iter().zip(fields.iter()).enumerate() {
+        let t = if skip.contains(&i) { f.data_type().clone() } else { compact_type(f.data_type()) };
+        columns.push(cast(c, &t).map_err(data_err("reading the curated rows"))?);
+        compacted.push(f.as_ref().clone().with_data_type(t));
+    }
+    let schema = Arc::new(Schema::new_with_metadata(compacted, batch.schema().metadata().clone()));
+    RecordBatch::try_new(schema, columns).map_err(data_err("reading the curated rows"))
 }
 
 /// The split index of each row, checked against the split names.
@@ -1310,7 +1456,7 @@ fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array:
 /// Encodes one shard of split `split` from its pieces (the written columns but the
 /// split's): rows reach the writer in `CHUNK_ROWS` chunks counted from its first row, so
 /// the bytes never depend on where pieces start.
-fn encode(schema: SchemaRef, pieces: &[RecordBatch], split: &str, distinct: &[String]) -> Result<Bytes, PublishError> {
+fn encode(schema: SchemaRef, pieces: &[RecordBatch], decoded: &Decoded, split: &str, distinct: &[String]) -> Result<Bytes, PublishError> {
     let props = writer_properties(&schema, distinct);
     let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(data_err("starting a shard"))?;
     let split_values: ArrayRef = Arc::new(StringArray::from(vec![split; CHUNK_ROWS]));
@@ -1323,6 +1469,11 @@ fn encode(schema: SchemaRef, pieces: &[RecordBatch], split: &str, distinct: &[St
         };
         let n = chunk.iter().map(|b| b.num_rows()).sum();
         chunk.clear();
+        for (column, values) in columns.iter_mut().zip(decoded) {
+            if values.is_some() {
+                *column = decode(column, values.as_ref())?;
+            }
+        }
         columns.push(split_values.slice(0, n));
         let rows = RecordBatch::try_new(schema.clone(), columns).map_err(data_err("gathering a shard"))?;
         writer.write(&rows).map_err(data_err("encoding a shard"))
@@ -1413,12 +1564,15 @@ mod tests {
         }
     }
 
+    /// Names numbered in an order that is not theirs.
+    const NAMES: [&str; 5] = ["x", "c", "a", "b", "z"];
+
     /// Held rows of (id, name, shuffle key, unit), as routing keeps them: the id is the
-    /// `distinct` column.
+    /// `distinct` column, the name is numbered by [`NAMES`].
     fn held_rows(rows: &[(i64, &str, u64)]) -> (Layout, RecordBatch) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, false),
+            Field::new("name", DataType::UInt32, false),
             Field::new("__u", DataType::UInt64, false),
             Field::new("__unit", DataType::UInt32, false),
         ]));
@@ -1435,20 +1589,23 @@ mod tests {
             held_weight: 0,
             held_unit: 3,
             held_distinct: vec![0],
+            coded: vec![1],
+            coded_input: vec![1],
             split_names: vec!["train".into()],
             ranges: 1,
         };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| NAMES.iter().position(|n| *n == r.1).unwrap() as u32))),
             Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(rows.iter().map(|r| r.2))),
             Arc::new(UInt32Array::from(vec![0; rows.len()])),
         ];
         (layout, RecordBatch::try_new(schema, columns).unwrap())
     }
 
-    /// Rows of equal shuffle key come out in the order of their written values, wherever
-    /// they were read; rows repeating a `distinct` value are counted.
+    /// Rows of equal shuffle key come out in the order of their written values (numbered
+    /// strings by the strings), wherever they were read; rows repeating a `distinct`
+    /// value are counted.
     #[test]
     fn ties_of_the_shuffle_key_follow_the_written_values() {
         let rows = [(3, "b", 5), (1, "a", 5), (9, "z", 7), (2, "c", 5), (1, "a", 5), (4, "a", 1), (1, "x", 5)];
@@ -1466,14 +1623,46 @@ mod tests {
             input.rotate_left(rotate);
             input.swap(0, rotate / 2);
             let (layout, batch) = held_rows(&input);
-            let Prepared { rows: held, perm, repeated } = prepare(&layout, vec![Held::Batches(vec![batch])]).unwrap().unwrap();
+            let decoded: Decoded = vec![None, Some(Arc::new(StringArray::from(NAMES.to_vec())))];
+            let Prepared { rows: held, perm, repeated } = prepare(&layout, &decoded, vec![Held::Batches(vec![batch])]).unwrap().unwrap();
             let ids = held.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            let names = held.column(1).as_string::<i32>();
+            let names = decode(held.column(1), decoded[1].as_ref()).unwrap();
+            let names = names.as_string::<i32>();
             let got: Vec<(i64, String)> = perm.iter().map(|&(_, i)| (ids.value(i as usize), names.value(i as usize).to_string())).collect();
             assert_eq!(got, want, "input order {input:?}");
             // id 1 three times at key 5: two repeats
             assert_eq!(repeated, 2, "input order {input:?}");
         }
+    }
+
+    /// Two routing tasks number one column through a shared dictionary: short and long
+    /// values, the empty string and nulls, more values than the cache has slots; the
+    /// numbers decode back to the very column.
+    #[test]
+    fn numbered_strings_decode_to_themselves() {
+        let dictionary = std::sync::Mutex::new(Dictionary::default());
+        let values: Vec<Option<String>> = (0..500)
+            .map(|i| match i % 7 {
+                0 => None,
+                1 => Some(String::new()),
+                2 => Some(format!("a value longer than twelve bytes {}", i % 90)),
+                _ => Some(format!("v{}", i % 150)),
+            })
+            .collect();
+        let mut coders = [Coder::new(&dictionary), Coder::new(&dictionary)];
+        for (task, half) in [(0, &values[..250]), (1, &values[250..]), (0, &values[100..400])] {
+            let coder = &mut coders[task];
+            for view in [true, false] {
+                let plain: ArrayRef = Arc::new(StringArray::from(half.to_vec()));
+                let column = if view { cast(&plain, &DataType::Utf8View).unwrap() } else { plain.clone() };
+                let codes = coder.code(&column).unwrap();
+                let strings: ArrayRef = Arc::new(StringArray::from(dictionary.lock().unwrap().values.clone()));
+                assert_eq!(decode(&codes, Some(&strings)).unwrap().as_ref(), plain.as_ref());
+            }
+        }
+        // one number per distinct value, whichever task met it first
+        let distinct: std::collections::HashSet<&String> = values.iter().flatten().collect();
+        assert_eq!(dictionary.lock().unwrap().values.len(), distinct.len());
     }
 
     /// Counts survive the switch from the dense table to the map.
