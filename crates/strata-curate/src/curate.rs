@@ -537,7 +537,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             strata_plan.iter().filter(|(_, (_, n))| *n > 0).map(|(s, (k, n))| (*s, (*n, vec![k % n]))).collect();
         let split_table = cell_table(table.values());
         let train_rows = || async {
-            joined(split_table.clone()).await?.filter(is_train())?.select(vec![
+            // train is "at or below the first cut": the second cut's lookups are not read
+            joined(split_table.clone()).await?.filter(at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"))?.select(vec![
                 ident(stratum_col).alias("__stratum"),
                 ident("__h_sample").alias("__h1"),
                 ident("__h_split").alias("__h2"),
