@@ -12,7 +12,12 @@
 //! local spill files (Arrow IPC under `$TMPDIR`), so memory stays bounded by a few key
 //! ranges and shards whatever the size of the data, and no engine-wide sort is needed:
 //! 1. **route**: each input partition sends its rows to key ranges (equal slices of the
-//!    64-bit key space, about [`RANGE_ROWS`] rows each) and counts rows per stratum;
+//!    64-bit key space, about [`RANGE_ROWS`] rows each) and counts rows per stratum. A
+//!    routed row is held compactly, since every byte of it is copied a few times and
+//!    held until its range is dealt: its written columns (categorical strings as
+//!    numbers into one dictionary per column), its order columns, and one unit number
+//!    for its split, stratum, cell and tie (the numbers depend on timing; nothing
+//!    written does);
 //! 2. **deal and encode**: each range is sorted in memory by key and its rows given to
 //!    shards. A row's shard follows from its rank in its stratum, which is the rows of
 //!    its stratum in earlier ranges (counted while routing) plus its place in its own
@@ -20,7 +25,8 @@
 //!    key order. The counts also say which range holds each shard's last row: once the
 //!    ranges up to it are dealt, the shard is encoded (on the same threads), from its
 //!    pieces in key order, as Parquet in fixed chunks of rows counted from its first row
-//!    (so bytes never depend on where pieces start), and hashed;
+//!    (so bytes never depend on where pieces start), and hashed. Rows of equal key
+//!    (rare) are ordered by their other order columns, then by their written values;
 //! 3. **upload**: once every row has been dealt (and a declared unique key checked),
 //!    the shards are uploaded, a few at a time.
 

@@ -1,10 +1,10 @@
 //! A direct-mapped cache in front of a map, for per-row lookups of a few hundred keys.
 //!
-//! Routing and dealing look up every row's (split, stratum, cell) unit. Rows arrive in
-//! file order, where strata interleave row by row, so remembering only the last key
-//! misses on nearly every row and a hash map probe per row was the largest cost of the
-//! dealing loop. The keys are few (strata × splits) and their ids are already uniform
-//! hashes, so one multiply picks a slot, and a hit costs one compare.
+//! Routing numbers every row's (split, stratum, cell, tie) unit. Rows arrive in file
+//! order, where strata interleave row by row, so remembering only the last key misses on
+//! nearly every row, and a hash map probe per row was once the largest cost of the
+//! writer's per-row loops. The keys are few (strata × splits) and their ids are already
+//! uniform hashes, so one multiply picks a slot, and a hit costs one compare.
 
 /// Slots of the cache: room for a few hundred units with few collisions.
 const SLOT_BITS: u32 = 10;
@@ -13,12 +13,6 @@ const SLOT_BITS: u32 = 10;
 pub(crate) trait Slotted: Copy + Eq {
     /// Bits that differ between keys, mixed into a slot by [`UnitCache`].
     fn bits(&self) -> u64;
-}
-
-impl Slotted for (usize, u64, u64) {
-    fn bits(&self) -> u64 {
-        (self.0 as u64) ^ self.1 ^ self.2.rotate_left(21)
-    }
 }
 
 impl Slotted for (usize, u64, u64, u64) {
@@ -64,7 +58,8 @@ mod tests {
     #[test]
     fn cache_returns_the_maps_values() {
         for n in [300u64, 3000] {
-            let keys: Vec<(usize, u64, u64)> = (0..n).map(|i| ((i % 3) as usize, i.wrapping_mul(0x2545_F491_4F6C_DD1D), i / 7)).collect();
+            let keys: Vec<(usize, u64, u64, u64)> =
+                (0..n).map(|i| ((i % 3) as usize, i.wrapping_mul(0x2545_F491_4F6C_DD1D), i / 7, i % 2)).collect();
             let map: HashMap<_, u32> = keys.iter().enumerate().map(|(i, k)| (*k, i as u32)).collect();
             let mut cache = UnitCache::new();
             let (mut asked, mut lookups) = (0, 0);
@@ -84,8 +79,8 @@ mod tests {
             }
         }
         let mut cache = UnitCache::new();
-        let failed: Result<u32, &str> = cache.get((9, 9, 9), |_| Err("missing"));
+        let failed: Result<u32, &str> = cache.get((9, 9, 9, 0), |_| Err("missing"));
         assert_eq!(failed, Err("missing"));
-        assert_eq!(cache.get((9, 9, 9), |_| Ok::<_, &str>(5)), Ok(5));
+        assert_eq!(cache.get((9, 9, 9, 0), |_| Ok::<_, &str>(5)), Ok(5));
     }
 }
