@@ -1122,8 +1122,8 @@ async fn route(
     dictionaries: &[std::sync::Mutex<Dictionary>],
     partition: usize,
 ) -> Result<Routed, PublishError> {
-    let mut coders: Vec<Coder> = dictionaries.iter().map(Coder::new).collect();
     use std::sync::atomic::Ordering::Relaxed;
+    let mut coders: Vec<Coder> = dictionaries.iter().map(Coder::new).collect();
     let mut open: HashMap<u64, RangeOut> = HashMap::new();
     // bytes this task holds in memory (counted in `budget.held` too)
     let mut mine = 0usize;
@@ -1150,7 +1150,6 @@ async fn route(
         let cell = u64_column(&batch, layout.cell)?;
         let tie = layout.tie.map(|i| u64_column(&batch, i)).transpose()?;
         range_of.clear();
-        unit_of.clear();
         for r in 0..n {
             let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u32;
             range_of.push(range);
@@ -1175,7 +1174,7 @@ async fn route(
         // number in place of the split, stratum, cell and tie
         let mut held: Vec<ArrayRef> = layout.held.iter().map(|&i| batch.column(i).clone()).collect();
         for (&k, coder) in layout.coded.iter().zip(&mut coders) {
-            held[k] = coder.code(&original.column(layout.held[k]).clone())?;
+            held[k] = coder.code(original.column(layout.held[k]))?;
         }
         held.push(Arc::new(UInt32Array::from(std::mem::take(&mut unit_of))));
         let batch = RecordBatch::try_new(layout.held_schema.clone(), held).map_err(data_err("routing shard rows"))?;
