@@ -103,6 +103,11 @@ fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> C
 pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, options: &CurateOptions) -> Result<Published, CurateError> {
     let spec = pipeline.curate.as_ref().ok_or_else(|| pipeline.error_at("curate", "the pipeline has no [curate] section"))?;
     let seed = options.seed.unwrap_or(spec.seed);
+    // the shard writer's tuning, checked before any work ("0" spills from the start, as
+    // under --memory-limit)
+    let shard_memory =
+        tuning("STRATA_SHARD_MEMORY", |v| if v.trim() == "0" { Ok(0) } else { strata_spec::parse_size(v).map(|b| b as usize) })?;
+    let range_rows = tuning("STRATA_RANGE_ROWS", |v| v.parse::<u64>().ok().filter(|&n| n > 0).ok_or("not a positive row count".into()))?;
     let ctx = engine.context();
     let attrs = &pipeline.groups.attributes;
     let label_col = &pipeline.label.column;
@@ -715,15 +720,13 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         strata: strata_values,
         shard_rows,
         expected_rows,
-        range_rows: std::env::var("STRATA_RANGE_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(strata_publish::RANGE_ROWS),
+        range_rows: range_rows.unwrap_or(strata_publish::RANGE_ROWS),
         trims,
         // with a memory limit the writer spills from the start; otherwise past a budget
-        memory_budget: match engine.memory_limit() {
-            Some(_) => 0,
-            None => std::env::var("STRATA_SHARD_MEMORY")
-                .ok()
-                .and_then(|v| strata_spec::parse_size(&v).ok())
-                .map_or_else(strata_publish::default_memory_budget, |b| b as usize),
+        memory_budget: match (engine.memory_limit(), shard_memory) {
+            (Some(_), _) => 0,
+            (None, Some(budget)) => budget,
+            (None, None) => strata_publish::default_memory_budget(),
         },
         unique_order: pipeline.source.id_column.is_some(),
     };
@@ -1082,6 +1085,16 @@ async fn observe(
         }
     }
     Ok((out, bad))
+}
+
+/// A tuning variable of the environment, parsed: unset is `None`, and a value that does
+/// not parse fails the run, naming the variable (a typo must not fall back silently).
+fn tuning<T>(name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, CurateError> {
+    match std::env::var(name) {
+        Ok(v) => parse(&v).map(Some).map_err(|e| EngineError::Config(format!("environment variable {name}=`{v}`: {e}")).into()),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(EngineError::Config(format!("environment variable {name} is not UTF-8")).into()),
+    }
 }
 
 fn describe(attrs: &[String], g: &GroupKey, label: Option<(&String, &LabelKey)>) -> String {

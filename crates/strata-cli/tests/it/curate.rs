@@ -330,3 +330,30 @@ fn fractional_weights_give_the_same_bytes_for_any_partitioning() {
     }
     assert!(outputs.iter().all(|o| *o == outputs[0]), "output differs across partitionings");
 }
+
+/// A tuning variable that does not parse fails the run with its name, before anything
+/// is written, rather than falling back to the default.
+#[test]
+fn unparsable_tuning_variables_are_named() {
+    for (name, value) in
+        [("STRATA_SHARD_MEMORY", "lots"), ("STRATA_SHARD_MEMORY", "-1GiB"), ("STRATA_RANGE_ROWS", "0"), ("STRATA_RANGE_ROWS", "1e6")]
+    {
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("out");
+        let o = strata()
+            .env(name, value)
+            .arg("curate")
+            .arg(repo_root().join("pipelines/adult.toml"))
+            .arg("--out")
+            .arg(&target)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{name}={value}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{name}={value}: {stderr}");
+        assert!(errors[0].contains(&format!("{name}=`{value}`")), "{name}={value}: {}", errors[0]);
+        let written = std::fs::read_dir(&target).map(|d| d.filter(|e| e.as_ref().unwrap().file_name() != "_latest").count()).unwrap_or(0);
+        assert_eq!(written, 0, "{name}={value}: nothing may be written");
+    }
+}

@@ -47,8 +47,11 @@ fn manifests_are_identical_across_runs_and_partition_counts() {
     // a budget of 1 MB: rows start in memory and move to spill files part-way through
     let f = dir.path().join("f");
     with_ranges(&f, &[], "1MB");
+    // a budget of 0: spill files from the start, without a memory limit
+    let g = dir.path().join("g");
+    with_ranges(&g, &[], "0");
     let ma = latest_manifest(&a);
-    for other in [&d, &e, &f] {
+    for other in [&d, &e, &f, &g] {
         assert!(without_timestamp(ma.clone()) == without_timestamp(latest_manifest(other)), "{} differs", other.display());
     }
     assert!(ma["shards"].as_array().unwrap().len() > 3, "Adult at 4000 rows per shard gives several shards");
