@@ -7,6 +7,7 @@ use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::functions_nested::expr_fn::range;
+use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::prelude::*;
 use strata_engine::{CODED_SOURCE_TABLE, Engine, EngineError, SOURCE_TABLE, SourceTable, lookup, strata_hash_udf, strata_if_udf};
 use strata_publish::{
@@ -74,6 +75,19 @@ struct Cell {
     rows: [u64; 3],
     weight: [f64; 3],
 }
+
+/// Exact resampling's sample keys as pass 1 observed them: per stratum, the rows at or
+/// below the top of each of its cells' train windows, in `windows` around the cuts of
+/// `plan` (stratum → rows planned, training rows), the plan the split was expected to
+/// give.
+struct SampleSeen {
+    windows: BTreeMap<u64, [Option<Window>; 2]>,
+    seen: HashMap<u64, Observed>,
+    plan: BTreeMap<u64, (u64, u64)>,
+}
+
+/// Every cell's weight factor and plan, and every group's target share.
+type PlanSet = (BTreeMap<(GroupKey, LabelKey), Option<f64>>, BTreeMap<(GroupKey, LabelKey), Planned>, BTreeMap<GroupKey, f64>);
 
 /// A resample stratum's plan: rows available in train and rows planned.
 #[derive(Debug, Clone, Copy, Default)]
@@ -238,6 +252,225 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     }
     tracing::info!(cells = cell_keys.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 0 done");
 
+    // --- the plan: a function of each cell's rows per split (for resampling, of its
+    //     training rows alone), so exact resampling can work it out before the split
+    //     pass from the rows the split will give (see pass 1b) ---
+    let train = 0;
+    let stratify_label = match (&spec.resample, spec.strategy) {
+        (Some(r), Strategy::Resample) => r.stratify == Stratify::GroupsLabel,
+        _ => true,
+    };
+    let resample = matches!(spec.strategy, Strategy::Resample);
+    let (exact, reweigh_after) = spec.resample.as_ref().map_or((true, false), |r| (r.exact, r.reweigh_after));
+    // Shard strata are the curation's strata: (group, label) cells, or groups when
+    // resampling by group only.
+    let group_strata = resample && !stratify_label;
+    let stratum_col = if group_strata { "__grp" } else { "__cell" };
+    let stratum_of = |c: &Cell| if group_strata { c.group_id } else { c.cell_id };
+    // stratum → (rows planned, training rows) of exact resampling
+    let strata_plan_of = |cells: &BTreeMap<(GroupKey, LabelKey), Cell>, plans: &BTreeMap<(GroupKey, LabelKey), Planned>| {
+        let mut strata_plan: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for (k, c) in cells {
+            let p = plans.get(k).copied().unwrap_or_default();
+            strata_plan.insert(stratum_of(c), (p.planned, p.available));
+        }
+        strata_plan
+    };
+    let make_plans = |cells: &BTreeMap<(GroupKey, LabelKey), Cell>, warnings: &mut Vec<String>| -> Result<PlanSet, CurateError> {
+        let mut groups: BTreeMap<GroupKey, BTreeMap<LabelKey, Cell>> = BTreeMap::new();
+        for ((g, y), c) in cells {
+            groups.entry(g.clone()).or_default().insert(y.clone(), c.clone());
+        }
+        for ((g, y), c) in cells {
+            if c.rows[train] == 0 {
+                warnings.push(format!("cell {} has no rows in the training split", describe(attrs, g, Some((label_col, y)))));
+            }
+        }
+
+        // factor per cell (reweigh / reweigh_after), plan per cell (k, n of its stratum)
+        let mut factors: BTreeMap<(GroupKey, LabelKey), Option<f64>> = BTreeMap::new();
+        let mut plans: BTreeMap<(GroupKey, LabelKey), Planned> = BTreeMap::new();
+        let mut group_targets: BTreeMap<GroupKey, f64> = BTreeMap::new();
+        match (spec.strategy, &spec.resample) {
+            (Strategy::Reweigh, _) | (_, None) => {
+                let w_train: BTreeMap<(GroupKey, LabelKey), f64> = cells.iter().map(|(k, c)| (k.clone(), c.weight[train])).collect();
+                let (f, complete) = kamiran_calders(&w_train);
+                factors = f;
+                if !complete {
+                    warnings.push(incomplete_warning());
+                }
+                for (k, c) in cells {
+                    plans.insert(k.clone(), Planned { available: c.rows[train], planned: c.rows[train], target_share: None });
+                }
+            }
+            (Strategy::Resample, Some(r)) => {
+                let keys: Vec<GroupKey> = groups.keys().cloned().collect();
+                let available: Vec<u64> = keys.iter().map(|g| groups[g].values().map(|c| c.rows[train]).sum()).collect();
+                let mut shares: Vec<f64> = vec![0.0; keys.len()];
+                let mut counts: Option<Vec<u64>> = None;
+                let index_of = |values: &[String]| -> Option<usize> {
+                    let key: GroupKey = values.iter().map(|v| (v != MISSING_GROUP).then(|| v.clone())).collect();
+                    keys.iter().position(|k| *k == key)
+                };
+                match r.target {
+                    Target::Uniform => shares.iter_mut().for_each(|s| *s = 1.0 / keys.len() as f64),
+                    Target::Reference => {
+                        for (i, g) in keys.iter().enumerate() {
+                            let mut share = 1.0;
+                            for (a, v) in attrs.iter().zip(g) {
+                                let name = v.as_deref().unwrap_or(MISSING_GROUP);
+                                match pipeline.groups.reference.get(a).and_then(|m| m.get(name)) {
+                                    Some(s) => share *= s,
+                                    None => {
+                                        warnings.push(format!("{a}={name} is not in the reference mix; its groups get no target rows"));
+                                        share = 0.0;
+                                    }
+                                }
+                            }
+                            shares[i] = share;
+                        }
+                        let sum: f64 = shares.iter().sum();
+                        if sum <= 0.0 {
+                            return Err(pipeline
+                                .error_at("curate.resample.target", "no group of the data has a positive reference share")
+                                .into());
+                        }
+                        shares.iter_mut().for_each(|s| *s /= sum);
+                    }
+                    Target::Shares | Target::Counts => {
+                        let mut c = vec![0u64; keys.len()];
+                        for t in &r.strata {
+                            let i = index_of(&t.values).ok_or_else(|| {
+                                pipeline.error_at(
+                                    "curate.resample.strata",
+                                    format!(
+                                        "the target names group {} which does not occur in the data",
+                                        describe_values(attrs, &t.values)
+                                    ),
+                                )
+                            })?;
+                            shares[i] = t.share.unwrap_or(0.0);
+                            c[i] = t.count.unwrap_or(0);
+                        }
+                        if r.target == Target::Counts {
+                            let total: u64 = c.iter().sum();
+                            shares = c.iter().map(|&x| if total == 0 { 0.0 } else { x as f64 / total as f64 }).collect();
+                            counts = Some(c);
+                        }
+                        let unlisted: Vec<_> =
+                            keys.iter().zip(&shares).filter(|(_, s)| **s == 0.0).map(|(k, _)| describe(attrs, k, None)).collect();
+                        if !unlisted.is_empty() {
+                            warnings.push(format!("groups with no target rows are left out of train: {}", unlisted.join(", ")));
+                        }
+                    }
+                }
+                // a positive target on a group with no training rows
+                for i in 0..keys.len() {
+                    if shares[i] > 0.0 && available[i] == 0 {
+                        let name = describe(attrs, &keys[i], None);
+                        match spec.on_empty {
+                            OnEmpty::Error => {
+                                return Err(pipeline
+                                    .error_at(
+                                        "curate.on_empty",
+                                        format!("group {name} has no rows in the training split but a positive target; set on_empty = \"skip\" to drop it"),
+                                    )
+                                    .into());
+                            }
+                            OnEmpty::Skip => {
+                                warnings.push(format!("group {name} has no training rows; skipped (on_empty = \"skip\")"));
+                                shares[i] = 0.0;
+                                if let Some(c) = counts.as_mut() {
+                                    c[i] = 0;
+                                }
+                            }
+                        }
+                    }
+                }
+                let sum: f64 = shares.iter().sum();
+                if sum <= 0.0 {
+                    return Err(pipeline.error_at("curate.resample", "no group has both training rows and a positive target").into());
+                }
+                shares.iter_mut().for_each(|s| *s /= sum);
+                let planned_groups: Vec<u64> = match &counts {
+                    Some(c) if r.mode == Mode::Undersample => c
+                        .iter()
+                        .zip(&available)
+                        .zip(&keys)
+                        .map(|((&k, &n), g)| {
+                            if k > n {
+                                warnings.push(format!(
+                                    "group {} has {n} training rows but a target of {k}; undersampling keeps {n}",
+                                    describe(attrs, g, None)
+                                ));
+                            }
+                            k.min(n)
+                        })
+                        .collect(),
+                    Some(c) => c.clone(),
+                    None => {
+                        let n = plan_total(r.mode, r.total, &shares, &available)
+                            .map_err(|e| pipeline.error_at("curate.resample", e.to_string()))?;
+                        let mut k = largest_remainder(n, &shares);
+                        for i in 0..k.len() {
+                            if shares[i] > 0.0 {
+                                match r.mode {
+                                    Mode::Undersample => k[i] = k[i].min(available[i]),
+                                    Mode::Oversample => k[i] = k[i].max(available[i]),
+                                    Mode::Hybrid => {}
+                                }
+                            }
+                        }
+                        k
+                    }
+                };
+                for (i, g) in keys.iter().enumerate() {
+                    group_targets.insert(g.clone(), shares[i]);
+                    let labels = &groups[g];
+                    if stratify_label {
+                        let label_keys: Vec<&LabelKey> = labels.keys().collect();
+                        let weights: Vec<f64> = labels.values().map(|c| c.rows[train] as f64).collect();
+                        let k = largest_remainder(planned_groups[i], &weights);
+                        for (j, y) in label_keys.iter().enumerate() {
+                            let n = labels[*y].rows[train];
+                            let share_of_group = if available[i] == 0 { 0.0 } else { n as f64 / available[i] as f64 };
+                            plans.insert(
+                                (g.clone(), (*y).clone()),
+                                Planned { available: n, planned: k[j], target_share: Some(shares[i] * share_of_group) },
+                            );
+                        }
+                    } else {
+                        for y in labels.keys() {
+                            plans.insert(
+                                (g.clone(), y.clone()),
+                                Planned { available: available[i], planned: planned_groups[i], target_share: Some(shares[i]) },
+                            );
+                        }
+                    }
+                }
+                // replication cap, per stratum
+                for ((g, y), p) in &plans {
+                    if p.available > 0 && p.planned as f64 > r.max_replication * p.available as f64 {
+                        let name = describe(attrs, g, stratify_label.then_some((label_col, y)));
+                        return Err(pipeline
+                            .error_at(
+                                "curate.resample.max_replication",
+                                format!(
+                                    "stratum {name} needs replication factor {:.2} ({} rows from {}), over the cap {}",
+                                    p.planned as f64 / p.available as f64,
+                                    p.planned,
+                                    p.available,
+                                    r.max_replication
+                                ),
+                            )
+                            .into());
+                    }
+                }
+            }
+        }
+        Ok((factors, plans, group_targets))
+    };
+
     // --- pass 1: the split. Within each cell rows are ordered by (split hash, sample
     //     hash); the first round(n·train) go to train, the next to validation. The two
     //     cut keys are found without sorting (see `cut`) ---
@@ -257,8 +490,94 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             ident("__w"),
         ])
     };
-    let (observed, bad_weights) = find_cuts(rows_by_cell, &targets, "curation pass 1 (the split)").await?;
-    tracing::info!(cells = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1 done");
+    // Exact resampling's sample cuts need the plan, which needs each cell's training
+    // rows: those are the split's first rank, round(n·train), unless identical rows
+    // straddle the cut. So the plan is worked out from those ranks, and pass 1 also
+    // observes the sample keys of the rows at or below the top of each cell's train
+    // window; the rows of that window above the actual cut are taken out afterwards.
+    // Pass 1b runs only when the plan turns out different or a cut misses its window.
+    let predicted = if resample && exact {
+        let mut predicted_cells = BTreeMap::new();
+        for (id, k) in &cell_keys {
+            let ranks = &targets[id].1;
+            let rows = [ranks[0], ranks[1] - ranks[0], k.rows - ranks[1]];
+            predicted_cells.insert(k.key.clone(), Cell { cell_id: *id, group_id: k.group, rows, weight: [0.0; 3] });
+        }
+        make_plans(&predicted_cells, &mut Vec::new()).ok().map(|(_, plans, _)| strata_plan_of(&predicted_cells, &plans))
+    } else {
+        None
+    };
+    let mut merged: Option<SampleSeen> = None;
+    let (observed, bad_weights) = match &predicted {
+        Some(strata_plan) => {
+            let split_windows = windows_of(&targets);
+            let sample_windows = windows_of(&sample_targets(strata_plan));
+            // the top of each cell's train window: rows at or below it may be train
+            let top: Vec<(u64, Option<u64>)> = targets
+                .iter()
+                .map(|(id, (n, ks))| {
+                    let top = match split_windows[id][0] {
+                        Some((_, hi)) => Some(hi),
+                        None if ks[0] >= *n && *n > 0 => Some(u64::MAX),
+                        None => None,
+                    };
+                    (*id, top)
+                })
+                .collect();
+            let df = keyed().await.map_err(df_err("curation pass 1 (the split)"))?;
+            let df = df
+                .select(vec![
+                    ident("__cell").alias("__stratum"),
+                    ident("__h_split").alias("__h1"),
+                    ident("__h_sample").alias("__h2"),
+                    ident("__w"),
+                    ident(stratum_col).alias("__stratum_b"),
+                    lookup(
+                        ident("__cell"),
+                        &top.iter().map(|t| t.0).collect::<Vec<_>>(),
+                        Arc::new(UInt64Array::from(top.iter().map(|t| t.1).collect::<Vec<_>>())),
+                    )
+                    .alias("__top"),
+                ])
+                .map_err(df_err("curation pass 1 (the split)"))?;
+            let split_list: Vec<strata_engine::StratumWindows> = split_windows.iter().map(|(s, w)| (*s, *w)).collect();
+            let sample_list: Vec<strata_engine::StratumWindows> = sample_windows.iter().map(|(s, w)| (*s, *w)).collect();
+            let a = strata_engine::cut_zones(ident("__stratum"), ident("__h1"), ident("__h2"), ident("__w"), &split_list);
+            let b = strata_engine::cut_zones(ident("__stratum_b"), ident("__h2"), ident("__h1"), ident("__w"), &sample_list)
+                .filter(ident("__h1").lt_eq(ident("__top")))
+                .build()
+                .map_err(df_err("curation pass 1 (the split)"))?;
+            let what = "curation pass 1 (the split and the sample)";
+            let batches = df
+                .aggregate(vec![], vec![a.alias("zones"), b.alias("zones_b")])
+                .map_err(df_err(what))?
+                .collect()
+                .await
+                .map_err(df_err(what))?;
+            let (seen, bad) = read_zones(&batches, "zones", what)?;
+            let (seen_b, _) = read_zones(&batches, "zones_b", what)?;
+            let mut out = BTreeMap::new();
+            for (s, (_, ks)) in &targets {
+                let obs = seen.get(s).cloned().unwrap_or_default();
+                if let Some(cuts) = ks.iter().map(|&k| cut::find(&obs, k)).collect::<Option<Vec<Cut>>>() {
+                    out.insert(*s, (obs, cuts));
+                }
+            }
+            if out.len() == targets.len() {
+                merged = Some(SampleSeen { windows: sample_windows, seen: seen_b, plan: strata_plan.clone() });
+                (out, bad)
+            } else {
+                find_cuts(rows_by_cell, &targets, "curation pass 1 (the split)").await?
+            }
+        }
+        None => find_cuts(rows_by_cell, &targets, "curation pass 1 (the split)").await?,
+    };
+    tracing::info!(
+        cells = observed.len(),
+        with_sample = merged.is_some(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "curation pass 1 done"
+    );
     if bad_weights > 0 {
         return Err(strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into());
     }
@@ -288,208 +607,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     }
 
     // --- plan on the driver ---
-    let train = 0;
-    let stratify_label = match (&spec.resample, spec.strategy) {
-        (Some(r), Strategy::Resample) => r.stratify == Stratify::GroupsLabel,
-        _ => true,
-    };
-    let mut groups: BTreeMap<GroupKey, BTreeMap<LabelKey, Cell>> = BTreeMap::new();
-    for ((g, y), c) in &cells {
-        groups.entry(g.clone()).or_default().insert(y.clone(), c.clone());
-    }
-    for ((g, y), c) in &cells {
-        if c.rows[train] == 0 {
-            warnings.push(format!("cell {} has no rows in the training split", describe(attrs, g, Some((label_col, y)))));
-        }
-    }
+    let (mut factors, plans, group_targets) = make_plans(&cells, &mut warnings)?;
 
-    // factor per cell (reweigh / reweigh_after), plan per cell (k, n of its stratum)
-    let mut factors: BTreeMap<(GroupKey, LabelKey), Option<f64>> = BTreeMap::new();
-    let mut plans: BTreeMap<(GroupKey, LabelKey), Planned> = BTreeMap::new();
-    let mut group_targets: BTreeMap<GroupKey, f64> = BTreeMap::new();
-    match (spec.strategy, &spec.resample) {
-        (Strategy::Reweigh, _) | (_, None) => {
-            let w_train: BTreeMap<(GroupKey, LabelKey), f64> = cells.iter().map(|(k, c)| (k.clone(), c.weight[train])).collect();
-            let (f, complete) = kamiran_calders(&w_train);
-            factors = f;
-            if !complete {
-                warnings.push(incomplete_warning());
-            }
-            for (k, c) in &cells {
-                plans.insert(k.clone(), Planned { available: c.rows[train], planned: c.rows[train], target_share: None });
-            }
-        }
-        (Strategy::Resample, Some(r)) => {
-            let keys: Vec<GroupKey> = groups.keys().cloned().collect();
-            let available: Vec<u64> = keys.iter().map(|g| groups[g].values().map(|c| c.rows[train]).sum()).collect();
-            let mut shares: Vec<f64> = vec![0.0; keys.len()];
-            let mut counts: Option<Vec<u64>> = None;
-            let index_of = |values: &[String]| -> Option<usize> {
-                let key: GroupKey = values.iter().map(|v| (v != MISSING_GROUP).then(|| v.clone())).collect();
-                keys.iter().position(|k| *k == key)
-            };
-            match r.target {
-                Target::Uniform => shares.iter_mut().for_each(|s| *s = 1.0 / keys.len() as f64),
-                Target::Reference => {
-                    for (i, g) in keys.iter().enumerate() {
-                        let mut share = 1.0;
-                        for (a, v) in attrs.iter().zip(g) {
-                            let name = v.as_deref().unwrap_or(MISSING_GROUP);
-                            match pipeline.groups.reference.get(a).and_then(|m| m.get(name)) {
-                                Some(s) => share *= s,
-                                None => {
-                                    warnings.push(format!("{a}={name} is not in the reference mix; its groups get no target rows"));
-                                    share = 0.0;
-                                }
-                            }
-                        }
-                        shares[i] = share;
-                    }
-                    let sum: f64 = shares.iter().sum();
-                    if sum <= 0.0 {
-                        return Err(pipeline
-                            .error_at("curate.resample.target", "no group of the data has a positive reference share")
-                            .into());
-                    }
-                    shares.iter_mut().for_each(|s| *s /= sum);
-                }
-                Target::Shares | Target::Counts => {
-                    let mut c = vec![0u64; keys.len()];
-                    for t in &r.strata {
-                        let i = index_of(&t.values).ok_or_else(|| {
-                            pipeline.error_at(
-                                "curate.resample.strata",
-                                format!("the target names group {} which does not occur in the data", describe_values(attrs, &t.values)),
-                            )
-                        })?;
-                        shares[i] = t.share.unwrap_or(0.0);
-                        c[i] = t.count.unwrap_or(0);
-                    }
-                    if r.target == Target::Counts {
-                        let total: u64 = c.iter().sum();
-                        shares = c.iter().map(|&x| if total == 0 { 0.0 } else { x as f64 / total as f64 }).collect();
-                        counts = Some(c);
-                    }
-                    let unlisted: Vec<_> =
-                        keys.iter().zip(&shares).filter(|(_, s)| **s == 0.0).map(|(k, _)| describe(attrs, k, None)).collect();
-                    if !unlisted.is_empty() {
-                        warnings.push(format!("groups with no target rows are left out of train: {}", unlisted.join(", ")));
-                    }
-                }
-            }
-            // a positive target on a group with no training rows
-            for i in 0..keys.len() {
-                if shares[i] > 0.0 && available[i] == 0 {
-                    let name = describe(attrs, &keys[i], None);
-                    match spec.on_empty {
-                        OnEmpty::Error => {
-                            return Err(pipeline
-                                .error_at(
-                                    "curate.on_empty",
-                                    format!("group {name} has no rows in the training split but a positive target; set on_empty = \"skip\" to drop it"),
-                                )
-                                .into());
-                        }
-                        OnEmpty::Skip => {
-                            warnings.push(format!("group {name} has no training rows; skipped (on_empty = \"skip\")"));
-                            shares[i] = 0.0;
-                            if let Some(c) = counts.as_mut() {
-                                c[i] = 0;
-                            }
-                        }
-                    }
-                }
-            }
-            let sum: f64 = shares.iter().sum();
-            if sum <= 0.0 {
-                return Err(pipeline.error_at("curate.resample", "no group has both training rows and a positive target").into());
-            }
-            shares.iter_mut().for_each(|s| *s /= sum);
-            let planned_groups: Vec<u64> = match &counts {
-                Some(c) if r.mode == Mode::Undersample => c
-                    .iter()
-                    .zip(&available)
-                    .zip(&keys)
-                    .map(|((&k, &n), g)| {
-                        if k > n {
-                            warnings.push(format!(
-                                "group {} has {n} training rows but a target of {k}; undersampling keeps {n}",
-                                describe(attrs, g, None)
-                            ));
-                        }
-                        k.min(n)
-                    })
-                    .collect(),
-                Some(c) => c.clone(),
-                None => {
-                    let n = plan_total(r.mode, r.total, &shares, &available)
-                        .map_err(|e| pipeline.error_at("curate.resample", e.to_string()))?;
-                    let mut k = largest_remainder(n, &shares);
-                    for i in 0..k.len() {
-                        if shares[i] > 0.0 {
-                            match r.mode {
-                                Mode::Undersample => k[i] = k[i].min(available[i]),
-                                Mode::Oversample => k[i] = k[i].max(available[i]),
-                                Mode::Hybrid => {}
-                            }
-                        }
-                    }
-                    k
-                }
-            };
-            for (i, g) in keys.iter().enumerate() {
-                group_targets.insert(g.clone(), shares[i]);
-                let labels = &groups[g];
-                if stratify_label {
-                    let label_keys: Vec<&LabelKey> = labels.keys().collect();
-                    let weights: Vec<f64> = labels.values().map(|c| c.rows[train] as f64).collect();
-                    let k = largest_remainder(planned_groups[i], &weights);
-                    for (j, y) in label_keys.iter().enumerate() {
-                        let n = labels[*y].rows[train];
-                        let share_of_group = if available[i] == 0 { 0.0 } else { n as f64 / available[i] as f64 };
-                        plans.insert(
-                            (g.clone(), (*y).clone()),
-                            Planned { available: n, planned: k[j], target_share: Some(shares[i] * share_of_group) },
-                        );
-                    }
-                } else {
-                    for y in labels.keys() {
-                        plans.insert(
-                            (g.clone(), y.clone()),
-                            Planned { available: available[i], planned: planned_groups[i], target_share: Some(shares[i]) },
-                        );
-                    }
-                }
-            }
-            // replication cap, per stratum
-            for ((g, y), p) in &plans {
-                if p.available > 0 && p.planned as f64 > r.max_replication * p.available as f64 {
-                    let name = describe(attrs, g, stratify_label.then_some((label_col, y)));
-                    return Err(pipeline
-                        .error_at(
-                            "curate.resample.max_replication",
-                            format!(
-                                "stratum {name} needs replication factor {:.2} ({} rows from {}), over the cap {}",
-                                p.planned as f64 / p.available as f64,
-                                p.planned,
-                                p.available,
-                                r.max_replication
-                            ),
-                        )
-                        .into());
-                }
-            }
-        }
-    }
-
-    let resample = matches!(spec.strategy, Strategy::Resample);
-    let (exact, reweigh_after) = spec.resample.as_ref().map_or((true, false), |r| (r.exact, r.reweigh_after));
     let replicate = resample && plans.values().any(|p| p.planned > p.available);
-    // Shard strata are the curation's strata: (group, label) cells, or groups when
-    // resampling by group only.
-    let group_strata = resample && !stratify_label;
-    let stratum_col = if group_strata { "__grp" } else { "__cell" };
-    let stratum_of = |c: &Cell| if group_strata { c.group_id } else { c.cell_id };
 
     // --- the per-cell table every later pass joins to its rows: the split cuts, the
     //     plan of the cell's stratum, later the sample cut and the weight factor ---
@@ -530,16 +650,13 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     // --- pass 1b (exact resampling): per stratum of n training rows and k planned, the
     //     cut at rank k mod n by (sample hash, split hash). Rows at or below it get
     //     ⌊k/n⌋ + 1 copies, the others ⌊k/n⌋. Identical rows straddling the cut all get
-    //     the extra copy and the shard writer keeps only as many as the rank allows ---
+    //     the extra copy and the shard writer keeps only as many as the rank allows.
+    //     Found from what pass 1 observed when the plan is the one it expected, else by a
+    //     pass of its own over the training rows ---
     let mut trims: HashMap<u64, u64> = HashMap::new();
     if resample && exact {
-        let mut strata_plan: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-        for (k, c) in &cells {
-            let p = plans.get(k).copied().unwrap_or_default();
-            strata_plan.insert(stratum_of(c), (p.planned, p.available));
-        }
-        let targets: BTreeMap<u64, (u64, Vec<u64>)> =
-            strata_plan.iter().filter(|(_, (_, n))| *n > 0).map(|(s, (k, n))| (*s, (*n, vec![k % n]))).collect();
+        let strata_plan = strata_plan_of(&cells, &plans);
+        let targets = sample_targets(&strata_plan);
         let split_table = cell_table(table.values());
         let train_rows = || async {
             // train is "at or below the first cut": the second cut's lookups are not read
@@ -550,9 +667,35 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                 ident("__w"),
             ])
         };
-        let started = std::time::Instant::now();
-        let (observed, _) = find_cuts(train_rows, &targets, "curation pass 1b (exact resampling)").await?;
-        tracing::info!(strata = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1b done");
+        // pass 1 observed the sample keys of the rows at or below each cell's train
+        // window: take out the window's rows above the cut, then find the cuts there
+        let from_pass1 = merged.filter(|m| m.plan == strata_plan).and_then(|SampleSeen { windows, mut seen, .. }| {
+            for (cell, (obs, cuts)) in &observed {
+                let Cut::At { key, .. } = cuts[0] else { continue };
+                let stratum = stratum_of(&cells[&cell_keys[cell].key]);
+                let into = seen.entry(stratum).or_default();
+                for (&(h_split, h_sample), &(rows, weight)) in
+                    obs.keys[1].range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+                {
+                    into.remove(strata_engine::zone_of(h_sample, windows.get(&stratum)), (h_sample, h_split), rows, weight);
+                }
+            }
+            let mut out = BTreeMap::new();
+            for (s, (_, ks)) in &targets {
+                let obs = seen.get(s).cloned().unwrap_or_default();
+                out.insert(*s, (obs.clone(), vec![cut::find(&obs, ks[0])?]));
+            }
+            Some(out)
+        });
+        let observed = match from_pass1 {
+            Some(observed) => observed,
+            None => {
+                let started = std::time::Instant::now();
+                let (observed, _) = find_cuts(train_rows, &targets, "curation pass 1b (exact resampling)").await?;
+                tracing::info!(strata = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1b done");
+                observed
+            }
+        };
         // stratum → (copies of every row, the cut for one more, a straddling tie)
         let mut sample_cuts: HashMap<u64, SampleCut> = HashMap::new();
         for (s, (_, cuts)) in &observed {
@@ -1024,10 +1167,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = datafusion::error::Result<DataFrame>>,
 {
-    let mut windows: BTreeMap<u64, [Option<Window>; 2]> = targets
-        .iter()
-        .map(|(s, (n, ks))| (*s, [ks.first().and_then(|&k| cut::window(k, *n)), ks.get(1).and_then(|&k| cut::window(k, *n))]))
-        .collect();
+    let mut windows = windows_of(targets);
     for _ in 0..2 {
         let df = rows().await.map_err(df_err(what))?;
         let (observed, bad) = observe(df, &windows, what).await?;
@@ -1053,6 +1193,20 @@ where
     Err(CurateError::Engine(EngineError::Config(format!("{what}: the rows changed while curation read them"))))
 }
 
+/// Each target's windows: around each of its ranks, where the row of that rank almost
+/// surely lies.
+fn windows_of(targets: &BTreeMap<u64, (u64, Vec<u64>)>) -> BTreeMap<u64, [Option<Window>; 2]> {
+    targets
+        .iter()
+        .map(|(s, (n, ks))| (*s, [ks.first().and_then(|&k| cut::window(k, *n)), ks.get(1).and_then(|&k| cut::window(k, *n))]))
+        .collect()
+}
+
+/// Exact resampling's cuts: per stratum of n training rows and k planned, rank k mod n.
+fn sample_targets(strata_plan: &BTreeMap<u64, (u64, u64)>) -> BTreeMap<u64, (u64, Vec<u64>)> {
+    strata_plan.iter().filter(|(_, (_, n))| *n > 0).map(|(s, (k, n))| (*s, (*n, vec![k % n]))).collect()
+}
+
 /// One aggregate pass: per stratum, rows and weights per zone, keys inside windows.
 async fn observe(
     rows: DataFrame,
@@ -1064,6 +1218,16 @@ async fn observe(
     let windows: Vec<strata_engine::StratumWindows> = windows.iter().map(|(s, w)| (*s, *w)).collect();
     let zones = strata_engine::cut_zones(ident("__stratum"), ident("__h1"), ident("__h2"), ident("__w"), &windows);
     let batches = rows.aggregate(vec![], vec![zones.alias("zones")]).map_err(df_err(what))?.collect().await.map_err(df_err(what))?;
+    read_zones(&batches, "zones", what)
+}
+
+/// What a `strata_cut_zones` aggregate named `name` saw, and its unusable weights.
+fn read_zones(batches: &[RecordBatch], name: &str, what: &str) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
+    let batches: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| b.project(&[b.schema().index_of(name).expect("an aggregate of that name")]))
+        .collect::<Result<_, _>>()
+        .map_err(|e| df_err(what)(e.into()))?;
     let mut out: HashMap<u64, Observed> = HashMap::new();
     let mut bad = 0u64;
     for part in strata_engine::aggregate_rows(&batches).map_err(df_err(what))? {

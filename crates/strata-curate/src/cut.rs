@@ -64,6 +64,22 @@ impl Observed {
         e.1 += weight;
     }
 
+    /// Takes out rows `add` put in (a key's entry goes once it has no rows left).
+    pub(crate) fn remove(&mut self, zone: usize, key: Key, rows: u64, weight: f64) {
+        if zone == 1 || zone == 3 {
+            if let Some(e) = self.keys[zone].get_mut(&key) {
+                e.0 -= rows;
+                e.1 -= weight;
+                if e.0 == 0 {
+                    self.keys[zone].remove(&key);
+                }
+            }
+        } else {
+            self.gaps[zone].0 -= rows;
+            self.gaps[zone].1 -= weight;
+        }
+    }
+
     pub(crate) fn rows(&self) -> u64 {
         self.gaps.iter().map(|g| g.0).sum::<u64>() + self.keys.iter().flat_map(|k| k.values().map(|v| v.0)).sum::<u64>()
     }
@@ -212,6 +228,28 @@ mod tests {
                 let (mid, _) = between(&obs, Some(&c1), &c2);
                 assert_eq!((below, mid), (k1, k2 - k1));
             }
+        }
+    }
+
+    /// Taking rows out of an observation (zones as the aggregate assigns them) leaves
+    /// the observation of the other rows, and so their cut: how pass 1's sample keys lose
+    /// the rows that turn out not to be training rows.
+    #[test]
+    fn removed_rows_leave_the_observation_of_the_rest() {
+        let all = keys(5000, 9);
+        let windows = [window(1200, 4000), window(3000, 4000)];
+        let mut obs = observe(&all, windows);
+        let (gone, rest) = all.split_at(1000);
+        for &k in gone {
+            obs.remove(strata_engine::zone_of(k.0, Some(&windows)), k, 1, 1.0);
+        }
+        let direct = observe(rest, windows);
+        assert_eq!(obs.gaps, direct.gaps);
+        assert_eq!(obs.keys, direct.keys);
+        let mut sorted = rest.to_vec();
+        sorted.sort();
+        for k in [1200, 3000] {
+            assert!(matches!(find(&obs, k), Some(Cut::At { key, .. }) if key == sorted[k as usize - 1]), "rank {k}");
         }
     }
 

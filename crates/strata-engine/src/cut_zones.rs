@@ -165,7 +165,13 @@ struct ZonesAccumulator {
     inside: BTreeMap<(u64, u8, u64, u64), Gap>,
 }
 
-fn zone_of(h: u64, windows: &[(u64, u64); 2]) -> u8 {
+/// The zone of primary key `h` in a stratum with `windows` (`None`: a stratum not in the
+/// aggregate's list, all zone 4), as the aggregate assigns it.
+pub fn zone_of(h: u64, windows: Option<&[Option<(u64, u64)>; 2]>) -> usize {
+    windows.map_or(4, |w| zone_in(h, &w.map(|w| w.unwrap_or((1, 0)))) as usize)
+}
+
+fn zone_in(h: u64, windows: &[(u64, u64); 2]) -> u8 {
     let [(lo1, hi1), (lo2, hi2)] = *windows;
     if lo1 <= hi1 {
         if h < lo1 {
@@ -201,7 +207,7 @@ impl ZonesAccumulator {
     fn add(&mut self, stratum: u64, h1: u64, h2: u64, g: Gap) {
         match self.stratum(stratum) {
             Some(i) => {
-                let zone = zone_of(h1, &self.strata[i as usize].windows);
+                let zone = zone_in(h1, &self.strata[i as usize].windows);
                 if zone == 1 || zone == 3 {
                     self.inside.entry((stratum, zone, h1, h2)).or_default().add(&g);
                 } else {

@@ -26,7 +26,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::memory::InMemory;
 
 pub use cells::{STRATA_CELLS, strata_cells_udaf};
-pub use cut_zones::{STRATA_CUT_ZONES, StratumWindows, cut_zones, strata_cut_zones_udaf};
+pub use cut_zones::{STRATA_CUT_ZONES, StratumWindows, cut_zones, strata_cut_zones_udaf, zone_of};
 pub use error::EngineError;
 pub use error::one_line;
 pub use hash::{STRATA_GROUP_HASH, STRATA_HASH, strata_group_hash_udf, strata_hash_udf};
