@@ -508,10 +508,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         None
     };
     let mut merged: Option<SampleSeen> = None;
-    let (observed, bad_weights) = match &predicted {
+    let (observed, bad_weights) = match predicted {
         Some(strata_plan) => {
             let split_windows = windows_of(&targets);
-            let sample_windows = windows_of(&sample_targets(strata_plan));
+            let sample_windows = windows_of(&sample_targets(&strata_plan));
             // the top of each cell's train window: rows at or below it may be train
             let top: Vec<(u64, Option<u64>)> = targets
                 .iter()
@@ -540,10 +540,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                     .alias("__top"),
                 ])
                 .map_err(df_err("curation pass 1 (the split)"))?;
-            let split_list: Vec<strata_engine::StratumWindows> = split_windows.iter().map(|(s, w)| (*s, *w)).collect();
-            let sample_list: Vec<strata_engine::StratumWindows> = sample_windows.iter().map(|(s, w)| (*s, *w)).collect();
-            let a = strata_engine::cut_zones(ident("__stratum"), ident("__h1"), ident("__h2"), ident("__w"), &split_list);
-            let b = strata_engine::cut_zones(ident("__stratum_b"), ident("__h2"), ident("__h1"), ident("__w"), &sample_list)
+            let a = zones("__stratum", "__h1", "__h2", &split_windows);
+            let b = zones("__stratum_b", "__h2", "__h1", &sample_windows)
                 .filter(ident("__h1").lt_eq(ident("__top")))
                 .build()
                 .map_err(df_err("curation pass 1 (the split)"))?;
@@ -556,15 +554,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                 .map_err(df_err(what))?;
             let (seen, bad) = read_zones(&batches, "zones", what)?;
             let (seen_b, _) = read_zones(&batches, "zones_b", what)?;
-            let mut out = BTreeMap::new();
-            for (s, (_, ks)) in &targets {
-                let obs = seen.get(s).cloned().unwrap_or_default();
-                if let Some(cuts) = ks.iter().map(|&k| cut::find(&obs, k)).collect::<Option<Vec<Cut>>>() {
-                    out.insert(*s, (obs, cuts));
-                }
-            }
-            if out.len() == targets.len() {
-                merged = Some(SampleSeen { windows: sample_windows, seen: seen_b, plan: strata_plan.clone() });
+            let (out, missed) = cuts_at(&seen, &targets);
+            if missed.is_empty() {
+                merged = Some(SampleSeen { windows: sample_windows, seen: seen_b, plan: strata_plan });
                 (out, bad)
             } else {
                 find_cuts(rows_by_cell, &targets, "curation pass 1 (the split)").await?
@@ -680,12 +672,8 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                     into.remove(strata_engine::zone_of(h_sample, windows.get(&stratum)), (h_sample, h_split), rows, weight);
                 }
             }
-            let mut out = BTreeMap::new();
-            for (s, (_, ks)) in &targets {
-                let obs = seen.get(s).cloned().unwrap_or_default();
-                out.insert(*s, (obs.clone(), vec![cut::find(&obs, ks[0])?]));
-            }
-            Some(out)
+            let (out, missed) = cuts_at(&seen, &targets);
+            missed.is_empty().then_some(out)
         });
         let observed = match from_pass1 {
             Some(observed) => observed,
@@ -1158,11 +1146,7 @@ fn cell_table<'a>(rows: impl Iterator<Item = &'a CellRow>) -> CellTable {
 /// stratum to its rows and ranks (at most two); `rows` yields `__stratum`, `__h1` (the
 /// primary key), `__h2` and `__w`. Strata whose cut fell outside its window are looked
 /// at again over the whole key space. Also returns the count of unusable weights.
-async fn find_cuts<F, Fut>(
-    rows: F,
-    targets: &BTreeMap<u64, (u64, Vec<u64>)>,
-    what: &str,
-) -> Result<(BTreeMap<u64, (Observed, Vec<Cut>)>, u64), CurateError>
+async fn find_cuts<F, Fut>(rows: F, targets: &BTreeMap<u64, (u64, Vec<u64>)>, what: &str) -> Result<(Found, u64), CurateError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = datafusion::error::Result<DataFrame>>,
@@ -1171,17 +1155,7 @@ where
     for _ in 0..2 {
         let df = rows().await.map_err(df_err(what))?;
         let (observed, bad) = observe(df, &windows, what).await?;
-        let mut out = BTreeMap::new();
-        let mut missed = Vec::new();
-        for (s, (_, ks)) in targets {
-            let obs = observed.get(s).cloned().unwrap_or_default();
-            match ks.iter().map(|&k| cut::find(&obs, k)).collect::<Option<Vec<Cut>>>() {
-                Some(cuts) => {
-                    out.insert(*s, (obs, cuts));
-                }
-                None => missed.push(*s),
-            }
-        }
+        let (out, missed) = cuts_at(&observed, targets);
         if missed.is_empty() {
             return Ok((out, bad));
         }
@@ -1191,6 +1165,33 @@ where
         }
     }
     Err(CurateError::Engine(EngineError::Config(format!("{what}: the rows changed while curation read them"))))
+}
+
+/// Per stratum: what a pass observed and the cuts found in it.
+type Found = BTreeMap<u64, (Observed, Vec<Cut>)>;
+
+/// Each target's observation and its cuts at the target's ranks, and the targets with a
+/// cut outside its window.
+fn cuts_at(observed: &HashMap<u64, Observed>, targets: &BTreeMap<u64, (u64, Vec<u64>)>) -> (Found, Vec<u64>) {
+    let mut out = BTreeMap::new();
+    let mut missed = Vec::new();
+    for (s, (_, ks)) in targets {
+        let obs = observed.get(s).cloned().unwrap_or_default();
+        match ks.iter().map(|&k| cut::find(&obs, k)).collect::<Option<Vec<Cut>>>() {
+            Some(cuts) => {
+                out.insert(*s, (obs, cuts));
+            }
+            None => missed.push(*s),
+        }
+    }
+    (out, missed)
+}
+
+/// One `strata_cut_zones` aggregate (strata_engine::strata_cut_zones_udaf) of the named
+/// columns and `__w`, the windows travelling as its literal.
+fn zones(stratum: &str, h1: &str, h2: &str, windows: &BTreeMap<u64, [Option<Window>; 2]>) -> Expr {
+    let windows: Vec<strata_engine::StratumWindows> = windows.iter().map(|(s, w)| (*s, *w)).collect();
+    strata_engine::cut_zones(ident(stratum), ident(h1), ident(h2), ident("__w"), &windows)
 }
 
 /// Each target's windows: around each of its ranks, where the row of that rank almost
@@ -1213,10 +1214,7 @@ async fn observe(
     windows: &BTreeMap<u64, [Option<Window>; 2]>,
     what: &str,
 ) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
-    // one `strata_cut_zones` aggregate (strata_engine::strata_cut_zones_udaf), the
-    // windows travelling as its literal
-    let windows: Vec<strata_engine::StratumWindows> = windows.iter().map(|(s, w)| (*s, *w)).collect();
-    let zones = strata_engine::cut_zones(ident("__stratum"), ident("__h1"), ident("__h2"), ident("__w"), &windows);
+    let zones = zones("__stratum", "__h1", "__h2", windows);
     let batches = rows.aggregate(vec![], vec![zones.alias("zones")]).map_err(df_err(what))?.collect().await.map_err(df_err(what))?;
     read_zones(&batches, "zones", what)
 }

@@ -173,20 +173,18 @@ struct Layout {
     tie: Option<usize>,
     /// Written columns (no helpers).
     keep: Vec<usize>,
-    /// Stream columns the routed rows hold, in order: `keep` first.
+    /// Stream columns the routed rows hold, in order: `keep` first (their unit number
+    /// follows, at `held.len()`).
     held: Vec<usize>,
     held_schema: SchemaRef,
-    /// Positions in the held rows: the order columns, the weight, the unit, and the
-    /// written columns named `distinct`.
+    /// Positions in the held rows: the order columns, the weight, and the written
+    /// columns named `distinct`.
     held_order: Vec<usize>,
     held_weight: usize,
-    held_unit: usize,
     held_distinct: Vec<usize>,
     /// Written columns held as numbers into a dictionary (`SinkColumns::categorical`),
     /// by position; the dictionaries are in the same order.
     coded: Vec<usize>,
-    /// The same columns' positions in the stream.
-    coded_input: Vec<usize>,
     /// Split names by split index.
     split_names: Vec<String>,
     ranges: u64,
@@ -199,28 +197,42 @@ type Counts = HashMap<UnitKey, BTreeMap<u64, u64>>;
 /// A unit as routing sees it: (split index, stratum, cell, tie id).
 type RouteUnit = (usize, u64, u64, u64);
 
-/// The units met while routing, numbered as first met by any routing task: a routed
-/// row holds its unit's number. (The numbering depends on timing; nothing written does.)
-#[derive(Debug, Default)]
-struct UnitTable {
-    ids: HashMap<RouteUnit, u32>,
-    keys: Vec<RouteUnit>,
+/// Keys numbered as first met by any routing task, shared by them: the units a routed
+/// row stands for, and the values of a categorical column. (The numbering depends on
+/// timing; nothing written does.)
+#[derive(Debug)]
+struct Numbering<K> {
+    ids: HashMap<K, u32>,
+    keys: Vec<K>,
 }
 
-impl UnitTable {
-    fn id(&mut self, unit: RouteUnit) -> Result<u32, PublishError> {
-        if let Some(&id) = self.ids.get(&unit) {
+impl<K> Default for Numbering<K> {
+    fn default() -> Self {
+        Self { ids: HashMap::new(), keys: Vec::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Numbering<K> {
+    fn id<Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized>(&mut self, key: &Q) -> Result<u32, PublishError>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        if let Some(&id) = self.ids.get(key) {
             return Ok(id);
         }
-        let id = u32::try_from(self.keys.len()).map_err(|_| PublishError::Data {
-            context: "writing shards".into(),
-            message: "more than 2^32 (split, stratum, cell) units".into(),
-        })?;
-        self.keys.push(unit);
-        self.ids.insert(unit, id);
+        let id = u32::try_from(self.keys.len())
+            .map_err(|_| PublishError::Data { context: "writing shards".into(), message: "more than 2^32 keys to number".into() })?;
+        self.keys.push(key.to_owned());
+        self.ids.insert(key.to_owned(), id);
         Ok(id)
     }
 }
+
+/// The (split, stratum, cell, tie) units met while routing: a routed row holds its
+/// unit's number.
+type UnitTable = Numbering<RouteUnit>;
+/// The values of one categorical column met while routing.
+type Dictionary = Numbering<String>;
 
 /// One spill file being written, with rows waiting to fill a batch.
 struct SpillFile {
@@ -278,49 +290,20 @@ enum RangeOut {
     Batches(Vec<RecordBatch>),
 }
 
-/// The values of one categorical column met while routing, numbered as first met (the
-/// numbering depends on timing; nothing written does).
-#[derive(Debug, Default)]
-struct Dictionary {
-    ids: HashMap<String, u32>,
-    values: Vec<String>,
-}
-
-impl Dictionary {
-    fn id(&mut self, value: &str) -> Result<u32, PublishError> {
-        if let Some(&id) = self.ids.get(value) {
-            return Ok(id);
-        }
-        let id = u32::try_from(self.values.len())
-            .map_err(|_| PublishError::Data { context: "writing shards".into(), message: "more than 2^32 values in one column".into() })?;
-        self.values.push(value.to_string());
-        self.ids.insert(value.to_string(), id);
-        Ok(id)
-    }
-}
-
 /// Numbers a batch's string column by `dictionary`. Short values (12 bytes or fewer,
-/// nearly every category) are found by their 16-byte view alone, through a small
-/// direct-mapped cache and then this task's map; the shared dictionary is asked once
-/// per value and task.
+/// nearly every category) are found by their 16-byte view alone, through a
+/// [`UnitCache`] and then this task's map; the shared dictionary is asked once per
+/// value and task.
 struct Coder<'a> {
     dictionary: &'a std::sync::Mutex<Dictionary>,
     short: HashMap<u128, u32>,
     long: HashMap<String, u32>,
-    cache: Vec<(u128, u32)>,
+    cache: UnitCache<u128, u32>,
 }
-
-/// Slots of a coder's cache (a few categories per column).
-const CODER_SLOTS: usize = 64;
 
 impl<'a> Coder<'a> {
     fn new(dictionary: &'a std::sync::Mutex<Dictionary>) -> Self {
-        // an empty view (length 0) never matches a slot's u32::MAX id check below
-        Self { dictionary, short: HashMap::new(), long: HashMap::new(), cache: vec![(0, u32::MAX); CODER_SLOTS] }
-    }
-
-    fn shared(&self, value: &str) -> Result<u32, PublishError> {
-        self.dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id(value)
+        Self { dictionary, short: HashMap::new(), long: HashMap::new(), cache: UnitCache::new() }
     }
 
     fn code(&mut self, column: &ArrayRef) -> Result<ArrayRef, PublishError> {
@@ -333,28 +316,22 @@ impl<'a> Coder<'a> {
                 continue;
             }
             if (view as u32) <= 12 {
-                let slot = ((view as u64 ^ (view >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize;
-                let (v, id) = self.cache[slot];
-                if v == view && id != u32::MAX {
-                    codes.push(id);
-                    continue;
-                }
-                let id = match self.short.get(&view) {
-                    Some(&id) => id,
+                let (dictionary, short) = (self.dictionary, &mut self.short);
+                let id = self.cache.get(view, |view| match short.get(view) {
+                    Some(&id) => Ok(id),
                     None => {
-                        let id = self.shared(views.value(i))?;
-                        self.short.insert(view, id);
-                        id
+                        let id = dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id(views.value(i))?;
+                        short.insert(*view, id);
+                        Ok::<_, PublishError>(id)
                     }
-                };
-                self.cache[slot] = (view, id);
+                })?;
                 codes.push(id);
             } else {
                 let value = views.value(i);
                 let id = match self.long.get(value) {
                     Some(&id) => id,
                     None => {
-                        let id = self.shared(value)?;
+                        let id = self.dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id(value)?;
                         self.long.insert(value.to_string(), id);
                         id
                     }
@@ -512,13 +489,11 @@ impl ShardSink {
             stratum: index_of(&self.columns.stratum)?,
             cell: index_of(&self.columns.cell)?,
             tie: self.columns.tie.as_deref().map(index_of).transpose()?,
-            held_unit: held.len(),
             held,
             held_schema: Arc::new(Schema::new(held_fields)),
             held_order,
             held_weight,
             held_distinct,
-            coded_input: coded.iter().map(|&k| keep[k]).collect(),
             coded,
             keep,
             split_names: self.columns.split_names.clone(),
@@ -558,7 +533,7 @@ impl ShardSink {
         let unit_keys = std::mem::take(&mut units.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys);
         let mut decoded: Decoded = vec![None; layout.keep.len()];
         for (&k, dictionary) in layout.coded.iter().zip(dictionaries.iter()) {
-            let values = std::mem::take(&mut dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values);
+            let values = std::mem::take(&mut dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys);
             let values: ArrayRef = Arc::new(StringArray::from(values));
             decoded[k] = Some(cast(&values, schema.field(k).data_type()).map_err(data_err("decoding a categorical column"))?);
         }
@@ -1042,7 +1017,7 @@ fn deal_range(
 ) -> Result<Option<DealtRange>, PublishError> {
     let Some(Prepared { rows, perm, repeated }) = prepare(layout, decoded, inputs)? else { return Ok(None) };
     let n = rows.num_rows();
-    let unit = rows.column(layout.held_unit).as_primitive::<UInt32Type>().clone();
+    let unit = rows.column(layout.held.len()).as_primitive::<UInt32Type>().clone();
     if let Some(&u) = unit.values().iter().find(|&&u| u as usize >= plan.units.len()) {
         return Err(PublishError::Data {
             context: "dealing shard rows".into(),
@@ -1124,6 +1099,8 @@ async fn route(
 ) -> Result<Routed, PublishError> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut coders: Vec<Coder> = dictionaries.iter().map(Coder::new).collect();
+    // the stream positions of the numbered columns, which `compact` leaves as they are
+    let coded_input: Vec<usize> = layout.coded.iter().map(|&k| layout.held[k]).collect();
     let mut open: HashMap<u64, RangeOut> = HashMap::new();
     // bytes this task holds in memory (counted in `budget.held` too)
     let mut mine = 0usize;
@@ -1142,7 +1119,7 @@ async fn route(
             continue;
         }
         let original = batch;
-        let batch = compact(&original, &layout.coded_input)?;
+        let batch = compact(&original, &coded_input)?;
         let n = batch.num_rows();
         let split = split_column(&batch, layout)?;
         let key = u64_column(&batch, layout.key)?;
@@ -1158,7 +1135,7 @@ async fn route(
             let id = unit_cache.get(k, |k| match unit_ids.get(k) {
                 Some(&id) => Ok(id),
                 None => {
-                    let id = table.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id(*k)?;
+                    let id = table.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id(k)?;
                     unit_ids.insert(*k, id);
                     Ok::<_, PublishError>(id)
                 }
@@ -1592,10 +1569,8 @@ mod tests {
             held_schema: schema.clone(),
             held_order: vec![2],
             held_weight: 0,
-            held_unit: 3,
             held_distinct: vec![0],
             coded: vec![1],
-            coded_input: vec![1],
             split_names: vec!["train".into()],
             ranges: 1,
         };
@@ -1661,13 +1636,13 @@ mod tests {
                 let plain: ArrayRef = Arc::new(StringArray::from(half.to_vec()));
                 let column = if view { cast(&plain, &DataType::Utf8View).unwrap() } else { plain.clone() };
                 let codes = coder.code(&column).unwrap();
-                let strings: ArrayRef = Arc::new(StringArray::from(dictionary.lock().unwrap().values.clone()));
+                let strings: ArrayRef = Arc::new(StringArray::from(dictionary.lock().unwrap().keys.clone()));
                 assert_eq!(decode(&codes, Some(&strings)).unwrap().as_ref(), plain.as_ref());
             }
         }
         // one number per distinct value, whichever task met it first
         let distinct: std::collections::HashSet<&String> = values.iter().flatten().collect();
-        assert_eq!(dictionary.lock().unwrap().values.len(), distinct.len());
+        assert_eq!(dictionary.lock().unwrap().keys.len(), distinct.len());
     }
 
     /// Counts survive the switch from the dense table to the map.

@@ -1,10 +1,11 @@
 //! A direct-mapped cache in front of a map, for per-row lookups of a few hundred keys.
 //!
-//! Routing numbers every row's (split, stratum, cell, tie) unit. Rows arrive in file
-//! order, where strata interleave row by row, so remembering only the last key misses on
-//! nearly every row, and a hash map probe per row was once the largest cost of the
-//! writer's per-row loops. The keys are few (strata × splits) and their ids are already
-//! uniform hashes, so one multiply picks a slot, and a hit costs one compare.
+//! Routing numbers every row's (split, stratum, cell, tie) unit and its categorical
+//! strings (by their 16-byte views). Rows arrive in file order, where strata interleave
+//! row by row, so remembering only the last key misses on nearly every row, and a hash
+//! map probe per row was once the largest cost of the writer's per-row loops. The keys
+//! are few (strata × splits, a column's categories) and their ids are already uniform
+//! hashes or short values, so one multiply picks a slot, and a hit costs one compare.
 
 /// Slots of the cache: room for a few hundred units with few collisions.
 const SLOT_BITS: u32 = 10;
@@ -13,6 +14,13 @@ const SLOT_BITS: u32 = 10;
 pub(crate) trait Slotted: Copy + Eq {
     /// Bits that differ between keys, mixed into a slot by [`UnitCache`].
     fn bits(&self) -> u64;
+}
+
+/// A string's 16-byte view (values of up to 12 bytes are inline, so the view is the value).
+impl Slotted for u128 {
+    fn bits(&self) -> u64 {
+        (*self as u64) ^ (*self >> 64) as u64
+    }
 }
 
 impl Slotted for (usize, u64, u64, u64) {
