@@ -29,7 +29,9 @@ pub async fn drain(df: DataFrame) -> Result<usize> {
         .collect();
     let mut rows = 0;
     for t in tasks {
-        rows += t.await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+        rows += t
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
     }
     Ok(rows)
 }

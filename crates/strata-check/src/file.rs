@@ -51,23 +51,42 @@ pub struct CheckFile {
     pub sql: String,
 }
 
-const KEYS: [&str; 6] = ["name", "description", "severity", "warn_if", "error_if", "stage"];
+const KEYS: [&str; 6] = [
+    "name",
+    "description",
+    "severity",
+    "warn_if",
+    "error_if",
+    "stage",
+];
 
 impl CheckFile {
     /// Parses `text` read from `path`. Errors name the file and the line.
     pub fn parse(path: &Path, text: &str) -> Result<Self, CheckError> {
-        let err = |line: usize, message: String| CheckError::File { path: path.to_path_buf(), line, message };
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let (mut name, mut description, mut severity, mut warn_if, mut error_if, mut stages) = (None, None, None, None, None, None);
+        let err = |line: usize, message: String| CheckError::File {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (mut name, mut description, mut severity, mut warn_if, mut error_if, mut stages) =
+            (None, None, None, None, None, None);
         for (i, line) in text.lines().enumerate() {
             let line_no = i + 1;
             let trimmed = line.trim();
             if trimmed.is_empty() {
                 continue;
             }
-            let Some(comment) = trimmed.strip_prefix("--") else { break };
+            let Some(comment) = trimmed.strip_prefix("--") else {
+                break;
+            };
             let comment = comment.trim();
-            let Some((key, value)) = comment.split_once(':') else { continue };
+            let Some((key, value)) = comment.split_once(':') else {
+                continue;
+            };
             let key = key.trim();
             if key.contains(' ') || key.is_empty() {
                 // prose in the header, e.g. "-- see: the README" is still checked below
@@ -75,14 +94,30 @@ impl CheckFile {
             }
             let value = value.trim();
             if !KEYS.contains(&key) {
-                return Err(err(line_no, format!("unknown metadata key `{key}` (known: {})", KEYS.join(", "))));
+                return Err(err(
+                    line_no,
+                    format!("unknown metadata key `{key}` (known: {})", KEYS.join(", ")),
+                ));
             }
-            let dup = |seen: bool| if seen { Err(err(line_no, format!("metadata key `{key}` is given twice"))) } else { Ok(()) };
+            let dup = |seen: bool| {
+                if seen {
+                    Err(err(line_no, format!("metadata key `{key}` is given twice")))
+                } else {
+                    Ok(())
+                }
+            };
             match key {
                 "name" => {
                     dup(name.is_some())?;
-                    if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
-                        return Err(err(line_no, format!("name `{value}`: use letters, digits, `_`, `-` or `.`")));
+                    if value.is_empty()
+                        || !value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                    {
+                        return Err(err(
+                            line_no,
+                            format!("name `{value}`: use letters, digits, `_`, `-` or `.`"),
+                        ));
                     }
                     name = Some(value.to_string());
                 }
@@ -95,12 +130,22 @@ impl CheckFile {
                     severity = Some(match value {
                         "warn" => Severity::Warn,
                         "error" => Severity::Error,
-                        other => return Err(err(line_no, format!("severity must be `warn` or `error`, found `{other}`"))),
+                        other => {
+                            return Err(err(
+                                line_no,
+                                format!("severity must be `warn` or `error`, found `{other}`"),
+                            ));
+                        }
                     });
                 }
                 "warn_if" | "error_if" => {
-                    let t = Threshold::parse(value).map_err(|m| err(line_no, format!("{key}: {m}")))?;
-                    let slot = if key == "warn_if" { &mut warn_if } else { &mut error_if };
+                    let t =
+                        Threshold::parse(value).map_err(|m| err(line_no, format!("{key}: {m}")))?;
+                    let slot = if key == "warn_if" {
+                        &mut warn_if
+                    } else {
+                        &mut error_if
+                    };
                     dup(slot.is_some())?;
                     *slot = Some(t);
                 }
@@ -110,15 +155,27 @@ impl CheckFile {
                         "source" => vec![Stage::Source],
                         "curated" => vec![Stage::Curated],
                         "both" => vec![Stage::Source, Stage::Curated],
-                        other => return Err(err(line_no, format!("stage must be `source`, `curated` or `both`, found `{other}`"))),
+                        other => {
+                            return Err(err(
+                                line_no,
+                                format!(
+                                    "stage must be `source`, `curated` or `both`, found `{other}`"
+                                ),
+                            ));
+                        }
                     });
                 }
                 _ => unreachable!("checked against KEYS"),
             }
         }
-        let body_is_empty = text.lines().all(|l| l.trim().is_empty() || l.trim().starts_with("--"));
+        let body_is_empty = text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim().starts_with("--"));
         if body_is_empty {
-            return Err(err(1, "no SQL: a check is a SELECT returning the failing rows".into()));
+            return Err(err(
+                1,
+                "no SQL: a check is a SELECT returning the failing rows".into(),
+            ));
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -127,7 +184,8 @@ impl CheckFile {
             severity: severity.unwrap_or(Severity::Error),
             warn_if,
             error_if,
-            stages: stages.ok_or_else(|| err(1, "missing metadata `-- stage: source|curated|both`".into()))?,
+            stages: stages
+                .ok_or_else(|| err(1, "missing metadata `-- stage: source|curated|both`".into()))?,
             sql: text.to_string(),
         })
     }
@@ -139,9 +197,17 @@ pub fn load_checks(dirs: &[String]) -> Result<Vec<CheckFile>, CheckError> {
     let mut files = Vec::new();
     for dir in dirs {
         let dir_path = Path::new(dir.strip_prefix("file://").unwrap_or(dir));
-        let entries = std::fs::read_dir(dir_path).map_err(|e| CheckError::Dir { path: dir_path.to_path_buf(), message: e.to_string() })?;
+        let entries = std::fs::read_dir(dir_path).map_err(|e| CheckError::Dir {
+            path: dir_path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         for entry in entries {
-            let p = entry.map_err(|e| CheckError::Dir { path: dir_path.to_path_buf(), message: e.to_string() })?.path();
+            let p = entry
+                .map_err(|e| CheckError::Dir {
+                    path: dir_path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+                .path();
             if p.extension().is_some_and(|e| e == "sql") && p.is_file() {
                 files.push(p);
             }
@@ -150,13 +216,21 @@ pub fn load_checks(dirs: &[String]) -> Result<Vec<CheckFile>, CheckError> {
     files.sort();
     let mut checks: Vec<CheckFile> = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|e| CheckError::File { path: f.clone(), line: 1, message: e.to_string() })?;
+        let text = std::fs::read_to_string(&f).map_err(|e| CheckError::File {
+            path: f.clone(),
+            line: 1,
+            message: e.to_string(),
+        })?;
         let check = CheckFile::parse(&f, &text)?;
         if let Some(other) = checks.iter().find(|c| c.name == check.name) {
             return Err(CheckError::File {
                 path: f.clone(),
                 line: 1,
-                message: format!("check name `{}` is also used by {}", check.name, other.path.display()),
+                message: format!(
+                    "check name `{}` is also used by {}",
+                    check.name,
+                    other.path.display()
+                ),
             });
         }
         checks.push(check);
@@ -198,7 +272,17 @@ mod tests {
                 .to_string()
                 .contains("c.sql:2: metadata key `stage` is given twice")
         );
-        assert!(parse("-- stage: source\n").unwrap_err().to_string().contains("no SQL"));
-        assert!(parse("-- name: a b\n-- stage: source\nSELECT 1").unwrap_err().to_string().contains("c.sql:1: name `a b`"));
+        assert!(
+            parse("-- stage: source\n")
+                .unwrap_err()
+                .to_string()
+                .contains("no SQL")
+        );
+        assert!(
+            parse("-- name: a b\n-- stage: source\nSELECT 1")
+                .unwrap_err()
+                .to_string()
+                .contains("c.sql:1: name `a b`")
+        );
     }
 }

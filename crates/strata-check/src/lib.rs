@@ -32,7 +32,11 @@ pub use threshold::Threshold;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error("{}:{line}: {message}", path.display())]
-    File { path: PathBuf, line: usize, message: String },
+    File {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("check folder {}: {message}", path.display())]
     Dir { path: PathBuf, message: String },
     #[error(transparent)]
@@ -79,23 +83,41 @@ pub async fn check(
     let ctx = engine.context();
     let checks = load_checks(&pipeline.checks.dirs)?;
     if checks.is_empty() {
-        return Err(CheckError::Usage(format!("no `.sql` checks found in {}", pipeline.checks.dirs.join(", "))));
+        return Err(CheckError::Usage(format!(
+            "no `.sql` checks found in {}",
+            pipeline.checks.dirs.join(", ")
+        )));
     }
-    let mut params: Vec<(String, ParamValue)> = pipeline.checks.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut params: Vec<(String, ParamValue)> = pipeline
+        .checks
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if !pipeline.checks.params.contains_key("min_group_rows") {
-        params.push(("min_group_rows".into(), ParamValue::Int(pipeline.groups.min_group_rows as i64)));
+        params.push((
+            "min_group_rows".into(),
+            ParamValue::Int(pipeline.groups.min_group_rows as i64),
+        ));
     }
 
     let want_source = matches!(options.stages, StageSelection::Source | StageSelection::All);
-    let want_curated = matches!(options.stages, StageSelection::Curated | StageSelection::All);
+    let want_curated = matches!(
+        options.stages,
+        StageSelection::Curated | StageSelection::All
+    );
     if options.stages == StageSelection::Curated && options.out.is_none() {
-        return Err(CheckError::Usage("--stage curated needs --out URL: the output root of `strata curate`".into()));
+        return Err(CheckError::Usage(
+            "--stage curated needs --out URL: the output root of `strata curate`".into(),
+        ));
     }
 
     // the profile of the source: every stage may use it
     let profile = strata_profile::profile(engine, pipeline, source, label_kind).await?;
-    let batch = tables::profile_batch(pipeline, &profile).map_err(df_err("building the profile table"))?;
-    ctx.register_batch(tables::PROFILE_TABLE, batch).map_err(df_err("registering the profile table"))?;
+    let batch =
+        tables::profile_batch(pipeline, &profile).map_err(df_err("building the profile table"))?;
+    ctx.register_batch(tables::PROFILE_TABLE, batch)
+        .map_err(df_err("registering the profile table"))?;
 
     // the published run, when asked for
     let mut run: Option<(Destination, strata_publish::Manifest)> = None;
@@ -103,39 +125,72 @@ pub async fn check(
         let url = strata_publish::parse_location(out)?;
         let store = engine.store_for(&url, &pipeline.storage)?;
         let (dest, manifest) = strata_publish::resolve(store, &url).await?;
-        let urls: Vec<String> = manifest.shards.iter().map(|s| dest.url_of(&s.path)).collect();
+        let urls: Vec<String> = manifest
+            .shards
+            .iter()
+            .map(|s| dest.url_of(&s.path))
+            .collect();
         if urls.is_empty() {
-            return Err(CheckError::Usage(format!("the run at {} has no shards to check", dest.root())));
+            return Err(CheckError::Usage(format!(
+                "the run at {} has no shards to check",
+                dest.root()
+            )));
         }
-        let curated = ctx.read_parquet(urls, ParquetReadOptions::default()).await.map_err(df_err("reading the curated shards"))?;
-        ctx.register_table(tables::CURATED_TABLE, curated.into_view()).map_err(df_err("registering the curated table"))?;
-        let summary = dest
-            .get(&manifest.summary)
-            .await?
-            .ok_or_else(|| CheckError::Usage(format!("{} is missing", dest.url_of(&manifest.summary))))?;
-        let summary: serde_json::Value =
-            serde_json::from_slice(&summary).map_err(|e| CheckError::Usage(format!("{}: {e}", dest.url_of(&manifest.summary))))?;
-        let batch = tables::curation_batch(&summary).map_err(df_err("building the curation table"))?;
-        ctx.register_batch(tables::CURATION_TABLE, batch).map_err(df_err("registering the curation table"))?;
+        let curated = ctx
+            .read_parquet(urls, ParquetReadOptions::default())
+            .await
+            .map_err(df_err("reading the curated shards"))?;
+        ctx.register_table(tables::CURATED_TABLE, curated.into_view())
+            .map_err(df_err("registering the curated table"))?;
+        let summary = dest.get(&manifest.summary).await?.ok_or_else(|| {
+            CheckError::Usage(format!("{} is missing", dest.url_of(&manifest.summary)))
+        })?;
+        let summary: serde_json::Value = serde_json::from_slice(&summary)
+            .map_err(|e| CheckError::Usage(format!("{}: {e}", dest.url_of(&manifest.summary))))?;
+        let batch =
+            tables::curation_batch(&summary).map_err(df_err("building the curation table"))?;
+        ctx.register_batch(tables::CURATION_TABLE, batch)
+            .map_err(df_err("registering the curation table"))?;
         run = Some((dest, manifest));
     }
-    let run_id = run.as_ref().map_or_else(|| format!("source-{}", chrono_stamp()), |(_, m)| m.run_id.clone());
+    let run_id = run.as_ref().map_or_else(
+        || format!("source-{}", chrono_stamp()),
+        |(_, m)| m.run_id.clone(),
+    );
 
     let mut results = Vec::new();
     let max = pipeline.checks.max_failing_rows;
-    for (stage, wanted, table) in [(Stage::Source, want_source, SOURCE_TABLE), (Stage::Curated, want_curated, tables::CURATED_TABLE)] {
-        let mine: Vec<&CheckFile> = checks.iter().filter(|c| c.stages.contains(&stage)).collect();
+    for (stage, wanted, table) in [
+        (Stage::Source, want_source, SOURCE_TABLE),
+        (Stage::Curated, want_curated, tables::CURATED_TABLE),
+    ] {
+        let mine: Vec<&CheckFile> = checks
+            .iter()
+            .filter(|c| c.stages.contains(&stage))
+            .collect();
         if !wanted || mine.is_empty() {
             continue;
         }
         if stage == Stage::Curated && run.is_none() {
             for c in mine {
-                results.push(skipped(c, stage, "no --out given: the curated stage was not run"));
+                results.push(skipped(
+                    c,
+                    stage,
+                    "no --out given: the curated stage was not run",
+                ));
             }
             continue;
         }
-        tables::register_stage_views(ctx, pipeline, stage).await.map_err(df_err("registering the stage's views"))?;
-        let rows = ctx.table(table).await.map_err(df_err("counting rows"))?.count().await.map_err(df_err("counting rows"))? as u64;
+        tables::register_stage_views(ctx, pipeline, stage)
+            .await
+            .map_err(df_err("registering the stage's views"))?;
+        let rows = ctx
+            .table(table)
+            .await
+            .map_err(df_err("counting rows"))?
+            .count()
+            .await
+            .map_err(df_err("counting rows"))? as u64;
         results.extend(run::run_stage(ctx, &mine, stage, &params, rows, max).await);
     }
 
@@ -143,22 +198,36 @@ pub async fn check(
     let keep_at = match (&options.failing_rows, &run) {
         (Some(url), _) => {
             let url = strata_publish::parse_location(url)?;
-            Some(Destination::new(engine.store_for(&url, &pipeline.storage)?, url))
+            Some(Destination::new(
+                engine.store_for(&url, &pipeline.storage)?,
+                url,
+            ))
         }
         (None, Some((dest, _))) => Some(dest.clone()),
         (None, None) => None,
     };
     if let Some(dest) = keep_at {
-        for r in results.iter_mut().filter(|r| matches!(r.status, Status::Fail | Status::Warn) && !r.sample.is_empty()) {
+        for r in results
+            .iter_mut()
+            .filter(|r| matches!(r.status, Status::Fail | Status::Warn) && !r.sample.is_empty())
+        {
             let rel = format!("checks/{}__{}.parquet", r.stage.as_str(), r.check.name);
-            let bytes = failing_rows_parquet(&r.sample, &run_id).map_err(|e| CheckError::Usage(format!("{rel}: {e}")))?;
+            let bytes = failing_rows_parquet(&r.sample, &run_id)
+                .map_err(|e| CheckError::Usage(format!("{rel}: {e}")))?;
             dest.put(&rel, bytes.into()).await?;
             r.failing_rows_file = Some(dest.url_of(&rel));
         }
     } else if results.iter().any(|r| r.status == Status::Fail) {
-        tracing::info!("failing rows are not kept: give --out (a published run) or --failing-rows URL");
+        tracing::info!(
+            "failing rows are not kept: give --out (a published run) or --failing-rows URL"
+        );
     }
-    Ok(CheckRun { pipeline: pipeline.name.clone(), run_id, strict: options.strict, results })
+    Ok(CheckRun {
+        pipeline: pipeline.name.clone(),
+        run_id,
+        strict: options.strict,
+        results,
+    })
 }
 
 fn skipped(c: &CheckFile, stage: Stage, why: &str) -> CheckResult {
@@ -182,7 +251,8 @@ fn failing_rows_parquet(batches: &[RecordBatch], run_id: &str) -> Result<Vec<u8>
     let mut fields = vec![Arc::new(Field::new("strata_run_id", DataType::Utf8, false))];
     fields.extend(first.schema().fields().iter().cloned());
     let schema = Arc::new(Schema::new(fields));
-    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None).map_err(|e| e.to_string())?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None)
+        .map_err(|e| e.to_string())?;
     for b in batches {
         let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![run_id; b.num_rows()]))];
         cols.extend(b.columns().iter().cloned());

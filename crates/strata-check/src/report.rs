@@ -32,7 +32,11 @@ impl CheckRun {
 
     /// A result's status with `--strict` applied (warnings fail).
     pub fn effective(&self, r: &CheckResult) -> Status {
-        if self.strict && r.status == Status::Warn { Status::Fail } else { r.status }
+        if self.strict && r.status == Status::Warn {
+            Status::Fail
+        } else {
+            r.status
+        }
     }
 
     pub fn any_error(&self) -> bool {
@@ -40,30 +44,52 @@ impl CheckRun {
     }
 
     pub fn any_failure(&self) -> bool {
-        self.results.iter().any(|r| self.effective(r) == Status::Fail)
+        self.results
+            .iter()
+            .any(|r| self.effective(r) == Status::Fail)
     }
 
     /// One line per check, then the totals.
     pub fn render_text(&self) -> String {
-        let width = self.results.iter().map(|r| r.check.name.len() + r.stage.as_str().len() + 3).max().unwrap_or(0);
+        let width = self
+            .results
+            .iter()
+            .map(|r| r.check.name.len() + r.stage.as_str().len() + 3)
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for r in &self.results {
             let label = format!("{} [{}]", r.check.name, r.stage.as_str());
             let detail = match (r.status, r.failing_rows) {
                 (Status::Error | Status::Skipped, _) => r.message.clone().unwrap_or_default(),
                 (_, Some(n)) => {
-                    let pct = if r.checked_rows > 0 { 100.0 * n as f64 / r.checked_rows as f64 } else { 0.0 };
+                    let pct = if r.checked_rows > 0 {
+                        100.0 * n as f64 / r.checked_rows as f64
+                    } else {
+                        0.0
+                    };
                     let share = match (r.checked_rows, n) {
                         (0, _) | (_, 0) => String::new(),
                         _ if pct < 0.01 => format!(" (<0.01% of {})", r.checked_rows),
                         _ => format!(" ({pct:.2}% of {})", r.checked_rows),
                     };
-                    let rule = if r.status == Status::Pass { String::new() } else { format!("; {}", r.rule) };
-                    format!("{n} failing row{}{share}{rule}", if n == 1 { "" } else { "s" })
+                    let rule = if r.status == Status::Pass {
+                        String::new()
+                    } else {
+                        format!("; {}", r.rule)
+                    };
+                    format!(
+                        "{n} failing row{}{share}{rule}",
+                        if n == 1 { "" } else { "s" }
+                    )
                 }
                 (_, None) => String::new(),
             };
-            out.push_str(&format!("{:<5} {label:<width$}  {detail}  ({} ms)\n", self.effective(r).as_str(), r.duration_ms));
+            out.push_str(&format!(
+                "{:<5} {label:<width$}  {detail}  ({} ms)\n",
+                self.effective(r).as_str(),
+                r.duration_ms
+            ));
         }
         out.push_str(&format!(
             "{} checks: {} passed, {} warned, {} failed, {} errors, {} skipped{}\n",
@@ -73,7 +99,11 @@ impl CheckRun {
             self.count(Status::Fail),
             self.count(Status::Error),
             self.count(Status::Skipped),
-            if self.strict { " (--strict: warnings fail)" } else { "" }
+            if self.strict {
+                " (--strict: warnings fail)"
+            } else {
+                ""
+            }
         ));
         out
     }
@@ -129,21 +159,57 @@ impl CheckRun {
         let mut suites = BytesStart::new("testsuites");
         suites.push_attribute(("name", format!("strata check {}", self.pipeline).as_str()));
         suites.push_attribute(("tests", self.results.len().to_string().as_str()));
-        suites.push_attribute(("failures", self.results.iter().filter(|r| self.effective(r) == Status::Fail).count().to_string().as_str()));
+        suites.push_attribute((
+            "failures",
+            self.results
+                .iter()
+                .filter(|r| self.effective(r) == Status::Fail)
+                .count()
+                .to_string()
+                .as_str(),
+        ));
         suites.push_attribute(("errors", self.count(Status::Error).to_string().as_str()));
         suites.push_attribute(("time", secs(total_ms).as_str()));
         ok(w.write_event(Event::Start(suites)));
         let mut stages: Vec<&str> = self.results.iter().map(|r| r.stage.as_str()).collect();
         stages.dedup();
         for stage in stages {
-            let mine: Vec<&CheckResult> = self.results.iter().filter(|r| r.stage.as_str() == stage).collect();
+            let mine: Vec<&CheckResult> = self
+                .results
+                .iter()
+                .filter(|r| r.stage.as_str() == stage)
+                .collect();
             let mut suite = BytesStart::new("testsuite");
             suite.push_attribute(("name", format!("{}.{stage}", self.pipeline).as_str()));
             suite.push_attribute(("tests", mine.len().to_string().as_str()));
-            suite.push_attribute(("failures", mine.iter().filter(|r| self.effective(r) == Status::Fail).count().to_string().as_str()));
-            suite.push_attribute(("errors", mine.iter().filter(|r| r.status == Status::Error).count().to_string().as_str()));
-            suite.push_attribute(("skipped", mine.iter().filter(|r| r.status == Status::Skipped).count().to_string().as_str()));
-            suite.push_attribute(("time", secs(mine.iter().map(|r| r.duration_ms).sum()).as_str()));
+            suite.push_attribute((
+                "failures",
+                mine.iter()
+                    .filter(|r| self.effective(r) == Status::Fail)
+                    .count()
+                    .to_string()
+                    .as_str(),
+            ));
+            suite.push_attribute((
+                "errors",
+                mine.iter()
+                    .filter(|r| r.status == Status::Error)
+                    .count()
+                    .to_string()
+                    .as_str(),
+            ));
+            suite.push_attribute((
+                "skipped",
+                mine.iter()
+                    .filter(|r| r.status == Status::Skipped)
+                    .count()
+                    .to_string()
+                    .as_str(),
+            ));
+            suite.push_attribute((
+                "time",
+                secs(mine.iter().map(|r| r.duration_ms).sum()).as_str(),
+            ));
             ok(w.write_event(Event::Start(suite)));
             for r in mine {
                 let mut case = BytesStart::new("testcase");
@@ -154,7 +220,12 @@ impl CheckRun {
                 ok(w.write_event(Event::Start(case)));
                 let body = |r: &CheckResult| {
                     let rows = r.failing_rows.unwrap_or(0);
-                    format!("{rows} failing rows of {} ({}); first rows:\n{}", r.checked_rows, r.rule, sample_text(r))
+                    format!(
+                        "{rows} failing rows of {} ({}); first rows:\n{}",
+                        r.checked_rows,
+                        r.rule,
+                        sample_text(r)
+                    )
                 };
                 match self.effective(r) {
                     Status::Fail => {
@@ -162,7 +233,13 @@ impl CheckRun {
                         f.push_attribute(("type", r.check.severity.as_str()));
                         f.push_attribute((
                             "message",
-                            format!("{}: {} failing rows ({})", r.check.name, r.failing_rows.unwrap_or(0), r.rule).as_str(),
+                            format!(
+                                "{}: {} failing rows ({})",
+                                r.check.name,
+                                r.failing_rows.unwrap_or(0),
+                                r.rule
+                            )
+                            .as_str(),
                         ));
                         ok(w.write_event(Event::Start(f)));
                         ok(w.write_event(Event::CData(BytesCData::new(body(r)))));
@@ -170,17 +247,26 @@ impl CheckRun {
                     }
                     Status::Error => {
                         let mut e = BytesStart::new("error");
-                        e.push_attribute(("message", r.message.as_deref().unwrap_or("the check could not run")));
+                        e.push_attribute((
+                            "message",
+                            r.message.as_deref().unwrap_or("the check could not run"),
+                        ));
                         ok(w.write_event(Event::Empty(e)));
                     }
                     Status::Skipped => {
                         let mut e = BytesStart::new("skipped");
-                        e.push_attribute(("message", r.message.as_deref().unwrap_or("stage not run")));
+                        e.push_attribute((
+                            "message",
+                            r.message.as_deref().unwrap_or("stage not run"),
+                        ));
                         ok(w.write_event(Event::Empty(e)));
                     }
                     Status::Warn => {
                         ok(w.write_event(Event::Start(BytesStart::new("system-out"))));
-                        ok(w.write_event(Event::Text(BytesText::new(&format!("WARN: {}", body(r))))));
+                        ok(w.write_event(Event::Text(BytesText::new(&format!(
+                            "WARN: {}",
+                            body(r)
+                        )))));
                         ok(w.write_event(Event::End(BytesEnd::new("system-out"))));
                     }
                     Status::Pass => {}
@@ -215,7 +301,9 @@ fn shown(r: &CheckResult) -> Vec<datafusion::arrow::array::RecordBatch> {
 }
 
 fn sample_text(r: &CheckResult) -> String {
-    pretty_format_batches(&shown(r)).map(|t| t.to_string()).unwrap_or_default()
+    pretty_format_batches(&shown(r))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 fn sample_json(r: &CheckResult) -> serde_json::Value {

@@ -82,10 +82,14 @@ pub async fn run_stage(
     checked_rows: u64,
     max_failing_rows: u64,
 ) -> Vec<CheckResult> {
-    futures::stream::iter(checks.iter().map(|c| run_one(ctx, c, stage, params, checked_rows, max_failing_rows)))
-        .buffered(CHECKS_IN_FLIGHT)
-        .collect()
-        .await
+    futures::stream::iter(
+        checks
+            .iter()
+            .map(|c| run_one(ctx, c, stage, params, checked_rows, max_failing_rows)),
+    )
+    .buffered(CHECKS_IN_FLIGHT)
+    .collect()
+    .await
 }
 
 async fn run_one(
@@ -125,11 +129,14 @@ async fn run_one(
                 result.status = Status::Warn;
                 result.rule = format!("warn_if {t}");
             } else {
-                result.rule = [warn_if.map(|t| format!("warn_if {t}")), error_if.map(|t| format!("error_if {t}"))]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                result.rule = [
+                    warn_if.map(|t| format!("warn_if {t}")),
+                    error_if.map(|t| format!("error_if {t}")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
             }
         }
     }
@@ -148,10 +155,21 @@ async fn evaluate(
 ) -> Result<(u64, Vec<RecordBatch>), String> {
     let located = |e: datafusion::error::DataFusionError| locate(check, &e.to_string());
     // Checks read; they never create, change or drop anything.
-    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let df = ctx.sql_with_options(&check.sql, options).await.map_err(located)?;
-    let values: Vec<(String, ScalarValue)> = params.iter().map(|(k, v)| (k.clone(), scalar(v))).collect();
-    let df = df.with_param_values(ParamValues::Map(values.into_iter().map(|(k, v)| (k, v.into())).collect())).map_err(located)?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx
+        .sql_with_options(&check.sql, options)
+        .await
+        .map_err(located)?;
+    let values: Vec<(String, ScalarValue)> =
+        params.iter().map(|(k, v)| (k.clone(), scalar(v))).collect();
+    let df = df
+        .with_param_values(ParamValues::Map(
+            values.into_iter().map(|(k, v)| (k, v.into())).collect(),
+        ))
+        .map_err(located)?;
     // One execution: count every failing row, keep the first `max_failing_rows`.
     let mut stream = df.execute_stream().await.map_err(located)?;
     let (mut count, mut sample) = (0u64, Vec::new());
@@ -178,7 +196,12 @@ fn scalar(v: &ParamValue) -> ScalarValue {
 /// `FILE:LINE: message`. The line comes from the SQL parser's `Line: N`, or for an
 /// unknown column or table from the first SQL line that names it.
 fn locate(check: &CheckFile, error: &str) -> String {
-    let message = error.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    let message = error
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     // DataFusion lists every valid field after an unknown one: long and not the point.
     let message = match message.find(". Valid fields are") {
         Some(i) => message[..i].to_string(),
@@ -186,26 +209,55 @@ fn locate(check: &CheckFile, error: &str) -> String {
     };
     let mut line = parser_line(&message);
     if line.is_none() {
-        let name = ["No field named ", "table '", "No value found for placeholder with name "]
-            .iter()
-            .find_map(|p| message.find(p).map(|i| &message[i + p.len()..]))
-            .map(|rest| rest.split([' ', '\'', ',']).next().unwrap_or("").trim_end_matches('.').to_string());
+        let name = [
+            "No field named ",
+            "table '",
+            "No value found for placeholder with name ",
+        ]
+        .iter()
+        .find_map(|p| message.find(p).map(|i| &message[i + p.len()..]))
+        .map(|rest| {
+            rest.split([' ', '\'', ','])
+                .next()
+                .unwrap_or("")
+                .trim_end_matches('.')
+                .to_string()
+        });
         if let Some(name) = name.filter(|n| !n.is_empty()) {
-            let bare = name.rsplit('.').next().unwrap_or(&name).trim_matches('"').to_string();
-            line = sql_lines(&check.sql).find(|(_, l)| l.contains(&bare)).map(|(n, _)| n);
+            let bare = name
+                .rsplit('.')
+                .next()
+                .unwrap_or(&name)
+                .trim_matches('"')
+                .to_string();
+            line = sql_lines(&check.sql)
+                .find(|(_, l)| l.contains(&bare))
+                .map(|(n, _)| n);
         }
     }
-    let line = line.or_else(|| sql_lines(&check.sql).next().map(|(n, _)| n)).unwrap_or(1);
-    let message = message.replace("No value found for placeholder with name ", "parameter not declared in [checks.params]: ");
+    let line = line
+        .or_else(|| sql_lines(&check.sql).next().map(|(n, _)| n))
+        .unwrap_or(1);
+    let message = message.replace(
+        "No value found for placeholder with name ",
+        "parameter not declared in [checks.params]: ",
+    );
     format!("{}:{line}: {message}", check.path.display())
 }
 
 fn parser_line(message: &str) -> Option<usize> {
     let i = message.find("Line: ")?;
-    message[i + 6..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    message[i + 6..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// (1-based line number, text) of the lines that are SQL, not comments or blanks.
 fn sql_lines(sql: &str) -> impl Iterator<Item = (usize, &str)> {
-    sql.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with("--")).map(|(i, l)| (i + 1, l))
+    sql.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with("--"))
+        .map(|(i, l)| (i + 1, l))
 }

@@ -30,18 +30,31 @@ impl Threshold {
     /// Parses `> 0`, `>= 10`, `> 1%`, `!= 0`, ...
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let (op, rest) = [(">=", Op::Ge), ("<=", Op::Le), ("!=", Op::Ne), ("<>", Op::Ne), (">", Op::Gt), ("<", Op::Lt), ("=", Op::Eq)]
-            .iter()
-            .find_map(|(p, op)| s.strip_prefix(p).map(|r| (*op, r.trim())))
-            .ok_or_else(|| format!("`{s}` is not a threshold such as `> 0` or `> 1%`"))?;
+        let (op, rest) = [
+            (">=", Op::Ge),
+            ("<=", Op::Le),
+            ("!=", Op::Ne),
+            ("<>", Op::Ne),
+            (">", Op::Gt),
+            ("<", Op::Lt),
+            ("=", Op::Eq),
+        ]
+        .iter()
+        .find_map(|(p, op)| s.strip_prefix(p).map(|r| (*op, r.trim())))
+        .ok_or_else(|| format!("`{s}` is not a threshold such as `> 0` or `> 1%`"))?;
         let amount = if let Some(p) = rest.strip_suffix('%') {
-            let v: f64 = p.trim().parse().map_err(|_| format!("`{s}`: `{p}` is not a number"))?;
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}`: `{p}` is not a number"))?;
             if !(0.0..=100.0).contains(&v) {
                 return Err(format!("`{s}`: a percentage must be between 0 and 100"));
             }
             Amount::Percent(v)
         } else {
-            Amount::Rows(rest.parse().map_err(|_| format!("`{s}`: `{rest}` is not a row count (or a percentage such as 1%)"))?)
+            Amount::Rows(rest.parse().map_err(|_| {
+                format!("`{s}`: `{rest}` is not a row count (or a percentage such as 1%)")
+            })?)
         };
         Ok(Self { op, amount })
     }
@@ -50,7 +63,14 @@ impl Threshold {
     pub fn trips(&self, failing: u64, total: u64) -> bool {
         let (x, y) = match self.amount {
             Amount::Rows(n) => (failing as f64, n as f64),
-            Amount::Percent(p) => (if total == 0 { 0.0 } else { 100.0 * failing as f64 / total as f64 }, p),
+            Amount::Percent(p) => (
+                if total == 0 {
+                    0.0
+                } else {
+                    100.0 * failing as f64 / total as f64
+                },
+                p,
+            ),
         };
         match self.op {
             Op::Gt => x > y,
@@ -97,9 +117,21 @@ mod tests {
 
     #[test]
     fn malformed_thresholds_say_what_is_wrong() {
-        assert!(Threshold::parse("lots").unwrap_err().contains("not a threshold"));
-        assert!(Threshold::parse("> many").unwrap_err().contains("`many` is not a row count"));
-        assert!(Threshold::parse("> 120%").unwrap_err().contains("between 0 and 100"));
+        assert!(
+            Threshold::parse("lots")
+                .unwrap_err()
+                .contains("not a threshold")
+        );
+        assert!(
+            Threshold::parse("> many")
+                .unwrap_err()
+                .contains("`many` is not a row count")
+        );
+        assert!(
+            Threshold::parse("> 120%")
+                .unwrap_err()
+                .contains("between 0 and 100")
+        );
         assert!(Threshold::parse("> -1").is_err());
     }
 }

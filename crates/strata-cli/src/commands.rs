@@ -7,7 +7,8 @@ use strata_spec::Pipeline;
 
 use crate::Outcome;
 use crate::cli::{
-    AssignArgs, CheckArgs, Cli, Command, CurateArgs, PipelineArgs, ProfileArgs, ShardsArgs, ShardsCommand, StageArg, SummaryFormat,
+    AssignArgs, CheckArgs, Cli, Command, CurateArgs, PipelineArgs, ProfileArgs, ShardsArgs,
+    ShardsCommand, StageArg, SummaryFormat,
 };
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -34,10 +35,20 @@ async fn open(args: &PipelineArgs) -> anyhow::Result<Opened> {
     if let Some(url) = &args.source {
         pipeline = pipeline.with_source_url(url);
     }
-    let engine = Engine::new(&EngineOptions { target_partitions: args.target_partitions, memory_limit: args.memory_limit })?;
-    let source = engine.open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE).await?;
+    let engine = Engine::new(&EngineOptions {
+        target_partitions: args.target_partitions,
+        memory_limit: args.memory_limit,
+    })?;
+    let source = engine
+        .open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE)
+        .await?;
     let label_kind = strata_engine::check_schema(&pipeline, &source.schema, &source.url)?;
-    Ok(Opened { pipeline, engine, source, label_kind })
+    Ok(Opened {
+        pipeline,
+        engine,
+        source,
+        label_kind,
+    })
 }
 
 async fn validate(args: PipelineArgs) -> anyhow::Result<Outcome> {
@@ -53,7 +64,12 @@ async fn validate(args: PipelineArgs) -> anyhow::Result<Outcome> {
         o.pipeline.label.column,
         o.label_kind,
         o.pipeline.label.positive,
-        o.pipeline.source.weight_column.as_ref().map(|w| format!("; weight {w}")).unwrap_or_default(),
+        o.pipeline
+            .source
+            .weight_column
+            .as_ref()
+            .map(|w| format!("; weight {w}"))
+            .unwrap_or_default(),
     );
     Ok(Outcome::Success)
 }
@@ -74,16 +90,28 @@ async fn profile(args: ProfileArgs) -> anyhow::Result<Outcome> {
 
 async fn curate(args: CurateArgs) -> anyhow::Result<Outcome> {
     let o = open(&args.pipeline).await?;
-    let options = strata_curate::CurateOptions { seed: args.seed, out: args.out.clone(), run_id: args.run_id.clone() };
+    let options = strata_curate::CurateOptions {
+        seed: args.seed,
+        out: args.out.clone(),
+        run_id: args.run_id.clone(),
+    };
     let published = strata_curate::curate(&o.engine, &o.pipeline, &o.source, &options).await?;
     let text = match args.format {
         SummaryFormat::Table => {
             let m = &published.manifest;
-            let shards: Vec<String> = m.splits.iter().map(|s| format!("{} {} shards / {} rows", s.split, s.shards, s.rows)).collect();
+            let shards: Vec<String> = m
+                .splits
+                .iter()
+                .map(|s| format!("{} {} shards / {} rows", s.split, s.shards, s.rows))
+                .collect();
             format!(
                 "{}{} run {} at {}: {}\n",
                 published.curation.render_table(),
-                if published.already_published { "Already published:" } else { "Published" },
+                if published.already_published {
+                    "Already published:"
+                } else {
+                    "Published"
+                },
                 m.run_id,
                 published.run_url,
                 shards.join(", ")
@@ -107,15 +135,23 @@ async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         failing_rows: args.failing_rows.clone(),
         strict: args.strict,
     };
-    let run = strata_check::check(&o.engine, &o.pipeline, &o.source, o.label_kind, &options).await?;
+    let run =
+        strata_check::check(&o.engine, &o.pipeline, &o.source, o.label_kind, &options).await?;
     if let Some(path) = &args.junit {
         write_atomically(path, run.to_junit().as_bytes())?;
     }
     if let Some(path) = &args.json {
-        write_atomically(path, (serde_json::to_string_pretty(&run.to_json())? + "\n").as_bytes())?;
+        write_atomically(
+            path,
+            (serde_json::to_string_pretty(&run.to_json())? + "\n").as_bytes(),
+        )?;
     }
     print_stdout(&run.render_text())?;
-    for r in run.results.iter().filter(|r| r.status == strata_check::Status::Error) {
+    for r in run
+        .results
+        .iter()
+        .filter(|r| r.status == strata_check::Status::Error)
+    {
         tracing::error!(check = %r.check.name, stage = r.stage.as_str(), error = r.message.as_deref().unwrap_or(""), "check could not run");
     }
     Ok(if run.any_error() {
@@ -154,7 +190,12 @@ async fn shards_verify(args: ShardsArgs) -> anyhow::Result<Outcome> {
             )
         }
         SummaryFormat::Table => {
-            let mut t = format!("FAILED: run {} at {}: {} problem(s)\n", m.run_id, report.run_url, report.problems.len());
+            let mut t = format!(
+                "FAILED: run {} at {}: {} problem(s)\n",
+                m.run_id,
+                report.run_url,
+                report.problems.len()
+            );
             for p in &report.problems {
                 t.push_str(&format!("  {p}\n"));
             }
@@ -165,7 +206,11 @@ async fn shards_verify(args: ShardsArgs) -> anyhow::Result<Outcome> {
     for p in &report.problems {
         tracing::error!(run = %m.run_id, problem = %p, "shard verification failed");
     }
-    Ok(if report.problems.is_empty() { Outcome::Success } else { Outcome::Failed })
+    Ok(if report.problems.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
 }
 
 async fn shards_assign(args: AssignArgs) -> anyhow::Result<Outcome> {
@@ -178,7 +223,10 @@ async fn shards_assign(args: AssignArgs) -> anyhow::Result<Outcome> {
         tracing::warn!(rank = args.rank, world_size = args.world_size, split = %args.split, "this rank gets no shards: the split has fewer shards than ranks");
     }
     let text = match args.format {
-        SummaryFormat::Table => mine.iter().map(|s| format!("{}\n", run.url_of(&s.path))).collect::<String>(),
+        SummaryFormat::Table => mine
+            .iter()
+            .map(|s| format!("{}\n", run.url_of(&s.path)))
+            .collect::<String>(),
         SummaryFormat::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "run_id": manifest.run_id,
@@ -197,7 +245,9 @@ async fn shards_assign(args: AssignArgs) -> anyhow::Result<Outcome> {
 /// Prints to stdout; a closed pipe (`strata ... | head`) is not an error worth a panic.
 fn print_stdout(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         return Err(e).context("writing to stdout");
@@ -212,8 +262,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| {
         let _ = std::fs::remove_file(&tmp);

@@ -16,7 +16,9 @@ pub fn init(args: &GlobalArgs) {
         }
     };
     let filter = EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // Colour only for a person at a terminal; a scheduler's log file gets plain text.
     let builder = builder.with_ansi(std::io::stderr().is_terminal());
     match args.log_format {

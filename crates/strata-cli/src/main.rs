@@ -40,8 +40,14 @@ fn args_json_logs() -> bool {
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     logging::init(&args.global);
-    JSON_LOGS.store(args.global.log_format == cli::LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    JSON_LOGS.store(
+        args.global.log_format == cli::LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -1,7 +1,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 use datafusion::functions::math::expr_fn::floor;
 use datafusion::functions_aggregate::count::count_all;
@@ -9,12 +11,17 @@ use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::functions_nested::expr_fn::range;
 use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::prelude::*;
-use strata_engine::{CODED_SOURCE_TABLE, Engine, EngineError, SOURCE_TABLE, SourceTable, lookup, strata_hash_udf, strata_if_udf};
-use strata_publish::{
-    ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, ShardSink, SinkColumns,
-    SplitTotals, sha256_hex,
+use strata_engine::{
+    CODED_SOURCE_TABLE, Engine, EngineError, SOURCE_TABLE, SourceTable, lookup, strata_hash_udf,
+    strata_if_udf,
 };
-use strata_spec::{LabelValue, MISSING_GROUP, Mode, OnEmpty, Pipeline, ShardSize, Strategy, Stratify, Target};
+use strata_publish::{
+    ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION,
+    Manifest, ShardEntry, ShardSink, SinkColumns, SplitTotals, sha256_hex,
+};
+use strata_spec::{
+    LabelValue, MISSING_GROUP, Mode, OnEmpty, Pipeline, ShardSize, Strategy, Stratify, Target,
+};
 
 use crate::CurateError;
 use crate::cut::{self, Cut, Key, Observed, Window};
@@ -53,7 +60,9 @@ fn check_run_id(id: &str) -> Result<String, CurateError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(id.to_string())
     } else {
@@ -87,7 +96,11 @@ struct SampleSeen {
 }
 
 /// Every cell's weight factor and plan, and every group's target share.
-type PlanSet = (BTreeMap<(GroupKey, LabelKey), Option<f64>>, BTreeMap<(GroupKey, LabelKey), Planned>, BTreeMap<GroupKey, f64>);
+type PlanSet = (
+    BTreeMap<(GroupKey, LabelKey), Option<f64>>,
+    BTreeMap<(GroupKey, LabelKey), Planned>,
+    BTreeMap<GroupKey, f64>,
+);
 
 /// A resample stratum's plan: rows available in train and rows planned.
 #[derive(Debug, Clone, Copy, Default)]
@@ -114,14 +127,32 @@ fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> C
 /// stratified shards, `SUMMARY_FILE` and a manifest in the run's folder, then the
 /// `_latest` pointer. Every check on the spec, the data and the plan happens before
 /// anything is written; a failure before the manifest leaves no committed run.
-pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, options: &CurateOptions) -> Result<Published, CurateError> {
-    let spec = pipeline.curate.as_ref().ok_or_else(|| pipeline.error_at("curate", "the pipeline has no [curate] section"))?;
+pub async fn curate(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    source: &SourceTable,
+    options: &CurateOptions,
+) -> Result<Published, CurateError> {
+    let spec = pipeline
+        .curate
+        .as_ref()
+        .ok_or_else(|| pipeline.error_at("curate", "the pipeline has no [curate] section"))?;
     let seed = options.seed.unwrap_or(spec.seed);
     // the shard writer's tuning, checked before any work ("0" spills from the start, as
     // under --memory-limit)
-    let shard_memory =
-        tuning("STRATA_SHARD_MEMORY", |v| if v.trim() == "0" { Ok(0) } else { strata_spec::parse_size(v).map(|b| b as usize) })?;
-    let range_rows = tuning("STRATA_RANGE_ROWS", |v| v.parse::<u64>().ok().filter(|&n| n > 0).ok_or("not a positive row count".into()))?;
+    let shard_memory = tuning("STRATA_SHARD_MEMORY", |v| {
+        if v.trim() == "0" {
+            Ok(0)
+        } else {
+            strata_spec::parse_size(v).map(|b| b as usize)
+        }
+    })?;
+    let range_rows = tuning("STRATA_RANGE_ROWS", |v| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or("not a positive row count".into())
+    })?;
     let ctx = engine.context();
     let attrs = &pipeline.groups.attributes;
     let label_col = &pipeline.label.column;
@@ -130,7 +161,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         if source.schema.field_with_name(reserved).is_ok() {
             return Err(EngineError::Source {
                 url: source.url.clone(),
-                message: format!("has a column named `{reserved}`, which curation adds; rename it first"),
+                message: format!(
+                    "has a column named `{reserved}`, which curation adds; rename it first"
+                ),
             }
             .into());
         }
@@ -142,8 +175,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         && let Ok(dir) = root.to_file_path()
     {
         // fail now, not after the passes, when the folder cannot be made
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| CurateError::Output { url: root.to_string(), message: format!("cannot create the folder: {e}") })?;
+        std::fs::create_dir_all(&dir).map_err(|e| CurateError::Output {
+            url: root.to_string(),
+            message: format!("cannot create the folder: {e}"),
+        })?;
     }
     let store = engine.store_for(&root, &pipeline.storage)?;
     let destination = Destination::new(store, root);
@@ -152,18 +187,30 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         Some(id) => check_run_id(id)?,
         None => identity[..16].to_string(),
     };
-    let run = Run { url: destination.url_of(&format!("{}/", Destination::run_dir(&run_id))), run_id, identity };
+    let run = Run {
+        url: destination.url_of(&format!("{}/", Destination::run_dir(&run_id))),
+        run_id,
+        identity,
+    };
     if let Existing::Same(manifest) = destination.existing(&run.run_id, &run.identity).await? {
         let rel = format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id));
         let bytes = destination.get(&rel).await?.ok_or_else(|| CurateError::Output {
             url: destination.url_of(&rel),
             message: "the run's manifest exists but its summary is missing; run `strata shards verify`".into(),
         })?;
-        let curation: Curation = serde_json::from_slice(&bytes)
-            .map_err(|e| CurateError::Output { url: destination.url_of(&rel), message: format!("not a curation summary: {e}") })?;
+        let curation: Curation =
+            serde_json::from_slice(&bytes).map_err(|e| CurateError::Output {
+                url: destination.url_of(&rel),
+                message: format!("not a curation summary: {e}"),
+            })?;
         destination.point_latest(&manifest).await?;
         tracing::info!(run = %run.url, "this run is already published (same spec, seed and inputs); nothing to do");
-        return Ok(Published { curation, manifest: *manifest, run_url: run.url, already_published: true });
+        return Ok(Published {
+            curation,
+            manifest: *manifest,
+            run_url: run.url,
+            already_published: true,
+        });
     }
 
     // --- keyed rows: hashes for the split, the sample, and the cell and group ids ---
@@ -180,7 +227,12 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         args.extend(cols.iter().cloned());
         group_hash.call(args)
     };
-    let source_cols: Vec<Expr> = source.schema.fields().iter().map(|f| ident(f.name())).collect();
+    let source_cols: Vec<Expr> = source
+        .schema
+        .fields()
+        .iter()
+        .map(|f| ident(f.name()))
+        .collect();
     let key_cols: Vec<Expr> = match &pipeline.source.id_column {
         Some(id) => vec![ident(id)],
         None => source_cols.clone(),
@@ -217,16 +269,28 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     // (strata_engine's `coded` module): `strata_cells` then codes a row by key lookups;
     // the cells' values come out as plain strings, which hash like the views later
     // passes read
-    engine.register_coded(source, CODED_SOURCE_TABLE, &cell_columns).await?;
+    engine
+        .register_coded(source, CODED_SOURCE_TABLE, &cell_columns)
+        .await?;
     let pass0 = ctx
         .table(CODED_SOURCE_TABLE)
         .await
-        .and_then(|df| df.aggregate(vec![], vec![strata_engine::strata_cells_udaf().call(pass0_args).alias("cells")]))
+        .and_then(|df| {
+            df.aggregate(
+                vec![],
+                vec![
+                    strata_engine::strata_cells_udaf()
+                        .call(pass0_args)
+                        .alias("cells"),
+                ],
+            )
+        })
         .map_err(df_err("planning curation"))?
         .collect()
         .await
         .map_err(df_err("curation pass 0 (rows per cell)"))?;
-    let pass0 = cells_batches(&pass0, attrs.len()).map_err(df_err("curation pass 0 (rows per cell)"))?;
+    let pass0 =
+        cells_batches(&pass0, attrs.len()).map_err(df_err("curation pass 0 (rows per cell)"))?;
     // the cell and group ids, hashed once per cell rather than once per row
     let pass0 = if pass0.iter().all(|b| b.num_rows() == 0) {
         Vec::new()
@@ -235,7 +299,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let mut gy = g.clone();
         gy.push(ident("y"));
         ctx.read_batches(pass0)
-            .and_then(|df| df.with_column("__cr_cell", call(4, &gy))?.with_column("__cr_grp", call(3, &g)))
+            .and_then(|df| {
+                df.with_column("__cr_cell", call(4, &gy))?
+                    .with_column("__cr_grp", call(3, &g))
+            })
             .map_err(df_err("planning curation"))?
             .collect()
             .await
@@ -246,11 +313,21 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let nulls: u64 = cell_keys.values().map(|c| c.rows - c.ids).sum();
         if nulls > 0 {
             return Err(pipeline
-                .error_at("source.id_column", format!("{nulls} rows of source `{}` have a null id in column `{id}`", source.url))
+                .error_at(
+                    "source.id_column",
+                    format!(
+                        "{nulls} rows of source `{}` have a null id in column `{id}`",
+                        source.url
+                    ),
+                )
                 .into());
         }
     }
-    tracing::info!(cells = cell_keys.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 0 done");
+    tracing::info!(
+        cells = cell_keys.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "curation pass 0 done"
+    );
 
     // --- the plan: a function of each cell's rows per split (for resampling, of its
     //     training rows alone), so exact resampling can work it out before the split
@@ -261,29 +338,42 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         _ => true,
     };
     let resample = matches!(spec.strategy, Strategy::Resample);
-    let (exact, reweigh_after) = spec.resample.as_ref().map_or((true, false), |r| (r.exact, r.reweigh_after));
+    let (exact, reweigh_after) = spec
+        .resample
+        .as_ref()
+        .map_or((true, false), |r| (r.exact, r.reweigh_after));
     // Shard strata are the curation's strata: (group, label) cells, or groups when
     // resampling by group only.
     let group_strata = resample && !stratify_label;
     let stratum_col = if group_strata { "__grp" } else { "__cell" };
     let stratum_of = |c: &Cell| if group_strata { c.group_id } else { c.cell_id };
     // stratum → (rows planned, training rows) of exact resampling
-    let strata_plan_of = |cells: &BTreeMap<(GroupKey, LabelKey), Cell>, plans: &BTreeMap<(GroupKey, LabelKey), Planned>| {
-        let mut strata_plan: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-        for (k, c) in cells {
-            let p = plans.get(k).copied().unwrap_or_default();
-            strata_plan.insert(stratum_of(c), (p.planned, p.available));
-        }
-        strata_plan
-    };
-    let make_plans = |cells: &BTreeMap<(GroupKey, LabelKey), Cell>, warnings: &mut Vec<String>| -> Result<PlanSet, CurateError> {
+    let strata_plan_of =
+        |cells: &BTreeMap<(GroupKey, LabelKey), Cell>,
+         plans: &BTreeMap<(GroupKey, LabelKey), Planned>| {
+            let mut strata_plan: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+            for (k, c) in cells {
+                let p = plans.get(k).copied().unwrap_or_default();
+                strata_plan.insert(stratum_of(c), (p.planned, p.available));
+            }
+            strata_plan
+        };
+    let make_plans = |cells: &BTreeMap<(GroupKey, LabelKey), Cell>,
+                      warnings: &mut Vec<String>|
+     -> Result<PlanSet, CurateError> {
         let mut groups: BTreeMap<GroupKey, BTreeMap<LabelKey, Cell>> = BTreeMap::new();
         for ((g, y), c) in cells {
-            groups.entry(g.clone()).or_default().insert(y.clone(), c.clone());
+            groups
+                .entry(g.clone())
+                .or_default()
+                .insert(y.clone(), c.clone());
         }
         for ((g, y), c) in cells {
             if c.rows[train] == 0 {
-                warnings.push(format!("cell {} has no rows in the training split", describe(attrs, g, Some((label_col, y)))));
+                warnings.push(format!(
+                    "cell {} has no rows in the training split",
+                    describe(attrs, g, Some((label_col, y)))
+                ));
             }
         }
 
@@ -293,23 +383,39 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let mut group_targets: BTreeMap<GroupKey, f64> = BTreeMap::new();
         match (spec.strategy, &spec.resample) {
             (Strategy::Reweigh, _) | (_, None) => {
-                let w_train: BTreeMap<(GroupKey, LabelKey), f64> = cells.iter().map(|(k, c)| (k.clone(), c.weight[train])).collect();
+                let w_train: BTreeMap<(GroupKey, LabelKey), f64> = cells
+                    .iter()
+                    .map(|(k, c)| (k.clone(), c.weight[train]))
+                    .collect();
                 let (f, complete) = kamiran_calders(&w_train);
                 factors = f;
                 if !complete {
                     warnings.push(incomplete_warning());
                 }
                 for (k, c) in cells {
-                    plans.insert(k.clone(), Planned { available: c.rows[train], planned: c.rows[train], target_share: None });
+                    plans.insert(
+                        k.clone(),
+                        Planned {
+                            available: c.rows[train],
+                            planned: c.rows[train],
+                            target_share: None,
+                        },
+                    );
                 }
             }
             (Strategy::Resample, Some(r)) => {
                 let keys: Vec<GroupKey> = groups.keys().cloned().collect();
-                let available: Vec<u64> = keys.iter().map(|g| groups[g].values().map(|c| c.rows[train]).sum()).collect();
+                let available: Vec<u64> = keys
+                    .iter()
+                    .map(|g| groups[g].values().map(|c| c.rows[train]).sum())
+                    .collect();
                 let mut shares: Vec<f64> = vec![0.0; keys.len()];
                 let mut counts: Option<Vec<u64>> = None;
                 let index_of = |values: &[String]| -> Option<usize> {
-                    let key: GroupKey = values.iter().map(|v| (v != MISSING_GROUP).then(|| v.clone())).collect();
+                    let key: GroupKey = values
+                        .iter()
+                        .map(|v| (v != MISSING_GROUP).then(|| v.clone()))
+                        .collect();
                     keys.iter().position(|k| *k == key)
                 };
                 match r.target {
@@ -332,7 +438,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                         let sum: f64 = shares.iter().sum();
                         if sum <= 0.0 {
                             return Err(pipeline
-                                .error_at("curate.resample.target", "no group of the data has a positive reference share")
+                                .error_at(
+                                    "curate.resample.target",
+                                    "no group of the data has a positive reference share",
+                                )
                                 .into());
                         }
                         shares.iter_mut().for_each(|s| *s /= sum);
@@ -354,13 +463,29 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                         }
                         if r.target == Target::Counts {
                             let total: u64 = c.iter().sum();
-                            shares = c.iter().map(|&x| if total == 0 { 0.0 } else { x as f64 / total as f64 }).collect();
+                            shares = c
+                                .iter()
+                                .map(|&x| {
+                                    if total == 0 {
+                                        0.0
+                                    } else {
+                                        x as f64 / total as f64
+                                    }
+                                })
+                                .collect();
                             counts = Some(c);
                         }
-                        let unlisted: Vec<_> =
-                            keys.iter().zip(&shares).filter(|(_, s)| **s == 0.0).map(|(k, _)| describe(attrs, k, None)).collect();
+                        let unlisted: Vec<_> = keys
+                            .iter()
+                            .zip(&shares)
+                            .filter(|(_, s)| **s == 0.0)
+                            .map(|(k, _)| describe(attrs, k, None))
+                            .collect();
                         if !unlisted.is_empty() {
-                            warnings.push(format!("groups with no target rows are left out of train: {}", unlisted.join(", ")));
+                            warnings.push(format!(
+                                "groups with no target rows are left out of train: {}",
+                                unlisted.join(", ")
+                            ));
                         }
                     }
                 }
@@ -389,7 +514,12 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                 }
                 let sum: f64 = shares.iter().sum();
                 if sum <= 0.0 {
-                    return Err(pipeline.error_at("curate.resample", "no group has both training rows and a positive target").into());
+                    return Err(pipeline
+                        .error_at(
+                            "curate.resample",
+                            "no group has both training rows and a positive target",
+                        )
+                        .into());
                 }
                 shares.iter_mut().for_each(|s| *s /= sum);
                 let planned_groups: Vec<u64> = match &counts {
@@ -429,28 +559,42 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                     let labels = &groups[g];
                     if stratify_label {
                         let label_keys: Vec<&LabelKey> = labels.keys().collect();
-                        let weights: Vec<f64> = labels.values().map(|c| c.rows[train] as f64).collect();
+                        let weights: Vec<f64> =
+                            labels.values().map(|c| c.rows[train] as f64).collect();
                         let k = largest_remainder(planned_groups[i], &weights);
                         for (j, y) in label_keys.iter().enumerate() {
                             let n = labels[*y].rows[train];
-                            let share_of_group = if available[i] == 0 { 0.0 } else { n as f64 / available[i] as f64 };
+                            let share_of_group = if available[i] == 0 {
+                                0.0
+                            } else {
+                                n as f64 / available[i] as f64
+                            };
                             plans.insert(
                                 (g.clone(), (*y).clone()),
-                                Planned { available: n, planned: k[j], target_share: Some(shares[i] * share_of_group) },
+                                Planned {
+                                    available: n,
+                                    planned: k[j],
+                                    target_share: Some(shares[i] * share_of_group),
+                                },
                             );
                         }
                     } else {
                         for y in labels.keys() {
                             plans.insert(
                                 (g.clone(), y.clone()),
-                                Planned { available: available[i], planned: planned_groups[i], target_share: Some(shares[i]) },
+                                Planned {
+                                    available: available[i],
+                                    planned: planned_groups[i],
+                                    target_share: Some(shares[i]),
+                                },
                             );
                         }
                     }
                 }
                 // replication cap, per stratum
                 for ((g, y), p) in &plans {
-                    if p.available > 0 && p.planned as f64 > r.max_replication * p.available as f64 {
+                    if p.available > 0 && p.planned as f64 > r.max_replication * p.available as f64
+                    {
                         let name = describe(attrs, g, stratify_label.then_some((label_col, y)));
                         return Err(pipeline
                             .error_at(
@@ -479,7 +623,18 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     // cell → (rows, [train cut rank, validation cut rank])
     let targets: BTreeMap<u64, (u64, Vec<u64>)> = cell_keys
         .iter()
-        .map(|(id, k)| (*id, (k.rows, vec![round(k.rows, split.train), round(k.rows, split.train + split.validation).min(k.rows)])))
+        .map(|(id, k)| {
+            (
+                *id,
+                (
+                    k.rows,
+                    vec![
+                        round(k.rows, split.train),
+                        round(k.rows, split.train + split.validation).min(k.rows),
+                    ],
+                ),
+            )
+        })
         .collect();
     let started = std::time::Instant::now();
     let rows_by_cell = || async {
@@ -501,9 +656,19 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         for (id, k) in &cell_keys {
             let ranks = &targets[id].1;
             let rows = [ranks[0], ranks[1] - ranks[0], k.rows - ranks[1]];
-            predicted_cells.insert(k.key.clone(), Cell { cell_id: *id, group_id: k.group, rows, weight: [0.0; 3] });
+            predicted_cells.insert(
+                k.key.clone(),
+                Cell {
+                    cell_id: *id,
+                    group_id: k.group,
+                    rows,
+                    weight: [0.0; 3],
+                },
+            );
         }
-        make_plans(&predicted_cells, &mut Vec::new()).ok().map(|(_, plans, _)| strata_plan_of(&predicted_cells, &plans))
+        make_plans(&predicted_cells, &mut Vec::new())
+            .ok()
+            .map(|(_, plans, _)| strata_plan_of(&predicted_cells, &plans))
     } else {
         None
     };
@@ -524,7 +689,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                     (*id, top)
                 })
                 .collect();
-            let df = keyed().await.map_err(df_err("curation pass 1 (the split)"))?;
+            let df = keyed()
+                .await
+                .map_err(df_err("curation pass 1 (the split)"))?;
             let df = df
                 .select(vec![
                     ident("__cell").alias("__stratum"),
@@ -535,7 +702,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                     lookup(
                         ident("__cell"),
                         &top.iter().map(|t| t.0).collect::<Vec<_>>(),
-                        Arc::new(UInt64Array::from(top.iter().map(|t| t.1).collect::<Vec<_>>())),
+                        Arc::new(UInt64Array::from(
+                            top.iter().map(|t| t.1).collect::<Vec<_>>(),
+                        )),
                     )
                     .alias("__top"),
                 ])
@@ -556,7 +725,11 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             let (seen_b, _) = read_zones(&batches, "zones_b", what)?;
             let (out, missed) = cuts_at(&seen, &targets);
             if missed.is_empty() {
-                merged = Some(SampleSeen { windows: sample_windows, seen: seen_b, plan: strata_plan });
+                merged = Some(SampleSeen {
+                    windows: sample_windows,
+                    seen: seen_b,
+                    plan: strata_plan,
+                });
                 (out, bad)
             } else {
                 find_cuts(rows_by_cell, &targets, "curation pass 1 (the split)").await?
@@ -571,17 +744,30 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         "curation pass 1 done"
     );
     if bad_weights > 0 {
-        return Err(strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into());
+        return Err(
+            strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into(),
+        );
     }
     let mut warnings = Vec::new();
     let mut cells: BTreeMap<(GroupKey, LabelKey), Cell> = BTreeMap::new();
     let mut split_cuts: HashMap<u64, [Cut; 2]> = HashMap::new();
     for (id, (obs, cuts)) in &observed {
-        let CellKey { key: (g, y), group: group_id, .. } = cell_keys[id].clone();
+        let CellKey {
+            key: (g, y),
+            group: group_id,
+            ..
+        } = cell_keys[id].clone();
         let (c1, c2) = (cuts[0], cuts[1]);
-        let parts = [cut::between(obs, None, &c1), cut::between(obs, Some(&c1), &c2), cut::between(obs, Some(&c2), &Cut::Everything)];
+        let parts = [
+            cut::between(obs, None, &c1),
+            cut::between(obs, Some(&c1), &c2),
+            cut::between(obs, Some(&c2), &Cut::Everything),
+        ];
         let ranks = &targets[id].1;
-        for (c, k, name) in [(c1, ranks[0], "train/validation"), (c2, ranks[1], "validation/test")] {
+        for (c, k, name) in [
+            (c1, ranks[0], "train/validation"),
+            (c2, ranks[1], "validation/test"),
+        ] {
             if let Cut::At { before, at, .. } = c
                 && before + at > k
             {
@@ -593,7 +779,12 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         }
         cells.insert(
             (g, y),
-            Cell { cell_id: *id, group_id, rows: [parts[0].0, parts[1].0, parts[2].0], weight: [parts[0].1, parts[1].1, parts[2].1] },
+            Cell {
+                cell_id: *id,
+                group_id,
+                rows: [parts[0].0, parts[1].0, parts[2].0],
+                weight: [parts[0].1, parts[1].1, parts[2].1],
+            },
         );
         split_cuts.insert(*id, [c1, c2]);
     }
@@ -626,14 +817,28 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     let pick = |c: Expr, a: Expr, b: Expr| pick.call(vec![c, a, b]);
     let joined = |table: CellTable| async move {
         let df = keyed().await?;
-        let mut columns: Vec<Expr> = df.schema().columns().into_iter().map(Expr::Column).collect();
-        columns.extend(table.columns.into_iter().map(|(name, values)| lookup(ident("__cell"), &table.keys, values).alias(name)));
+        let mut columns: Vec<Expr> = df
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        columns.extend(
+            table
+                .columns
+                .into_iter()
+                .map(|(name, values)| lookup(ident("__cell"), &table.keys, values).alias(name)),
+        );
         df.select(columns)?.with_column(
             "__split",
             pick(
                 at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"),
                 lit(0u8),
-                pick(at_or_below("__h_split", "__h_sample", "__t2a", "__t2b"), lit(1u8), lit(2u8)),
+                pick(
+                    at_or_below("__h_split", "__h_sample", "__t2a", "__t2b"),
+                    lit(1u8),
+                    lit(2u8),
+                ),
             ),
         )
     };
@@ -652,35 +857,54 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let split_table = cell_table(table.values());
         let train_rows = || async {
             // train is "at or below the first cut": the second cut's lookups are not read
-            joined(split_table.clone()).await?.filter(at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"))?.select(vec![
-                ident(stratum_col).alias("__stratum"),
-                ident("__h_sample").alias("__h1"),
-                ident("__h_split").alias("__h2"),
-                ident("__w"),
-            ])
+            joined(split_table.clone())
+                .await?
+                .filter(at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"))?
+                .select(vec![
+                    ident(stratum_col).alias("__stratum"),
+                    ident("__h_sample").alias("__h1"),
+                    ident("__h_split").alias("__h2"),
+                    ident("__w"),
+                ])
         };
         // pass 1 observed the sample keys of the rows at or below each cell's train
         // window: take out the window's rows above the cut, then find the cuts there
-        let from_pass1 = merged.filter(|m| m.plan == strata_plan).and_then(|SampleSeen { windows, mut seen, .. }| {
-            for (cell, (obs, cuts)) in &observed {
-                let Cut::At { key, .. } = cuts[0] else { continue };
-                let stratum = stratum_of(&cells[&cell_keys[cell].key]);
-                let into = seen.entry(stratum).or_default();
-                for (&(h_split, h_sample), &(rows, weight)) in
-                    obs.keys[1].range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
-                {
-                    into.remove(strata_engine::zone_of(h_sample, windows.get(&stratum)), (h_sample, h_split), rows, weight);
+        let from_pass1 = merged.filter(|m| m.plan == strata_plan).and_then(
+            |SampleSeen {
+                 windows, mut seen, ..
+             }| {
+                for (cell, (obs, cuts)) in &observed {
+                    let Cut::At { key, .. } = cuts[0] else {
+                        continue;
+                    };
+                    let stratum = stratum_of(&cells[&cell_keys[cell].key]);
+                    let into = seen.entry(stratum).or_default();
+                    for (&(h_split, h_sample), &(rows, weight)) in obs.keys[1]
+                        .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+                    {
+                        into.remove(
+                            strata_engine::zone_of(h_sample, windows.get(&stratum)),
+                            (h_sample, h_split),
+                            rows,
+                            weight,
+                        );
+                    }
                 }
-            }
-            let (out, missed) = cuts_at(&seen, &targets);
-            missed.is_empty().then_some(out)
-        });
+                let (out, missed) = cuts_at(&seen, &targets);
+                missed.is_empty().then_some(out)
+            },
+        );
         let observed = match from_pass1 {
             Some(observed) => observed,
             None => {
                 let started = std::time::Instant::now();
-                let (observed, _) = find_cuts(train_rows, &targets, "curation pass 1b (exact resampling)").await?;
-                tracing::info!(strata = observed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "curation pass 1b done");
+                let (observed, _) =
+                    find_cuts(train_rows, &targets, "curation pass 1b (exact resampling)").await?;
+                tracing::info!(
+                    strata = observed.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "curation pass 1b done"
+                );
                 observed
             }
         };
@@ -690,7 +914,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             let (k, n) = strata_plan[s];
             let (q, r) = (k / n, k % n);
             let tie = match cuts[0] {
-                Cut::At { key, before, at, .. } if before + at > r => {
+                Cut::At {
+                    key, before, at, ..
+                } if before + at > r => {
                     let id = trims.len() as u64 + 1;
                     trims.insert(id, q * at + (r - before));
                     Some((id, key))
@@ -700,7 +926,9 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             sample_cuts.insert(*s, (q, cuts[0].threshold(), tie));
         }
         for c in cells.values() {
-            if let (Some(row), Some((q, cut, tie))) = (table.get_mut(&c.cell_id), sample_cuts.get(&stratum_of(c))) {
+            if let (Some(row), Some((q, cut, tie))) =
+                (table.get_mut(&c.cell_id), sample_cuts.get(&stratum_of(c)))
+            {
                 row.copies = *q;
                 row.sample = *cut;
                 row.tie = *tie;
@@ -713,21 +941,35 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let copies = if !resample {
             lit(1i64)
         } else if exact {
-            let extra = pick(at_or_below("__h_sample", "__h_split", "__ra", "__rb"), lit(1i64), lit(0i64));
+            let extra = pick(
+                at_or_below("__h_sample", "__h_split", "__ra", "__rb"),
+                lit(1i64),
+                lit(0i64),
+            );
             pick(is_train(), ident("__q") + extra, lit(1i64))
         } else {
             let p = cast(ident("__k"), DataType::Float64) / cast(ident("__n"), DataType::Float64);
-            let u = cast(ident("__h_sample"), DataType::Float64) / lit(18_446_744_073_709_551_616.0f64);
+            let u =
+                cast(ident("__h_sample"), DataType::Float64) / lit(18_446_744_073_709_551_616.0f64);
             let extra = pick(u.lt(p.clone() - floor(p.clone())), lit(1i64), lit(0i64));
-            pick(is_train(), cast(floor(p), DataType::Int64) + extra, lit(1i64))
+            pick(
+                is_train(),
+                cast(floor(p), DataType::Int64) + extra,
+                lit(1i64),
+            )
         };
-        df = df.with_column("__copies", copies)?.filter(ident("__copies").gt(lit(0i64)))?;
+        df = df
+            .with_column("__copies", copies)?
+            .filter(ident("__copies").gt(lit(0i64)))?;
         df = if replicate {
-            df.with_column("__copy", range(lit(0i64), ident("__copies"), lit(1i64)))?.unnest_columns(&["__copy"])?
+            df.with_column("__copy", range(lit(0i64), ident("__copies"), lit(1i64)))?
+                .unnest_columns(&["__copy"])?
         } else {
             df.with_column("__copy", lit(0i64))?
         };
-        let in_tie = is_train().and(ident("__h_sample").eq(ident("__tie_a"))).and(ident("__h_split").eq(ident("__tie_b")));
+        let in_tie = is_train()
+            .and(ident("__h_sample").eq(ident("__tie_a")))
+            .and(ident("__h_split").eq(ident("__tie_b")));
         df.with_column("__tie", pick(in_tie, ident("__tie_id"), lit(0u64)))
     };
 
@@ -736,8 +978,13 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         let sums = build_output(cell_table(table.values()))
             .await
             .and_then(|df| {
-                df.filter(is_train())?
-                    .aggregate(vec![ident("__cell"), ident("__tie")], vec![count_all().alias("rows"), exact_sum(ident("__w")).alias("w")])
+                df.filter(is_train())?.aggregate(
+                    vec![ident("__cell"), ident("__tie")],
+                    vec![
+                        count_all().alias("rows"),
+                        exact_sum(ident("__w")).alias("w"),
+                    ],
+                )
             })
             .map_err(df_err("planning reweighing after resampling"))?
             .collect()
@@ -745,9 +992,18 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             .map_err(df_err("reweighing after resampling"))?;
         let mut w_after: BTreeMap<(GroupKey, LabelKey), f64> = BTreeMap::new();
         for b in &sums {
-            let cell = b.column_by_name("__cell").expect("__cell").as_primitive::<UInt64Type>();
-            let tie = b.column_by_name("__tie").expect("__tie").as_primitive::<UInt64Type>();
-            let rows = b.column_by_name("rows").expect("rows").as_primitive::<Int64Type>();
+            let cell = b
+                .column_by_name("__cell")
+                .expect("__cell")
+                .as_primitive::<UInt64Type>();
+            let tie = b
+                .column_by_name("__tie")
+                .expect("__tie")
+                .as_primitive::<UInt64Type>();
+            let rows = b
+                .column_by_name("rows")
+                .expect("rows")
+                .as_primitive::<Int64Type>();
             let w = decimal_sums(b.column_by_name("w").expect("w"));
             for (r, &w) in w.iter().enumerate() {
                 let mut sum = w;
@@ -782,8 +1038,15 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         }
     };
     let expected_rows: u64 = {
-        let planned: BTreeMap<u64, u64> =
-            cells.iter().map(|(k, c)| (stratum_of(c), plans.get(k).map_or(c.rows[train], |p| p.planned))).collect();
+        let planned: BTreeMap<u64, u64> = cells
+            .iter()
+            .map(|(k, c)| {
+                (
+                    stratum_of(c),
+                    plans.get(k).map_or(c.rows[train], |p| p.planned),
+                )
+            })
+            .collect();
         planned.values().sum::<u64>() + cells.values().map(|c| c.rows[1] + c.rows[2]).sum::<u64>()
     };
 
@@ -798,7 +1061,11 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         ident("sample_weight"),
         ident("__split"),
         ident("__cell"),
-        call(5, &[ident("__h_sample"), ident("__h_split"), ident("__copy")]).alias("__u"),
+        call(
+            5,
+            &[ident("__h_sample"), ident("__h_split"), ident("__copy")],
+        )
+        .alias("__u"),
     ]);
     let order: Vec<String> = vec!["__u".into()];
     if group_strata {
@@ -811,15 +1078,28 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         .await
         .and_then(|df| {
             // nested, not `AND`: see `at_or_below`
-            let factor = pick(is_train(), pick(ident("__factor").is_not_null(), ident("__factor"), lit(1.0f64)), lit(1.0f64));
-            df.with_column("sample_weight", ident("__w") * factor)?.select(output_cols)
+            let factor = pick(
+                is_train(),
+                pick(
+                    ident("__factor").is_not_null(),
+                    ident("__factor"),
+                    lit(1.0f64),
+                ),
+                lit(1.0f64),
+            );
+            df.with_column("sample_weight", ident("__w") * factor)?
+                .select(output_cols)
         })
         .map_err(df_err("planning the curated output"))?;
 
     let started = std::time::Instant::now();
-    let plan = output.create_physical_plan().await.map_err(df_err("planning curation pass 2"))?;
+    let plan = output
+        .create_physical_plan()
+        .await
+        .map_err(df_err("planning curation pass 2"))?;
     tracing::debug!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "curation pass 2 plan");
-    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, ctx.task_ctx()).map_err(df_err("running curation pass 2"))?;
+    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, ctx.task_ctx())
+        .map_err(df_err("running curation pass 2"))?;
     let strata_values: HashMap<u64, Vec<Option<String>>> = cells
         .iter()
         .map(|((g, y), c)| {
@@ -867,7 +1147,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             return Err(pipeline
                 .error_at(
                     "source.id_column",
-                    format!("id column `{id}` of source `{}` is not unique: {rows} rows repeat an id", source.url),
+                    format!(
+                        "id column `{id}` of source `{}` is not unique: {rows} rows repeat an id",
+                        source.url
+                    ),
                 )
                 .into());
         }
@@ -881,11 +1164,15 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     );
 
     // --- summary, from what the sink wrote ---
-    let id_to_key: HashMap<u64, &(GroupKey, LabelKey)> = cells.iter().map(|(k, c)| (c.cell_id, k)).collect();
+    let id_to_key: HashMap<u64, &(GroupKey, LabelKey)> =
+        cells.iter().map(|(k, c)| (c.cell_id, k)).collect();
     let mut got: BTreeMap<(GroupKey, LabelKey, usize), (u64, f64, f64)> = BTreeMap::new();
     for ((split_name, cell), t) in &written.totals {
         let (g, y) = id_to_key[cell].clone();
-        got.insert((g, y, split_index(split_name)), (t.rows, t.weight_sum, t.weight_sq_sum));
+        got.insert(
+            (g, y, split_index(split_name)),
+            (t.rows, t.weight_sum, t.weight_sq_sum),
+        );
     }
     let summary = summarise(SummaryInput {
         pipeline,
@@ -901,7 +1188,12 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
         warnings,
     })?;
     let summary_json = serde_json::to_vec_pretty(&summary).expect("a summary always serializes");
-    destination.put(&format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id)), summary_json.into()).await?;
+    destination
+        .put(
+            &format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id)),
+            summary_json.into(),
+        )
+        .await?;
 
     // --- commit: the manifest last, then the pointer ---
     let mut shards = written.shards;
@@ -915,7 +1207,10 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
                 shards: mine.len() as u64,
                 rows: mine.iter().map(|s| s.rows).sum(),
                 bytes: mine.iter().map(|s| s.bytes).sum(),
-                weight_sum: mine.iter().flat_map(|s| s.strata.iter().map(|c| c.weight_sum)).sum(),
+                weight_sum: mine
+                    .iter()
+                    .flat_map(|s| s.strata.iter().map(|c| c.weight_sum))
+                    .sum(),
             }
         })
         .collect();
@@ -938,7 +1233,11 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
             .schema
             .fields()
             .iter()
-            .map(|f| ColumnSchema { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
+            .map(|f| ColumnSchema {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
             .collect(),
         stratum_columns,
         target_shard_rows: shard_rows,
@@ -948,7 +1247,12 @@ pub async fn curate(engine: &Engine, pipeline: &Pipeline, source: &SourceTable, 
     };
     destination.commit(&manifest).await?;
     tracing::info!(manifest = %destination.url_of(&format!("{}/{MANIFEST_FILE}", Destination::run_dir(&run.run_id))), "run committed");
-    Ok(Published { curation: summary, manifest, run_url: run.url, already_published: false })
+    Ok(Published {
+        curation: summary,
+        manifest,
+        run_url: run.url,
+        already_published: false,
+    })
 }
 
 /// The run this curation publishes: its id, its identity and its folder's URL.
@@ -962,7 +1266,12 @@ fn input_files(source: &SourceTable) -> Vec<InputFile> {
     source
         .files
         .iter()
-        .map(|f| InputFile { url: f.url.clone(), size: f.size, e_tag: f.e_tag.clone(), last_modified: f.last_modified.clone() })
+        .map(|f| InputFile {
+            url: f.url.clone(),
+            size: f.size,
+            e_tag: f.e_tag.clone(),
+            last_modified: f.last_modified.clone(),
+        })
         .collect()
 }
 
@@ -988,9 +1297,12 @@ fn incomplete_warning() -> String {
 fn string_columns(batch: &RecordBatch, n: usize) -> Result<Vec<Vec<Option<String>>>, CurateError> {
     (0..n)
         .map(|i| {
-            let a = datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8).map_err(|e| df_err("reading cells")(e.into()))?;
+            let a = datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8)
+                .map_err(|e| df_err("reading cells")(e.into()))?;
             let a = a.as_string::<i32>();
-            Ok((0..a.len()).map(|r| (!a.is_null(r)).then(|| a.value(r).to_string())).collect())
+            Ok((0..a.len())
+                .map(|r| (!a.is_null(r)).then(|| a.value(r).to_string()))
+                .collect())
         })
         .collect()
 }
@@ -1011,7 +1323,10 @@ struct CellKey {
 
 /// The cells of a `strata_cells(weight, g0.., y)` result as batches of `g0..`, `y`,
 /// `__cell_rows` and `__ids` (the weight sum: rows with an id).
-fn cells_batches(result: &[RecordBatch], n_attrs: usize) -> datafusion::error::Result<Vec<RecordBatch>> {
+fn cells_batches(
+    result: &[RecordBatch],
+    n_attrs: usize,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for cells in strata_engine::aggregate_rows(result)? {
         if cells.num_rows() == 0 {
@@ -1020,32 +1335,62 @@ fn cells_batches(result: &[RecordBatch], n_attrs: usize) -> datafusion::error::R
         let mut fields: Vec<Field> = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         for k in 0..=n_attrs {
-            let name = if k < n_attrs { format!("g{k}") } else { "y".to_string() };
+            let name = if k < n_attrs {
+                format!("g{k}")
+            } else {
+                "y".to_string()
+            };
             fields.push(Field::new(name, cells.column(k).data_type().clone(), true));
             columns.push(cells.column(k).clone());
         }
         let rows = cells.column(n_attrs + 1).clone();
         let ids = datafusion::arrow::compute::cast(cells.column(n_attrs + 2), &DataType::Int64)?;
-        fields.extend([Field::new("__cell_rows", DataType::Int64, false), Field::new("__ids", DataType::Int64, true)]);
+        fields.extend([
+            Field::new("__cell_rows", DataType::Int64, false),
+            Field::new("__ids", DataType::Int64, true),
+        ]);
         columns.extend([rows, ids]);
-        out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?);
+        out.push(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?);
     }
     Ok(out)
 }
 
 /// Pass 0's cells by cell id. Fails if two different cells hash to one id.
-fn read_cell_keys(batches: &[RecordBatch], n_attrs: usize) -> Result<HashMap<u64, CellKey>, CurateError> {
+fn read_cell_keys(
+    batches: &[RecordBatch],
+    n_attrs: usize,
+) -> Result<HashMap<u64, CellKey>, CurateError> {
     let mut out: HashMap<u64, CellKey> = HashMap::new();
     for b in batches {
         let keys = string_columns(b, n_attrs + 1)?;
-        let cell_ids = b.column_by_name("__cr_cell").expect("__cr_cell").as_primitive::<UInt64Type>();
-        let group_ids = b.column_by_name("__cr_grp").expect("__cr_grp").as_primitive::<UInt64Type>();
-        let rows = b.column_by_name("__cell_rows").expect("__cell_rows").as_primitive::<Int64Type>();
-        let ids = b.column_by_name("__ids").expect("__ids").as_primitive::<Int64Type>();
+        let cell_ids = b
+            .column_by_name("__cr_cell")
+            .expect("__cr_cell")
+            .as_primitive::<UInt64Type>();
+        let group_ids = b
+            .column_by_name("__cr_grp")
+            .expect("__cr_grp")
+            .as_primitive::<UInt64Type>();
+        let rows = b
+            .column_by_name("__cell_rows")
+            .expect("__cell_rows")
+            .as_primitive::<Int64Type>();
+        let ids = b
+            .column_by_name("__ids")
+            .expect("__ids")
+            .as_primitive::<Int64Type>();
         for r in 0..b.num_rows() {
             let g: GroupKey = keys[..n_attrs].iter().map(|k| k[r].clone()).collect();
             let key = (g, keys[n_attrs][r].clone());
-            let cell = CellKey { key: key.clone(), group: group_ids.value(r), rows: rows.value(r) as u64, ids: ids.value(r) as u64 };
+            let cell = CellKey {
+                key: key.clone(),
+                group: group_ids.value(r),
+                rows: rows.value(r) as u64,
+                ids: ids.value(r) as u64,
+            };
             if let Some(other) = out.insert(cell_ids.value(r), cell)
                 && other.key != key
             {
@@ -1068,14 +1413,26 @@ use strata_engine::WEIGHT_SCALE;
 /// so the output bytes. Each weight is rounded to 10 decimals and summed as a 128-bit
 /// decimal (up to 10²⁸); unusable weights count as 0 (they are reported separately).
 fn exact_sum(w: Expr) -> Expr {
-    let usable = strata_if_udf().call(vec![strata_engine::invalid_weight(w.clone()).eq(lit(0i64)), w, lit(0.0f64)]);
+    let usable = strata_if_udf().call(vec![
+        strata_engine::invalid_weight(w.clone()).eq(lit(0i64)),
+        w,
+        lit(0.0f64),
+    ]);
     sum(cast(usable, DataType::Decimal128(38, WEIGHT_SCALE)))
 }
 
 /// The values of an [`exact_sum`] column as floats (null as 0).
 fn decimal_sums(a: &ArrayRef) -> Vec<f64> {
     let a = a.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
-    (0..a.len()).map(|i| if a.is_null(i) { 0.0 } else { a.value(i) as f64 / 10f64.powi(WEIGHT_SCALE as i32) }).collect()
+    (0..a.len())
+        .map(|i| {
+            if a.is_null(i) {
+                0.0
+            } else {
+                a.value(i) as f64 / 10f64.powi(WEIGHT_SCALE as i32)
+            }
+        })
+        .collect()
 }
 
 /// `(a, b) <= (ta, tb)` in lexicographic order; null (no row is below) when `ta` is null.
@@ -1084,7 +1441,11 @@ fn decimal_sums(a: &ArrayRef) -> Vec<f64> {
 /// DataFusion evaluates the right side of an `OR` whose left side is mostly true on a
 /// filtered copy of the whole batch, every column of it (5% of curation's time).
 fn at_or_below(a: &str, b: &str, ta: &str, tb: &str) -> Expr {
-    strata_if_udf().call(vec![ident(a).eq(ident(ta)), ident(b).lt_eq(ident(tb)), ident(a).lt(ident(ta))])
+    strata_if_udf().call(vec![
+        ident(a).eq(ident(ta)),
+        ident(b).lt_eq(ident(tb)),
+        ident(a).lt(ident(ta)),
+    ])
 }
 
 /// Exact resampling of one stratum: copies of every row, the cut at or below which a
@@ -1120,16 +1481,32 @@ struct CellTable {
 fn cell_table<'a>(rows: impl Iterator<Item = &'a CellRow>) -> CellTable {
     let rows: Vec<&CellRow> = rows.collect();
     let u64s = |name, f: &dyn Fn(&CellRow) -> Option<u64>| {
-        (name, Arc::new(UInt64Array::from(rows.iter().map(|r| f(r)).collect::<Vec<_>>())) as ArrayRef)
+        (
+            name,
+            Arc::new(UInt64Array::from(
+                rows.iter().map(|r| f(r)).collect::<Vec<_>>(),
+            )) as ArrayRef,
+        )
     };
-    let i64s =
-        |name, f: &dyn Fn(&CellRow) -> i64| (name, Arc::new(Int64Array::from(rows.iter().map(|r| f(r)).collect::<Vec<_>>())) as ArrayRef);
+    let i64s = |name, f: &dyn Fn(&CellRow) -> i64| {
+        (
+            name,
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| f(r)).collect::<Vec<_>>(),
+            )) as ArrayRef,
+        )
+    };
     let columns = vec![
         u64s("__t1a", &|r| r.split[0].map(|k| k.0)),
         u64s("__t1b", &|r| r.split[0].map(|k| k.1)),
         u64s("__t2a", &|r| r.split[1].map(|k| k.0)),
         u64s("__t2b", &|r| r.split[1].map(|k| k.1)),
-        ("__factor", Arc::new(Float64Array::from(rows.iter().map(|r| r.factor).collect::<Vec<_>>())) as ArrayRef),
+        (
+            "__factor",
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.factor).collect::<Vec<_>>(),
+            )) as ArrayRef,
+        ),
         i64s("__q", &|r| r.copies as i64),
         u64s("__ra", &|r| r.sample.map(|k| k.0)),
         u64s("__rb", &|r| r.sample.map(|k| k.1)),
@@ -1139,14 +1516,21 @@ fn cell_table<'a>(rows: impl Iterator<Item = &'a CellRow>) -> CellTable {
         i64s("__k", &|r| r.planned as i64),
         i64s("__n", &|r| r.available as i64),
     ];
-    CellTable { keys: rows.iter().map(|r| r.cell).collect(), columns }
+    CellTable {
+        keys: rows.iter().map(|r| r.cell).collect(),
+        columns,
+    }
 }
 
 /// Per stratum: what one pass saw and the cuts at the given ranks. `targets` maps a
 /// stratum to its rows and ranks (at most two); `rows` yields `__stratum`, `__h1` (the
 /// primary key), `__h2` and `__w`. Strata whose cut fell outside its window are looked
 /// at again over the whole key space. Also returns the count of unusable weights.
-async fn find_cuts<F, Fut>(rows: F, targets: &BTreeMap<u64, (u64, Vec<u64>)>, what: &str) -> Result<(Found, u64), CurateError>
+async fn find_cuts<F, Fut>(
+    rows: F,
+    targets: &BTreeMap<u64, (u64, Vec<u64>)>,
+    what: &str,
+) -> Result<(Found, u64), CurateError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = datafusion::error::Result<DataFrame>>,
@@ -1159,12 +1543,17 @@ where
         if missed.is_empty() {
             return Ok((out, bad));
         }
-        tracing::info!(strata = missed.len(), "{what}: a cut fell outside its window; looking again over the whole key space");
+        tracing::info!(
+            strata = missed.len(),
+            "{what}: a cut fell outside its window; looking again over the whole key space"
+        );
         for s in missed {
             windows.insert(s, [Some(cut::FULL), None]);
         }
     }
-    Err(CurateError::Engine(EngineError::Config(format!("{what}: the rows changed while curation read them"))))
+    Err(CurateError::Engine(EngineError::Config(format!(
+        "{what}: the rows changed while curation read them"
+    ))))
 }
 
 /// Per stratum: what a pass observed and the cuts found in it.
@@ -1172,12 +1561,19 @@ type Found = BTreeMap<u64, (Observed, Vec<Cut>)>;
 
 /// Each target's observation and its cuts at the target's ranks, and the targets with a
 /// cut outside its window.
-fn cuts_at(observed: &HashMap<u64, Observed>, targets: &BTreeMap<u64, (u64, Vec<u64>)>) -> (Found, Vec<u64>) {
+fn cuts_at(
+    observed: &HashMap<u64, Observed>,
+    targets: &BTreeMap<u64, (u64, Vec<u64>)>,
+) -> (Found, Vec<u64>) {
     let mut out = BTreeMap::new();
     let mut missed = Vec::new();
     for (s, (_, ks)) in targets {
         let obs = observed.get(s).cloned().unwrap_or_default();
-        match ks.iter().map(|&k| cut::find(&obs, k)).collect::<Option<Vec<Cut>>>() {
+        match ks
+            .iter()
+            .map(|&k| cut::find(&obs, k))
+            .collect::<Option<Vec<Cut>>>()
+        {
             Some(cuts) => {
                 out.insert(*s, (obs, cuts));
             }
@@ -1190,7 +1586,8 @@ fn cuts_at(observed: &HashMap<u64, Observed>, targets: &BTreeMap<u64, (u64, Vec<
 /// One `strata_cut_zones` aggregate (strata_engine::strata_cut_zones_udaf) of the named
 /// columns and `__w`, the windows travelling as its literal.
 fn zones(stratum: &str, h1: &str, h2: &str, windows: &BTreeMap<u64, [Option<Window>; 2]>) -> Expr {
-    let windows: Vec<strata_engine::StratumWindows> = windows.iter().map(|(s, w)| (*s, *w)).collect();
+    let windows: Vec<strata_engine::StratumWindows> =
+        windows.iter().map(|(s, w)| (*s, *w)).collect();
     strata_engine::cut_zones(ident(stratum), ident(h1), ident(h2), ident("__w"), &windows)
 }
 
@@ -1199,13 +1596,25 @@ fn zones(stratum: &str, h1: &str, h2: &str, windows: &BTreeMap<u64, [Option<Wind
 fn windows_of(targets: &BTreeMap<u64, (u64, Vec<u64>)>) -> BTreeMap<u64, [Option<Window>; 2]> {
     targets
         .iter()
-        .map(|(s, (n, ks))| (*s, [ks.first().and_then(|&k| cut::window(k, *n)), ks.get(1).and_then(|&k| cut::window(k, *n))]))
+        .map(|(s, (n, ks))| {
+            (
+                *s,
+                [
+                    ks.first().and_then(|&k| cut::window(k, *n)),
+                    ks.get(1).and_then(|&k| cut::window(k, *n)),
+                ],
+            )
+        })
         .collect()
 }
 
 /// Exact resampling's cuts: per stratum of n training rows and k planned, rank k mod n.
 fn sample_targets(strata_plan: &BTreeMap<u64, (u64, u64)>) -> BTreeMap<u64, (u64, Vec<u64>)> {
-    strata_plan.iter().filter(|(_, (_, n))| *n > 0).map(|(s, (k, n))| (*s, (*n, vec![k % n]))).collect()
+    strata_plan
+        .iter()
+        .filter(|(_, (_, n))| *n > 0)
+        .map(|(s, (k, n))| (*s, (*n, vec![k % n])))
+        .collect()
 }
 
 /// One aggregate pass: per stratum, rows and weights per zone, keys inside windows.
@@ -1215,15 +1624,29 @@ async fn observe(
     what: &str,
 ) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
     let zones = zones("__stratum", "__h1", "__h2", windows);
-    let batches = rows.aggregate(vec![], vec![zones.alias("zones")]).map_err(df_err(what))?.collect().await.map_err(df_err(what))?;
+    let batches = rows
+        .aggregate(vec![], vec![zones.alias("zones")])
+        .map_err(df_err(what))?
+        .collect()
+        .await
+        .map_err(df_err(what))?;
     read_zones(&batches, "zones", what)
 }
 
 /// What a `strata_cut_zones` aggregate named `name` saw, and its unusable weights.
-fn read_zones(batches: &[RecordBatch], name: &str, what: &str) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
+fn read_zones(
+    batches: &[RecordBatch],
+    name: &str,
+    what: &str,
+) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
     let batches: Vec<RecordBatch> = batches
         .iter()
-        .map(|b| b.project(&[b.schema().index_of(name).expect("an aggregate of that name")]))
+        .map(|b| {
+            b.project(&[b
+                .schema()
+                .index_of(name)
+                .expect("an aggregate of that name")])
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| df_err(what)(e.into()))?;
     let mut out: HashMap<u64, Observed> = HashMap::new();
@@ -1232,7 +1655,10 @@ fn read_zones(batches: &[RecordBatch], name: &str, what: &str) -> Result<(HashMa
         let col = |name: &str| part.column_by_name(name).expect("a zones column");
         let stratum = col("stratum").as_primitive::<UInt64Type>();
         let zone = col("zone").as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
-        let (k1, k2) = (col("k1").as_primitive::<UInt64Type>(), col("k2").as_primitive::<UInt64Type>());
+        let (k1, k2) = (
+            col("k1").as_primitive::<UInt64Type>(),
+            col("k2").as_primitive::<UInt64Type>(),
+        );
         let rows = col("rows").as_primitive::<Int64Type>();
         let w = decimal_sums(col("w"));
         let bad_col = col("bad").as_primitive::<Int64Type>();
@@ -1251,16 +1677,27 @@ fn read_zones(batches: &[RecordBatch], name: &str, what: &str) -> Result<(HashMa
 
 /// A tuning variable of the environment, parsed: unset is `None`, and a value that does
 /// not parse fails the run, naming the variable (a typo must not fall back silently).
-fn tuning<T>(name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, CurateError> {
+fn tuning<T>(
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, CurateError> {
     match std::env::var(name) {
-        Ok(v) => parse(&v).map(Some).map_err(|e| EngineError::Config(format!("environment variable {name}=`{v}`: {e}")).into()),
+        Ok(v) => parse(&v).map(Some).map_err(|e| {
+            EngineError::Config(format!("environment variable {name}=`{v}`: {e}")).into()
+        }),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(EngineError::Config(format!("environment variable {name} is not UTF-8")).into()),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(EngineError::Config(format!("environment variable {name} is not UTF-8")).into())
+        }
     }
 }
 
 fn describe(attrs: &[String], g: &GroupKey, label: Option<(&String, &LabelKey)>) -> String {
-    let mut parts: Vec<String> = attrs.iter().zip(g).map(|(a, v)| format!("{a}={}", v.as_deref().unwrap_or(MISSING_GROUP))).collect();
+    let mut parts: Vec<String> = attrs
+        .iter()
+        .zip(g)
+        .map(|(a, v)| format!("{a}={}", v.as_deref().unwrap_or(MISSING_GROUP)))
+        .collect();
     if let Some((l, y)) = label {
         parts.push(format!("{l}={}", y.as_deref().unwrap_or(MISSING_GROUP)));
     }
@@ -1268,7 +1705,12 @@ fn describe(attrs: &[String], g: &GroupKey, label: Option<(&String, &LabelKey)>)
 }
 
 fn describe_values(attrs: &[String], values: &[String]) -> String {
-    attrs.iter().zip(values).map(|(a, v)| format!("{a}={v}")).collect::<Vec<_>>().join(" × ")
+    attrs
+        .iter()
+        .zip(values)
+        .map(|(a, v)| format!("{a}={v}"))
+        .collect::<Vec<_>>()
+        .join(" × ")
 }
 
 struct SummaryInput<'a> {
@@ -1287,7 +1729,19 @@ struct SummaryInput<'a> {
 }
 
 fn summarise(input: SummaryInput<'_>) -> Result<Curation, CurateError> {
-    let SummaryInput { pipeline, seed, source, output, cells, plans, factors, group_targets, stratify_label, got, mut warnings } = input;
+    let SummaryInput {
+        pipeline,
+        seed,
+        source,
+        output,
+        cells,
+        plans,
+        factors,
+        group_targets,
+        stratify_label,
+        got,
+        mut warnings,
+    } = input;
     let attrs = &pipeline.groups.attributes;
     let spec = pipeline.curate.as_ref().expect("checked by curate");
     let splits = (0..3)
@@ -1306,47 +1760,91 @@ fn summarise(input: SummaryInput<'_>) -> Result<Curation, CurateError> {
     let mut strata: BTreeMap<(GroupKey, Option<LabelKey>), Tally> = BTreeMap::new();
     for ((g, y), c) in cells {
         let key = (g.clone(), by_label.then(|| y.clone()));
-        let a = got.get(&(g.clone(), y.clone(), 0)).copied().unwrap_or_default();
-        let p = plans.get(&(g.clone(), y.clone())).copied().unwrap_or_default();
+        let a = got
+            .get(&(g.clone(), y.clone(), 0))
+            .copied()
+            .unwrap_or_default();
+        let p = plans
+            .get(&(g.clone(), y.clone()))
+            .copied()
+            .unwrap_or_default();
         let e = strata.entry(key).or_insert((0, 0, 0.0, 0.0, None, None));
         e.0 += c.rows[0];
-        e.1 = if by_label { p.planned } else { p.planned.max(e.1) };
+        e.1 = if by_label {
+            p.planned
+        } else {
+            p.planned.max(e.1)
+        };
         e.2 += a.1;
         e.3 += a.2;
-        e.4 = if by_label { p.target_share } else { group_targets.get(g).copied() };
+        e.4 = if by_label {
+            p.target_share
+        } else {
+            group_targets.get(g).copied()
+        };
         e.5 = factors.get(&(g.clone(), y.clone())).copied().flatten();
     }
     let train_before: u64 = splits[0].rows_before;
     let train_after: u64 = splits[0].rows_after;
     let mut out = Vec::new();
     for ((g, y), (before, planned, w, w2, target, factor)) in strata {
-        let rows_after: u64 =
-            got.iter().filter(|((gg, yy, s), _)| *s == 0 && *gg == g && y.as_ref().is_none_or(|y| yy == y)).map(|(_, v)| v.0).sum();
+        let rows_after: u64 = got
+            .iter()
+            .filter(|((gg, yy, s), _)| *s == 0 && *gg == g && y.as_ref().is_none_or(|y| yy == y))
+            .map(|(_, v)| v.0)
+            .sum();
         let mut stratum = serde_json::Map::new();
         for (a, v) in attrs.iter().zip(&g) {
-            stratum.insert(a.clone(), v.clone().map_or(serde_json::Value::Null, serde_json::Value::String));
+            stratum.insert(
+                a.clone(),
+                v.clone()
+                    .map_or(serde_json::Value::Null, serde_json::Value::String),
+            );
         }
         if let Some(y) = &y {
-            stratum.insert(pipeline.label.column.clone(), label_json(&pipeline.label.positive, y));
+            stratum.insert(
+                pipeline.label.column.clone(),
+                label_json(&pipeline.label.positive, y),
+            );
         }
-        if planned > rows_after && spec.strategy == Strategy::Resample && spec.resample.as_ref().is_some_and(|r| r.exact) {
-            warnings.push(format!("stratum {stratum:?} got {rows_after} rows of the {planned} planned"));
+        if planned > rows_after
+            && spec.strategy == Strategy::Resample
+            && spec.resample.as_ref().is_some_and(|r| r.exact)
+        {
+            warnings.push(format!(
+                "stratum {stratum:?} got {rows_after} rows of the {planned} planned"
+            ));
         }
         out.push(StratumSummary {
             stratum,
             rows_before: before,
-            share_before: if train_before == 0 { 0.0 } else { before as f64 / train_before as f64 },
+            share_before: if train_before == 0 {
+                0.0
+            } else {
+                before as f64 / train_before as f64
+            },
             target_share: target,
             planned_rows: planned,
             rows_after,
-            share_after: if train_after == 0 { 0.0 } else { rows_after as f64 / train_after as f64 },
+            share_after: if train_after == 0 {
+                0.0
+            } else {
+                rows_after as f64 / train_after as f64
+            },
             weight_sum: w,
             effective_rows: if w2 > 0.0 { w * w / w2 } else { 0.0 },
-            replication: if before == 0 { 0.0 } else { rows_after as f64 / before as f64 },
+            replication: if before == 0 {
+                0.0
+            } else {
+                rows_after as f64 / before as f64
+            },
             weight_factor: factor,
         });
     }
-    let (tw, tw2) = got.iter().filter(|(k, _)| k.2 == 0).fold((0.0, 0.0), |acc, (_, v)| (acc.0 + v.1, acc.1 + v.2));
+    let (tw, tw2) = got
+        .iter()
+        .filter(|(k, _)| k.2 == 0)
+        .fold((0.0, 0.0), |acc, (_, v)| (acc.0 + v.1, acc.1 + v.2));
     let mut stratum_columns = attrs.clone();
     if by_label {
         stratum_columns.push(pipeline.label.column.clone());
@@ -1371,10 +1869,18 @@ fn summarise(input: SummaryInput<'_>) -> Result<Curation, CurateError> {
 
 /// A label value back in its spec type for the JSON summary.
 fn label_json(positive: &LabelValue, y: &LabelKey) -> serde_json::Value {
-    let Some(y) = y else { return serde_json::Value::Null };
+    let Some(y) = y else {
+        return serde_json::Value::Null;
+    };
     match positive {
-        LabelValue::Int(_) => y.parse::<i64>().map_or_else(|_| serde_json::Value::String(y.clone()), serde_json::Value::from),
-        LabelValue::Bool(_) => y.parse::<bool>().map_or_else(|_| serde_json::Value::String(y.clone()), serde_json::Value::from),
+        LabelValue::Int(_) => y.parse::<i64>().map_or_else(
+            |_| serde_json::Value::String(y.clone()),
+            serde_json::Value::from,
+        ),
+        LabelValue::Bool(_) => y.parse::<bool>().map_or_else(
+            |_| serde_json::Value::String(y.clone()),
+            serde_json::Value::from,
+        ),
         LabelValue::String(_) => serde_json::Value::String(y.clone()),
     }
 }

@@ -81,7 +81,12 @@ impl Observed {
     }
 
     pub(crate) fn rows(&self) -> u64 {
-        self.gaps.iter().map(|g| g.0).sum::<u64>() + self.keys.iter().flat_map(|k| k.values().map(|v| v.0)).sum::<u64>()
+        self.gaps.iter().map(|g| g.0).sum::<u64>()
+            + self
+                .keys
+                .iter()
+                .flat_map(|k| k.values().map(|v| v.0))
+                .sum::<u64>()
     }
 }
 
@@ -94,7 +99,12 @@ pub(crate) enum Cut {
     Everything,
     /// The key of the k-th row, its zone, the rows with smaller keys and the rows
     /// with this very key (more than one only for identical rows).
-    At { key: Key, zone: usize, before: u64, at: u64 },
+    At {
+        key: Key,
+        zone: usize,
+        before: u64,
+        at: u64,
+    },
 }
 
 impl Cut {
@@ -112,7 +122,9 @@ impl Cut {
         match self {
             Cut::Nothing => false,
             Cut::Everything => true,
-            Cut::At { key: k, zone: z, .. } => match key {
+            Cut::At {
+                key: k, zone: z, ..
+            } => match key {
                 Some(key) => key <= k,
                 None => zone < *z,
             },
@@ -137,7 +149,12 @@ pub(crate) fn find(obs: &Observed, k: u64) -> Option<Cut> {
         before += obs.gaps[zone].0;
         for (key, (rows, _)) in &obs.keys[zone] {
             if before + rows >= k {
-                return Some(Cut::At { key: *key, zone, before, at: *rows });
+                return Some(Cut::At {
+                    key: *key,
+                    zone,
+                    before,
+                    at: *rows,
+                });
             }
             before += rows;
         }
@@ -147,7 +164,9 @@ pub(crate) fn find(obs: &Observed, k: u64) -> Option<Cut> {
 
 /// Rows and weight of `obs` at or below `upper` and not at or below `lower`.
 pub(crate) fn between(obs: &Observed, lower: Option<&Cut>, upper: &Cut) -> (u64, f64) {
-    let inside = |zone: usize, key: Option<&Key>| upper.covers(zone, key) && !lower.is_some_and(|l| l.covers(zone, key));
+    let inside = |zone: usize, key: Option<&Key>| {
+        upper.covers(zone, key) && !lower.is_some_and(|l| l.covers(zone, key))
+    };
     let mut out = (0u64, 0.0f64);
     for zone in 0..ZONES {
         if obs.gaps[zone].0 > 0 && inside(zone, None) {
@@ -218,7 +237,9 @@ mod tests {
                     match c {
                         Cut::Nothing => assert_eq!(k, 0),
                         Cut::Everything => assert_eq!(k, n),
-                        Cut::At { key, before, at, .. } => {
+                        Cut::At {
+                            key, before, at, ..
+                        } => {
                             assert_eq!(key, sorted[k as usize - 1]);
                             assert_eq!((before, at), (k - 1, 1));
                         }
@@ -249,7 +270,10 @@ mod tests {
         let mut sorted = rest.to_vec();
         sorted.sort();
         for k in [1200, 3000] {
-            assert!(matches!(find(&obs, k), Some(Cut::At { key, .. }) if key == sorted[k as usize - 1]), "rank {k}");
+            assert!(
+                matches!(find(&obs, k), Some(Cut::At { key, .. }) if key == sorted[k as usize - 1]),
+                "rank {k}"
+            );
         }
     }
 
@@ -260,7 +284,8 @@ mod tests {
         assert_eq!(find(&observe(&ks, [narrow, None]), 5_000), None);
         let mut sorted = ks.clone();
         sorted.sort();
-        let cut = find(&observe(&ks, [Some(FULL), None]), 5_000).expect("the full window holds every cut");
+        let cut = find(&observe(&ks, [Some(FULL), None]), 5_000)
+            .expect("the full window holds every cut");
         assert_eq!(cut.threshold(), Some(sorted[4_999]));
     }
 
@@ -273,7 +298,15 @@ mod tests {
         ks.insert(50, dup); // three rows with the key of rank 50
         let obs = observe(&ks, [Some(FULL), None]);
         let cut = find(&obs, 51).unwrap();
-        assert_eq!(cut, Cut::At { key: dup, zone: 1, before: 49, at: 3 });
+        assert_eq!(
+            cut,
+            Cut::At {
+                key: dup,
+                zone: 1,
+                before: 49,
+                at: 3
+            }
+        );
         assert_eq!(between(&obs, None, &cut).0, 52);
     }
 }

@@ -17,7 +17,9 @@ pub fn largest_remainder(total: u64, weights: &[f64]) -> Vec<u64> {
     let mut order: Vec<usize> = (0..weights.len()).collect();
     order.sort_by(|&a, &b| {
         let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
-        rb.partial_cmp(&ra).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+        rb.partial_cmp(&ra)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
     });
     for &i in order.iter().take(total.saturating_sub(assigned) as usize) {
         parts[i] += 1;
@@ -33,7 +35,9 @@ pub fn largest_remainder(total: u64, weights: &[f64]) -> Vec<u64> {
 /// reached and the raw factors would change the total; the factors are then scaled so the
 /// total weight is still preserved, and the second value is `false` so callers can warn.
 /// Cells with no weight get no factor (never NaN).
-pub fn kamiran_calders<G: Ord + Clone, Y: Ord + Clone>(cells: &BTreeMap<(G, Y), f64>) -> (BTreeMap<(G, Y), Option<f64>>, bool) {
+pub fn kamiran_calders<G: Ord + Clone, Y: Ord + Clone>(
+    cells: &BTreeMap<(G, Y), f64>,
+) -> (BTreeMap<(G, Y), Option<f64>>, bool) {
     let mut w_g: BTreeMap<G, f64> = BTreeMap::new();
     let mut w_y: BTreeMap<Y, f64> = BTreeMap::new();
     let mut total = 0.0;
@@ -54,7 +58,10 @@ pub fn kamiran_calders<G: Ord + Clone, Y: Ord + Clone>(cells: &BTreeMap<(G, Y), 
     let filled = cells.values().filter(|w| **w > 0.0).count();
     let complete = filled == groups * labels;
     if !complete {
-        let new_total: f64 = cells.iter().map(|(k, w)| w * factors[k].unwrap_or(0.0)).sum();
+        let new_total: f64 = cells
+            .iter()
+            .map(|(k, w)| w * factors[k].unwrap_or(0.0))
+            .sum();
         if new_total > 0.0 {
             let scale = total / new_total;
             factors.values_mut().flatten().for_each(|f| *f *= scale);
@@ -72,17 +79,35 @@ pub enum PlanError {
 
 /// Plans group totals: `shares` (summing to 1 over groups with rows) and `available`
 /// rows per group, for a mode. Returns the planned total N.
-pub fn plan_total(mode: strata_spec::Mode, total: Option<u64>, shares: &[f64], available: &[u64]) -> Result<u64, PlanError> {
-    let positive: Vec<(f64, u64)> = shares.iter().zip(available).filter(|(s, _)| **s > 0.0).map(|(s, n)| (*s, *n)).collect();
+pub fn plan_total(
+    mode: strata_spec::Mode,
+    total: Option<u64>,
+    shares: &[f64],
+    available: &[u64],
+) -> Result<u64, PlanError> {
+    let positive: Vec<(f64, u64)> = shares
+        .iter()
+        .zip(available)
+        .filter(|(s, _)| **s > 0.0)
+        .map(|(s, n)| (*s, *n))
+        .collect();
     if positive.is_empty() {
         return Err(PlanError::NothingToSample);
     }
     Ok(match mode {
         strata_spec::Mode::Undersample => {
             // the largest N with N·share <= rows for every stratum
-            positive.iter().map(|(s, n)| (*n as f64 / s + 1e-9).floor() as u64).min().unwrap_or(0)
+            positive
+                .iter()
+                .map(|(s, n)| (*n as f64 / s + 1e-9).floor() as u64)
+                .min()
+                .unwrap_or(0)
         }
-        strata_spec::Mode::Oversample => positive.iter().map(|(s, n)| (*n as f64 / s - 1e-9).ceil() as u64).max().unwrap_or(0),
+        strata_spec::Mode::Oversample => positive
+            .iter()
+            .map(|(s, n)| (*n as f64 / s - 1e-9).ceil() as u64)
+            .max()
+            .unwrap_or(0),
         strata_spec::Mode::Hybrid => total.unwrap_or(0),
     })
 }
@@ -105,7 +130,13 @@ mod tests {
     #[test]
     fn kamiran_calders_closed_form() {
         // 2 groups x 2 labels, counts: a0=30 a1=10 b0=40 b1=20 (total 100)
-        let cells: BTreeMap<(&str, u8), f64> = [(("a", 0), 30.0), (("a", 1), 10.0), (("b", 0), 40.0), (("b", 1), 20.0)].into();
+        let cells: BTreeMap<(&str, u8), f64> = [
+            (("a", 0), 30.0),
+            (("a", 1), 10.0),
+            (("b", 0), 40.0),
+            (("b", 1), 20.0),
+        ]
+        .into();
         let (w, complete) = kamiran_calders(&cells);
         assert!(complete);
         // w(a,1) = W_a·W_1 / (W·W_a1) = 40·30 / (100·10) = 1.2
@@ -115,7 +146,13 @@ mod tests {
 
     #[test]
     fn empty_cells_get_no_weight() {
-        let cells: BTreeMap<(&str, u8), f64> = [(("a", 0), 5.0), (("a", 1), 0.0), (("b", 0), 3.0), (("b", 1), 2.0)].into();
+        let cells: BTreeMap<(&str, u8), f64> = [
+            (("a", 0), 5.0),
+            (("a", 1), 0.0),
+            (("b", 0), 3.0),
+            (("b", 1), 2.0),
+        ]
+        .into();
         let (w, complete) = kamiran_calders(&cells);
         assert!(!complete);
         assert_eq!(w[&("a", 1)], None);

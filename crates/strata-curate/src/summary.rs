@@ -56,11 +56,20 @@ pub struct StratumSummary {
 
 impl Curation {
     pub fn render_table(&self) -> String {
-        let mut out = format!("Curated `{}` with {} (seed {}) -> {}\n", self.pipeline, self.strategy, self.seed, self.output);
+        let mut out = format!(
+            "Curated `{}` with {} (seed {}) -> {}\n",
+            self.pipeline, self.strategy, self.seed, self.output
+        );
         for s in &self.splits {
-            out.push_str(&format!("  {:<10} {:>10} -> {:>10} rows  (weight {:.6e})\n", s.split, s.rows_before, s.rows_after, s.weight_sum));
+            out.push_str(&format!(
+                "  {:<10} {:>10} -> {:>10} rows  (weight {:.6e})\n",
+                s.split, s.rows_before, s.rows_after, s.weight_sum
+            ));
         }
-        out.push_str(&format!("  train effective rows (Kish): {:.1}\n\n", self.train_effective_rows));
+        out.push_str(&format!(
+            "  train effective rows (Kish): {:.1}\n\n",
+            self.train_effective_rows
+        ));
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED);
         table.set_header(vec![
@@ -89,7 +98,8 @@ impl Curation {
                 name,
                 s.rows_before.to_string(),
                 format!("{:.2}%", s.share_before * 100.0),
-                s.target_share.map_or_else(|| "-".into(), |t| format!("{:.2}%", t * 100.0)),
+                s.target_share
+                    .map_or_else(|| "-".into(), |t| format!("{:.2}%", t * 100.0)),
                 s.rows_after.to_string(),
                 format!("{:.2}%", s.share_after * 100.0),
                 format!("{:.1}", s.weight_sum),

@@ -56,24 +56,54 @@ fn spec(curate: &str) -> Pipeline {
 
 /// Runs curate on `batch`, returning the curated rows read back.
 fn run(batch: &RecordBatch, pipeline: &Pipeline) -> Vec<RecordBatch> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let engine = Engine::new(&EngineOptions { target_partitions: Some(3), memory_limit: None }).unwrap();
+        let engine = Engine::new(&EngineOptions {
+            target_partitions: Some(3),
+            memory_limit: None,
+        })
+        .unwrap();
         let mut buf = Vec::new();
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
         w.write(batch).unwrap();
         w.close().unwrap();
-        engine.memory_store().put(&Path::from("in/data.parquet"), buf.into()).await.unwrap();
-        let source = engine.open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE).await.unwrap();
-        let options = strata_curate::CurateOptions { seed: None, out: "memory:///out/".into(), run_id: Some("run".into()) };
-        let published = strata_curate::curate(&engine, pipeline, &source, &options).await.unwrap();
+        engine
+            .memory_store()
+            .put(&Path::from("in/data.parquet"), buf.into())
+            .await
+            .unwrap();
+        let source = engine
+            .open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE)
+            .await
+            .unwrap();
+        let options = strata_curate::CurateOptions {
+            seed: None,
+            out: "memory:///out/".into(),
+            run_id: Some("run".into()),
+        };
+        let published = strata_curate::curate(&engine, pipeline, &source, &options)
+            .await
+            .unwrap();
         if published.manifest.shards.is_empty() {
             // nothing curated at all (tiny tables): a run with no shards
             return Vec::new();
         }
         // exactly the manifest's shards
-        let urls: Vec<String> = published.manifest.shards.iter().map(|s| format!("memory:///out/runs/run/{}", s.path)).collect();
-        let df = engine.context().read_parquet(urls, datafusion::prelude::ParquetReadOptions::default()).await.unwrap();
+        let urls: Vec<String> = published
+            .manifest
+            .shards
+            .iter()
+            .map(|s| format!("memory:///out/runs/run/{}", s.path))
+            .collect();
+        let df = engine
+            .context()
+            .read_parquet(urls, datafusion::prelude::ParquetReadOptions::default())
+            .await
+            .unwrap();
         df.collect().await.unwrap()
     })
 }
@@ -82,15 +112,33 @@ fn run(batch: &RecordBatch, pipeline: &Pipeline) -> Vec<RecordBatch> {
 fn tally(batches: &[RecordBatch]) -> BTreeMap<(String, i64, String), (u64, f64, f64)> {
     let mut out = BTreeMap::new();
     for b in batches {
-        let g = datafusion::arrow::compute::cast(b.column_by_name("group").unwrap(), &DataType::Utf8).unwrap();
+        let g =
+            datafusion::arrow::compute::cast(b.column_by_name("group").unwrap(), &DataType::Utf8)
+                .unwrap();
         let g = g.as_string::<i32>();
-        let y = b.column_by_name("label").unwrap().as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone();
-        let s = datafusion::arrow::compute::cast(b.column_by_name("split").unwrap(), &DataType::Utf8).unwrap();
+        let y = b
+            .column_by_name("label")
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .clone();
+        let s =
+            datafusion::arrow::compute::cast(b.column_by_name("split").unwrap(), &DataType::Utf8)
+                .unwrap();
         let s = s.as_string::<i32>();
-        let sw = b.column_by_name("sample_weight").unwrap().as_primitive::<Float64Type>().clone();
-        let w = b.column_by_name("w").unwrap().as_primitive::<Float64Type>().clone();
+        let sw = b
+            .column_by_name("sample_weight")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .clone();
+        let w = b
+            .column_by_name("w")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .clone();
         for r in 0..b.num_rows() {
-            let e: &mut (u64, f64, f64) = out.entry((g.value(r).to_string(), y.value(r), s.value(r).to_string())).or_default();
+            let e: &mut (u64, f64, f64) = out
+                .entry((g.value(r).to_string(), y.value(r), s.value(r).to_string()))
+                .or_default();
             e.0 += 1;
             e.1 += sw.value(r);
             e.2 += w.value(r);

@@ -30,21 +30,32 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StructArray, downcast_integer_array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StructArray,
+    downcast_integer_array,
+};
 use datafusion::arrow::datatypes::{
-    ArrowNativeType, DataType, Date32Type, Date64Type, Decimal128Type, Field, Fields, Float64Type, Int32Type, Int64Type,
+    ArrowNativeType, DataType, Date32Type, Date64Type, Decimal128Type, Field, Fields, Float64Type,
+    Int32Type, Int64Type,
 };
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
-use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs,
+};
 use foldhash::{HashMap, HashMapExt};
 
-use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_small_weights, exact_weight, exact_weight_type, exact_weight_value};
+use crate::weights::{
+    WEIGHT_PRECISION, WEIGHT_SCALE, exact_small_weights, exact_weight, exact_weight_type,
+    exact_weight_value,
+};
 
 pub const STRATA_CELLS: &str = "strata_cells";
 
 /// The aggregate, for registering in a session and for building expressions.
 pub fn strata_cells_udaf() -> AggregateUDF {
-    AggregateUDF::new_from_impl(StrataCells { signature: Signature::variadic_any(Volatility::Immutable) })
+    AggregateUDF::new_from_impl(StrataCells {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    })
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -62,7 +73,11 @@ fn value_type(t: &DataType) -> DataType {
 
 /// The element type of the result list: key columns `k0..`, then the tallies.
 fn cell_fields(key_types: &[DataType]) -> Fields {
-    let mut fields: Vec<Field> = key_types.iter().enumerate().map(|(i, t)| Field::new(format!("k{i}"), value_type(t), true)).collect();
+    let mut fields: Vec<Field> = key_types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Field::new(format!("k{i}"), value_type(t), true))
+        .collect();
     fields.extend([
         Field::new("rows", DataType::Int64, false),
         Field::new("weight", DataType::Float64, true),
@@ -75,7 +90,10 @@ fn cell_fields(key_types: &[DataType]) -> Fields {
 }
 
 fn list_type(key_types: &[DataType]) -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(DataType::Struct(cell_fields(key_types)), false)))
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(cell_fields(key_types)),
+        false,
+    )))
 }
 
 impl AggregateUDFImpl for StrataCells {
@@ -87,7 +105,9 @@ impl AggregateUDFImpl for StrataCells {
     }
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match arg_types {
-            [w, keys @ ..] if !keys.is_empty() && (w.is_numeric() || *w == DataType::Null) => Ok(list_type(keys)),
+            [w, keys @ ..] if !keys.is_empty() && (w.is_numeric() || *w == DataType::Null) => {
+                Ok(list_type(keys))
+            }
             [w, _, ..] => plan_err!("{STRATA_CELLS}: the weight must be a number or null, not {w}"),
             _ => plan_err!("{STRATA_CELLS} takes a weight and at least one key column"),
         }
@@ -96,7 +116,12 @@ impl AggregateUDFImpl for StrataCells {
         false
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let keys: Vec<DataType> = args.expr_fields.iter().skip(1).map(|f| f.data_type().clone()).collect();
+        let keys: Vec<DataType> = args
+            .expr_fields
+            .iter()
+            .skip(1)
+            .map(|f| f.data_type().clone())
+            .collect();
         Ok(Box::new(CellsAccumulator::new(&keys)))
     }
 }
@@ -117,7 +142,13 @@ struct Tally {
 
 impl Default for Tally {
     fn default() -> Self {
-        Self { rows: 0, weightless: 0, weight: 0, special: 0.0, negative: 0 }
+        Self {
+            rows: 0,
+            weightless: 0,
+            weight: 0,
+            special: 0.0,
+            negative: 0,
+        }
     }
 }
 
@@ -240,7 +271,9 @@ impl Digits {
     fn same(&self, other: &Digits) -> bool {
         match (self, other) {
             (Digits::Keys(a), Digits::Keys(b)) => Arc::ptr_eq(a, b) || a.as_ref() == b.as_ref(),
-            (Digits::Ints { base: a, radix: r }, Digits::Ints { base: b, radix: s }) => a == b && r == s,
+            (Digits::Ints { base: a, radix: r }, Digits::Ints { base: b, radix: s }) => {
+                a == b && r == s
+            }
             _ => false,
         }
     }
@@ -254,7 +287,10 @@ impl TupleCoder {
     /// A coder for key columns of these types.
     pub(crate) fn new(key_types: &[DataType]) -> Self {
         Self {
-            columns: key_types.iter().map(|t| ColumnCodes::new(value_type(t))).collect(),
+            columns: key_types
+                .iter()
+                .map(|t| ColumnCodes::new(value_type(t)))
+                .collect(),
             tuples: TupleCodes::new(key_types.len()),
             codes: vec![Vec::new(); key_types.len()],
             radix: RadixTable::default(),
@@ -277,7 +313,11 @@ impl TupleCoder {
 
     fn check_width(&self, keys: &[ArrayRef]) -> Result<()> {
         if keys.len() != self.columns.len() {
-            return exec_err!("expected {} key columns, got {}", self.columns.len(), keys.len());
+            return exec_err!(
+                "expected {} key columns, got {}",
+                self.columns.len(),
+                keys.len()
+            );
         }
         Ok(())
     }
@@ -321,14 +361,22 @@ impl TupleCoder {
         let mut shape = Vec::with_capacity(keys.len());
         let mut bits = 0;
         for (j, a) in keys.iter().enumerate() {
-            let digits = if let Some(d) = a.as_dictionary_opt::<Int32Type>().filter(|d| d.keys().null_count() == 0) {
+            let digits = if let Some(d) = a
+                .as_dictionary_opt::<Int32Type>()
+                .filter(|d| d.keys().null_count() == 0)
+            {
                 Digits::Keys(d.values().clone())
             } else if a.data_type().is_integer() && a.null_count() == 0 {
-                let Some((low, high)) = integer_range(a)? else { return Ok(false) };
+                let Some((low, high)) = integer_range(a)? else {
+                    return Ok(false);
+                };
                 match self.radix.shape.get(j) {
                     // inside the table's span: keep it (no rebuild for a batch without
                     // one of the values)
-                    Some(&Digits::Ints { base, radix }) if base <= low && i128::from(high) < i128::from(base) + i128::from(radix) => {
+                    Some(&Digits::Ints { base, radix })
+                        if base <= low
+                            && i128::from(high) < i128::from(base) + i128::from(radix) =>
+                    {
                         Digits::Ints { base, radix }
                     }
                     _ => match u32::try_from(i128::from(high) - i128::from(low) + 1) {
@@ -346,7 +394,9 @@ impl TupleCoder {
             shape.push(digits);
         }
         let radix = &mut self.radix;
-        if radix.shape.len() != shape.len() || !radix.shape.iter().zip(&shape).all(|(a, b)| a.same(b)) {
+        if radix.shape.len() != shape.len()
+            || !radix.shape.iter().zip(&shape).all(|(a, b)| a.same(b))
+        {
             radix.shape = shape;
             radix.ids.clear();
             radix.ids.resize(1 << bits, 0);
@@ -389,9 +439,13 @@ impl TupleCoder {
         // its few values coded, and each row's code is then a lookup by its key; any
         // other column has every row coded.
         let mut by_key: Vec<Option<&[i32]>> = Vec::with_capacity(keys.len());
-        for ((column, array), codes) in self.columns.iter_mut().zip(keys).zip(self.codes.iter_mut()) {
+        for ((column, array), codes) in self.columns.iter_mut().zip(keys).zip(self.codes.iter_mut())
+        {
             codes.clear();
-            match array.as_dictionary_opt::<Int32Type>().filter(|d| d.keys().null_count() == 0) {
+            match array
+                .as_dictionary_opt::<Int32Type>()
+                .filter(|d| d.keys().null_count() == 0)
+            {
                 Some(d) => {
                     column.code(d.values(), codes)?;
                     by_key.push(Some(d.keys().values()));
@@ -404,7 +458,8 @@ impl TupleCoder {
         }
         let cardinality: Vec<u32> = self.columns.iter().map(|c| c.values.len() as u32).collect();
         let rows = keys.first().map_or(0, |k| k.len());
-        self.tuples.code(&mut self.codes, &by_key, &cardinality, rows, out);
+        self.tuples
+            .code(&mut self.codes, &by_key, &cardinality, rows, out);
         Ok(())
     }
 
@@ -477,7 +532,13 @@ struct CellsAccumulator {
 
 impl CellsAccumulator {
     fn new(key_types: &[DataType]) -> Self {
-        Self { coder: TupleCoder::new(key_types), tallies: Vec::new(), rows: Vec::new(), exact: Vec::new(), sums: Vec::new() }
+        Self {
+            coder: TupleCoder::new(key_types),
+            tallies: Vec::new(),
+            rows: Vec::new(),
+            exact: Vec::new(),
+            sums: Vec::new(),
+        }
     }
 
     /// Codes every row of `keys` into `self.rows` (tuple ids, growing `tallies`).
@@ -504,8 +565,18 @@ impl CellsAccumulator {
         let rows = &self.rows;
         for start in (0..rows.len()).step_by(SMALL_CHUNK) {
             let end = (start + SMALL_CHUNK).min(rows.len());
-            chunk_sums(&rows[start..end], exact.map(|e| &e[start..end]), self.tallies.len(), &mut self.sums);
-            for (tally, &(sum, n)) in self.tallies.iter_mut().zip(&self.sums).filter(|(_, (_, n))| *n != 0) {
+            chunk_sums(
+                &rows[start..end],
+                exact.map(|e| &e[start..end]),
+                self.tallies.len(),
+                &mut self.sums,
+            );
+            for (tally, &(sum, n)) in self
+                .tallies
+                .iter_mut()
+                .zip(&self.sums)
+                .filter(|(_, (_, n))| *n != 0)
+            {
                 tally.add_chunk(sum, n, exact.is_some());
             }
         }
@@ -521,9 +592,19 @@ impl CellsAccumulator {
         let entries = self.coder.radix.ids.len();
         for start in (0..numbers.len()).step_by(SMALL_CHUNK) {
             let end = (start + SMALL_CHUNK).min(numbers.len());
-            chunk_sums(&numbers[start..end], exact.map(|e| &e[start..end]), entries, &mut self.sums);
+            chunk_sums(
+                &numbers[start..end],
+                exact.map(|e| &e[start..end]),
+                entries,
+                &mut self.sums,
+            );
             let ids = &self.coder.radix.ids;
-            if self.sums.iter().zip(ids).any(|(&(_, n), &id)| n != 0 && id == 0) {
+            if self
+                .sums
+                .iter()
+                .zip(ids)
+                .any(|(&(_, n), &id)| n != 0 && id == 0)
+            {
                 for (row, &number) in numbers.iter().enumerate().take(end).skip(start) {
                     if self.coder.radix.ids[number as usize] == 0 {
                         self.coder.radix_new_row(keys, row, number)?;
@@ -531,7 +612,12 @@ impl CellsAccumulator {
                 }
                 self.tallies.resize(self.coder.len(), Tally::default());
             }
-            for (&(sum, n), &id) in self.sums.iter().zip(&self.coder.radix.ids).filter(|((_, n), _)| *n != 0) {
+            for (&(sum, n), &id) in self
+                .sums
+                .iter()
+                .zip(&self.coder.radix.ids)
+                .filter(|((_, n), _)| *n != 0)
+            {
                 self.tallies[id as usize - 1].add_chunk(sum, n, exact.is_some());
             }
         }
@@ -547,14 +633,27 @@ impl CellsAccumulator {
             arrays.push(column.values_of((0..n).map(|t| self.coder.tuples.key(t)[i]))?);
         }
         let t = &self.tallies;
-        arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.rows))));
-        arrays.push(Arc::new(t.iter().map(|t| (t.weight_count() > 0).then(|| t.weight_value())).collect::<Float64Array>()));
-        arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(|t| t.negative))));
-        arrays.push(Arc::new(Int64Array::from_iter_values(t.iter().map(Tally::weight_count))));
+        arrays.push(Arc::new(Int64Array::from_iter_values(
+            t.iter().map(|t| t.rows),
+        )));
         arrays.push(Arc::new(
-            Decimal128Array::from_iter_values(t.iter().map(|t| t.weight)).with_precision_and_scale(WEIGHT_PRECISION, WEIGHT_SCALE)?,
+            t.iter()
+                .map(|t| (t.weight_count() > 0).then(|| t.weight_value()))
+                .collect::<Float64Array>(),
         ));
-        arrays.push(Arc::new(Float64Array::from_iter_values(t.iter().map(|t| t.special))));
+        arrays.push(Arc::new(Int64Array::from_iter_values(
+            t.iter().map(|t| t.negative),
+        )));
+        arrays.push(Arc::new(Int64Array::from_iter_values(
+            t.iter().map(Tally::weight_count),
+        )));
+        arrays.push(Arc::new(
+            Decimal128Array::from_iter_values(t.iter().map(|t| t.weight))
+                .with_precision_and_scale(WEIGHT_PRECISION, WEIGHT_SCALE)?,
+        ));
+        arrays.push(Arc::new(Float64Array::from_iter_values(
+            t.iter().map(|t| t.special),
+        )));
         let key_types: Vec<DataType> = columns.iter().map(|c| c.data_type.clone()).collect();
         crate::struct_list::to_value(StructArray::try_new(cell_fields(&key_types), arrays, None)?)
     }
@@ -562,7 +661,9 @@ impl CellsAccumulator {
 
 impl Accumulator for CellsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let Some((weight, keys)) = values.split_first() else { return exec_err!("{STRATA_CELLS} takes a weight and key columns") };
+        let Some((weight, keys)) = values.split_first() else {
+            return exec_err!("{STRATA_CELLS} takes a weight and key columns");
+        };
         if weight.data_type() == &DataType::Null {
             return self.add_chunked(keys, None);
         }
@@ -570,8 +671,11 @@ impl Accumulator for CellsAccumulator {
         let w = w.as_primitive::<Float64Type>();
         if w.null_count() == 0 {
             let mut exact = std::mem::take(&mut self.exact);
-            let added =
-                if exact_small_weights(w.values(), &mut exact) { self.add_chunked(keys, Some(&exact)).map(|()| true) } else { Ok(false) };
+            let added = if exact_small_weights(w.values(), &mut exact) {
+                self.add_chunked(keys, Some(&exact)).map(|()| true)
+            } else {
+                Ok(false)
+            };
             self.exact = exact;
             if added? {
                 return Ok(());
@@ -592,15 +696,19 @@ impl Accumulator for CellsAccumulator {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some(states) = states.first() else { return exec_err!("{STRATA_CELLS}: no partial state") };
+        let Some(states) = states.first() else {
+            return exec_err!("{STRATA_CELLS}: no partial state");
+        };
         for cells in crate::struct_list::rows_of(states, STRATA_CELLS)? {
             let k = self.coder.columns.len();
             self.code_rows(&cells.columns()[..k])?;
             let rows = cells.column(k).as_primitive::<Int64Type>();
             let negative = cells.column(k + 2).as_primitive::<Int64Type>();
             let weight_count = cells.column(k + 3).as_primitive::<Int64Type>();
-            let (exact, special) =
-                (cells.column(k + 4).as_primitive::<Decimal128Type>(), cells.column(k + 5).as_primitive::<Float64Type>());
+            let (exact, special) = (
+                cells.column(k + 4).as_primitive::<Decimal128Type>(),
+                cells.column(k + 5).as_primitive::<Float64Type>(),
+            );
             for (r, &t) in self.rows.iter().enumerate() {
                 let tally = &mut self.tallies[t as usize];
                 tally.rows += rows.value(r);
@@ -743,7 +851,12 @@ impl ColumnCodes {
     /// Codes of an integer column without nulls, given each row's value as an `i64`
     /// (bit for bit: distinct values stay distinct): looked up in the direct table,
     /// the rest coded by fingerprint and added to the table while its span allows.
-    fn by_small_ints(&mut self, array: &dyn Array, value: impl Fn(usize) -> i64, out: &mut Vec<u32>) -> Result<()> {
+    fn by_small_ints(
+        &mut self,
+        array: &dyn Array,
+        value: impl Fn(usize) -> i64,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         const MISS: u32 = u32::MAX;
         let n = array.len();
         let start = out.len();
@@ -782,7 +895,9 @@ impl ColumnCodes {
     /// when the values seen span [`SMALL_SPAN`] or more.
     #[cold]
     fn remember_small(&mut self, v: i64, code: u32) {
-        let Some((base, table)) = &mut self.small else { return };
+        let Some((base, table)) = &mut self.small else {
+            return;
+        };
         if table.is_empty() {
             *base = v;
         }
@@ -904,7 +1019,12 @@ impl ColumnCodes {
         macro_rules! bytes_rows {
             ($arr:expr) => {{
                 let arr = $arr;
-                self.by_rows(a, out, |i| short_bytes(arr.value(i).as_ref()), |i| arr.value(i).as_ref())
+                self.by_rows(
+                    a,
+                    out,
+                    |i| short_bytes(arr.value(i).as_ref()),
+                    |i| arr.value(i).as_ref(),
+                )
             }};
         }
         macro_rules! bits_rows {
@@ -917,11 +1037,21 @@ impl ColumnCodes {
             DataType::Utf8View => {
                 let s = a.as_string_view();
                 // an inline view (up to 12 bytes) holds the whole value
-                self.by_rows(a, out, |i| Some(s.views()[i]).filter(|v| *v as u32 <= 12), |i| s.value(i).as_bytes())
+                self.by_rows(
+                    a,
+                    out,
+                    |i| Some(s.views()[i]).filter(|v| *v as u32 <= 12),
+                    |i| s.value(i).as_bytes(),
+                )
             }
             DataType::BinaryView => {
                 let b = a.as_binary_view();
-                self.by_rows(a, out, |i| Some(b.views()[i]).filter(|v| *v as u32 <= 12), |i| b.value(i))
+                self.by_rows(
+                    a,
+                    out,
+                    |i| Some(b.views()[i]).filter(|v| *v as u32 <= 12),
+                    |i| b.value(i),
+                )
             }
             DataType::Utf8 => bytes_rows!(a.as_string::<i32>()),
             DataType::LargeUtf8 => bytes_rows!(a.as_string::<i64>()),
@@ -942,7 +1072,11 @@ impl ColumnCodes {
                     out.extend(std::iter::repeat_n(0, a.len()));
                 } else {
                     for (i, k) in dict.normalized_keys().into_iter().enumerate() {
-                        out.push(if nulls.as_ref().is_none_or(|n| n.is_valid(i)) { value_codes[k] } else { 0 });
+                        out.push(if nulls.as_ref().is_none_or(|n| n.is_valid(i)) {
+                            value_codes[k]
+                        } else {
+                            0
+                        });
                     }
                 }
                 Ok(())
@@ -954,7 +1088,9 @@ impl ColumnCodes {
                 },
                 t => exec_err!("{STRATA_CELLS}: unexpected {t}")
             ),
-            t if t.is_integer() => downcast_integer_array!(a => bits_rows!(a.values()), t => exec_err!("{STRATA_CELLS}: unexpected {t}")),
+            t if t.is_integer() => {
+                downcast_integer_array!(a => bits_rows!(a.values()), t => exec_err!("{STRATA_CELLS}: unexpected {t}"))
+            }
             // anything else by its text (exact for the types groups allow)
             _ => {
                 let text = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
@@ -967,7 +1103,15 @@ impl ColumnCodes {
     /// The values of `codes` as one array of the column's type.
     fn values_of(&self, codes: impl Iterator<Item = u32>) -> Result<ArrayRef> {
         let null = ScalarValue::try_from(&self.data_type)?;
-        let scalars: Vec<ScalarValue> = codes.map(|c| if c == 0 { null.clone() } else { self.values[c as usize - 1].clone() }).collect();
+        let scalars: Vec<ScalarValue> = codes
+            .map(|c| {
+                if c == 0 {
+                    null.clone()
+                } else {
+                    self.values[c as usize - 1].clone()
+                }
+            })
+            .collect();
         if scalars.is_empty() {
             return Ok(datafusion::arrow::array::new_empty_array(&self.data_type));
         }
@@ -1003,8 +1147,20 @@ struct TupleCodes {
 impl TupleCodes {
     fn new(width: usize) -> Self {
         let bits = vec![1; width];
-        let dense = if width as u32 <= DENSE_BITS { vec![0; 1 << width] } else { Vec::new() };
-        let mut t = Self { width, bits, dense, folds: Vec::new(), keys: Vec::new(), len: 0, packed: Vec::new() };
+        let dense = if width as u32 <= DENSE_BITS {
+            vec![0; 1 << width]
+        } else {
+            Vec::new()
+        };
+        let mut t = Self {
+            width,
+            bits,
+            dense,
+            folds: Vec::new(),
+            keys: Vec::new(),
+            len: 0,
+            packed: Vec::new(),
+        };
         if t.dense.is_empty() {
             t.switch_to_hashing();
         }
@@ -1016,7 +1172,10 @@ impl TupleCodes {
     }
 
     fn size(&self) -> usize {
-        self.folds.iter().map(|f| f.slots.capacity() * size_of::<(Fingerprint, u32)>()).sum::<usize>()
+        self.folds
+            .iter()
+            .map(|f| f.slots.capacity() * size_of::<(Fingerprint, u32)>())
+            .sum::<usize>()
             + (self.keys.capacity() + self.dense.capacity() + self.packed.capacity()) * 4
     }
 
@@ -1038,12 +1197,18 @@ impl TupleCodes {
     fn switch_to_hashing(&mut self) {
         self.bits.clear();
         self.dense = Vec::new();
-        let folds = if self.width <= 4 { 1 } else { 1 + (self.width - 4).div_ceil(3) };
+        let folds = if self.width <= 4 {
+            1
+        } else {
+            1 + (self.width - 4).div_ceil(3)
+        };
         self.folds = (0..folds).map(|_| CodeTable::default()).collect();
         let keys = std::mem::take(&mut self.keys);
         let len = std::mem::replace(&mut self.len, 0);
         let mut out = Vec::new();
-        let columns: Vec<Vec<u32>> = (0..self.width).map(|c| (0..len).map(|t| keys[t * self.width + c]).collect()).collect();
+        let columns: Vec<Vec<u32>> = (0..self.width)
+            .map(|c| (0..len).map(|t| keys[t * self.width + c]).collect())
+            .collect();
         self.code_hashed(&columns, &mut out);
         debug_assert_eq!(out, (0..len as u32).collect::<Vec<_>>());
     }
@@ -1071,7 +1236,14 @@ impl TupleCodes {
     /// every row's code, or, where `by_key` gives the rows' dictionary keys, the code of
     /// each key (a lookup table, shifted in place here); each code is at most that
     /// column's `max`.
-    fn code(&mut self, codes: &mut [Vec<u32>], by_key: &[Option<&[i32]>], max: &[u32], rows: usize, out: &mut Vec<u32>) {
+    fn code(
+        &mut self,
+        codes: &mut [Vec<u32>],
+        by_key: &[Option<&[i32]>],
+        max: &[u32],
+        rows: usize,
+        out: &mut Vec<u32>,
+    ) {
         out.clear();
         self.fit(max);
         if self.bits.is_empty() {
@@ -1187,14 +1359,23 @@ impl TupleCodes {
 mod tests {
     use std::collections::BTreeMap;
 
-    use datafusion::arrow::array::{BooleanArray, DictionaryArray, Int32Array, RecordBatch, StringArray, StringViewArray, UInt64Array};
+    use datafusion::arrow::array::{
+        BooleanArray, DictionaryArray, Int32Array, RecordBatch, StringArray, StringViewArray,
+        UInt64Array,
+    };
     use datafusion::arrow::datatypes::{Int8Type, Schema};
     use datafusion::datasource::MemTable;
     use datafusion::prelude::*;
 
     use super::*;
 
-    type Row = (Vec<Option<String>>, i64, Option<String>, Option<String>, i64);
+    type Row = (
+        Vec<Option<String>>,
+        i64,
+        Option<String>,
+        Option<String>,
+        i64,
+    );
 
     /// Rows of a result as text, sorted, floats to 10 decimals (the tests' weights are
     /// binary fractions, so their float sums are exact in any order, and a weight off by
@@ -1205,17 +1386,30 @@ mod tests {
             let text = |i: usize| {
                 let a = datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8).unwrap();
                 let a = a.as_string::<i32>().clone();
-                (0..a.len()).map(move |r| a.is_valid(r).then(|| a.value(r).to_string())).collect::<Vec<_>>()
+                (0..a.len())
+                    .map(move |r| a.is_valid(r).then(|| a.value(r).to_string()))
+                    .collect::<Vec<_>>()
             };
             let float = |i: usize| {
                 let a = b.column(i).as_primitive::<Float64Type>().clone();
-                (0..a.len()).map(move |r| a.is_valid(r).then(|| format!("{:.10}", a.value(r)))).collect::<Vec<_>>()
+                (0..a.len())
+                    .map(move |r| a.is_valid(r).then(|| format!("{:.10}", a.value(r))))
+                    .collect::<Vec<_>>()
             };
             let k: Vec<Vec<Option<String>>> = (0..keys).map(text).collect();
             let (w, negative) = (float(keys + 1), text(keys + 2));
-            let (rows, count) = (b.column(keys).as_primitive::<Int64Type>(), b.column(keys + 3).as_primitive::<Int64Type>());
+            let (rows, count) = (
+                b.column(keys).as_primitive::<Int64Type>(),
+                b.column(keys + 3).as_primitive::<Int64Type>(),
+            );
             for r in 0..b.num_rows() {
-                out.push((k.iter().map(|c| c[r].clone()).collect(), rows.value(r), w[r].clone(), negative[r].clone(), count.value(r)));
+                out.push((
+                    k.iter().map(|c| c[r].clone()).collect(),
+                    rows.value(r),
+                    w[r].clone(),
+                    negative[r].clone(),
+                    count.value(r),
+                ));
             }
         }
         out.sort();
@@ -1225,8 +1419,18 @@ mod tests {
     /// The one value of an aggregate query, as a batch of its cells.
     async fn cells(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
         let result = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        assert_eq!(result.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "{sql}");
-        let lists = result.iter().find(|b| b.num_rows() == 1).unwrap().column(0).as_list::<i32>().clone();
+        assert_eq!(
+            result.iter().map(|b| b.num_rows()).sum::<usize>(),
+            1,
+            "{sql}"
+        );
+        let lists = result
+            .iter()
+            .find(|b| b.num_rows() == 1)
+            .unwrap()
+            .column(0)
+            .as_list::<i32>()
+            .clone();
         vec![RecordBatch::from(lists.value(0).as_struct())]
     }
 
@@ -1265,19 +1469,31 @@ mod tests {
             // no null keys, a null among the values: the Int32 fast path
             let e = DictionaryArray::<Int32Type>::try_new(
                 Int32Array::from_iter_values((0..n).map(|i| pick(i, 6) as i32)),
-                Arc::new(StringArray::from(vec![Some("u"), None, Some(long), Some("v"), Some("w"), Some("x")])),
+                Arc::new(StringArray::from(vec![
+                    Some("u"),
+                    None,
+                    Some(long),
+                    Some("v"),
+                    Some("w"),
+                    Some("x"),
+                ])),
             )
             .unwrap();
             // another, with null keys in one partition only: batches of that partition
             // take the general path, the others the dictionary path, into the same cells
             let f = DictionaryArray::<Int32Type>::try_new(
-                Int32Array::from_iter((0..n).map(|i| (p != 1 || i % 7 != 0).then_some(pick(i, 3) as i32))),
+                Int32Array::from_iter(
+                    (0..n).map(|i| (p != 1 || i % 7 != 0).then_some(pick(i, 3) as i32)),
+                ),
                 Arc::new(StringArray::from(vec!["f0", "f1", "f2"])),
             )
             .unwrap();
-            let y = Int32Array::from_iter((0..n).map(|i| (i % 3 != 0).then_some((i % 5) as i32 - 2)));
+            let y =
+                Int32Array::from_iter((0..n).map(|i| (i % 3 != 0).then_some((i % 5) as i32 - 2)));
             let b = BooleanArray::from_iter((0..n).map(|i| (i % 11 != 0).then_some(i % 2 == 0)));
-            let w = Float64Array::from_iter((0..n).map(|i| (i % 13 != 0).then_some(i as f64 * 0.25 - 10.0)));
+            let w = Float64Array::from_iter(
+                (0..n).map(|i| (i % 13 != 0).then_some(i as f64 * 0.25 - 10.0)),
+            );
             // weights without nulls (the chunked path); one of 10⁵ or more in one partition
             // and a negative one in another send their chunks down the per-row path
             let v = Float64Array::from_iter_values((0..n).map(|i| match (p, i) {
@@ -1288,11 +1504,14 @@ mod tests {
             // integers without nulls: small negative ones, ones far apart, and unsigned
             // 64-bit ones past i64
             // (with nulls in one partition: its batches take the general way into the same codes)
-            let z = Int32Array::from_iter((0..n).map(|i| (p != 1 || i % 5 != 0).then_some((pick(i, 4) as i32) - 1)));
+            let z = Int32Array::from_iter(
+                (0..n).map(|i| (p != 1 || i % 5 != 0).then_some((pick(i, 4) as i32) - 1)),
+            );
             let wide = Int64Array::from_iter_values((0..n).map(|i| (i % 3) as i64 * 5_000 - 7));
             let u = UInt64Array::from_iter_values((0..n).map(|i| u64::MAX - (i % 3) as u64));
             // many distinct values: past the dense index and the caches
-            let many = Int64Array::from_iter_values((0..n).map(|i| ((i * 7919) % 401) as i64 - 200));
+            let many =
+                Int64Array::from_iter_values((0..n).map(|i| ((i * 7919) % 401) as i64 - 200));
             let batch = RecordBatch::try_from_iter_with_nullable(
                 [
                     ("s", Arc::new(s) as ArrayRef),
@@ -1318,7 +1537,11 @@ mod tests {
         let schema: Arc<Schema> = parts[0][0].schema();
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3));
         ctx.register_udaf(strata_cells_udaf());
-        ctx.register_table("t", Arc::new(MemTable::try_new(schema, parts).expect("a table"))).unwrap();
+        ctx.register_table(
+            "t",
+            Arc::new(MemTable::try_new(schema, parts).expect("a table")),
+        )
+        .unwrap();
         for keys in [
             vec!["s"],
             vec!["s", "t", "d", "y"],
@@ -1337,18 +1560,33 @@ mod tests {
         ] {
             for weight in ["w", "v"] {
                 let list = keys.join(", ");
-                let got = rows_of(&cells(&ctx, &format!("SELECT {STRATA_CELLS}({weight}, {list}) FROM t")).await, keys.len());
+                let got = rows_of(
+                    &cells(
+                        &ctx,
+                        &format!("SELECT {STRATA_CELLS}({weight}, {list}) FROM t"),
+                    )
+                    .await,
+                    keys.len(),
+                );
                 let sql = format!(
                     "SELECT {list}, count(*), sum({weight}), sum(CASE WHEN {weight} < 0 THEN 1 ELSE 0 END), count({weight}) FROM t GROUP BY {list}"
                 );
-                let want = rows_of(&ctx.sql(&sql).await.unwrap().collect().await.unwrap(), keys.len());
+                let want = rows_of(
+                    &ctx.sql(&sql).await.unwrap().collect().await.unwrap(),
+                    keys.len(),
+                );
                 assert!(want.len() > 4, "{list}: the data must have several groups");
                 assert_eq!(got, want, "{weight}; {list}");
             }
         }
         // without a weight: rows only
-        let got: BTreeMap<Vec<Option<String>>, i64> =
-            rows_of(&cells(&ctx, &format!("SELECT {STRATA_CELLS}(NULL, s, y) FROM t")).await, 2).into_iter().map(|r| (r.0, r.1)).collect();
+        let got: BTreeMap<Vec<Option<String>>, i64> = rows_of(
+            &cells(&ctx, &format!("SELECT {STRATA_CELLS}(NULL, s, y) FROM t")).await,
+            2,
+        )
+        .into_iter()
+        .map(|r| (r.0, r.1))
+        .collect();
         let want: BTreeMap<Vec<Option<String>>, i64> = rows_of(
             &ctx.sql("SELECT s, y, count(*), sum(w), sum(CASE WHEN w < 0 THEN 1 ELSE 0 END), count(w) FROM t GROUP BY s, y")
                 .await
@@ -1371,11 +1609,21 @@ mod tests {
         let n = 4000usize;
         let key: Vec<&str> = (0..n).map(|i| ["a", "b", "c"][i % 3]).collect();
         // magnitudes far apart, so a float sum's rounding depends on its order
-        let w: Vec<f64> = (0..n).map(|i| [1e9 + 0.123_456_7, 0.1, 3.3e-3, 77.7][i % 4] * (1.0 + i as f64 * 1e-4)).collect();
+        let w: Vec<f64> = (0..n)
+            .map(|i| [1e9 + 0.123_456_7, 0.1, 3.3e-3, 77.7][i % 4] * (1.0 + i as f64 * 1e-4))
+            .collect();
         let batch = |rows: &[usize]| {
             RecordBatch::try_from_iter([
-                ("k", Arc::new(StringArray::from_iter_values(rows.iter().map(|&i| key[i]))) as ArrayRef),
-                ("w", Arc::new(Float64Array::from_iter_values(rows.iter().map(|&i| w[i]))) as ArrayRef),
+                (
+                    "k",
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|&i| key[i])))
+                        as ArrayRef,
+                ),
+                (
+                    "w",
+                    Arc::new(Float64Array::from_iter_values(rows.iter().map(|&i| w[i])))
+                        as ArrayRef,
+                ),
             ])
             .unwrap()
         };
@@ -1383,39 +1631,68 @@ mod tests {
         let shuffled: Vec<usize> = (0..n).map(|i| (i * 1237) % n).collect();
         let float_sums = |order: &[usize]| {
             let mut sums = BTreeMap::new();
-            order.iter().for_each(|&i| *sums.entry(key[i]).or_insert(0.0) += w[i]);
+            order
+                .iter()
+                .for_each(|&i| *sums.entry(key[i]).or_insert(0.0) += w[i]);
             sums
         };
-        assert_ne!(float_sums(&forward), float_sums(&shuffled), "the data must expose a float sum's order");
+        assert_ne!(
+            float_sums(&forward),
+            float_sums(&shuffled),
+            "the data must expose a float sum's order"
+        );
 
         let weights = |partitions: Vec<Vec<RecordBatch>>| async move {
-            let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions.len()));
+            let ctx = SessionContext::new_with_config(
+                SessionConfig::new().with_target_partitions(partitions.len()),
+            );
             ctx.register_udaf(strata_cells_udaf());
-            ctx.register_table("t", Arc::new(MemTable::try_new(partitions[0][0].schema(), partitions).unwrap())).unwrap();
-            let cells = cells(&ctx, &format!("SELECT {STRATA_CELLS}(w, k) FROM t")).await.remove(0);
-            let sql = "SELECT k, CAST(sum(CAST(w AS DECIMAL(38, 10))) AS VARCHAR) FROM t GROUP BY k";
+            ctx.register_table(
+                "t",
+                Arc::new(MemTable::try_new(partitions[0][0].schema(), partitions).unwrap()),
+            )
+            .unwrap();
+            let cells = cells(&ctx, &format!("SELECT {STRATA_CELLS}(w, k) FROM t"))
+                .await
+                .remove(0);
+            let sql =
+                "SELECT k, CAST(sum(CAST(w AS DECIMAL(38, 10))) AS VARCHAR) FROM t GROUP BY k";
             let decimal = ctx.sql(sql).await.unwrap().collect().await.unwrap();
             let mut want = BTreeMap::new();
             for b in &decimal {
-                let text = |i: usize| datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8).unwrap();
+                let text = |i: usize| {
+                    datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8).unwrap()
+                };
                 let (k, sum) = (text(0), text(1));
                 for r in 0..b.num_rows() {
-                    want.insert(k.as_string::<i32>().value(r).to_string(), sum.as_string::<i32>().value(r).to_string());
+                    want.insert(
+                        k.as_string::<i32>().value(r).to_string(),
+                        sum.as_string::<i32>().value(r).to_string(),
+                    );
                 }
             }
             let mut got = BTreeMap::new();
-            let (exact, weight) = (cells.column(5).as_primitive::<Decimal128Type>(), cells.column(2).as_primitive::<Float64Type>());
+            let (exact, weight) = (
+                cells.column(5).as_primitive::<Decimal128Type>(),
+                cells.column(2).as_primitive::<Float64Type>(),
+            );
             for r in 0..cells.num_rows() {
                 let k = cells.column(0).as_string::<i32>().value(r).to_string();
-                assert_eq!(exact.value_as_string(r), want[&k], "{k}: the exact sum is SQL's decimal sum");
+                assert_eq!(
+                    exact.value_as_string(r),
+                    want[&k],
+                    "{k}: the exact sum is SQL's decimal sum"
+                );
                 got.insert(k, weight.value(r).to_bits());
             }
             got
         };
         let one = weights(vec![vec![batch(&forward)]]).await;
         assert_eq!(one.len(), 3);
-        let chunks: Vec<Vec<RecordBatch>> =
-            shuffled.chunks(n / 4).map(|c| vec![batch(&c[..c.len() / 2]), batch(&c[c.len() / 2..])]).collect();
+        let chunks: Vec<Vec<RecordBatch>> = shuffled
+            .chunks(n / 4)
+            .map(|c| vec![batch(&c[..c.len() / 2]), batch(&c[c.len() / 2..])])
+            .collect();
         assert_eq!(weights(chunks).await, one);
     }
 
@@ -1428,10 +1705,26 @@ mod tests {
             // small codes, then codes that need 9 bits, then 17
             for max in [3u32, 300, 70_000] {
                 let codes: Vec<Vec<u32>> = (0..width)
-                    .map(|c| (0..50u32).map(|r| if r == 49 { max } else { (r * (c as u32 + 3)) % (max + 1) }).collect())
+                    .map(|c| {
+                        (0..50u32)
+                            .map(|r| {
+                                if r == 49 {
+                                    max
+                                } else {
+                                    (r * (c as u32 + 3)) % (max + 1)
+                                }
+                            })
+                            .collect()
+                    })
                     .collect();
                 let mut out = Vec::new();
-                tuples.code(&mut codes.clone(), &vec![None; width], &vec![max; width], 50, &mut out);
+                tuples.code(
+                    &mut codes.clone(),
+                    &vec![None; width],
+                    &vec![max; width],
+                    50,
+                    &mut out,
+                );
                 for (r, &id) in out.iter().enumerate() {
                     let key: Vec<u32> = codes.iter().map(|c| c[r]).collect();
                     assert_eq!(*seen.entry(key.clone()).or_insert(id), id, "{key:?}");
@@ -1439,7 +1732,10 @@ mod tests {
                 }
             }
             assert_eq!(tuples.len(), seen.len());
-            assert!(tuples.bits.is_empty(), "17 bits per column must switch to hashing");
+            assert!(
+                tuples.bits.is_empty(),
+                "17 bits per column must switch to hashing"
+            );
         }
     }
 
@@ -1451,30 +1747,57 @@ mod tests {
     #[test]
     fn radix_table_equals_the_general_path() {
         let dict = |keys: Vec<i32>, values: &ArrayRef| -> ArrayRef {
-            Arc::new(DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), values.clone()).unwrap())
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), values.clone())
+                    .unwrap(),
+            )
         };
         let strings = |v: &[&str]| -> ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
         let abc = strings(&["a", "b", "c"]);
         let abc_again = strings(&["a", "b", "c"]);
         let reordered = strings(&["c", "x", "a", "b"]);
-        let small = |v: Vec<i8>| -> ArrayRef { Arc::new(datafusion::arrow::array::Int8Array::from(v)) };
+        let small =
+            |v: Vec<i8>| -> ArrayRef { Arc::new(datafusion::arrow::array::Int8Array::from(v)) };
         let n = 64;
         let pattern = |m: usize, shift: usize| (0..n).map(move |r| ((r * 7 + shift) % m) as i32);
-        let labels = |m: usize, shift: usize, low: i8| small(pattern(m, shift).map(|v| v as i8 + low).collect());
+        let labels = |m: usize, shift: usize, low: i8| {
+            small(pattern(m, shift).map(|v| v as i8 + low).collect())
+        };
         let batches: Vec<(Vec<ArrayRef>, bool)> = vec![
-            (vec![dict(pattern(3, 0).collect(), &abc), labels(2, 1, 0)], true),
+            (
+                vec![dict(pattern(3, 0).collect(), &abc), labels(2, 1, 0)],
+                true,
+            ),
             // the same values in another array, and one label only (inside the span)
-            (vec![dict(pattern(3, 2).collect(), &abc_again), small(vec![1; n])], true),
+            (
+                vec![dict(pattern(3, 2).collect(), &abc_again), small(vec![1; n])],
+                true,
+            ),
             // another dictionary over the same label span: the same strings under other
             // keys, and a new one
-            (vec![dict(pattern(4, 1).collect(), &reordered), labels(2, 0, 0)], true),
+            (
+                vec![dict(pattern(4, 1).collect(), &reordered), labels(2, 0, 0)],
+                true,
+            ),
             // the span grows upward, then downward
-            (vec![dict(pattern(4, 3).collect(), &reordered), labels(3, 0, 0)], true),
-            (vec![dict(pattern(3, 1).collect(), &abc), labels(4, 2, -2)], true),
+            (
+                vec![dict(pattern(4, 3).collect(), &reordered), labels(3, 0, 0)],
+                true,
+            ),
+            (
+                vec![dict(pattern(3, 1).collect(), &abc), labels(4, 2, -2)],
+                true,
+            ),
             // a null key: the general path
             (
                 vec![
-                    Arc::new(DictionaryArray::<Int32Type>::try_new(Int32Array::from(vec![Some(0), None]), abc.clone()).unwrap()),
+                    Arc::new(
+                        DictionaryArray::<Int32Type>::try_new(
+                            Int32Array::from(vec![Some(0), None]),
+                            abc.clone(),
+                        )
+                        .unwrap(),
+                    ),
                     small(vec![0, 5]),
                 ],
                 false,
@@ -1483,7 +1806,10 @@ mod tests {
             (vec![strings(&["b", "z"]), small(vec![0, 1])], false),
             // a wide span (256 values): a bigger table
             (vec![dict(vec![0, 1], &abc), small(vec![-128, 127])], true),
-            (vec![dict(pattern(3, 1).collect(), &abc), labels(2, 0, 0)], true),
+            (
+                vec![dict(pattern(3, 1).collect(), &abc), labels(2, 0, 0)],
+                true,
+            ),
         ];
         let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         for label_first in [false, true] {
@@ -1493,15 +1819,28 @@ mod tests {
                 }
                 keys
             };
-            let types = order(vec![Arc::new(StringArray::from(Vec::<&str>::new())) as ArrayRef, small(vec![])])
-                .iter()
-                .map(|a| if a.data_type() == &DataType::Utf8 { dictionary.clone() } else { DataType::Int8 })
-                .collect::<Vec<_>>();
+            let types = order(vec![
+                Arc::new(StringArray::from(Vec::<&str>::new())) as ArrayRef,
+                small(vec![]),
+            ])
+            .iter()
+            .map(|a| {
+                if a.data_type() == &DataType::Utf8 {
+                    dictionary.clone()
+                } else {
+                    DataType::Int8
+                }
+            })
+            .collect::<Vec<_>>();
             let (mut radix, mut general) = (TupleCoder::new(&types), TupleCoder::new(&types));
             for (i, (keys, takes_radix)) in batches.iter().enumerate() {
                 let keys = order(keys.clone());
                 let (mut a, mut b) = (Vec::new(), Vec::new());
-                assert_eq!(radix.code_by_radix(&keys, &mut a).unwrap(), *takes_radix, "batch {i}");
+                assert_eq!(
+                    radix.code_by_radix(&keys, &mut a).unwrap(),
+                    *takes_radix,
+                    "batch {i}"
+                );
                 if !takes_radix {
                     radix.code_by_columns(&keys, &mut a).unwrap();
                 }
@@ -1513,8 +1852,16 @@ mod tests {
         // integers spanning more than the limit are not the radix table's
         let ints = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::from(v)) };
         let mut coder = TupleCoder::new(&[DataType::Int64]);
-        assert!(!coder.code_by_radix(&[ints(vec![0, 1 << 20])], &mut Vec::new()).unwrap());
-        assert!(coder.code_by_radix(&[ints(vec![-5, 3, -5])], &mut Vec::new()).unwrap());
+        assert!(
+            !coder
+                .code_by_radix(&[ints(vec![0, 1 << 20])], &mut Vec::new())
+                .unwrap()
+        );
+        assert!(
+            coder
+                .code_by_radix(&[ints(vec![-5, 3, -5])], &mut Vec::new())
+                .unwrap()
+        );
     }
 
     /// The accumulator's chunked sums (per radix number, per tuple id) and its row by
@@ -1534,15 +1881,42 @@ mod tests {
             (
                 values.clone(),
                 (0..20_000)
-                    .map(|i| ((i % if i < 9_000 { 3 } else { 4 }) as i32, (i * 7 % if i < 17_000 { 2 } else { 3 }) as i16, weight_of(i)))
+                    .map(|i| {
+                        (
+                            (i % if i < 9_000 { 3 } else { 4 }) as i32,
+                            (i * 7 % if i < 17_000 { 2 } else { 3 }) as i16,
+                            weight_of(i),
+                        )
+                    })
                     .collect(),
             ),
             // equal values in another array; the label span grows downward
-            (values_again, (0..9_000).map(|i| ((i % 4) as i32, (i % 4) as i16 - 1, weight_of(i))).collect()),
+            (
+                values_again,
+                (0..9_000)
+                    .map(|i| ((i % 4) as i32, (i % 4) as i16 - 1, weight_of(i)))
+                    .collect(),
+            ),
             // a span of 5,000 labels: a table past the numbered limit
-            (values.clone(), (0..10_000).map(|i| ((i / 5_000) as i32, (i % 5_000) as i16, weight_of(i))).collect()),
+            (
+                values.clone(),
+                (0..10_000)
+                    .map(|i| ((i / 5_000) as i32, (i % 5_000) as i16, weight_of(i)))
+                    .collect(),
+            ),
             // a negative weight: row by row
-            (values.clone(), (0..3_000).map(|i| ((i % 4) as i32, (i % 2) as i16, if i == 1_500 { -2.0 } else { weight_of(i) })).collect()),
+            (
+                values.clone(),
+                (0..3_000)
+                    .map(|i| {
+                        (
+                            (i % 4) as i32,
+                            (i % 2) as i16,
+                            if i == 1_500 { -2.0 } else { weight_of(i) },
+                        )
+                    })
+                    .collect(),
+            ),
         ];
         let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         for weighted in [true, false] {
@@ -1558,7 +1932,11 @@ mod tests {
                         want.len() - 1
                     });
                     want[t].1 += 1;
-                    want[t].2 += if weighted { exact_weight(w).unwrap() } else { 0 };
+                    want[t].2 += if weighted {
+                        exact_weight(w).unwrap()
+                    } else {
+                        0
+                    };
                 }
                 let keys = Int32Array::from_iter_values(rows.iter().map(|r| r.0));
                 let weight: ArrayRef = if weighted {
@@ -1569,17 +1947,30 @@ mod tests {
                 acc.update_batch(&[
                     weight,
                     Arc::new(DictionaryArray::<Int32Type>::try_new(keys, dict.clone()).unwrap()),
-                    Arc::new(datafusion::arrow::array::Int16Array::from_iter_values(rows.iter().map(|r| r.1))),
+                    Arc::new(datafusion::arrow::array::Int16Array::from_iter_values(
+                        rows.iter().map(|r| r.1),
+                    )),
                 ])
                 .unwrap();
             }
-            let cells = crate::struct_list::rows_of(&acc.evaluate().unwrap().to_array().unwrap(), STRATA_CELLS).unwrap().remove(0);
-            let (rows, exact) = (cells.column(2).as_primitive::<Int64Type>(), cells.column(6).as_primitive::<Decimal128Type>());
+            let cells = crate::struct_list::rows_of(
+                &acc.evaluate().unwrap().to_array().unwrap(),
+                STRATA_CELLS,
+            )
+            .unwrap()
+            .remove(0);
+            let (rows, exact) = (
+                cells.column(2).as_primitive::<Int64Type>(),
+                cells.column(6).as_primitive::<Decimal128Type>(),
+            );
             let got: Vec<((String, i16), i64, i128)> = (0..cells.len())
                 .map(|r| {
                     let key = (
                         cells.column(0).as_string::<i32>().value(r).to_string(),
-                        cells.column(1).as_primitive::<datafusion::arrow::datatypes::Int16Type>().value(r),
+                        cells
+                            .column(1)
+                            .as_primitive::<datafusion::arrow::datatypes::Int16Type>()
+                            .value(r),
                     );
                     (key, rows.value(r), exact.value(r))
                 })
@@ -1587,7 +1978,10 @@ mod tests {
             assert!(got.len() > 10_000, "the data must have many tuples");
             assert_eq!(got, want, "weighted: {weighted}");
             let weight_count = cells.column(5).as_primitive::<Int64Type>();
-            assert!((0..cells.len()).all(|r| weight_count.value(r) == if weighted { rows.value(r) } else { 0 }));
+            assert!(
+                (0..cells.len())
+                    .all(|r| weight_count.value(r) == if weighted { rows.value(r) } else { 0 })
+            );
         }
     }
 

@@ -35,7 +35,10 @@ pub(crate) fn coded_type() -> DataType {
 /// Whether a column of this type can be read coded: strings, which Parquet's readers
 /// turn into dictionaries directly.
 fn can_code(data_type: &DataType) -> bool {
-    matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }
 
 /// `schema` with the string columns among `columns` coded.
@@ -73,10 +76,19 @@ impl CodedTable {
 
     /// `plan` with every file the hints know given its coded schema, and its files cut
     /// into `partitions` groups of equal bytes.
-    fn hinted(&self, plan: Arc<dyn ExecutionPlan>, partitions: usize, min_size: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    fn hinted(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        partitions: usize,
+        min_size: usize,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let rewritten = plan.transform_up(|node| {
-            let Some(exec) = node.downcast_ref::<DataSourceExec>() else { return Ok(Transformed::no(node)) };
-            let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else { return Ok(Transformed::no(node)) };
+            let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+                return Ok(Transformed::no(node));
+            };
             let mut config = config.clone();
             if config.output_partitioning.is_none()
                 && let Some(groups) = FileGroupPartitioner::new()
@@ -111,7 +123,10 @@ impl TableProvider for CodedTable {
         self.inner.table_type()
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         self.inner.supports_filters_pushdown(filters)
     }
 
@@ -129,7 +144,11 @@ impl TableProvider for CodedTable {
         let options = state.config_options();
         let partitions = options.execution.target_partitions * PARTITIONS_PER_TARGET;
         let min_size = options.optimizer.repartition_file_min_size;
-        self.hinted(self.inner.scan(state, projection, filters, limit).await?, partitions, min_size)
+        self.hinted(
+            self.inner.scan(state, projection, filters, limit).await?,
+            partitions,
+            min_size,
+        )
     }
 }
 
@@ -144,7 +163,9 @@ mod tests {
 
     fn write(path: &std::path::Path, columns: Vec<(&str, ArrayRef)>) {
         let batch = RecordBatch::try_from_iter(columns).unwrap();
-        let mut writer = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+        let mut writer =
+            ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None)
+                .unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
     }
@@ -157,43 +178,109 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let strings = |v: &[Option<&str>]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
         let ints = |v: &[i64]| Arc::new(Int64Array::from(v.to_vec())) as ArrayRef;
-        write(&dir.path().join("a.parquet"), vec![("g", strings(&[Some("x"), Some("y"), Some("x")])), ("n", ints(&[1, 2, 3]))]);
+        write(
+            &dir.path().join("a.parquet"),
+            vec![
+                ("g", strings(&[Some("x"), Some("y"), Some("x")])),
+                ("n", ints(&[1, 2, 3])),
+            ],
+        );
         write(
             &dir.path().join("b.parquet"),
-            vec![("g", strings(&[Some("y"), Some("z")])), ("n", ints(&[4, 5])), ("extra", strings(&[Some("e"), None]))],
+            vec![
+                ("g", strings(&[Some("y"), Some("z")])),
+                ("n", ints(&[4, 5])),
+                ("extra", strings(&[Some("e"), None])),
+            ],
         );
-        write(&dir.path().join("c.parquet"), vec![("n", ints(&[6, 7])), ("g", strings(&[None, Some("a value longer than twelve")]))]);
+        write(
+            &dir.path().join("c.parquet"),
+            vec![
+                ("n", ints(&[6, 7])),
+                ("g", strings(&[None, Some("a value longer than twelve")])),
+            ],
+        );
 
         let engine = Engine::new(&EngineOptions::default()).unwrap();
         let url = format!("{}/", dir.path().display());
-        let source = engine.open_source(&url, &strata_spec::StorageOptions::default(), SOURCE_TABLE).await.unwrap();
-        let schema = engine.register_coded(&source, CODED_SOURCE_TABLE, &["g".to_string(), "n".to_string()]).await.unwrap();
-        assert_eq!(schema.field_with_name("g").unwrap().data_type(), &coded_type());
-        assert_eq!(schema.field_with_name("n").unwrap().data_type(), &DataType::Int64, "only strings are coded");
+        let source = engine
+            .open_source(&url, &strata_spec::StorageOptions::default(), SOURCE_TABLE)
+            .await
+            .unwrap();
+        let schema = engine
+            .register_coded(
+                &source,
+                CODED_SOURCE_TABLE,
+                &["g".to_string(), "n".to_string()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            schema.field_with_name("g").unwrap().data_type(),
+            &coded_type()
+        );
+        assert_eq!(
+            schema.field_with_name("n").unwrap().data_type(),
+            &DataType::Int64,
+            "only strings are coded"
+        );
 
         let ctx = engine.context();
-        let query = |table: &str| format!("SELECT n, g, CAST(g AS VARCHAR) AS text, extra FROM {table} ORDER BY n");
-        let plain = ctx.sql(&query(SOURCE_TABLE)).await.unwrap().collect().await.unwrap();
-        let coded = ctx.sql(&query(CODED_SOURCE_TABLE)).await.unwrap().collect().await.unwrap();
+        let query = |table: &str| {
+            format!("SELECT n, g, CAST(g AS VARCHAR) AS text, extra FROM {table} ORDER BY n")
+        };
+        let plain = ctx
+            .sql(&query(SOURCE_TABLE))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let coded = ctx
+            .sql(&query(CODED_SOURCE_TABLE))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         let text = |b: &[RecordBatch]| {
-            let projected: Vec<RecordBatch> = b.iter().map(|b| b.project(&[0, 2, 3]).unwrap()).collect();
+            let projected: Vec<RecordBatch> =
+                b.iter().map(|b| b.project(&[0, 2, 3]).unwrap()).collect();
             pretty_format_batches(&projected).unwrap().to_string()
         };
         assert_eq!(text(&coded), text(&plain));
         assert_eq!(coded.iter().map(RecordBatch::num_rows).sum::<usize>(), 7);
         assert!(text(&coded).contains("a value longer than twelve"));
         for b in &coded {
-            assert!(b.column(1).as_any_dictionary_opt().is_some(), "the group column is read as a dictionary");
+            assert!(
+                b.column(1).as_any_dictionary_opt().is_some(),
+                "the group column is read as a dictionary"
+            );
         }
         // every file of the plan carries its own coded schema for the reader (without
         // it the reader would decode strings and DataFusion cast them back)
-        let plan = ctx.sql(&format!("SELECT g FROM {CODED_SOURCE_TABLE}")).await.unwrap().create_physical_plan().await.unwrap();
+        let plan = ctx
+            .sql(&format!("SELECT g FROM {CODED_SOURCE_TABLE}"))
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
         let mut hinted = Vec::new();
         plan.apply(|node| {
-            if let Some(config) = node.downcast_ref::<DataSourceExec>().and_then(|e| e.data_source().downcast_ref::<FileScanConfig>()) {
+            if let Some(config) = node
+                .downcast_ref::<DataSourceExec>()
+                .and_then(|e| e.data_source().downcast_ref::<FileScanConfig>())
+            {
                 for file in config.file_groups.iter().flat_map(|g| g.iter()) {
-                    let hint = file.arrow_schema.as_ref().expect("a coded schema for every file");
-                    assert_eq!(hint.field_with_name("g").unwrap().data_type(), &coded_type());
+                    let hint = file
+                        .arrow_schema
+                        .as_ref()
+                        .expect("a coded schema for every file");
+                    assert_eq!(
+                        hint.field_with_name("g").unwrap().data_type(),
+                        &coded_type()
+                    );
                     hinted.push((file.object_meta.location.to_string(), hint.fields().len()));
                 }
             }
@@ -201,24 +288,56 @@ mod tests {
         })
         .unwrap();
         hinted.sort();
-        let names: Vec<(&str, usize)> = hinted.iter().map(|(p, n)| (p.rsplit('/').next().unwrap(), *n)).collect();
-        assert_eq!(names, [("a.parquet", 2), ("b.parquet", 3), ("c.parquet", 2)]);
+        let names: Vec<(&str, usize)> = hinted
+            .iter()
+            .map(|(p, n)| (p.rsplit('/').next().unwrap(), *n))
+            .collect();
+        assert_eq!(
+            names,
+            [("a.parquet", 2), ("b.parquet", 3), ("c.parquet", 2)]
+        );
 
         // files past the minimum size are cut into byte ranges, several partitions per
         // core, and the scan still reads every row once
-        ctx.sql("SET datafusion.optimizer.repartition_file_min_size = 1").await.unwrap().collect().await.unwrap();
-        let plan = ctx.sql(&query(CODED_SOURCE_TABLE)).await.unwrap().create_physical_plan().await.unwrap();
+        ctx.sql("SET datafusion.optimizer.repartition_file_min_size = 1")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let plan = ctx
+            .sql(&query(CODED_SOURCE_TABLE))
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
         let mut groups = 0;
         plan.apply(|node| {
-            if let Some(config) = node.downcast_ref::<DataSourceExec>().and_then(|e| e.data_source().downcast_ref::<FileScanConfig>()) {
+            if let Some(config) = node
+                .downcast_ref::<DataSourceExec>()
+                .and_then(|e| e.data_source().downcast_ref::<FileScanConfig>())
+            {
                 groups += config.file_groups.len();
-                assert!(config.file_groups.iter().flat_map(|g| g.iter()).all(|f| f.arrow_schema.is_some()));
+                assert!(
+                    config
+                        .file_groups
+                        .iter()
+                        .flat_map(|g| g.iter())
+                        .all(|f| f.arrow_schema.is_some())
+                );
             }
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         })
         .unwrap();
         assert!(groups > 3, "three small files cut into {groups} groups");
-        let split = ctx.sql(&query(CODED_SOURCE_TABLE)).await.unwrap().collect().await.unwrap();
+        let split = ctx
+            .sql(&query(CODED_SOURCE_TABLE))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         assert_eq!(text(&split), text(&plain));
     }
 }

@@ -20,10 +20,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int64Array, ListArray, StructArray, UInt8Array, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Fields, Float64Type, Int64Type, UInt8Type, UInt64Type};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Int64Array, ListArray, StructArray, UInt8Array,
+    UInt64Array,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Field, Fields, Float64Type, Int64Type, UInt8Type, UInt64Type,
+};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
-use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility, function::AccumulatorArgs,
+};
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::prelude::{Expr, lit};
 
@@ -35,7 +42,13 @@ pub const STRATA_CUT_ZONES: &str = "strata_cut_zones";
 pub type StratumWindows = (u64, [Option<(u64, u64)>; 2]);
 
 /// `strata_cut_zones(stratum, h1, h2, weight, windows)` with `windows` as its literal.
-pub fn cut_zones(stratum: Expr, h1: Expr, h2: Expr, weight: Expr, windows: &[StratumWindows]) -> Expr {
+pub fn cut_zones(
+    stratum: Expr,
+    h1: Expr,
+    h2: Expr,
+    weight: Expr,
+    windows: &[StratumWindows],
+) -> Expr {
     let mut flat: Vec<Option<u64>> = Vec::with_capacity(windows.len() * 5);
     for (s, w) in windows {
         flat.push(Some(*s));
@@ -44,14 +57,18 @@ pub fn cut_zones(stratum: Expr, h1: Expr, h2: Expr, weight: Expr, windows: &[Str
             flat.extend([Some(lo), Some(hi)]);
         }
     }
-    let list = ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<UInt64Type, _, _>([Some(flat)])));
+    let list = ScalarValue::List(Arc::new(
+        ListArray::from_iter_primitive::<UInt64Type, _, _>([Some(flat)]),
+    ));
     let windows = ScalarValue::Dictionary(Box::new(DataType::Int32), Box::new(list));
     strata_cut_zones_udaf().call(vec![stratum, h1, h2, weight, lit(windows)])
 }
 
 /// The aggregate, for registering in a session and for building expressions.
 pub fn strata_cut_zones_udaf() -> AggregateUDF {
-    AggregateUDF::new_from_impl(StrataCutZones { signature: Signature::any(5, Volatility::Immutable) })
+    AggregateUDF::new_from_impl(StrataCutZones {
+        signature: Signature::any(5, Volatility::Immutable),
+    })
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -73,7 +90,10 @@ fn zone_fields() -> Fields {
 }
 
 fn list_type() -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(DataType::Struct(zone_fields()), false)))
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(zone_fields()),
+        false,
+    )))
 }
 
 impl AggregateUDFImpl for StrataCutZones {
@@ -88,15 +108,24 @@ impl AggregateUDFImpl for StrataCutZones {
             [_, _, _, _, DataType::Dictionary(_, l)] if matches!(l.as_ref(), DataType::List(f) if f.data_type() == &DataType::UInt64) => {
                 Ok(list_type())
             }
-            [_, _, _, _, DataType::List(f)] if f.data_type() == &DataType::UInt64 => Ok(list_type()),
-            _ => plan_err!("{STRATA_CUT_ZONES} takes a stratum, two keys, a weight and a list of windows"),
+            [_, _, _, _, DataType::List(f)] if f.data_type() == &DataType::UInt64 => {
+                Ok(list_type())
+            }
+            _ => plan_err!(
+                "{STRATA_CUT_ZONES} takes a stratum, two keys, a weight and a list of windows"
+            ),
         }
     }
     fn is_nullable(&self) -> bool {
         false
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let windows = match args.exprs.get(4).and_then(|e| e.downcast_ref::<Literal>()).map(|l| l.value().clone()) {
+        let windows = match args
+            .exprs
+            .get(4)
+            .and_then(|e| e.downcast_ref::<Literal>())
+            .map(|l| l.value().clone())
+        {
             Some(ScalarValue::Dictionary(_, v)) => Some(*v),
             other => other,
         };
@@ -108,13 +137,18 @@ impl AggregateUDFImpl for StrataCutZones {
             return exec_err!("{STRATA_CUT_ZONES}: the windows must be a list of UInt64");
         };
         if values.len() % 5 != 0 || values.null_count() > 0 {
-            return exec_err!("{STRATA_CUT_ZONES}: the windows must be five non-null values per stratum");
+            return exec_err!(
+                "{STRATA_CUT_ZONES}: the windows must be five non-null values per stratum"
+            );
         }
         let mut strata = Vec::new();
         let mut index = std::collections::HashMap::new();
         for w in values.values().chunks_exact(5) {
             index.insert(w[0], strata.len() as u32);
-            strata.push(Stratum { id: w[0], windows: [(w[1], w[2]), (w[3], w[4])] });
+            strata.push(Stratum {
+                id: w[0],
+                windows: [(w[1], w[2]), (w[3], w[4])],
+            });
         }
         Ok(Box::new(ZonesAccumulator {
             cache: vec![(u64::MAX, u32::MAX); 1 << CACHE_BITS],
@@ -209,7 +243,10 @@ impl ZonesAccumulator {
             Some(i) => {
                 let zone = zone_in(h1, &self.strata[i as usize].windows);
                 if zone == 1 || zone == 3 {
-                    self.inside.entry((stratum, zone, h1, h2)).or_default().add(&g);
+                    self.inside
+                        .entry((stratum, zone, h1, h2))
+                        .or_default()
+                        .add(&g);
                 } else {
                     self.gaps[i as usize * ZONES + zone as usize].add(&g);
                 }
@@ -247,10 +284,16 @@ impl ZonesAccumulator {
 
 impl Accumulator for ZonesAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let [stratum, h1, h2, w, ..] = values else { return exec_err!("{STRATA_CUT_ZONES} takes five arguments") };
+        let [stratum, h1, h2, w, ..] = values else {
+            return exec_err!("{STRATA_CUT_ZONES} takes five arguments");
+        };
         let u64s = |a: &ArrayRef| datafusion::arrow::compute::cast(a, &DataType::UInt64);
         let (stratum, h1, h2) = (u64s(stratum)?, u64s(h1)?, u64s(h2)?);
-        let (stratum, h1, h2) = (stratum.as_primitive::<UInt64Type>(), h1.as_primitive::<UInt64Type>(), h2.as_primitive::<UInt64Type>());
+        let (stratum, h1, h2) = (
+            stratum.as_primitive::<UInt64Type>(),
+            h1.as_primitive::<UInt64Type>(),
+            h2.as_primitive::<UInt64Type>(),
+        );
         if stratum.null_count() + h1.null_count() + h2.null_count() > 0 {
             return exec_err!("{STRATA_CUT_ZONES}: strata and keys must not be null");
         }
@@ -261,14 +304,28 @@ impl Accumulator for ZonesAccumulator {
             let v = w.value(i);
             // null, negative and NaN weights are unusable (NaN fails the comparison)
             let usable = nulls.is_none_or(|n| n.is_valid(i)) && v >= 0.0;
-            let g = if usable { Gap { rows: 1, weight: exact_weight(v).unwrap_or(0), bad: 0 } } else { Gap { rows: 1, weight: 0, bad: 1 } };
+            let g = if usable {
+                Gap {
+                    rows: 1,
+                    weight: exact_weight(v).unwrap_or(0),
+                    bad: 0,
+                }
+            } else {
+                Gap {
+                    rows: 1,
+                    weight: 0,
+                    bad: 1,
+                }
+            };
             self.add(stratum.value(i), h1.value(i), h2.value(i), g);
         }
         Ok(())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some(states) = states.first() else { return exec_err!("{STRATA_CUT_ZONES}: no partial state") };
+        let Some(states) = states.first() else {
+            return exec_err!("{STRATA_CUT_ZONES}: no partial state");
+        };
         for part in crate::struct_list::rows_of(states, STRATA_CUT_ZONES)? {
             let u64s = |c: usize| part.column(c).as_primitive::<UInt64Type>().clone();
             let (stratum, k1, k2) = (u64s(0), u64s(2), u64s(3));
@@ -277,12 +334,22 @@ impl Accumulator for ZonesAccumulator {
             let weight = part.column(5).as_primitive::<Decimal128Type>();
             let bad = part.column(6).as_primitive::<Int64Type>();
             for r in 0..part.len() {
-                let g = Gap { rows: rows.value(r), weight: weight.value(r), bad: bad.value(r) };
+                let g = Gap {
+                    rows: rows.value(r),
+                    weight: weight.value(r),
+                    bad: bad.value(r),
+                };
                 let z = zone.value(r);
                 // a partial's zones are this accumulator's: the same windows
                 match self.stratum(stratum.value(r)) {
-                    Some(s) if z != 1 && z != 3 => self.gaps[s as usize * ZONES + z as usize].add(&g),
-                    _ => self.inside.entry((stratum.value(r), z, k1.value(r), k2.value(r))).or_default().add(&g),
+                    Some(s) if z != 1 && z != 3 => {
+                        self.gaps[s as usize * ZONES + z as usize].add(&g)
+                    }
+                    _ => self
+                        .inside
+                        .entry((stratum.value(r), z, k1.value(r), k2.value(r)))
+                        .or_default()
+                        .add(&g),
                 }
             }
         }
@@ -320,14 +387,31 @@ mod tests {
     fn rows_of(batches: &[RecordBatch]) -> Vec<Row> {
         let mut out = Vec::new();
         for b in batches {
-            let u =
-                |c: usize| datafusion::arrow::compute::cast(b.column(c), &DataType::UInt64).unwrap().as_primitive::<UInt64Type>().clone();
-            let i = |c: usize| datafusion::arrow::compute::cast(b.column(c), &DataType::Int64).unwrap().as_primitive::<Int64Type>().clone();
+            let u = |c: usize| {
+                datafusion::arrow::compute::cast(b.column(c), &DataType::UInt64)
+                    .unwrap()
+                    .as_primitive::<UInt64Type>()
+                    .clone()
+            };
+            let i = |c: usize| {
+                datafusion::arrow::compute::cast(b.column(c), &DataType::Int64)
+                    .unwrap()
+                    .as_primitive::<Int64Type>()
+                    .clone()
+            };
             let (s, z, k1, k2, n, bad) = (u(0), u(1), u(2), u(3), i(4), i(6));
             let w = b.column(5).as_primitive::<Decimal128Type>();
             for r in 0..b.num_rows() {
                 let w = if w.is_null(r) { 0 } else { w.value(r) };
-                out.push((s.value(r), z.value(r) as u8, k1.value(r), k2.value(r), n.value(r), w, bad.value(r)));
+                out.push((
+                    s.value(r),
+                    z.value(r) as u8,
+                    k1.value(r),
+                    k2.value(r),
+                    n.value(r),
+                    w,
+                    bad.value(r),
+                ));
             }
         }
         out.sort();
@@ -341,9 +425,13 @@ mod tests {
         let mut parts = Vec::new();
         for p in 0..3u64 {
             let n = 2000;
-            let stratum = UInt64Array::from_iter_values((0..n).map(|i| [11, 22, 33, 44][(i as usize * 7 + p as usize) % 4]));
+            let stratum = UInt64Array::from_iter_values(
+                (0..n).map(|i| [11, 22, 33, 44][(i as usize * 7 + p as usize) % 4]),
+            );
             // keys spread over the whole space, some repeated
-            let h1 = UInt64Array::from_iter_values((0..n).map(|i: u64| ((i * 37 + p * 5) % 400).wrapping_mul(46_116_860_184_273_879)));
+            let h1 = UInt64Array::from_iter_values(
+                (0..n).map(|i: u64| ((i * 37 + p * 5) % 400).wrapping_mul(46_116_860_184_273_879)),
+            );
             let h2 = UInt64Array::from_iter_values((0..n).map(|i: u64| i % 3));
             let w = Float64Array::from_iter((0..n).map(|i| match i % 17 {
                 0 => None,
@@ -362,14 +450,22 @@ mod tests {
         }
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3));
         ctx.register_udaf(strata_cut_zones_udaf());
-        ctx.register_table("t", Arc::new(MemTable::try_new(parts[0][0].schema(), parts).unwrap())).unwrap();
+        ctx.register_table(
+            "t",
+            Arc::new(MemTable::try_new(parts[0][0].schema(), parts).unwrap()),
+        )
+        .unwrap();
         let q = u64::MAX / 4;
         // stratum 11: two windows; 22: the first only; 33: the second only; 44: not listed
-        let windows: [StratumWindows; 3] =
-            [(11, [Some((q, q + q / 8)), Some((2 * q, 3 * q))]), (22, [Some((0, q)), None]), (33, [None, Some((q * 3, u64::MAX))])];
+        let windows: [StratumWindows; 3] = [
+            (11, [Some((q, q + q / 8)), Some((2 * q, 3 * q))]),
+            (22, [Some((0, q)), None]),
+            (33, [None, Some((q * 3, u64::MAX))]),
+        ];
         let mut table = Vec::new();
         for (s, [a, b]) in windows {
-            let v = |x: Option<u64>| x.map_or("NULL".to_string(), |x| format!("{x}::BIGINT UNSIGNED"));
+            let v =
+                |x: Option<u64>| x.map_or("NULL".to_string(), |x| format!("{x}::BIGINT UNSIGNED"));
             table.push(format!(
                 "({s}::BIGINT UNSIGNED, {}, {}, {}, {})",
                 v(a.map(|w| w.0)),
@@ -382,7 +478,16 @@ mod tests {
             .table("t")
             .await
             .unwrap()
-            .aggregate(vec![], vec![cut_zones(col("s"), col("h1"), col("h2"), col("w"), &windows)])
+            .aggregate(
+                vec![],
+                vec![cut_zones(
+                    col("s"),
+                    col("h1"),
+                    col("h2"),
+                    col("w"),
+                    &windows,
+                )],
+            )
             .unwrap()
             .collect()
             .await
@@ -401,7 +506,12 @@ mod tests {
             table.join(", ")
         );
         let want = rows_of(&ctx.sql(&sql).await.unwrap().collect().await.unwrap());
-        assert!(want.iter().any(|r| r.1 == 1) && want.iter().any(|r| r.1 == 3) && want.iter().any(|r| r.0 == 44), "{want:?}");
+        assert!(
+            want.iter().any(|r| r.1 == 1)
+                && want.iter().any(|r| r.1 == 3)
+                && want.iter().any(|r| r.0 == 44),
+            "{want:?}"
+        );
         assert_eq!(got, want);
     }
 }

@@ -26,7 +26,10 @@ impl EngineError {
     /// Wraps a DataFusion error with what strata was doing when it happened.
     pub fn datafusion(context: impl Into<String>) -> impl FnOnce(DataFusionError) -> Self {
         let context = context.into();
-        move |e| Self::DataFusion { context, source: Box::new(e) }
+        move |e| Self::DataFusion {
+            context,
+            source: Box::new(e),
+        }
     }
 }
 

@@ -18,12 +18,15 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray, StringViewArray, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray, StringViewArray,
+    UInt64Array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use twox_hash::XxHash3_64;
 
 pub const STRATA_HASH: &str = "strata_hash";
@@ -31,7 +34,9 @@ pub const STRATA_GROUP_HASH: &str = "strata_group_hash";
 
 /// The UDF, for registering in a session and for building expressions.
 pub fn strata_hash_udf() -> ScalarUDF {
-    ScalarUDF::new_from_impl(StrataHash { signature: Signature::variadic_any(Volatility::Immutable) })
+    ScalarUDF::new_from_impl(StrataHash {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    })
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -45,7 +50,10 @@ struct StrataHash {
 /// same strings row after row, rows are coded to their tuples instead (see
 /// `crate::cells`) and each tuple hashed once.
 pub fn strata_group_hash_udf() -> ScalarUDF {
-    ScalarUDF::new_from_impl(StrataGroupHash { signature: Signature::variadic_any(Volatility::Immutable), idle: Default::default() })
+    ScalarUDF::new_from_impl(StrataGroupHash {
+        signature: Signature::variadic_any(Volatility::Immutable),
+        idle: Default::default(),
+    })
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -76,7 +84,11 @@ fn seed_and_arrays(name: &str, args: ScalarFunctionArgs) -> Result<(u64, Vec<Arr
     let seed = match iter.next() {
         Some(ColumnarValue::Scalar(ScalarValue::UInt64(Some(s)))) => s,
         Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(s)))) if s >= 0 => s as u64,
-        _ => return exec_err!("{name}: the first argument must be a non-negative integer seed literal"),
+        _ => {
+            return exec_err!(
+                "{name}: the first argument must be a non-negative integer seed literal"
+            );
+        }
     };
     Ok((seed, iter.map(|v| v.into_array(n)).collect::<Result<_>>()?))
 }
@@ -96,10 +108,19 @@ impl ScalarUDFImpl for StrataGroupHash {
         let (seed, arrays) = seed_and_arrays(STRATA_GROUP_HASH, args)?;
         let types: Vec<DataType> = arrays.iter().map(|a| a.data_type().clone()).collect();
         let kept = {
-            let mut idle = self.idle.lock().map_err(|_| datafusion::error::DataFusionError::Internal("a poisoned lock".into()))?;
-            idle.iter().position(|g| g.seed == seed && g.types == types).map(|i| idle.swap_remove(i))
+            let mut idle = self.idle.lock().map_err(|_| {
+                datafusion::error::DataFusionError::Internal("a poisoned lock".into())
+            })?;
+            idle.iter()
+                .position(|g| g.seed == seed && g.types == types)
+                .map(|i| idle.swap_remove(i))
         };
-        let mut g = kept.unwrap_or_else(|| GroupHasher { seed, coder: crate::cells::TupleCoder::new(&types), types, hashes: Vec::new() });
+        let mut g = kept.unwrap_or_else(|| GroupHasher {
+            seed,
+            coder: crate::cells::TupleCoder::new(&types),
+            types,
+            hashes: Vec::new(),
+        });
         let mut tuples = Vec::with_capacity(n);
         g.coder.code(&arrays, &mut tuples)?;
         g.hashes.resize(g.coder.len(), None);
@@ -148,15 +169,31 @@ fn canonical(a: &ArrayRef) -> Result<Canon> {
     };
     Ok(match t {
         DataType::Null => Canon::Null,
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => {
-            Canon::Int(cast(a, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
-        }
-        DataType::UInt64 => Canon::UInt(cast(a, &DataType::UInt64)?.as_primitive::<UInt64Type>().clone()),
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
-            Canon::Float(cast(a, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
-        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => Canon::Int(
+            cast(a, &DataType::Int64)?
+                .as_primitive::<Int64Type>()
+                .clone(),
+        ),
+        DataType::UInt64 => Canon::UInt(
+            cast(a, &DataType::UInt64)?
+                .as_primitive::<UInt64Type>()
+                .clone(),
+        ),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => Canon::Float(
+            cast(a, &DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .clone(),
+        ),
         DataType::Boolean => Canon::Bool(cast(a, &DataType::Boolean)?.as_boolean().clone()),
-        DataType::Utf8View if !matches!(a.data_type(), DataType::Dictionary(..)) => Canon::View(a.as_string_view().clone()),
+        DataType::Utf8View if !matches!(a.data_type(), DataType::Dictionary(..)) => {
+            Canon::View(a.as_string_view().clone())
+        }
         _ => Canon::Str(cast(a, &DataType::Utf8)?.as_string::<i32>().clone()),
     })
 }
@@ -204,8 +241,12 @@ fn hash_integers(seed: u64, columns: &[Canon], n: usize) -> Option<Vec<u64>> {
     }
     Some(match values.as_slice() {
         [a] => (0..n).map(|r| hash_words(seed, [a.at(r)])).collect(),
-        [a, b] => (0..n).map(|r| hash_words(seed, [a.at(r), b.at(r)])).collect(),
-        [a, b, c] => (0..n).map(|r| hash_words(seed, [a.at(r), b.at(r), c.at(r)])).collect(),
+        [a, b] => (0..n)
+            .map(|r| hash_words(seed, [a.at(r), b.at(r)]))
+            .collect(),
+        [a, b, c] => (0..n)
+            .map(|r| hash_words(seed, [a.at(r), b.at(r), c.at(r)]))
+            .collect(),
         _ => return None,
     })
 }
@@ -223,7 +264,14 @@ impl Ints<'_> {
         match self {
             Ints::Signed(v) => (0x02, v[row] as u64),
             // unsigned above i64::MAX gets its own tag, as in `encode`
-            Ints::Unsigned(v) => (if v[row] <= i64::MAX as u64 { 0x02 } else { 0x03 }, v[row]),
+            Ints::Unsigned(v) => (
+                if v[row] <= i64::MAX as u64 {
+                    0x02
+                } else {
+                    0x03
+                },
+                v[row],
+            ),
         }
     }
 }
@@ -353,9 +401,24 @@ mod tests {
     #[test]
     fn integer_fast_path_matches_the_encoding() {
         let ints: ArrayRef = Arc::new(Int64Array::from(vec![0, -1, i64::MAX, i64::MIN, 42]));
-        let big: ArrayRef = Arc::new(UInt64Array::from(vec![0, 1, u64::MAX, i64::MAX as u64, (i64::MAX as u64) + 1]));
-        let small: ArrayRef = Arc::new(datafusion::arrow::array::Int8Array::from(vec![-3, 0, 7, 1, -128]));
-        for cols in [vec![&ints], vec![&big], vec![&ints, &big, &small], vec![&small, &ints], vec![&small, &ints, &big], vec![&big, &big]] {
+        let big: ArrayRef = Arc::new(UInt64Array::from(vec![
+            0,
+            1,
+            u64::MAX,
+            i64::MAX as u64,
+            (i64::MAX as u64) + 1,
+        ]));
+        let small: ArrayRef = Arc::new(datafusion::arrow::array::Int8Array::from(vec![
+            -3, 0, 7, 1, -128,
+        ]));
+        for cols in [
+            vec![&ints],
+            vec![&big],
+            vec![&ints, &big, &small],
+            vec![&small, &ints],
+            vec![&small, &ints, &big],
+            vec![&big, &big],
+        ] {
             let canon: Vec<Canon> = cols.iter().map(|a| canonical(a).unwrap()).collect();
             let fast = hash_integers(9, &canon, 5).expect("integers take the fast path");
             for (row, h) in fast.iter().enumerate() {
@@ -378,15 +441,25 @@ mod tests {
             z ^ (z >> 31)
         };
         let n = 2_000;
-        let signed: ArrayRef = Arc::new(Int64Array::from_iter_values((0..n).map(|_| next() as i64)));
+        let signed: ArrayRef =
+            Arc::new(Int64Array::from_iter_values((0..n).map(|_| next() as i64)));
         let unsigned: ArrayRef = Arc::new(UInt64Array::from_iter_values((0..n).map(|_| next())));
-        for cols in [vec![&signed], vec![&unsigned, &signed], vec![&signed, &unsigned, &unsigned]] {
+        for cols in [
+            vec![&signed],
+            vec![&unsigned, &signed],
+            vec![&signed, &unsigned, &unsigned],
+        ] {
             let canon: Vec<Canon> = cols.iter().map(|a| canonical(a).unwrap()).collect();
             let fast = hash_integers(u64::MAX, &canon, n).expect("integers take the fast path");
             for (row, h) in fast.iter().enumerate() {
                 let mut buf = Vec::new();
                 canon.iter().for_each(|c| encode(c, row, &mut buf));
-                assert_eq!(*h, XxHash3_64::oneshot_with_seed(u64::MAX, &buf), "row {row} of {} columns", cols.len());
+                assert_eq!(
+                    *h,
+                    XxHash3_64::oneshot_with_seed(u64::MAX, &buf),
+                    "row {row} of {} columns",
+                    cols.len()
+                );
             }
         }
     }
@@ -397,17 +470,29 @@ mod tests {
         use datafusion::prelude::*;
         let n = 300;
         let long = "a value longer than twelve bytes";
-        let s: StringViewArray = (0..n).map(|i| [None, Some("Female"), Some(long), Some("x")][i % 4]).collect();
-        let t: StringArray = (0..n).map(|i| [Some("a"), None, Some(long)][i % 3]).collect();
+        let s: StringViewArray = (0..n)
+            .map(|i| [None, Some("Female"), Some(long), Some("x")][i % 4])
+            .collect();
+        let t: StringArray = (0..n)
+            .map(|i| [Some("a"), None, Some(long)][i % 3])
+            .collect();
         let d: datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int16Type> =
-            (0..n).map(|i| [Some("p"), Some(long), None, Some("q"), Some("r")][i % 5]).collect();
-        let y = datafusion::arrow::array::Int32Array::from_iter((0..n).map(|i| (i % 7 != 0).then_some((i % 3) as i32 - 1)));
+            (0..n)
+                .map(|i| [Some("p"), Some(long), None, Some("q"), Some("r")][i % 5])
+                .collect();
+        let y = datafusion::arrow::array::Int32Array::from_iter(
+            (0..n).map(|i| (i % 7 != 0).then_some((i % 3) as i32 - 1)),
+        );
         let b = BooleanArray::from_iter((0..n).map(|i| (i % 11 != 0).then_some(i % 2 == 0)));
-        let f = Float64Array::from_iter((0..n).map(|i| [Some(0.0), Some(-0.0), Some(f64::NAN), None, Some(2.5)][i % 5]));
+        let f = Float64Array::from_iter(
+            (0..n).map(|i| [Some(0.0), Some(-0.0), Some(f64::NAN), None, Some(2.5)][i % 5]),
+        );
         // no nulls: the coder's radix table (a coded scan's columns)
         let e: datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int32Type> =
             (0..n).map(|i| ["p", long, "q"][i % 3]).collect();
-        let z = datafusion::arrow::array::Int8Array::from_iter_values((0..n).map(|i| (i % 4) as i8 - 1));
+        let z = datafusion::arrow::array::Int8Array::from_iter_values(
+            (0..n).map(|i| (i % 4) as i8 - 1),
+        );
         let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter([
             ("e", Arc::new(e) as ArrayRef),
             ("z", Arc::new(z) as ArrayRef),
@@ -425,24 +510,54 @@ mod tests {
         // a second table of the same types: its batches reuse the coders the first left
         ctx.register_batch("u", batch.slice(101, 150)).unwrap();
         ctx.register_batch("t", batch).unwrap();
-        for (cols, table) in
-            ["s", "s, t, d, y", "y, b, f", "d, 'lit', s, t, y, b, f", "e, z", "z, e, s"].iter().flat_map(|c| [(c, "t"), (c, "u"), (c, "t")])
+        for (cols, table) in [
+            "s",
+            "s, t, d, y",
+            "y, b, f",
+            "d, 'lit', s, t, y, b, f",
+            "e, z",
+            "z, e, s",
+        ]
+        .iter()
+        .flat_map(|c| [(c, "t"), (c, "u"), (c, "t")])
         {
-            let sql = format!("SELECT {STRATA_GROUP_HASH}(7, {cols}) AS a, {STRATA_HASH}(7, {cols}) AS b FROM {table}");
+            let sql = format!(
+                "SELECT {STRATA_GROUP_HASH}(7, {cols}) AS a, {STRATA_HASH}(7, {cols}) AS b FROM {table}"
+            );
             let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-            assert_eq!(rows[0].column(0).as_ref(), rows[0].column(1).as_ref(), "{sql}");
-            let distinct = rows[0].column(0).as_primitive::<UInt64Type>().values().iter().collect::<std::collections::BTreeSet<_>>().len();
+            assert_eq!(
+                rows[0].column(0).as_ref(),
+                rows[0].column(1).as_ref(),
+                "{sql}"
+            );
+            let distinct = rows[0]
+                .column(0)
+                .as_primitive::<UInt64Type>()
+                .values()
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
             assert!(distinct > 3, "{cols}: {distinct} distinct hashes");
         }
     }
 
     #[test]
     fn string_layouts_hash_alike() {
-        let values = vec![Some("Female"), None, Some("a much longer string than twelve bytes")];
+        let values = vec![
+            Some("Female"),
+            None,
+            Some("a much longer string than twelve bytes"),
+        ];
         let plain: ArrayRef = Arc::new(StringArray::from(values.clone()));
         let view: ArrayRef = Arc::new(StringViewArray::from(values.clone()));
         let dict: ArrayRef =
-            Arc::new(values.into_iter().collect::<datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int32Type>>());
+            Arc::new(
+                values
+                    .into_iter()
+                    .collect::<datafusion::arrow::array::DictionaryArray<
+                        datafusion::arrow::datatypes::Int32Type,
+                    >>(),
+            );
         for row in 0..3 {
             let (mut x, mut y, mut z) = (Vec::new(), Vec::new(), Vec::new());
             encode(&canonical(&plain).unwrap(), row, &mut x);

@@ -67,11 +67,15 @@ impl Engine {
         // DataFusion's own settings from `DATAFUSION_*` variables (batch size, ...):
         // they tune speed and memory, never what strata computes
         let mut config = SessionConfig::from_env()
-            .map_err(EngineError::datafusion("reading DATAFUSION_* environment settings"))?
+            .map_err(EngineError::datafusion(
+                "reading DATAFUSION_* environment settings",
+            ))?
             .with_information_schema(true);
         if let Some(n) = options.target_partitions {
             if n == 0 {
-                return Err(EngineError::Config("target partitions must be at least 1".into()));
+                return Err(EngineError::Config(
+                    "target partitions must be at least 1".into(),
+                ));
             }
             config = config.with_target_partitions(n);
         }
@@ -83,7 +87,9 @@ impl Engine {
             let top = std::num::NonZeroUsize::new(5).expect("non-zero");
             runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(pool, top)));
         }
-        let runtime = runtime.build_arc().map_err(EngineError::datafusion("building the runtime"))?;
+        let runtime = runtime
+            .build_arc()
+            .map_err(EngineError::datafusion("building the runtime"))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         // strata's functions registered in every session (and, on a cluster, every
         // executor) so its plans can be shipped as SQL or serialized plans.
@@ -98,7 +104,11 @@ impl Engine {
         let memory = Arc::new(InMemory::new());
         let url = url::Url::parse("memory://").expect("static URL");
         ctx.register_object_store(&url, memory.clone());
-        Ok(Self { ctx, memory, memory_limit: options.memory_limit })
+        Ok(Self {
+            ctx,
+            memory,
+            memory_limit: options.memory_limit,
+        })
     }
 
     /// The DataFusion session: stages build their plans on it.
@@ -116,9 +126,14 @@ impl Engine {
         if let Some(store) = object_store_for(url, storage)? {
             self.ctx.register_object_store(url, store);
         }
-        let base = datafusion::execution::object_store::ObjectStoreUrl::parse(&url[..url::Position::BeforePath])
-            .map_err(EngineError::datafusion(format!("output `{url}`")))?;
-        self.ctx.runtime_env().object_store(base).map_err(EngineError::datafusion(format!("output `{url}`")))
+        let base = datafusion::execution::object_store::ObjectStoreUrl::parse(
+            &url[..url::Position::BeforePath],
+        )
+        .map_err(EngineError::datafusion(format!("output `{url}`")))?;
+        self.ctx
+            .runtime_env()
+            .object_store(base)
+            .map_err(EngineError::datafusion(format!("output `{url}`")))
     }
 
     /// The memory limit set for this run, if any: stages that hold rows themselves
@@ -135,6 +150,8 @@ impl Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("session_id", &self.ctx.session_id()).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("session_id", &self.ctx.session_id())
+            .finish_non_exhaustive()
     }
 }

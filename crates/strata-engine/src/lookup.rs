@@ -17,7 +17,9 @@ use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::prelude::{Expr, lit};
 
 use crate::kept::Kept;
@@ -40,13 +42,22 @@ pub fn strata_lookup_udf() -> ScalarUDF {
 /// A `strata_lookup` call on `key` for a table given as `(key, value)` pairs.
 pub fn lookup(key: Expr, keys: &[u64], values: ArrayRef) -> Expr {
     let keys: ArrayRef = Arc::new(UInt64Array::from(keys.to_vec()));
-    strata_lookup_udf().call(vec![key, lit(list_literal(keys)), lit(list_literal(values))])
+    strata_lookup_udf().call(vec![
+        key,
+        lit(list_literal(keys)),
+        lit(list_literal(values)),
+    ])
 }
 
 /// A list literal holding one list: `values`.
 fn list_literal(values: ArrayRef) -> ScalarValue {
     let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
-    ScalarValue::List(Arc::new(ListArray::new(field, OffsetBuffer::from_lengths([values.len()]), values, None)))
+    ScalarValue::List(Arc::new(ListArray::new(
+        field,
+        OffsetBuffer::from_lengths([values.len()]),
+        values,
+        None,
+    )))
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -84,8 +95,15 @@ struct KeyTable {
 
 impl KeyTable {
     fn new(keys: &[u64]) -> Result<Self> {
-        let bits = (keys.len().max(1) * 2).next_power_of_two().trailing_zeros().max(4);
-        let mut table = Self { keys: keys.to_vec(), slots: vec![(0, 0); 1 << bits], shift: 64 - bits };
+        let bits = (keys.len().max(1) * 2)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(4);
+        let mut table = Self {
+            keys: keys.to_vec(),
+            slots: vec![(0, 0); 1 << bits],
+            shift: 64 - bits,
+        };
         for (i, &k) in keys.iter().enumerate() {
             let mut s = table.slot(k);
             while table.slots[s].1 != 0 {
@@ -137,13 +155,19 @@ impl StrataLookup {
             return exec_err!("{STRATA_LOOKUP}: the keys must not be null");
         }
         let id = (values.values().as_ptr() as usize, values.len());
-        let mut tables = self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tables = self
+            .tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((.., t)) = tables.iter().find(|(_, at, _)| *at == id) {
             return Ok(t.clone());
         }
         // a plan looks up each column of a table through its own literal: literals with
         // the same keys share one table, so a row's position is found once for them all
-        let table = match tables.iter().find(|(.., t)| t.keys == values.values().as_ref()) {
+        let table = match tables
+            .iter()
+            .find(|(.., t)| t.keys == values.values().as_ref())
+        {
             Some((.., t)) => t.clone(),
             None => Arc::new(KeyTable::new(values.values())?),
         };
@@ -156,7 +180,11 @@ impl StrataLookup {
 
     /// Each row's position in `table` (null where its key is null or not listed).
     fn positions(&self, key: &ArrayRef, table: &Arc<KeyTable>) -> Result<Arc<UInt32Array>> {
-        let lock = || self.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lock = || {
+            self.positions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
         let same = |(k, t, _): &&KeptPositions| Arc::ptr_eq(k, key) && Arc::ptr_eq(t, table);
         if let Some((.., p)) = lock().iter().find(same) {
             return Ok(p.clone());
@@ -171,7 +199,10 @@ impl StrataLookup {
             listed.append(p.is_some());
         }
         let listed = datafusion::arrow::buffer::NullBuffer::new(listed.finish());
-        let nulls = datafusion::arrow::buffer::NullBuffer::union(keys.nulls(), Some(&listed).filter(|n| n.null_count() > 0));
+        let nulls = datafusion::arrow::buffer::NullBuffer::union(
+            keys.nulls(),
+            Some(&listed).filter(|n| n.null_count() > 0),
+        );
         let positions = Arc::new(UInt32Array::new(found.into(), nulls));
         let mut cached = lock();
         if cached.len() >= KEPT_POSITIONS {
@@ -192,25 +223,39 @@ impl ScalarUDFImpl for StrataLookup {
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match arg_types {
             [k, DataType::List(keys), DataType::List(values)]
-                if (k.is_unsigned_integer() || *k == DataType::Null) && keys.data_type().is_unsigned_integer() =>
+                if (k.is_unsigned_integer() || *k == DataType::Null)
+                    && keys.data_type().is_unsigned_integer() =>
             {
                 Ok(values.data_type().clone())
             }
-            [_, _, _] => plan_err!("{STRATA_LOOKUP} takes an unsigned key, a list of unsigned keys and a list of values"),
+            [_, _, _] => plan_err!(
+                "{STRATA_LOOKUP} takes an unsigned key, a list of unsigned keys and a list of values"
+            ),
             _ => plan_err!("{STRATA_LOOKUP} takes a key, the keys and the values"),
         }
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [key, keys, values] = <[ColumnarValue; 3]>::try_from(args.args)
-            .map_err(|_| datafusion::error::DataFusionError::Execution(format!("{STRATA_LOOKUP} takes three arguments")))?;
+        let [key, keys, values] = <[ColumnarValue; 3]>::try_from(args.args).map_err(|_| {
+            datafusion::error::DataFusionError::Execution(format!(
+                "{STRATA_LOOKUP} takes three arguments"
+            ))
+        })?;
         let (keys, values) = (list_values(&keys, "keys")?, list_values(&values, "values")?);
         if keys.len() != values.len() {
-            return exec_err!("{STRATA_LOOKUP}: {} keys but {} values", keys.len(), values.len());
+            return exec_err!(
+                "{STRATA_LOOKUP}: {} keys but {} values",
+                keys.len(),
+                values.len()
+            );
         }
         let table = self.table(&keys)?;
         let key = key.into_array(args.number_rows)?;
         let positions = self.positions(&key, &table)?;
-        Ok(ColumnarValue::Array(take(&values, positions.as_ref(), None)?))
+        Ok(ColumnarValue::Array(take(
+            &values,
+            positions.as_ref(),
+            None,
+        )?))
     }
 }
 
@@ -232,7 +277,9 @@ mod tests {
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(7));
         ctx.register_udf(strata_lookup_udf());
         let table_keys: Vec<u64> = (0..300).map(|i| i * 7919 + 3).collect();
-        let table_values: Vec<Option<f64>> = (0..300).map(|i| (i % 5 != 0).then_some(i as f64 / 2.0)).collect();
+        let table_values: Vec<Option<f64>> = (0..300)
+            .map(|i| (i % 5 != 0).then_some(i as f64 / 2.0))
+            .collect();
         let rows: Vec<Option<u64>> = (0..100u64)
             .map(|i| match i % 4 {
                 0 => None,
@@ -244,7 +291,10 @@ mod tests {
             "rows",
             datafusion::arrow::record_batch::RecordBatch::try_from_iter([
                 ("k", Arc::new(UInt64Array::from(rows.clone())) as ArrayRef),
-                ("i", Arc::new(UInt64Array::from_iter_values(0..100)) as ArrayRef),
+                (
+                    "i",
+                    Arc::new(UInt64Array::from_iter_values(0..100)) as ArrayRef,
+                ),
             ])
             .unwrap(),
         )
@@ -252,15 +302,28 @@ mod tests {
         ctx.register_batch(
             "t",
             datafusion::arrow::record_batch::RecordBatch::try_from_iter([
-                ("tk", Arc::new(UInt64Array::from(table_keys.clone())) as ArrayRef),
-                ("v", Arc::new(Float64Array::from(table_values.clone())) as ArrayRef),
+                (
+                    "tk",
+                    Arc::new(UInt64Array::from(table_keys.clone())) as ArrayRef,
+                ),
+                (
+                    "v",
+                    Arc::new(Float64Array::from(table_values.clone())) as ArrayRef,
+                ),
             ])
             .unwrap(),
         )
         .unwrap();
         let reversed_keys: Vec<u64> = table_keys.iter().rev().copied().collect();
-        let reversed: ArrayRef = Arc::new(Float64Array::from(table_values.iter().rev().copied().collect::<Vec<_>>()));
-        let doubled: ArrayRef = Arc::new(Float64Array::from(table_values.iter().map(|v| v.map(|v| v * 2.0)).collect::<Vec<_>>()));
+        let reversed: ArrayRef = Arc::new(Float64Array::from(
+            table_values.iter().rev().copied().collect::<Vec<_>>(),
+        ));
+        let doubled: ArrayRef = Arc::new(Float64Array::from(
+            table_values
+                .iter()
+                .map(|v| v.map(|v| v * 2.0))
+                .collect::<Vec<_>>(),
+        ));
         let values: ArrayRef = Arc::new(Float64Array::from(table_values));
         let got = ctx
             .table("rows")
@@ -278,12 +341,21 @@ mod tests {
             .collect()
             .await
             .unwrap();
-        let want = ctx.sql("SELECT i, v FROM rows LEFT JOIN t ON k = tk ORDER BY i").await.unwrap().collect().await.unwrap();
+        let want = ctx
+            .sql("SELECT i, v FROM rows LEFT JOIN t ON k = tk ORDER BY i")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         let flat = |b: &[datafusion::arrow::record_batch::RecordBatch]| -> Vec<(u64, Option<f64>)> {
             b.iter()
                 .flat_map(|b| {
                     let i = b.column(0).as_primitive::<UInt64Type>().clone();
-                    let v = b.column(1).as_primitive::<datafusion::arrow::datatypes::Float64Type>().clone();
+                    let v = b
+                        .column(1)
+                        .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                        .clone();
                     (0..b.num_rows()).map(move |r| (i.value(r), v.is_valid(r).then(|| v.value(r))))
                 })
                 .collect()
@@ -295,7 +367,10 @@ mod tests {
         assert_eq!(halved, want);
         assert_eq!(got.len(), 100);
         assert_eq!(got, want);
-        assert!(got.iter().any(|(_, v)| v.is_some()) && got.iter().filter(|(_, v)| v.is_none()).count() > 25);
+        assert!(
+            got.iter().any(|(_, v)| v.is_some())
+                && got.iter().filter(|(_, v)| v.is_none()).count() > 25
+        );
     }
 
     #[test]

@@ -15,13 +15,28 @@ pub enum LabelKind {
 }
 
 /// Validates the pipeline's columns against `schema`, returning the label's kind.
-pub fn check_schema(pipeline: &Pipeline, schema: &Schema, source: &str) -> Result<LabelKind, EngineError> {
+pub fn check_schema(
+    pipeline: &Pipeline,
+    schema: &Schema,
+    source: &str,
+) -> Result<LabelKind, EngineError> {
     let find = |key: &str, name: &str| -> Result<DataType, EngineError> {
-        schema.field_with_name(name).map(|f| f.data_type().clone()).map_err(|_| {
-            let mut names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            names.truncate(40);
-            pipeline.error_at(key, format!("column `{name}` not found in source `{source}` (columns: {})", names.join(", "))).into()
-        })
+        schema
+            .field_with_name(name)
+            .map(|f| f.data_type().clone())
+            .map_err(|_| {
+                let mut names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                names.truncate(40);
+                pipeline
+                    .error_at(
+                        key,
+                        format!(
+                            "column `{name}` not found in source `{source}` (columns: {})",
+                            names.join(", ")
+                        ),
+                    )
+                    .into()
+            })
     };
 
     for attribute in &pipeline.groups.attributes {
@@ -52,7 +67,9 @@ pub fn check_schema(pipeline: &Pipeline, schema: &Schema, source: &str) -> Resul
     };
     let fits = matches!(
         (kind, &pipeline.label.positive),
-        (LabelKind::String, LabelValue::String(_)) | (LabelKind::Integer, LabelValue::Int(_)) | (LabelKind::Boolean, LabelValue::Bool(_))
+        (LabelKind::String, LabelValue::String(_))
+            | (LabelKind::Integer, LabelValue::Int(_))
+            | (LabelKind::Boolean, LabelValue::Bool(_))
     );
     if !fits {
         return Err(pipeline
@@ -70,14 +87,22 @@ pub fn check_schema(pipeline: &Pipeline, schema: &Schema, source: &str) -> Resul
         let t = find("source.weight_column", w)?;
         if !(t.is_numeric()) {
             return Err(pipeline
-                .error_at("source.weight_column", format!("weight column `{w}` has type {t}; weights must be numeric"))
+                .error_at(
+                    "source.weight_column",
+                    format!("weight column `{w}` has type {t}; weights must be numeric"),
+                )
                 .into());
         }
     }
     if let Some(id) = &pipeline.source.id_column {
         let t = find("source.id_column", id)?;
         if t.is_nested() {
-            return Err(pipeline.error_at("source.id_column", format!("id column `{id}` has nested type {t}")).into());
+            return Err(pipeline
+                .error_at(
+                    "source.id_column",
+                    format!("id column `{id}` has nested type {t}"),
+                )
+                .into());
         }
     }
     Ok(kind)
@@ -93,5 +118,13 @@ fn value_type(t: &DataType) -> &DataType {
 fn is_groupable(t: &DataType) -> bool {
     let t = value_type(t);
     t.is_integer()
-        || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean | DataType::Date32 | DataType::Date64)
+        || matches!(
+            t,
+            DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Boolean
+                | DataType::Date32
+                | DataType::Date64
+        )
 }

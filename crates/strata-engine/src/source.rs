@@ -7,7 +7,9 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use strata_spec::StorageOptions;
@@ -56,8 +58,11 @@ impl Listing {
     /// A table over exactly the listed files, read with `schema`.
     fn table(&self, schema: SchemaRef) -> Result<ListingTable, EngineError> {
         let options = ListingOptions::new(self.format.clone()).with_file_extension(self.extension);
-        let config = ListingTableConfig::new_with_multi_paths(self.urls.clone()).with_listing_options(options).with_schema(schema);
-        ListingTable::try_new(config).map_err(EngineError::datafusion(format!("source `{}`", self.shown)))
+        let config = ListingTableConfig::new_with_multi_paths(self.urls.clone())
+            .with_listing_options(options)
+            .with_schema(schema);
+        ListingTable::try_new(config)
+            .map_err(EngineError::datafusion(format!("source `{}`", self.shown)))
     }
 }
 
@@ -67,14 +72,22 @@ impl Engine {
     ///
     /// Fails with a one-line error naming the URL or file when nothing is there, a
     /// prefix holds no Parquet, or a file is not valid Parquet.
-    pub async fn open_source(&self, url: &str, storage: &StorageOptions, name: &str) -> Result<SourceTable, EngineError> {
+    pub async fn open_source(
+        &self,
+        url: &str,
+        storage: &StorageOptions,
+        name: &str,
+    ) -> Result<SourceTable, EngineError> {
         let table_url = parse_table_url(url)?;
         let shown = redact(table_url.get_url());
         if let Some(store) = object_store_for(table_url.get_url(), storage)? {
             self.ctx.register_object_store(table_url.get_url(), store);
         }
-        let store: Arc<dyn ObjectStore> =
-            self.ctx.runtime_env().object_store(table_url.object_store()).map_err(EngineError::datafusion(format!("source `{shown}`")))?;
+        let store: Arc<dyn ObjectStore> = self
+            .ctx
+            .runtime_env()
+            .object_store(table_url.object_store())
+            .map_err(EngineError::datafusion(format!("source `{shown}`")))?;
         let state = self.ctx.state();
 
         // A URL naming one object is read whatever its extension; prefixes and globs
@@ -87,11 +100,17 @@ impl Engine {
             .map_err(|e| source_err(&shown, format!("cannot list: {}", one_line(&e.to_string()))))?
             .try_collect()
             .await
-            .map_err(|e| source_err(&shown, format!("cannot list: {}", one_line(&e.to_string()))))?;
+            .map_err(|e| {
+                source_err(&shown, format!("cannot list: {}", one_line(&e.to_string())))
+            })?;
         files.retain(|f| f.size > 0 || single);
         files.sort_by(|a, b| a.location.cmp(&b.location));
         if files.is_empty() {
-            let what = if single { "no such file, and no `.parquet` files under it as a prefix" } else { "no `.parquet` files found" };
+            let what = if single {
+                "no such file, and no `.parquet` files under it as a prefix"
+            } else {
+                "no `.parquet` files found"
+            };
             return Err(source_err(&shown, what.into()));
         }
 
@@ -99,7 +118,11 @@ impl Engine {
         let format = Arc::new(ParquetFormat::default());
         let schema = match format.infer_schema(&state, &store, &files).await {
             Ok(schema) => schema,
-            Err(e) => return Err(self.blame_file(&format, &store, &files, &table_url, e).await),
+            Err(e) => {
+                return Err(self
+                    .blame_file(&format, &store, &files, &table_url, e)
+                    .await);
+            }
         };
 
         let file_urls = files
@@ -107,9 +130,18 @@ impl Engine {
             .map(|f| file_url(&table_url, f))
             .collect::<Result<Vec<_>, _>>()
             .map_err(EngineError::datafusion(format!("source `{shown}`")))?;
-        let listing = Arc::new(Listing { format, extension, store, metas: files, urls: file_urls, shown: shown.clone() });
+        let listing = Arc::new(Listing {
+            format,
+            extension,
+            store,
+            metas: files,
+            urls: file_urls,
+            shown: shown.clone(),
+        });
         let table = listing.table(schema.clone())?;
-        self.ctx.register_table(name, Arc::new(table)).map_err(EngineError::datafusion(format!("source `{shown}`")))?;
+        self.ctx
+            .register_table(name, Arc::new(table))
+            .map_err(EngineError::datafusion(format!("source `{shown}`")))?;
         let (files, file_urls) = (&listing.metas, &listing.urls);
         tracing::info!(source = %shown, files = files.len(), columns = schema.fields().len(), "opened source");
 
@@ -123,13 +155,23 @@ impl Engine {
                 last_modified: meta.last_modified.to_rfc3339(),
             })
             .collect();
-        Ok(SourceTable { url: shown, files, schema, listing })
+        Ok(SourceTable {
+            url: shown,
+            files,
+            schema,
+            listing,
+        })
     }
 
     /// Registers the source again as table `name`, with its string columns among
     /// `columns` read as dictionaries (see [`crate::coded`]), and returns its schema.
     /// Aggregates that code their keys read those columns at a fraction of the cost.
-    pub async fn register_coded(&self, source: &SourceTable, name: &str, columns: &[String]) -> Result<SchemaRef, EngineError> {
+    pub async fn register_coded(
+        &self,
+        source: &SourceTable,
+        name: &str,
+        columns: &[String],
+    ) -> Result<SchemaRef, EngineError> {
         let listing = &source.listing;
         let err = || EngineError::datafusion(format!("source `{}`", listing.shown));
         let state = self.ctx.state();
@@ -139,8 +181,14 @@ impl Engine {
         let hints: HashMap<_, _> = futures::stream::iter(listing.metas.iter().map(|meta| {
             let state = &state;
             async move {
-                let own = listing.format.infer_schema(state, &listing.store, std::slice::from_ref(meta)).await?;
-                Ok::<_, datafusion::error::DataFusionError>((meta.location.clone(), coded_schema(&own, columns)))
+                let own = listing
+                    .format
+                    .infer_schema(state, &listing.store, std::slice::from_ref(meta))
+                    .await?;
+                Ok::<_, datafusion::error::DataFusionError>((
+                    meta.location.clone(),
+                    coded_schema(&own, columns),
+                ))
             }
         }))
         .buffered(32)
@@ -149,7 +197,9 @@ impl Engine {
         .map_err(err())?;
         let schema = coded_schema(&source.schema, columns);
         let table = CodedTable::new(Arc::new(listing.table(schema.clone())?), hints);
-        self.ctx.register_table(name, Arc::new(table)).map_err(err())?;
+        self.ctx
+            .register_table(name, Arc::new(table))
+            .map_err(err())?;
         Ok(schema)
     }
 
@@ -164,12 +214,26 @@ impl Engine {
     ) -> EngineError {
         let state = self.ctx.state();
         for f in files {
-            if let Err(e) = format.infer_schema(&state, store, std::slice::from_ref(f)).await {
-                let url = file_url(table_url, f).map(|u| redact(u.get_url())).unwrap_or_else(|_| f.location.to_string());
-                return source_err(&url, format!("not a readable Parquet file: {}", one_line(&e.to_string())));
+            if let Err(e) = format
+                .infer_schema(&state, store, std::slice::from_ref(f))
+                .await
+            {
+                let url = file_url(table_url, f)
+                    .map(|u| redact(u.get_url()))
+                    .unwrap_or_else(|_| f.location.to_string());
+                return source_err(
+                    &url,
+                    format!("not a readable Parquet file: {}", one_line(&e.to_string())),
+                );
             }
         }
-        source_err(&redact(table_url.get_url()), format!("the files' schemas cannot be merged: {}", one_line(&err.to_string())))
+        source_err(
+            &redact(table_url.get_url()),
+            format!(
+                "the files' schemas cannot be merged: {}",
+                one_line(&err.to_string())
+            ),
+        )
     }
 }
 
@@ -177,7 +241,11 @@ impl Engine {
 /// whose footer cannot be right, naming the file. Besides a clearer message, this
 /// keeps a truncated file from reaching parquet 59's footer decoder, which subtracts
 /// the claimed metadata length from the file length unchecked (a panic in debug builds).
-async fn check_footers(store: &Arc<dyn ObjectStore>, files: &[ObjectMeta], table_url: &ListingTableUrl) -> Result<(), EngineError> {
+async fn check_footers(
+    store: &Arc<dyn ObjectStore>,
+    files: &[ObjectMeta],
+    table_url: &ListingTableUrl,
+) -> Result<(), EngineError> {
     const TAIL: u64 = 8;
     const MAGIC: &[u8; 4] = b"PAR1";
     let checks = futures::stream::iter(files.iter().map(|meta| async move {
@@ -206,7 +274,10 @@ async fn check_footers(store: &Arc<dyn ObjectStore>, files: &[ObjectMeta], table
 }
 
 fn source_err(url: &str, message: String) -> EngineError {
-    EngineError::Source { url: url.to_string(), message }
+    EngineError::Source {
+        url: url.to_string(),
+        message,
+    }
 }
 
 /// Parses a source URL. Plain paths and `file://` URLs may hold globs (DataFusion
@@ -222,8 +293,10 @@ fn parse_table_url(url: &str) -> Result<ListingTableUrl, EngineError> {
             let (base, glob) = path.split_at(cut);
             let mut base_url = parsed.clone();
             base_url.set_path(base);
-            let pattern = glob::Pattern::new(glob).map_err(|e| bad(format!("invalid glob `{glob}`: {e}")))?;
-            return ListingTableUrl::try_new(base_url, Some(pattern)).map_err(|e| bad(one_line(&e.to_string())));
+            let pattern =
+                glob::Pattern::new(glob).map_err(|e| bad(format!("invalid glob `{glob}`: {e}")))?;
+            return ListingTableUrl::try_new(base_url, Some(pattern))
+                .map_err(|e| bad(one_line(&e.to_string())));
         }
         return ListingTableUrl::try_new(parsed, None).map_err(|e| bad(one_line(&e.to_string())));
     }
@@ -232,7 +305,10 @@ fn parse_table_url(url: &str) -> Result<ListingTableUrl, EngineError> {
 }
 
 /// The URL of one listed object, in the same store as the table URL.
-fn file_url(table_url: &ListingTableUrl, meta: &ObjectMeta) -> datafusion::error::Result<ListingTableUrl> {
+fn file_url(
+    table_url: &ListingTableUrl,
+    meta: &ObjectMeta,
+) -> datafusion::error::Result<ListingTableUrl> {
     let mut url = table_url.get_url().clone();
     url.set_path(&format!("/{}", meta.location));
     url.set_query(None);

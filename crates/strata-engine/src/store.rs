@@ -19,12 +19,17 @@ use crate::EngineError;
 
 /// Builds the store for `url`, or `None` for schemes the session already serves
 /// (`file://` and `memory://`).
-pub fn object_store_for(url: &Url, storage: &StorageOptions) -> Result<Option<Arc<dyn ObjectStore>>, EngineError> {
+pub fn object_store_for(
+    url: &Url,
+    storage: &StorageOptions,
+) -> Result<Option<Arc<dyn ObjectStore>>, EngineError> {
     let retry = &storage.retry;
     let retry_config = RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_secs_f64(retry.initial_backoff_secs),
-            max_backoff: Duration::from_secs_f64(retry.max_backoff_secs.max(retry.initial_backoff_secs)),
+            max_backoff: Duration::from_secs_f64(
+                retry.max_backoff_secs.max(retry.initial_backoff_secs),
+            ),
             base: 2.0,
         },
         max_retries: retry.max_retries,
@@ -33,22 +38,33 @@ pub fn object_store_for(url: &Url, storage: &StorageOptions) -> Result<Option<Ar
     // Timeouts are set as config keys: `with_client_options` would replace the client
     // settings the builders read from the environment (AWS_ALLOW_HTTP, proxies, ...).
     let timeouts = [
-        (ClientConfigKey::ConnectTimeout, millis(retry.connect_timeout_secs)),
+        (
+            ClientConfigKey::ConnectTimeout,
+            millis(retry.connect_timeout_secs),
+        ),
         (ClientConfigKey::Timeout, millis(retry.request_timeout_secs)),
     ];
-    let err = |e: object_store::Error| EngineError::Store { url: redact(url), message: crate::error::one_line(&e.to_string()) };
+    let err = |e: object_store::Error| EngineError::Store {
+        url: redact(url),
+        message: crate::error::one_line(&e.to_string()),
+    };
     let bucket = || {
         url.host_str()
             .filter(|h| !h.is_empty())
             .map(str::to_string)
-            .ok_or_else(|| EngineError::Store { url: redact(url), message: "the URL names no bucket".into() })
+            .ok_or_else(|| EngineError::Store {
+                url: redact(url),
+                message: "the URL names no bucket".into(),
+            })
     };
 
     let store: Arc<dyn ObjectStore> = match url.scheme() {
         "file" | "memory" => return Ok(None),
         "s3" | "s3a" => {
             let s3 = &storage.s3;
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket()?).with_retry(retry_config);
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket()?)
+                .with_retry(retry_config);
             for (key, value) in &timeouts {
                 b = b.with_config(AmazonS3ConfigKey::Client(*key), value);
             }
@@ -67,14 +83,18 @@ pub fn object_store_for(url: &Url, storage: &StorageOptions) -> Result<Option<Ar
             Arc::new(b.build().map_err(err)?)
         }
         "gs" => {
-            let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket()?).with_retry(retry_config);
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket()?)
+                .with_retry(retry_config);
             for (key, value) in &timeouts {
                 b = b.with_config(GoogleConfigKey::Client(*key), value);
             }
             Arc::new(b.build().map_err(err)?)
         }
         "az" | "abfs" | "abfss" | "azure" | "adl" => {
-            let mut b = MicrosoftAzureBuilder::from_env().with_url(url.as_str()).with_retry(retry_config);
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry_config);
             for (key, value) in &timeouts {
                 b = b.with_config(AzureConfigKey::Client(*key), value);
             }
@@ -97,7 +117,9 @@ pub fn object_store_for(url: &Url, storage: &StorageOptions) -> Result<Option<Ar
         other => {
             return Err(EngineError::Store {
                 url: redact(url),
-                message: format!("unsupported scheme `{other}` (use file://, s3://, gs://, az://, http(s):// or memory://)"),
+                message: format!(
+                    "unsupported scheme `{other}` (use file://, s3://, gs://, az://, http(s):// or memory://)"
+                ),
             });
         }
     };

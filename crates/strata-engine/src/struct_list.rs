@@ -40,7 +40,11 @@ pub(crate) fn rows_of(values: &ArrayRef, function: &str) -> Result<Vec<StructArr
 pub fn aggregate_rows(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for b in batches.iter().filter(|b| b.num_columns() > 0) {
-        out.extend(rows_of(b.column(0), "an aggregate")?.iter().map(RecordBatch::from));
+        out.extend(
+            rows_of(b.column(0), "an aggregate")?
+                .iter()
+                .map(RecordBatch::from),
+        );
     }
     Ok(out)
 }

@@ -17,7 +17,14 @@ use strata_spec::{Pipeline, SpecError};
 /// 1 for a row whose weight (already cast to Float64) is null, negative or NaN, else 0;
 /// sum it in the stage's own aggregate so the check costs no extra pass.
 pub fn invalid_weight(weight: Expr) -> Expr {
-    cast(weight.clone().is_null().or(weight.clone().lt(lit(0.0))).or(isnan(weight)), DataType::Int64)
+    cast(
+        weight
+            .clone()
+            .is_null()
+            .or(weight.clone().lt(lit(0.0)))
+            .or(isnan(weight)),
+        DataType::Int64,
+    )
 }
 
 /// The error for `count` unusable weights, located at `source.weight_column`.
@@ -153,7 +160,11 @@ mod tests {
         ];
         // and many ordinary weights
         values.extend((0..10_000).map(|i| (i as f64 * 0.731_3).sin() * 10f64.powi(i % 12 - 6)));
-        let cast = datafusion::arrow::compute::cast(&Float64Array::from(values.clone()), &exact_weight_type()).unwrap();
+        let cast = datafusion::arrow::compute::cast(
+            &Float64Array::from(values.clone()),
+            &exact_weight_type(),
+        )
+        .unwrap();
         let cast = cast.as_primitive::<Decimal128Type>();
         for (i, v) in values.iter().enumerate() {
             let want = cast.is_valid(i).then(|| cast.value(i));
@@ -163,7 +174,11 @@ mod tests {
         // says whether all were
         let mut out = Vec::new();
         assert!(!exact_small_weights(&values, &mut out));
-        for (v, e) in values.iter().zip(&out).filter(|(v, _)| (0.0..1e5).contains(*v)) {
+        for (v, e) in values
+            .iter()
+            .zip(&out)
+            .filter(|(v, _)| (0.0..1e5).contains(*v))
+        {
             assert_eq!(exact_weight(*v), Some(i128::from(*e)), "{v:e}");
         }
         let small: Vec<f64> = values.iter().copied().filter(|v| v.abs() < 1e5).collect();
@@ -178,8 +193,28 @@ mod tests {
     /// Ties and their neighbours round half away from zero, up to the fast path's limit.
     #[test]
     fn small_rounding_is_round() {
-        let mut xs = vec![0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999999999999994, -0.49999999999999994, 1e15 - 0.5, -(1e15 - 0.5)];
-        for k in [1.0, 2.0, 3.0, 1023.0, 4_503_599_627_370.0, 999_999_999_999_999.0] {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999999999999994,
+            -0.49999999999999994,
+            1e15 - 0.5,
+            -(1e15 - 0.5),
+        ];
+        for k in [
+            1.0,
+            2.0,
+            3.0,
+            1023.0,
+            4_503_599_627_370.0,
+            999_999_999_999_999.0,
+        ] {
             for d in [0.5, 0.25, 0.75, 1e-9] {
                 xs.extend([k + d, k - d, -(k + d), -(k - d)]);
             }

@@ -46,15 +46,23 @@ pub async fn profile(
     let attrs = &pipeline.groups.attributes;
     // group and label columns read as dictionaries: `strata_cells` codes a row with one
     // lookup per column then (crates/strata-engine/src/coded.rs)
-    engine.register_coded(source, CODED_SOURCE_TABLE, &pipeline.cell_columns()).await?;
-    let df = ctx.table(CODED_SOURCE_TABLE).await.map_err(EngineError::datafusion("opening the source table"))?;
+    engine
+        .register_coded(source, CODED_SOURCE_TABLE, &pipeline.cell_columns())
+        .await?;
+    let df = ctx
+        .table(CODED_SOURCE_TABLE)
+        .await
+        .map_err(EngineError::datafusion("opening the source table"))?;
 
     let positive = match &pipeline.label.positive {
         LabelValue::String(s) => s.clone(),
         LabelValue::Int(i) => i.to_string(),
         LabelValue::Bool(b) => b.to_string(),
     };
-    debug_assert!(matches!(label_kind, LabelKind::String | LabelKind::Integer | LabelKind::Boolean));
+    debug_assert!(matches!(
+        label_kind,
+        LabelKind::String | LabelKind::Integer | LabelKind::Boolean
+    ));
 
     // One aggregate over (attributes, label) cells turns every label statistic into a
     // plain count or sum per (cell, label value): no CASE expression runs per row.
@@ -72,12 +80,19 @@ pub async fn profile(
 
     let started = std::time::Instant::now();
     let result = df
-        .aggregate(vec![], vec![strata_engine::strata_cells_udaf().call(args).alias("cells")])
+        .aggregate(
+            vec![],
+            vec![strata_engine::strata_cells_udaf().call(args).alias("cells")],
+        )
         .map_err(EngineError::datafusion("planning the profile"))?
         .collect()
         .await
-        .map_err(EngineError::datafusion(format!("profiling source `{}`", source.url)))?;
-    let cells = strata_engine::aggregate_rows(&result).map_err(EngineError::datafusion("reading profile cells"))?;
+        .map_err(EngineError::datafusion(format!(
+            "profiling source `{}`",
+            source.url
+        )))?;
+    let cells = strata_engine::aggregate_rows(&result)
+        .map_err(EngineError::datafusion("reading profile cells"))?;
     // unweighted: the weight tallies are empty, and would read as missing weights
     let keep: Vec<usize> = (0..=attrs.len() + 1).collect();
     let batches = if weighted {
@@ -91,11 +106,21 @@ pub async fn profile(
     };
 
     let (cells, suspect_weights) = read_cells(&batches, attrs.len(), &positive)?;
-    let bad_weights = if suspect_weights { count_invalid_weights(engine, pipeline).await? } else { 0 };
-    tracing::info!(cells = cells.len(), elapsed_ms = started.elapsed().as_millis() as u64, "profile pass done");
+    let bad_weights = if suspect_weights {
+        count_invalid_weights(engine, pipeline).await?
+    } else {
+        0
+    };
+    tracing::info!(
+        cells = cells.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "profile pass done"
+    );
 
     if bad_weights > 0 {
-        return Err(strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into());
+        return Err(
+            strata_engine::invalid_weights_error(pipeline, bad_weights, &source.url).into(),
+        );
     }
 
     let mut total = Tally::default();
@@ -148,30 +173,50 @@ pub async fn profile(
                     return Err(pipeline
                         .error_at(
                             &key_name,
-                            format!("group `{group}` does not occur in column `{}` (groups: {})", attrs[*i], seen.join(", ")),
+                            format!(
+                                "group `{group}` does not occur in column `{}` (groups: {})",
+                                attrs[*i],
+                                seen.join(", ")
+                            ),
                         )
                         .into());
                 }
             }
         }
         for (key, t) in rolled {
-            let attributes =
-                Attributes(grouping.iter().zip(&key).map(|(&i, (missing, v))| (attrs[i].clone(), (!missing).then(|| v.clone()))).collect());
+            let attributes = Attributes(
+                grouping
+                    .iter()
+                    .zip(&key)
+                    .map(|(&i, (missing, v))| (attrs[i].clone(), (!missing).then(|| v.clone())))
+                    .collect(),
+            );
             let share = ratio(t.rows as f64, total.rows as f64).unwrap_or(0.0);
             let reference_share = reference.and_then(|r| r.get(&display_value(&key[0])).copied());
             if reference.is_some() && reference_share.is_none() {
-                warnings.push(format!("group {} is not in the reference mix", attributes.label()));
+                warnings.push(format!(
+                    "group {} is not in the reference mix",
+                    attributes.label()
+                ));
             }
             let small = t.rows < pipeline.groups.min_group_rows;
             groups.push(GroupStats {
                 rows: t.rows,
                 share,
                 weighted_rows: weighted.then_some(t.weight),
-                weighted_share: if weighted { ratio(t.weight, total.weight) } else { None },
+                weighted_share: if weighted {
+                    ratio(t.weight, total.weight)
+                } else {
+                    None
+                },
                 labelled_rows: t.labelled,
                 positives: t.positives,
                 positive_rate: ratio(t.positives as f64, t.labelled as f64),
-                weighted_positive_rate: if weighted { ratio(t.weighted_positives, t.weighted_labelled) } else { None },
+                weighted_positive_rate: if weighted {
+                    ratio(t.weighted_positives, t.weighted_labelled)
+                } else {
+                    None
+                },
                 reference_share,
                 representation_ratio: reference_share.and_then(|r| ratio(share, r)),
                 gap: reference_share.map(|r| share - r),
@@ -180,7 +225,11 @@ pub async fn profile(
             });
         }
     }
-    let small: Vec<_> = groups.iter().filter(|g| g.small).map(|g| g.attributes.label()).collect();
+    let small: Vec<_> = groups
+        .iter()
+        .filter(|g| g.small)
+        .map(|g| g.attributes.label())
+        .collect();
     if !small.is_empty() {
         warnings.push(format!(
             "{} groups have fewer than {} rows (min_group_rows): {}",
@@ -193,7 +242,11 @@ pub async fn profile(
     Ok(Profile {
         schema_version: SCHEMA_VERSION,
         pipeline: pipeline.name.clone(),
-        source: SourceSummary { url: source.url.clone(), files: source.files.len(), bytes: source.files.iter().map(|f| f.size).sum() },
+        source: SourceSummary {
+            url: source.url.clone(),
+            files: source.files.len(),
+            bytes: source.files.iter().map(|f| f.size).sum(),
+        },
         label: LabelSummary {
             column: pipeline.label.column.clone(),
             positive: match &pipeline.label.positive {
@@ -209,7 +262,10 @@ pub async fn profile(
         positives: total.positives,
         positive_rate: ratio(total.positives as f64, total.labelled as f64),
         total_weight: weighted.then_some(total.weight),
-        groupings: groupings.iter().map(|g| g.iter().map(|&i| attrs[i].clone()).collect()).collect(),
+        groupings: groupings
+            .iter()
+            .map(|g| g.iter().map(|&i| attrs[i].clone()).collect())
+            .collect(),
         groups,
         warnings,
     })
@@ -220,14 +276,22 @@ fn ratio(num: f64, den: f64) -> Option<f64> {
 }
 
 fn display_value((missing, v): &(bool, String)) -> String {
-    if *missing { MISSING_GROUP.to_string() } else { v.clone() }
+    if *missing {
+        MISSING_GROUP.to_string()
+    } else {
+        v.clone()
+    }
 }
 
 /// Reads the aggregated (cell, label value) rows into cells keyed by their attribute
 /// values in sort order. Summing in key order keeps float totals identical across runs,
 /// whatever order the engine's partitions returned them in. Also says whether any
 /// weight may be null, negative or NaN.
-fn read_cells(batches: &[RecordBatch], n_attrs: usize, positive: &str) -> Result<(BTreeMap<Key, Tally>, bool), ProfileError> {
+fn read_cells(
+    batches: &[RecordBatch],
+    n_attrs: usize,
+    positive: &str,
+) -> Result<(BTreeMap<Key, Tally>, bool), ProfileError> {
     // (cell, label) rows, sorted, then folded into cells
     let mut rows: BTreeMap<(Key, Option<String>), (u64, f64)> = BTreeMap::new();
     let mut suspect = false;
@@ -236,19 +300,34 @@ fn read_cells(batches: &[RecordBatch], n_attrs: usize, positive: &str) -> Result
             .map(|i| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8))
             .collect::<Result<_, _>>()
             .map_err(|e| EngineError::datafusion("reading profile cells")(e.into()))?;
-        let count = batch.column_by_name("rows").map(|c| c.as_primitive::<Int64Type>().clone()).expect("rows");
-        let float = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Float64Type>().clone());
+        let count = batch
+            .column_by_name("rows")
+            .map(|c| c.as_primitive::<Int64Type>().clone())
+            .expect("rows");
+        let float = |name: &str| {
+            batch
+                .column_by_name(name)
+                .map(|c| c.as_primitive::<Float64Type>().clone())
+        };
         let weight = float("weight");
-        let int = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Int64Type>().clone());
+        let int = |name: &str| {
+            batch
+                .column_by_name(name)
+                .map(|c| c.as_primitive::<Int64Type>().clone())
+        };
         let (weight_count, negative) = (int("weight_count"), int("weight_negative"));
         for r in 0..batch.num_rows() {
             let text = |i: usize| {
                 let k = keys[i].as_string::<i32>();
                 (!k.is_null(r)).then(|| k.value(r).to_string())
             };
-            let key: Key = (0..n_attrs).map(|i| text(i).map_or((true, String::new()), |v| (false, v))).collect();
+            let key: Key = (0..n_attrs)
+                .map(|i| text(i).map_or((true, String::new()), |v| (false, v)))
+                .collect();
             let n = count.value(r) as u64;
-            let w = weight.as_ref().map_or(0.0, |a| if a.is_null(r) { 0.0 } else { a.value(r) });
+            let w = weight
+                .as_ref()
+                .map_or(0.0, |a| if a.is_null(r) { 0.0 } else { a.value(r) });
             if let (Some(wc), Some(negative)) = (&weight_count, &negative) {
                 suspect |= (wc.value(r) as u64) < n || w.is_nan() || negative.value(r) > 0;
             }
@@ -272,32 +351,61 @@ fn read_cells(batches: &[RecordBatch], n_attrs: usize, positive: &str) -> Result
 
 /// Rows whose weight is null, negative or NaN: a second query, run only when the
 /// profile pass saw signs of them.
-async fn count_invalid_weights(engine: &strata_engine::Engine, pipeline: &Pipeline) -> Result<u64, ProfileError> {
-    let Some(w) = &pipeline.source.weight_column else { return Ok(0) };
+async fn count_invalid_weights(
+    engine: &strata_engine::Engine,
+    pipeline: &Pipeline,
+) -> Result<u64, ProfileError> {
+    let Some(w) = &pipeline.source.weight_column else {
+        return Ok(0);
+    };
     let batches = engine
         .context()
         .table(SOURCE_TABLE)
         .await
-        .and_then(|df| df.aggregate(vec![], vec![sum(strata_engine::invalid_weight(cast(ident(w), DataType::Float64))).alias("bad")]))
+        .and_then(|df| {
+            df.aggregate(
+                vec![],
+                vec![
+                    sum(strata_engine::invalid_weight(cast(
+                        ident(w),
+                        DataType::Float64,
+                    )))
+                    .alias("bad"),
+                ],
+            )
+        })
         .map_err(EngineError::datafusion("counting invalid weights"))?
         .collect()
         .await
         .map_err(EngineError::datafusion("counting invalid weights"))?;
-    Ok(batches.first().map(|b| b.column(0).as_primitive::<Int64Type>()).map_or(0, |a| if a.is_null(0) { 0 } else { a.value(0) as u64 }))
+    Ok(batches
+        .first()
+        .map(|b| b.column(0).as_primitive::<Int64Type>())
+        .map_or(0, |a| if a.is_null(0) { 0 } else { a.value(0) as u64 }))
 }
 
 /// A few label values, for the error when the positive value never occurs.
-async fn distinct_labels(engine: &strata_engine::Engine, pipeline: &Pipeline) -> Result<String, ProfileError> {
+async fn distinct_labels(
+    engine: &strata_engine::Engine,
+    pipeline: &Pipeline,
+) -> Result<String, ProfileError> {
     let df = engine
         .context()
         .table(SOURCE_TABLE)
         .await
-        .and_then(|df| df.select(vec![cast(ident(&pipeline.label.column), DataType::Utf8).alias("v")]))
+        .and_then(|df| {
+            df.select(vec![
+                cast(ident(&pipeline.label.column), DataType::Utf8).alias("v"),
+            ])
+        })
         .and_then(|df| df.distinct())
         .and_then(|df| df.sort(vec![col("v").sort(true, false)]))
         .and_then(|df| df.limit(0, Some(10)))
         .map_err(EngineError::datafusion("listing label values"))?;
-    let batches = df.collect().await.map_err(EngineError::datafusion("listing label values"))?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(EngineError::datafusion("listing label values"))?;
     let mut values = Vec::new();
     for b in &batches {
         let a = b.column(0).as_string::<i32>();

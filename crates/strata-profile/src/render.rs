@@ -51,7 +51,10 @@ fn text(p: &Profile, markdown: bool) -> String {
         rate,
     ));
     if let (Some(w), Some(total)) = (&p.weight_column, p.total_weight) {
-        out.push_str(&format!("{}weight: {w} (total {total:.6e})\n", if markdown { "- " } else { "" }));
+        out.push_str(&format!(
+            "{}weight: {w} (total {total:.6e})\n",
+            if markdown { "- " } else { "" }
+        ));
     }
     out.push('\n');
 
@@ -60,7 +63,11 @@ fn text(p: &Profile, markdown: bool) -> String {
         let groups: Vec<_> = p.groups_of(grouping).collect();
         let has_reference = groups.iter().any(|g| g.reference_share.is_some());
         let mut table = Table::new();
-        table.load_preset(if markdown { ASCII_MARKDOWN } else { UTF8_FULL_CONDENSED });
+        table.load_preset(if markdown {
+            ASCII_MARKDOWN
+        } else {
+            UTF8_FULL_CONDENSED
+        });
         let mut header = vec!["group", "rows", "share"];
         if weighted {
             header.push("weighted share");
@@ -76,7 +83,12 @@ fn text(p: &Profile, markdown: bool) -> String {
         table.set_header(header.clone());
         for g in &groups {
             let mut row = vec![
-                g.attributes.0.iter().map(|(_, v)| v.as_deref().unwrap_or(strata_spec::MISSING_GROUP)).collect::<Vec<_>>().join(" × "),
+                g.attributes
+                    .0
+                    .iter()
+                    .map(|(_, v)| v.as_deref().unwrap_or(strata_spec::MISSING_GROUP))
+                    .collect::<Vec<_>>()
+                    .join(" × "),
                 thousands(g.rows),
                 pct(g.share),
             ];
@@ -89,10 +101,20 @@ fn text(p: &Profile, markdown: bool) -> String {
             }
             if has_reference {
                 row.push(g.reference_share.map_or_else(|| "-".into(), pct));
-                row.push(g.representation_ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}")));
-                row.push(g.gap.map_or_else(|| "-".into(), |d| format!("{:+.2} pp", d * 100.0)));
+                row.push(
+                    g.representation_ratio
+                        .map_or_else(|| "-".into(), |r| format!("{r:.2}")),
+                );
+                row.push(
+                    g.gap
+                        .map_or_else(|| "-".into(), |d| format!("{:+.2} pp", d * 100.0)),
+                );
             }
-            row.push(if g.small { format!("small (<{})", p.min_group_rows) } else { String::new() });
+            row.push(if g.small {
+                format!("small (<{})", p.min_group_rows)
+            } else {
+                String::new()
+            });
             table.add_row(row);
         }
         for i in 1..header.len() - 1 {
@@ -137,7 +159,11 @@ fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 #[cfg(test)]

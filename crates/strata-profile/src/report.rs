@@ -83,15 +83,27 @@ impl Serialize for Attributes {
 impl Attributes {
     /// `sex=Female × race=Black`, with missing values shown as `(missing)`.
     pub fn label(&self) -> String {
-        self.0.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or(strata_spec::MISSING_GROUP))).collect::<Vec<_>>().join(" × ")
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or(strata_spec::MISSING_GROUP)))
+            .collect::<Vec<_>>()
+            .join(" × ")
     }
 }
 
 impl Profile {
     /// The groups of one grouping, in report order.
-    pub fn groups_of<'a>(&'a self, grouping: &'a [String]) -> impl Iterator<Item = &'a GroupStats> + 'a {
-        self.groups
-            .iter()
-            .filter(move |g| g.attributes.0.len() == grouping.len() && g.attributes.0.iter().zip(grouping).all(|((k, _), a)| k == a))
+    pub fn groups_of<'a>(
+        &'a self,
+        grouping: &'a [String],
+    ) -> impl Iterator<Item = &'a GroupStats> + 'a {
+        self.groups.iter().filter(move |g| {
+            g.attributes.0.len() == grouping.len()
+                && g.attributes
+                    .0
+                    .iter()
+                    .zip(grouping)
+                    .all(|((k, _), a)| k == a)
+        })
     }
 }

@@ -10,9 +10,16 @@ use crate::manifest::{Manifest, ShardEntry};
 /// rank on ties). Shards of a split hold equal rows (±1), so this deals them out
 /// round-robin and every rank's row count is within one shard of every other's. Each
 /// shard carries the target mix, so every rank's data does too.
-pub fn assign<'m>(manifest: &'m Manifest, split: &str, world_size: u64, rank: u64) -> Result<Vec<&'m ShardEntry>, PublishError> {
+pub fn assign<'m>(
+    manifest: &'m Manifest,
+    split: &str,
+    world_size: u64,
+    rank: u64,
+) -> Result<Vec<&'m ShardEntry>, PublishError> {
     if world_size == 0 {
-        return Err(PublishError::Usage("--world-size must be at least 1".into()));
+        return Err(PublishError::Usage(
+            "--world-size must be at least 1".into(),
+        ));
     }
     if rank >= world_size {
         return Err(PublishError::Usage(format!(
@@ -21,14 +28,25 @@ pub fn assign<'m>(manifest: &'m Manifest, split: &str, world_size: u64, rank: u6
     }
     if !manifest.splits.iter().any(|s| s.split == split) {
         let known: Vec<&str> = manifest.splits.iter().map(|s| s.split.as_str()).collect();
-        return Err(PublishError::Usage(format!("the run has no split `{split}` (it has {})", known.join(", "))));
+        return Err(PublishError::Usage(format!(
+            "the run has no split `{split}` (it has {})",
+            known.join(", ")
+        )));
     }
-    let mut shards: Vec<&ShardEntry> = manifest.shards.iter().filter(|s| s.split == split).collect();
+    let mut shards: Vec<&ShardEntry> = manifest
+        .shards
+        .iter()
+        .filter(|s| s.split == split)
+        .collect();
     shards.sort_by(|a, b| b.rows.cmp(&a.rows).then_with(|| a.path.cmp(&b.path)));
     let mut load = vec![0u64; world_size as usize];
     let mut mine = Vec::new();
     for shard in shards {
-        let (r, _) = load.iter().enumerate().min_by_key(|(i, l)| (**l, *i)).expect("world_size >= 1");
+        let (r, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, l)| (**l, *i))
+            .expect("world_size >= 1");
         load[r] += shard.rows;
         if r as u64 == rank {
             mine.push(shard);
@@ -104,7 +122,17 @@ mod tests {
     fn bad_ranks_and_splits_are_usage_errors() {
         let m = manifest(&[5]);
         assert!(assign(&m, "train", 0, 0).is_err());
-        assert!(assign(&m, "train", 2, 2).unwrap_err().to_string().contains("out of range"));
-        assert!(assign(&m, "nope", 1, 0).unwrap_err().to_string().contains("no split `nope`"));
+        assert!(
+            assign(&m, "train", 2, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+        assert!(
+            assign(&m, "nope", 1, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("no split `nope`")
+        );
     }
 }

@@ -41,8 +41,14 @@ impl Destination {
             let p = format!("{}/", root.path());
             root.set_path(&p);
         }
-        let root_path = Path::from_url_path(root.path()).map(|p| p.to_string()).unwrap_or_default();
-        Self { store, root, root_path }
+        let root_path = Path::from_url_path(root.path())
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        Self {
+            store,
+            root,
+            root_path,
+        }
     }
 
     /// The folder of run `run_id`, relative to the root.
@@ -60,12 +66,19 @@ impl Destination {
     }
 
     fn path_of(&self, rel: &str) -> Path {
-        if self.root_path.is_empty() { Path::from(rel) } else { Path::from(format!("{}/{rel}", self.root_path)) }
+        if self.root_path.is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{rel}", self.root_path))
+        }
     }
 
     fn store_err(&self, rel: &str) -> impl FnOnce(object_store::Error) -> PublishError + '_ {
         let url = self.url_of(rel);
-        move |e| PublishError::Store { url, message: one_line(&e.to_string()) }
+        move |e| PublishError::Store {
+            url,
+            message: one_line(&e.to_string()),
+        }
     }
 
     /// The object at `rel`, or `None` when there is none.
@@ -88,14 +101,24 @@ impl Destination {
 
     /// Writes (or overwrites) `rel`.
     pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<(), PublishError> {
-        self.store.put(&self.path_of(rel), PutPayload::from(bytes)).await.map_err(self.store_err(rel))?;
+        self.store
+            .put(&self.path_of(rel), PutPayload::from(bytes))
+            .await
+            .map_err(self.store_err(rel))?;
         Ok(())
     }
 
     /// Writes `rel` only if no object is there; `false` when one already was.
     async fn put_new(&self, rel: &str, bytes: Bytes) -> Result<bool, PublishError> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.store.put_opts(&self.path_of(rel), PutPayload::from(bytes), opts).await {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path_of(rel), PutPayload::from(bytes), opts)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(self.store_err(rel)(e)),
@@ -107,9 +130,14 @@ impl Destination {
         let rel = format!("{}/{MANIFEST_FILE}", Self::run_dir(run_id));
         match self.get(&rel).await? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| PublishError::Manifest { url: self.url_of(&rel), message: format!("not a strata manifest: {e}") }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| PublishError::Manifest {
+                        url: self.url_of(&rel),
+                        message: format!("not a strata manifest: {e}"),
+                    })
+            }
         }
     }
 
@@ -140,7 +168,10 @@ impl Destination {
 
     /// Points `_latest` at a committed run.
     pub async fn point_latest(&self, manifest: &Manifest) -> Result<(), PublishError> {
-        let latest = Latest { run_id: manifest.run_id.clone(), manifest: format!("{}/{MANIFEST_FILE}", Self::run_dir(&manifest.run_id)) };
+        let latest = Latest {
+            run_id: manifest.run_id.clone(),
+            manifest: format!("{}/{MANIFEST_FILE}", Self::run_dir(&manifest.run_id)),
+        };
         let bytes = serde_json::to_vec_pretty(&latest).expect("a pointer always serializes");
         self.put(LATEST_FILE, bytes.into()).await
     }
@@ -149,18 +180,39 @@ impl Destination {
 /// Finds the manifest that a user-given URL means: a `manifest.json` itself, a run
 /// folder holding one, or an output root whose `_latest` names one. Returns the run's
 /// folder as a destination, the manifest's relative name in it, and the manifest.
-pub async fn resolve(store: Arc<dyn ObjectStore>, url: &Url) -> Result<(Destination, Manifest), PublishError> {
-    let not_found = |what: &str| PublishError::Manifest { url: url.to_string(), message: what.to_string() };
+pub async fn resolve(
+    store: Arc<dyn ObjectStore>,
+    url: &Url,
+) -> Result<(Destination, Manifest), PublishError> {
+    let not_found = |what: &str| PublishError::Manifest {
+        url: url.to_string(),
+        message: what.to_string(),
+    };
     let parse = |bytes: &[u8], at: String| -> Result<Manifest, PublishError> {
-        serde_json::from_slice(bytes).map_err(|e| PublishError::Manifest { url: at, message: format!("not a strata manifest: {e}") })
+        serde_json::from_slice(bytes).map_err(|e| PublishError::Manifest {
+            url: at,
+            message: format!("not a strata manifest: {e}"),
+        })
     };
     if url.path().ends_with(".json") {
         let mut dir = url.clone();
-        let parent = url.path().rsplit_once('/').map_or("/", |(p, _)| p).to_string();
+        let parent = url
+            .path()
+            .rsplit_once('/')
+            .map_or("/", |(p, _)| p)
+            .to_string();
         dir.set_path(&format!("{parent}/"));
         let dest = Destination::new(store, dir);
-        let name = url.path().rsplit('/').next().unwrap_or(MANIFEST_FILE).to_string();
-        let bytes = dest.get(&name).await?.ok_or_else(|| not_found("no such manifest"))?;
+        let name = url
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or(MANIFEST_FILE)
+            .to_string();
+        let bytes = dest
+            .get(&name)
+            .await?
+            .ok_or_else(|| not_found("no such manifest"))?;
         let m = parse(&bytes, url.to_string())?;
         return Ok((dest, m));
     }
@@ -169,20 +221,25 @@ pub async fn resolve(store: Arc<dyn ObjectStore>, url: &Url) -> Result<(Destinat
         let m = parse(&bytes, dest.url_of(MANIFEST_FILE))?;
         return Ok((dest, m));
     }
-    let latest = dest
-        .get(LATEST_FILE)
-        .await?
-        .ok_or_else(|| not_found("neither a manifest.json nor a _latest pointer is there: no committed run"))?;
-    let latest: Latest = serde_json::from_slice(&latest)
-        .map_err(|e| PublishError::Manifest { url: dest.url_of(LATEST_FILE), message: format!("not a strata pointer: {e}") })?;
+    let latest = dest.get(LATEST_FILE).await?.ok_or_else(|| {
+        not_found("neither a manifest.json nor a _latest pointer is there: no committed run")
+    })?;
+    let latest: Latest = serde_json::from_slice(&latest).map_err(|e| PublishError::Manifest {
+        url: dest.url_of(LATEST_FILE),
+        message: format!("not a strata pointer: {e}"),
+    })?;
     let run = Destination::new(
         store,
-        Url::parse(&dest.url_of(&format!("{}/", Destination::run_dir(&latest.run_id)))).map_err(|e| not_found(&e.to_string()))?,
+        Url::parse(&dest.url_of(&format!("{}/", Destination::run_dir(&latest.run_id))))
+            .map_err(|e| not_found(&e.to_string()))?,
     );
-    let bytes = run.get(MANIFEST_FILE).await?.ok_or_else(|| PublishError::Manifest {
-        url: run.url_of(MANIFEST_FILE),
-        message: "_latest names this run but its manifest is missing".into(),
-    })?;
+    let bytes = run
+        .get(MANIFEST_FILE)
+        .await?
+        .ok_or_else(|| PublishError::Manifest {
+            url: run.url_of(MANIFEST_FILE),
+            message: "_latest names this run but its manifest is missing".into(),
+        })?;
     let m = parse(&bytes, run.url_of(MANIFEST_FILE))?;
     Ok((run, m))
 }

@@ -26,8 +26,13 @@ mod verify;
 
 pub use assign::assign;
 pub use destination::{Destination, Existing, LATEST_FILE, MANIFEST_FILE, RUNS_DIR, resolve};
-pub use manifest::{ColumnSchema, InputFile, Latest, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, SplitTotals, StratumCount};
-pub use sink::{RANGE_ROWS, ShardSink, SinkColumns, SinkOutput, StratumTotals, default_memory_budget};
+pub use manifest::{
+    ColumnSchema, InputFile, Latest, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, SplitTotals,
+    StratumCount,
+};
+pub use sink::{
+    RANGE_ROWS, ShardSink, SinkColumns, SinkOutput, StratumTotals, default_memory_budget,
+};
 pub use verify::{VerifyReport, verify};
 
 /// Why publishing, verifying or assigning failed. Each displays as one line.
@@ -62,16 +67,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// First line of an error message: object_store and DataFusion errors can span lines.
 pub(crate) fn one_line(message: &str) -> String {
-    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A user-given output URL or local path as a URL; local folders (and paths ending in
 /// `/`) get a trailing `/`, so relative names join under them.
 pub fn parse_location(s: &str) -> Result<url::Url, PublishError> {
     if s.contains("://") {
-        return url::Url::parse(s).map_err(|e| PublishError::Usage(format!("`{s}`: not a valid URL: {e}")));
+        return url::Url::parse(s)
+            .map_err(|e| PublishError::Usage(format!("`{s}`: not a valid URL: {e}")));
     }
-    let path = std::path::absolute(s).map_err(|e| PublishError::Usage(format!("`{s}`: not a valid path: {e}")))?;
-    let url = if path.is_dir() || s.ends_with('/') { url::Url::from_directory_path(&path) } else { url::Url::from_file_path(&path) };
+    let path = std::path::absolute(s)
+        .map_err(|e| PublishError::Usage(format!("`{s}`: not a valid path: {e}")))?;
+    let url = if path.is_dir() || s.ends_with('/') {
+        url::Url::from_directory_path(&path)
+    } else {
+        url::Url::from_file_path(&path)
+    };
     url.map_err(|()| PublishError::Usage(format!("`{s}`: not a valid path")))
 }

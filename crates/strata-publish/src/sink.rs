@@ -40,10 +40,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt8Array, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt8Array, UInt32Array,
+};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type, UInt64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type, UInt64Type,
+};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -68,9 +72,11 @@ pub const RANGE_ROWS: u64 = 1 << 18;
 /// The writer's default memory budget: half the memory available when it starts
 /// (Linux `MemAvailable`), or 4 GiB where that cannot be read.
 pub fn default_memory_budget() -> usize {
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()));
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+    });
     available.map_or(4 << 30, |kib| kib.saturating_mul(1024) / 2)
 }
 /// Rows buffered per (split, range) before a spill write.
@@ -208,20 +214,28 @@ struct Numbering<K> {
 
 impl<K> Default for Numbering<K> {
     fn default() -> Self {
-        Self { ids: HashMap::new(), keys: Vec::new() }
+        Self {
+            ids: HashMap::new(),
+            keys: Vec::new(),
+        }
     }
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Numbering<K> {
-    fn id<Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized>(&mut self, key: &Q) -> Result<u32, PublishError>
+    fn id<Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized>(
+        &mut self,
+        key: &Q,
+    ) -> Result<u32, PublishError>
     where
         K: std::borrow::Borrow<Q>,
     {
         if let Some(&id) = self.ids.get(key) {
             return Ok(id);
         }
-        let id = u32::try_from(self.keys.len())
-            .map_err(|_| PublishError::Data { context: "writing shards".into(), message: "more than 2^32 keys to number".into() })?;
+        let id = u32::try_from(self.keys.len()).map_err(|_| PublishError::Data {
+            context: "writing shards".into(),
+            message: "more than 2^32 keys to number".into(),
+        })?;
         self.keys.push(key.to_owned());
         self.ids.insert(key.to_owned(), id);
         Ok(id)
@@ -245,13 +259,21 @@ impl SpillFile {
     fn create(path: &Path, schema: &SchemaRef) -> Result<Self, PublishError> {
         let file = File::create(path).map_err(spill_err(path))?;
         let writer = FileWriter::try_new(BufWriter::new(file), schema).map_err(spill_err(path))?;
-        Ok(Self { writer, pending: Vec::new(), pending_rows: 0 })
+        Ok(Self {
+            writer,
+            pending: Vec::new(),
+            pending_rows: 0,
+        })
     }
 
     fn push(&mut self, batch: RecordBatch, path: &Path) -> Result<(), PublishError> {
         self.pending_rows += batch.num_rows();
         self.pending.push(batch);
-        if self.pending_rows >= SPILL_BATCH_ROWS { self.flush(path) } else { Ok(()) }
+        if self.pending_rows >= SPILL_BATCH_ROWS {
+            self.flush(path)
+        } else {
+            Ok(())
+        }
     }
 
     fn flush(&mut self, path: &Path) -> Result<(), PublishError> {
@@ -303,11 +325,17 @@ struct Coder<'a> {
 
 impl<'a> Coder<'a> {
     fn new(dictionary: &'a std::sync::Mutex<Dictionary>) -> Self {
-        Self { dictionary, short: HashMap::new(), long: HashMap::new(), cache: UnitCache::new() }
+        Self {
+            dictionary,
+            short: HashMap::new(),
+            long: HashMap::new(),
+            cache: UnitCache::new(),
+        }
     }
 
     fn code(&mut self, column: &ArrayRef) -> Result<ArrayRef, PublishError> {
-        let views = cast(column, &DataType::Utf8View).map_err(data_err("numbering a categorical column"))?;
+        let views = cast(column, &DataType::Utf8View)
+            .map_err(data_err("numbering a categorical column"))?;
         let views = views.as_string_view();
         let mut codes = Vec::with_capacity(views.len());
         for (i, &view) in views.views().iter().enumerate() {
@@ -320,7 +348,10 @@ impl<'a> Coder<'a> {
                 let id = self.cache.get(view, |view| match short.get(view) {
                     Some(&id) => Ok(id),
                     None => {
-                        let id = dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id(views.value(i))?;
+                        let id = dictionary
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .id(views.value(i))?;
                         short.insert(*view, id);
                         Ok::<_, PublishError>(id)
                     }
@@ -331,7 +362,11 @@ impl<'a> Coder<'a> {
                 let id = match self.long.get(value) {
                     Some(&id) => id,
                     None => {
-                        let id = self.dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id(value)?;
+                        let id = self
+                            .dictionary
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .id(value)?;
                         self.long.insert(value.to_string(), id);
                         id
                     }
@@ -339,7 +374,10 @@ impl<'a> Coder<'a> {
                 codes.push(id);
             }
         }
-        Ok(Arc::new(UInt32Array::new(codes.into(), views.nulls().cloned())))
+        Ok(Arc::new(UInt32Array::new(
+            codes.into(),
+            views.nulls().cloned(),
+        )))
     }
 }
 
@@ -350,7 +388,8 @@ type Decoded = Vec<Option<ArrayRef>>;
 /// A written column as the shards hold it: numbers decoded to their strings.
 fn decode(column: &ArrayRef, values: Option<&ArrayRef>) -> Result<ArrayRef, PublishError> {
     match values {
-        Some(values) => take(values, column.as_primitive::<UInt32Type>(), None).map_err(data_err("decoding a categorical column")),
+        Some(values) => take(values, column.as_primitive::<UInt32Type>(), None)
+            .map_err(data_err("decoding a categorical column")),
         None => Ok(column.clone()),
     }
 }
@@ -387,7 +426,11 @@ impl Slot {
         let (s, o) = (self.n_shards, self.offset);
         let r = self.rows % s;
         // shards below k among the `r` taking one more row: [o, o + r) modulo s
-        let extra = if o + r <= s { k.saturating_sub(o).min(r) } else { k.saturating_sub(o).min(s - o) + k.min(o + r - s) };
+        let extra = if o + r <= s {
+            k.saturating_sub(o).min(r)
+        } else {
+            k.saturating_sub(o).min(s - o) + k.min(o + r - s)
+        };
         k * (self.rows / s) + extra
     }
 
@@ -401,7 +444,11 @@ impl Slot {
         let (mut lo, mut hi) = (0, self.n_shards - 1);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.block_end(mid) > rank { hi = mid } else { lo = mid + 1 }
+            if self.block_end(mid) > rank {
+                hi = mid
+            } else {
+                lo = mid + 1
+            }
         }
         lo
     }
@@ -441,9 +488,15 @@ impl DealPlan {
 
 impl ShardSink {
     /// Writes the rows of `streams` (the partitions of one plan, run concurrently).
-    pub async fn write(self, streams: Vec<SendableRecordBatchStream>) -> Result<SinkOutput, PublishError> {
+    pub async fn write(
+        self,
+        streams: Vec<SendableRecordBatchStream>,
+    ) -> Result<SinkOutput, PublishError> {
         let Some(first) = streams.first() else {
-            return Err(PublishError::Data { context: "writing shards".into(), message: "no input".into() });
+            return Err(PublishError::Data {
+                context: "writing shards".into(),
+                message: "no input".into(),
+            });
         };
         let input = compact_schema(&first.schema());
         let index_of = |name: &str| {
@@ -452,14 +505,36 @@ impl ShardSink {
                 message: format!("the curated stream has no column `{name}`"),
             })
         };
-        let keep: Vec<usize> = (0..input.fields().len()).filter(|&i| !input.field(i).name().starts_with("__")).collect();
-        let written = input.project(&keep).map_err(data_err("projecting the shard schema"))?;
-        let mut fields: Vec<Field> = written.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(Field::new(&self.columns.split_column, DataType::Utf8, false));
-        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(fields, written.metadata().clone()));
-        let order: Vec<usize> = self.columns.order.iter().map(|c| index_of(c)).collect::<Result<_, _>>()?;
+        let keep: Vec<usize> = (0..input.fields().len())
+            .filter(|&i| !input.field(i).name().starts_with("__"))
+            .collect();
+        let written = input
+            .project(&keep)
+            .map_err(data_err("projecting the shard schema"))?;
+        let mut fields: Vec<Field> = written
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(
+            &self.columns.split_column,
+            DataType::Utf8,
+            false,
+        ));
+        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
+            fields,
+            written.metadata().clone(),
+        ));
+        let order: Vec<usize> = self
+            .columns
+            .order
+            .iter()
+            .map(|c| index_of(c))
+            .collect::<Result<_, _>>()?;
         if order.is_empty() {
-            return Err(PublishError::Usage("the shard sink needs at least one order column".into()));
+            return Err(PublishError::Usage(
+                "the shard sink needs at least one order column".into(),
+            ));
         }
         let weight = index_of(&self.columns.weight)?;
         let mut held = keep.clone();
@@ -472,13 +547,27 @@ impl ShardSink {
         };
         let held_order: Vec<usize> = order.iter().map(|&i| held_at(i)).collect();
         let held_weight = held_at(weight);
-        let held_distinct: Vec<usize> =
-            self.columns.distinct.iter().filter_map(|c| input.index_of(c).ok()).filter_map(|i| keep.iter().position(|&k| k == i)).collect();
-        let is_string = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
-        let coded: Vec<usize> = (0..keep.len())
-            .filter(|&k| self.columns.categorical.contains(input.field(keep[k]).name()) && is_string(input.field(keep[k]).data_type()))
+        let held_distinct: Vec<usize> = self
+            .columns
+            .distinct
+            .iter()
+            .filter_map(|c| input.index_of(c).ok())
+            .filter_map(|i| keep.iter().position(|&k| k == i))
             .collect();
-        let mut held_fields: Vec<Field> = held.iter().map(|&i| input.field(i).as_ref().clone()).collect();
+        let is_string =
+            |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+        let coded: Vec<usize> = (0..keep.len())
+            .filter(|&k| {
+                self.columns
+                    .categorical
+                    .contains(input.field(keep[k]).name())
+                    && is_string(input.field(keep[k]).data_type())
+            })
+            .collect();
+        let mut held_fields: Vec<Field> = held
+            .iter()
+            .map(|&i| input.field(i).as_ref().clone())
+            .collect();
         for &k in &coded {
             held_fields[k] = held_fields[k].clone().with_data_type(DataType::UInt32);
         }
@@ -499,10 +588,16 @@ impl ShardSink {
             split_names: self.columns.split_names.clone(),
             ranges: self.expected_rows.div_ceil(self.range_rows.max(1)).max(1),
         });
-        let spill_root = tempfile::Builder::new().prefix("strata-shards-").tempdir().map_err(|e| PublishError::Data {
-            context: format!("creating spill files under {}", std::env::temp_dir().display()),
-            message: e.to_string(),
-        })?;
+        let spill_root = tempfile::Builder::new()
+            .prefix("strata-shards-")
+            .tempdir()
+            .map_err(|e| PublishError::Data {
+                context: format!(
+                    "creating spill files under {}",
+                    std::env::temp_dir().display()
+                ),
+                message: e.to_string(),
+            })?;
         let budget = Arc::new(Budget {
             limit: self.memory_budget,
             held: std::sync::atomic::AtomicUsize::new(0),
@@ -513,11 +608,19 @@ impl ShardSink {
         let started = std::time::Instant::now();
         let mut tasks = JoinSet::new();
         let units = Arc::new(std::sync::Mutex::new(UnitTable::default()));
-        let dictionaries: Arc<Vec<std::sync::Mutex<Dictionary>>> = Arc::new(layout.coded.iter().map(|_| Default::default()).collect());
+        let dictionaries: Arc<Vec<std::sync::Mutex<Dictionary>>> =
+            Arc::new(layout.coded.iter().map(|_| Default::default()).collect());
         for (p, stream) in streams.into_iter().enumerate() {
-            let (layout, dir, budget, units, dictionaries) =
-                (layout.clone(), spill_root.path().to_path_buf(), budget.clone(), units.clone(), dictionaries.clone());
-            tasks.spawn(async move { route(stream, &layout, &dir, &budget, &units, &dictionaries, p).await });
+            let (layout, dir, budget, units, dictionaries) = (
+                layout.clone(),
+                spill_root.path().to_path_buf(),
+                budget.clone(),
+                units.clone(),
+                dictionaries.clone(),
+            );
+            tasks.spawn(async move {
+                route(stream, &layout, &dir, &budget, &units, &dictionaries, p).await
+            });
         }
         let mut files: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
         let mut by_number: HashMap<u32, BTreeMap<u64, u64>> = HashMap::new();
@@ -527,24 +630,48 @@ impl ShardSink {
                 files.entry(range).or_default().push(path);
             }
             for ((unit, range), n) in routed.counts {
-                *by_number.entry(unit).or_default().entry(range as u64).or_default() += n;
+                *by_number
+                    .entry(unit)
+                    .or_default()
+                    .entry(range as u64)
+                    .or_default() += n;
             }
         }
-        let unit_keys = std::mem::take(&mut units.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys);
+        let unit_keys = std::mem::take(
+            &mut units
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .keys,
+        );
         let mut decoded: Decoded = vec![None; layout.keep.len()];
         for (&k, dictionary) in layout.coded.iter().zip(dictionaries.iter()) {
-            let values = std::mem::take(&mut dictionary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys);
+            let values = std::mem::take(
+                &mut dictionary
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .keys,
+            );
             let values: ArrayRef = Arc::new(StringArray::from(values));
-            decoded[k] = Some(cast(&values, schema.field(k).data_type()).map_err(data_err("decoding a categorical column"))?);
+            decoded[k] = Some(
+                cast(&values, schema.field(k).data_type())
+                    .map_err(data_err("decoding a categorical column"))?,
+            );
         }
         let counts: Counts = by_number
             .into_iter()
             .map(|(unit, by_range)| {
                 let (s, stratum, cell, tie) = unit_keys[unit as usize];
-                ((layout.split_names[s].clone(), stratum, cell, tie), by_range)
+                (
+                    (layout.split_names[s].clone(), stratum, cell, tie),
+                    by_range,
+                )
             })
             .collect();
-        tracing::debug!(ranges = layout.ranges, elapsed_ms = started.elapsed().as_millis() as u64, "shard rows routed");
+        tracing::debug!(
+            ranges = layout.ranges,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shard rows routed"
+        );
         let plan = self.plan(&counts, layout.ranges, &unit_keys, &layout.split_names);
 
         // 2. deal every range and encode every shard once its last range is dealt, on
@@ -567,9 +694,14 @@ impl ShardSink {
         };
         let dealt = work.run(files)?;
         if self.unique_order && dealt.repeated > 0 {
-            return Err(PublishError::RepeatedKeys { rows: dealt.repeated });
+            return Err(PublishError::RepeatedKeys {
+                rows: dealt.repeated,
+            });
         }
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shards dealt and encoded");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shards dealt and encoded"
+        );
         let names = &plan.names;
         let totals = dealt
             .totals
@@ -582,15 +714,28 @@ impl ShardSink {
         // 3. upload, once every row has been dealt and checked
         let started = std::time::Instant::now();
         let shards = self.upload(dealt.encoded).await?;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "shards uploaded");
-        Ok(SinkOutput { shards, totals, schema })
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shards uploaded"
+        );
+        Ok(SinkOutput {
+            shards,
+            totals,
+            schema,
+        })
     }
 
     /// Works out every (split, stratum)'s shards and where each range's rows of it start,
     /// from the routing counts. A trimmed group of identical rows keeps its first rows in
     /// key order, so it counts the rows kept of it in each range.
     /// `unit_keys` are the units by number, with split indices into `split_names`.
-    fn plan(&self, counts: &Counts, ranges: u64, unit_keys: &[RouteUnit], split_names: &[String]) -> DealPlan {
+    fn plan(
+        &self,
+        counts: &Counts,
+        ranges: u64,
+        unit_keys: &[RouteUnit],
+        split_names: &[String],
+    ) -> DealPlan {
         let mut names: Vec<String> = counts.keys().map(|(s, ..)| s.clone()).collect();
         names.sort();
         names.dedup();
@@ -602,7 +747,11 @@ impl ShardSink {
             let s = split_of(split);
             units.insert((s, *stratum, *cell), ());
             let into = kept.entry((s, *stratum)).or_default();
-            let keep = if *tie == 0 { None } else { self.trims.get(tie).copied() };
+            let keep = if *tie == 0 {
+                None
+            } else {
+                self.trims.get(tie).copied()
+            };
             let mut before = 0u64;
             for (&range, &n) in by_range {
                 let k = match keep {
@@ -625,7 +774,10 @@ impl ShardSink {
         let mut last_range: Vec<Option<u64>> = Vec::new();
         for s in 0..names.len() {
             let strata: Vec<_> = kept.range((s, 0)..=(s, u64::MAX)).collect();
-            let total: u64 = strata.iter().map(|(_, by_range)| by_range.values().sum::<u64>()).sum();
+            let total: u64 = strata
+                .iter()
+                .map(|(_, by_range)| by_range.values().sum::<u64>())
+                .sum();
             let n_shards = total.div_ceil(self.shard_rows.max(1)).max(1);
             shard_base.push(all_shards);
             split_shards.push(n_shards);
@@ -637,7 +789,14 @@ impl ShardSink {
             for (&(_, stratum), by_range) in strata {
                 let id = slots.len() as u32;
                 let rows: u64 = by_range.values().sum();
-                let slot = Slot { split: s, stratum, offset: at % n_shards, n_shards, rows, sums_at: n_sums };
+                let slot = Slot {
+                    split: s,
+                    stratum,
+                    offset: at % n_shards,
+                    n_shards,
+                    rows,
+                    sums_at: n_sums,
+                };
                 n_sums += n_shards as usize;
                 slot_of.insert((s, stratum), id);
                 let mut before = 0;
@@ -677,9 +836,24 @@ impl ShardSink {
             })
             .collect();
         // every numbered unit was counted, so it has a slot
-        let units =
-            unit_keys.iter().map(|&(s, stratum, cell, tie)| (row_units[&(split_of(&split_names[s]), stratum, cell)], tie)).collect();
-        DealPlan { names, slots, units, cells, shard_base, split_shards, n_sums, starts, tie_before, completes }
+        let units = unit_keys
+            .iter()
+            .map(|&(s, stratum, cell, tie)| {
+                (row_units[&(split_of(&split_names[s]), stratum, cell)], tie)
+            })
+            .collect();
+        DealPlan {
+            names,
+            slots,
+            units,
+            cells,
+            shard_base,
+            split_shards,
+            n_sums,
+            starts,
+            tie_before,
+            completes,
+        }
     }
 
     /// Uploads the encoded shards, a few at a time, and lists them by split and index.
@@ -794,9 +968,19 @@ impl Work<'_> {
     fn run(&self, files: BTreeMap<u64, Vec<Held>>) -> Result<DealtAll, PublishError> {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let order: Vec<u64> = files.keys().copied().collect();
-        let queue = std::sync::Mutex::new(Queue { ranges: files, shards: Default::default(), held: 0, encoding: 0, closed: false });
+        let queue = std::sync::Mutex::new(Queue {
+            ranges: files,
+            shards: Default::default(),
+            held: 0,
+            encoding: 0,
+            closed: false,
+        });
         let wake = std::sync::Condvar::new();
-        let cap = if self.spilling { (self.sink.memory_budget / 4).max(128 << 20) } else { usize::MAX };
+        let cap = if self.spilling {
+            (self.sink.memory_budget / 4).max(128 << 20)
+        } else {
+            usize::MAX
+        };
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel::<Done>();
             for _ in 0..parallel {
@@ -805,11 +989,18 @@ impl Work<'_> {
             }
             drop(tx);
             // (a panic here too must still close the queue, or the threads wait forever)
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.coordinate(&order, &queue, &wake, rx)))
-                .unwrap_or_else(|_| {
-                    Err(PublishError::Data { context: "writing shards".into(), message: "the coordinating thread panicked".into() })
-                });
-            let mut q = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.coordinate(&order, &queue, &wake, rx)
+            }))
+            .unwrap_or_else(|_| {
+                Err(PublishError::Data {
+                    context: "writing shards".into(),
+                    message: "the coordinating thread panicked".into(),
+                })
+            });
+            let mut q = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             q.closed = true;
             q.ranges.clear();
             q.shards.clear();
@@ -819,10 +1010,18 @@ impl Work<'_> {
         })
     }
 
-    fn worker(&self, queue: &std::sync::Mutex<Queue>, wake: &std::sync::Condvar, cap: usize, tx: std::sync::mpsc::Sender<Done>) {
+    fn worker(
+        &self,
+        queue: &std::sync::Mutex<Queue>,
+        wake: &std::sync::Condvar,
+        cap: usize,
+        tx: std::sync::mpsc::Sender<Done>,
+    ) {
         loop {
             let job = {
-                let mut q = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut q = queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 loop {
                     if q.closed {
                         return;
@@ -837,7 +1036,9 @@ impl Work<'_> {
                     {
                         break Job::Deal(r, inputs);
                     }
-                    q = wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    q = wake
+                        .wait(q)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
             };
             // a panic becomes an error: the other threads wait for work, and the
@@ -853,13 +1054,22 @@ impl Work<'_> {
             let done = match job {
                 Job::Deal(r, inputs) => {
                     let dealt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        deal_range(self.layout, self.plan, self.decoded, &self.sink.trims, r, inputs)
+                        deal_range(
+                            self.layout,
+                            self.plan,
+                            self.decoded,
+                            &self.sink.trims,
+                            r,
+                            inputs,
+                        )
                     }));
                     Done::Dealt(r, dealt.unwrap_or_else(|e| Err(caught("dealing", e))))
                 }
                 Job::Encode(shard) => {
                     let held = shard.held;
-                    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode_shard(shard)));
+                    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.encode_shard(shard)
+                    }));
                     Done::Encoded(encoded.unwrap_or_else(|e| Err(caught("encoding", e))), held)
                 }
             };
@@ -892,7 +1102,10 @@ impl Work<'_> {
         let (mut queued, mut encoded) = (0usize, 0usize);
         while next < order.len() || encoded < queued {
             let Ok(done) = rx.recv() else {
-                return Err(PublishError::Data { context: "writing shards".into(), message: "the writer's threads stopped".into() });
+                return Err(PublishError::Data {
+                    context: "writing shards".into(),
+                    message: "the writer's threads stopped".into(),
+                });
             };
             let mut released = 0;
             match done {
@@ -932,7 +1145,9 @@ impl Work<'_> {
                 }
             }
             queued += ready.len();
-            let mut q = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut q = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if released > 0 {
                 q.held -= released;
                 q.encoding -= 1;
@@ -946,24 +1161,38 @@ impl Work<'_> {
         if !pieces.is_empty() {
             return Err(PublishError::Data {
                 context: "writing shards".into(),
-                message: format!("rows of {} shards were dealt after the shard was encoded", pieces.len()),
+                message: format!(
+                    "rows of {} shards were dealt after the shard was encoded",
+                    pieces.len()
+                ),
             });
         }
         Ok(all)
     }
 
     /// Shard `g` (in one numbering of all shards), complete, with its per-stratum sums.
-    fn shard_job(&self, g: usize, pieces: Vec<(RecordBatch, usize)>, sums: &[(u64, f64)]) -> ShardJob {
+    fn shard_job(
+        &self,
+        g: usize,
+        pieces: Vec<(RecordBatch, usize)>,
+        sums: &[(u64, f64)],
+    ) -> ShardJob {
         let plan = self.plan;
         let (s, index) = plan.shard_of(g);
         // slots are laid out split by split
-        let split_slots = plan.slots.partition_point(|x| x.split < s)..plan.slots.partition_point(|x| x.split <= s);
+        let split_slots = plan.slots.partition_point(|x| x.split < s)
+            ..plan.slots.partition_point(|x| x.split <= s);
         let mut strata: Vec<StratumCount> = plan.slots[split_slots]
             .iter()
             .filter_map(|slot| {
                 let (n, w) = sums[slot.sums_at + index as usize];
                 (n > 0).then(|| StratumCount {
-                    values: self.sink.strata.get(&slot.stratum).cloned().unwrap_or_default(),
+                    values: self
+                        .sink
+                        .strata
+                        .get(&slot.stratum)
+                        .cloned()
+                        .unwrap_or_default(),
                     rows: n,
                     weight_sum: w,
                 })
@@ -971,14 +1200,32 @@ impl Work<'_> {
             .collect();
         strata.sort_by(|a, b| a.values.cmp(&b.values));
         let held = pieces.iter().map(|(_, b)| b).sum();
-        ShardJob { split: plan.names[s].clone(), index, pieces: pieces.into_iter().map(|(p, _)| p).collect(), strata, held }
+        ShardJob {
+            split: plan.names[s].clone(),
+            index,
+            pieces: pieces.into_iter().map(|(p, _)| p).collect(),
+            strata,
+            held,
+        }
     }
 
     /// Encodes a shard, hashes it, and keeps it for upload (in memory while there is
     /// room, else in a local file).
     fn encode_shard(&self, job: ShardJob) -> Result<EncodedShard, PublishError> {
-        let ShardJob { split, index, pieces, strata, .. } = job;
-        let bytes = encode(self.schema.clone(), &pieces, self.decoded, &split, &self.sink.columns.distinct)?;
+        let ShardJob {
+            split,
+            index,
+            pieces,
+            strata,
+            ..
+        } = job;
+        let bytes = encode(
+            self.schema.clone(),
+            &pieces,
+            self.decoded,
+            &split,
+            &self.sink.columns.distinct,
+        )?;
         let path = format!("{split}/part-{index:05}.parquet");
         let entry = ShardEntry {
             path,
@@ -991,13 +1238,17 @@ impl Work<'_> {
         };
         tracing::debug!(shard = %entry.path, rows = entry.rows, bytes = entry.bytes, "shard encoded");
         let len = bytes.len();
-        let room = self
-            .encoded_room
-            .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |r| r.checked_sub(len));
+        let room = self.encoded_room.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |r| r.checked_sub(len),
+        );
         let bytes = if room.is_ok() {
             Encoded::Memory(bytes)
         } else {
-            let p = self.shard_dir.join(format!("shard-{}-{index}.parquet", entry.split));
+            let p = self
+                .shard_dir
+                .join(format!("shard-{}-{index}.parquet", entry.split));
             std::fs::write(&p, &bytes).map_err(spill_err(&p))?;
             Encoded::File(p)
         };
@@ -1015,16 +1266,31 @@ fn deal_range(
     range: u64,
     inputs: Vec<Held>,
 ) -> Result<Option<DealtRange>, PublishError> {
-    let Some(Prepared { rows, perm, repeated }) = prepare(layout, decoded, inputs)? else { return Ok(None) };
+    let Some(Prepared {
+        rows,
+        perm,
+        repeated,
+    }) = prepare(layout, decoded, inputs)?
+    else {
+        return Ok(None);
+    };
     let n = rows.num_rows();
-    let unit = rows.column(layout.held.len()).as_primitive::<UInt32Type>().clone();
-    if let Some(&u) = unit.values().iter().find(|&&u| u as usize >= plan.units.len()) {
+    let unit = rows
+        .column(layout.held.len())
+        .as_primitive::<UInt32Type>()
+        .clone();
+    if let Some(&u) = unit
+        .values()
+        .iter()
+        .find(|&&u| u as usize >= plan.units.len())
+    {
         return Err(PublishError::Data {
             context: "dealing shard rows".into(),
             message: format!("a row of unit {u} was not counted while routing"),
         });
     }
-    let weight = cast(rows.column(layout.held_weight), &DataType::Float64).map_err(data_err("reading the weight column"))?;
+    let weight = cast(rows.column(layout.held_weight), &DataType::Float64)
+        .map_err(data_err("reading the weight column"))?;
     let weight = weight.as_primitive::<Float64Type>();
     // per slot: the rank of its next row, its shard, and where that shard's block ends
     let mut next: Vec<u64> = vec![0; plan.slots.len()];
@@ -1036,7 +1302,8 @@ fn deal_range(
         block[slot as usize] = (shard, sl.block_end(shard));
     }
     let mut tie_seen: HashMap<u64, u64> = HashMap::new();
-    let all_shards = plan.shard_base.last().copied().unwrap_or(0) + plan.split_shards.last().copied().unwrap_or(0) as usize;
+    let all_shards = plan.shard_base.last().copied().unwrap_or(0)
+        + plan.split_shards.last().copied().unwrap_or(0) as usize;
     let mut lists: Vec<Vec<u32>> = vec![Vec::new(); all_shards];
     let mut kept: Vec<(u32, u32, f64)> = Vec::with_capacity(n);
     for &(_, i) in &perm {
@@ -1047,7 +1314,11 @@ fn deal_range(
             && let Some(&keep) = trims.get(&t)
         {
             let seen = tie_seen.entry(t).or_default();
-            let at = plan.tie_before[range as usize].get(&t).copied().unwrap_or(0) + *seen;
+            let at = plan.tie_before[range as usize]
+                .get(&t)
+                .copied()
+                .unwrap_or(0)
+                + *seen;
             *seen += 1;
             if at >= keep {
                 continue;
@@ -1064,7 +1335,11 @@ fn deal_range(
         }
         let shard = *shard;
         lists[plan.shard_base[sl.split] + shard as usize].push(i as u32);
-        let w = if weight.is_null(i) { 0.0 } else { weight.value(i) };
+        let w = if weight.is_null(i) {
+            0.0
+        } else {
+            weight.value(i)
+        };
         kept.push(((sl.sums_at + shard as usize) as u32, cell, w));
     }
 
@@ -1078,13 +1353,23 @@ fn deal_range(
             order.extend(list);
         }
     }
-    let written = rows.project(&(0..layout.keep.len()).collect::<Vec<_>>()).map_err(data_err("dealing shard rows"))?;
+    let written = rows
+        .project(&(0..layout.keep.len()).collect::<Vec<_>>())
+        .map_err(data_err("dealing shard rows"))?;
     drop(rows);
-    let sorted = take_record_batch(&written, &UInt32Array::from(order)).map_err(data_err("dealing shard rows"))?;
+    let sorted = take_record_batch(&written, &UInt32Array::from(order))
+        .map_err(data_err("dealing shard rows"))?;
     drop(written);
     let bytes_per_row = sorted.get_array_memory_size() / sorted.num_rows().max(1);
-    let pieces = bounds.into_iter().map(|(g, start, len)| (g, sorted.slice(start, len), len * bytes_per_row)).collect();
-    Ok(Some(DealtRange { pieces, rows: kept, repeated }))
+    let pieces = bounds
+        .into_iter()
+        .map(|(g, start, len)| (g, sorted.slice(start, len), len * bytes_per_row))
+        .collect();
+    Ok(Some(DealtRange {
+        pieces,
+        rows: kept,
+        repeated,
+    }))
 }
 
 /// Step 1 for one input partition: rows to key-range spill files, counted.
@@ -1131,11 +1416,19 @@ async fn route(
             let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u32;
             range_of.push(range);
             let s = split.value(r) as usize;
-            let k = (s, stratum.value(r), cell.value(r), tie.as_ref().map_or(0, |t| t.value(r)));
+            let k = (
+                s,
+                stratum.value(r),
+                cell.value(r),
+                tie.as_ref().map_or(0, |t| t.value(r)),
+            );
             let id = unit_cache.get(k, |k| match unit_ids.get(k) {
                 Some(&id) => Ok(id),
                 None => {
-                    let id = table.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id(k)?;
+                    let id = table
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .id(k)?;
                     unit_ids.insert(*k, id);
                     Ok::<_, PublishError>(id)
                 }
@@ -1149,12 +1442,17 @@ async fn route(
         }
         // the rows keep their written columns, order columns and weight, and their unit
         // number in place of the split, stratum, cell and tie
-        let mut held: Vec<ArrayRef> = layout.held.iter().map(|&i| batch.column(i).clone()).collect();
+        let mut held: Vec<ArrayRef> = layout
+            .held
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
         for (&k, coder) in layout.coded.iter().zip(&mut coders) {
             held[k] = coder.code(original.column(layout.held[k]))?;
         }
         held.push(Arc::new(UInt32Array::from(std::mem::take(&mut unit_of))));
-        let batch = RecordBatch::try_new(layout.held_schema.clone(), held).map_err(data_err("routing shard rows"))?;
+        let batch = RecordBatch::try_new(layout.held_schema.clone(), held)
+            .map_err(data_err("routing shard rows"))?;
         // one take puts the batch in range order (stable: a counting sort when ranges
         // are few, else a sort); each range gets a zero-copy slice
         let mut order: Vec<u32> = (0..n as u32).collect();
@@ -1184,7 +1482,8 @@ async fn route(
         let sorted = if bounds.len() == 1 {
             batch.clone()
         } else {
-            take_record_batch(&batch, &UInt32Array::from(order)).map_err(data_err("routing shard rows"))?
+            take_record_batch(&batch, &UInt32Array::from(order))
+                .map_err(data_err("routing shard rows"))?
         };
         // past the budget (by this task or another), what is held goes to files and so
         // does everything after it
@@ -1263,8 +1562,15 @@ impl RangeCounts {
             if units * ranges <= DENSE_COUNTS {
                 dense.resize(units * ranges, 0);
             } else {
-                let entries = std::mem::take(dense).into_iter().enumerate().filter(|(_, n)| *n > 0);
-                *self = RangeCounts::Sparse(entries.map(|(i, n)| (((i / ranges) as u32, (i % ranges) as u32), n)).collect());
+                let entries = std::mem::take(dense)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, n)| *n > 0);
+                *self = RangeCounts::Sparse(
+                    entries
+                        .map(|(i, n)| (((i / ranges) as u32, (i % ranges) as u32), n))
+                        .collect(),
+                );
             }
         }
     }
@@ -1300,7 +1606,11 @@ struct Prepared {
 }
 
 /// Reads a range back (its routed pieces) and sorts it by the order columns.
-fn prepare(layout: &Layout, decoded: &Decoded, inputs: Vec<Held>) -> Result<Option<Prepared>, PublishError> {
+fn prepare(
+    layout: &Layout,
+    decoded: &Decoded,
+    inputs: Vec<Held>,
+) -> Result<Option<Prepared>, PublishError> {
     let mut batches = Vec::new();
     for input in inputs {
         match input {
@@ -1316,14 +1626,22 @@ fn prepare(layout: &Layout, decoded: &Decoded, inputs: Vec<Held>) -> Result<Opti
             Held::Batches(b) => batches.extend(b),
         }
     }
-    let Some(first) = batches.first() else { return Ok(None) };
-    let rows = concat_batches(&first.schema(), &batches).map_err(data_err("reading spilled rows"))?;
+    let Some(first) = batches.first() else {
+        return Ok(None);
+    };
+    let rows =
+        concat_batches(&first.schema(), &batches).map_err(data_err("reading spilled rows"))?;
     drop(batches);
 
     // sort by the shuffle key; its ties are rare, so only they are compared further
     let mut repeated = 0u64;
     let key = u64_column(&rows, layout.held_order[0])?;
-    let mut perm: Vec<(u64, u32)> = key.values().iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
+    let mut perm: Vec<(u64, u32)> = key
+        .values()
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| (k, i as u32))
+        .collect();
     perm.sort_unstable();
     let mut start = 0;
     while start < perm.len() {
@@ -1337,14 +1655,23 @@ fn prepare(layout: &Layout, decoded: &Decoded, inputs: Vec<Held>) -> Result<Opti
         start = end;
     }
 
-    Ok(Some(Prepared { rows, perm, repeated }))
+    Ok(Some(Prepared {
+        rows,
+        perm,
+        repeated,
+    }))
 }
 
 /// Orders rows of equal shuffle key by the other order columns, then by their written
 /// values, so their order never depends on where they were read (rows equal in all of
 /// these are interchangeable: they write the same bytes). Returns the rows equal to the
 /// previous one in the order columns and the `distinct` columns.
-fn order_ties(rows: &RecordBatch, layout: &Layout, decoded: &Decoded, tied: &mut [(u64, u32)]) -> Result<u64, PublishError> {
+fn order_ties(
+    rows: &RecordBatch,
+    layout: &Layout,
+    decoded: &Decoded,
+    tied: &mut [(u64, u32)],
+) -> Result<u64, PublishError> {
     let at = UInt32Array::from_iter_values(tied.iter().map(|t| t.1));
     let pick = |columns: &mut dyn Iterator<Item = usize>| -> Result<Option<datafusion::arrow::row::Rows>, PublishError> {
         // values as written (numbered strings decoded); columns the row format cannot
@@ -1368,13 +1695,23 @@ fn order_ties(rows: &RecordBatch, layout: &Layout, decoded: &Decoded, tied: &mut
     let order = pick(&mut layout.held_order[1..].iter().copied())?;
     let written = pick(&mut (0..layout.keep.len()))?;
     let distinct = pick(&mut layout.held_distinct.iter().copied())?;
-    let same = |rows: &Option<datafusion::arrow::row::Rows>, a: usize, b: usize| rows.as_ref().is_none_or(|r| r.row(a) == r.row(b));
+    let same = |rows: &Option<datafusion::arrow::row::Rows>, a: usize, b: usize| {
+        rows.as_ref().is_none_or(|r| r.row(a) == r.row(b))
+    };
     let mut local: Vec<usize> = (0..tied.len()).collect();
     local.sort_by(|&a, &b| {
-        let by = |rows: &Option<datafusion::arrow::row::Rows>| rows.as_ref().map_or(std::cmp::Ordering::Equal, |r| r.row(a).cmp(&r.row(b)));
-        by(&order).then_with(|| by(&written)).then_with(|| tied[a].1.cmp(&tied[b].1))
+        let by = |rows: &Option<datafusion::arrow::row::Rows>| {
+            rows.as_ref()
+                .map_or(std::cmp::Ordering::Equal, |r| r.row(a).cmp(&r.row(b)))
+        };
+        by(&order)
+            .then_with(|| by(&written))
+            .then_with(|| tied[a].1.cmp(&tied[b].1))
     });
-    let repeated = local.windows(2).filter(|w| same(&order, w[0], w[1]) && same(&distinct, w[0], w[1])).count() as u64;
+    let repeated = local
+        .windows(2)
+        .filter(|w| same(&order, w[0], w[1]) && same(&distinct, w[0], w[1]))
+        .count() as u64;
     let sorted: Vec<(u64, u32)> = local.iter().map(|&i| tied[i]).collect();
     tied.copy_from_slice(&sorted);
     Ok(repeated)
@@ -1391,7 +1728,15 @@ fn compact_type(t: &DataType) -> DataType {
 }
 
 fn compact_schema(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_data_type(compact_type(f.data_type()))).collect();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            f.as_ref()
+                .clone()
+                .with_data_type(compact_type(f.data_type()))
+        })
+        .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
@@ -1399,34 +1744,58 @@ fn compact_schema(schema: &SchemaRef) -> SchemaRef {
 /// instead), which keep their type; the returned batch carries its own schema.
 fn compact(batch: &RecordBatch, skip: &[usize]) -> Result<RecordBatch, PublishError> {
     let fields = batch.schema().fields().clone();
-    if !fields.iter().enumerate().any(|(i, f)| !skip.contains(&i) && compact_type(f.data_type()) != *f.data_type()) {
+    if !fields
+        .iter()
+        .enumerate()
+        .any(|(i, f)| !skip.contains(&i) && compact_type(f.data_type()) != *f.data_type())
+    {
         return Ok(batch.clone());
     }
     let mut columns = Vec::with_capacity(fields.len());
     let mut compacted = Vec::with_capacity(fields.len());
     for (i, (c, f)) in batch.columns().iter().zip(fields.iter()).enumerate() {
-        let t = if skip.contains(&i) { f.data_type().clone() } else { compact_type(f.data_type()) };
+        let t = if skip.contains(&i) {
+            f.data_type().clone()
+        } else {
+            compact_type(f.data_type())
+        };
         columns.push(cast(c, &t).map_err(data_err("reading the curated rows"))?);
         compacted.push(f.as_ref().clone().with_data_type(t));
     }
-    let schema = Arc::new(Schema::new_with_metadata(compacted, batch.schema().metadata().clone()));
+    let schema = Arc::new(Schema::new_with_metadata(
+        compacted,
+        batch.schema().metadata().clone(),
+    ));
     RecordBatch::try_new(schema, columns).map_err(data_err("reading the curated rows"))
 }
 
 /// The split index of each row, checked against the split names.
 fn split_column(batch: &RecordBatch, layout: &Layout) -> Result<UInt8Array, PublishError> {
-    let a = cast(batch.column(layout.split), &DataType::UInt8).map_err(data_err("reading the split column"))?;
-    let a = a.as_primitive::<datafusion::arrow::datatypes::UInt8Type>().clone();
-    if a.null_count() > 0 || a.values().iter().any(|&s| s as usize >= layout.split_names.len()) {
+    let a = cast(batch.column(layout.split), &DataType::UInt8)
+        .map_err(data_err("reading the split column"))?;
+    let a = a
+        .as_primitive::<datafusion::arrow::datatypes::UInt8Type>()
+        .clone();
+    if a.null_count() > 0
+        || a.values()
+            .iter()
+            .any(|&s| s as usize >= layout.split_names.len())
+    {
         return Err(PublishError::Data {
             context: "writing shards".into(),
-            message: format!("the split column holds values outside 0..{}", layout.split_names.len()),
+            message: format!(
+                "the split column holds values outside 0..{}",
+                layout.split_names.len()
+            ),
         });
     }
     Ok(a)
 }
 
-fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array::UInt64Array, PublishError> {
+fn u64_column(
+    batch: &RecordBatch,
+    i: usize,
+) -> Result<datafusion::arrow::array::UInt64Array, PublishError> {
     let name = batch.schema().field(i).name().clone();
     let a = cast(batch.column(i), &DataType::UInt64).map_err(|e| PublishError::Data {
         context: "writing shards".into(),
@@ -1438,16 +1807,26 @@ fn u64_column(batch: &RecordBatch, i: usize) -> Result<datafusion::arrow::array:
 /// Encodes one shard of split `split` from its pieces (the written columns but the
 /// split's): rows reach the writer in `CHUNK_ROWS` chunks counted from its first row, so
 /// the bytes never depend on where pieces start.
-fn encode(schema: SchemaRef, pieces: &[RecordBatch], decoded: &Decoded, split: &str, distinct: &[String]) -> Result<Bytes, PublishError> {
+fn encode(
+    schema: SchemaRef,
+    pieces: &[RecordBatch],
+    decoded: &Decoded,
+    split: &str,
+    distinct: &[String],
+) -> Result<Bytes, PublishError> {
     let props = writer_properties(&schema, distinct);
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(data_err("starting a shard"))?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
+        .map_err(data_err("starting a shard"))?;
     let split_values: ArrayRef = Arc::new(StringArray::from(vec![split; CHUNK_ROWS]));
     let mut chunk: Vec<RecordBatch> = Vec::new();
     let mut chunk_rows = 0;
     let mut write = |chunk: &mut Vec<RecordBatch>| {
         let mut columns: Vec<ArrayRef> = match chunk.as_slice() {
             [one] => one.columns().to_vec(),
-            _ => concat_batches(&chunk[0].schema(), chunk.iter()).map_err(data_err("gathering a shard"))?.columns().to_vec(),
+            _ => concat_batches(&chunk[0].schema(), chunk.iter())
+                .map_err(data_err("gathering a shard"))?
+                .columns()
+                .to_vec(),
         };
         let n = chunk.iter().map(|b| b.num_rows()).sum();
         chunk.clear();
@@ -1457,7 +1836,8 @@ fn encode(schema: SchemaRef, pieces: &[RecordBatch], decoded: &Decoded, split: &
             }
         }
         columns.push(split_values.slice(0, n));
-        let rows = RecordBatch::try_new(schema.clone(), columns).map_err(data_err("gathering a shard"))?;
+        let rows =
+            RecordBatch::try_new(schema.clone(), columns).map_err(data_err("gathering a shard"))?;
         writer.write(&rows).map_err(data_err("encoding a shard"))
     };
     for piece in pieces {
@@ -1476,7 +1856,9 @@ fn encode(schema: SchemaRef, pieces: &[RecordBatch], decoded: &Decoded, split: &
     if chunk_rows > 0 {
         write(&mut chunk)?;
     }
-    Ok(Bytes::from(writer.into_inner().map_err(data_err("finishing a shard"))?))
+    Ok(Bytes::from(
+        writer.into_inner().map_err(data_err("finishing a shard"))?,
+    ))
 }
 
 /// zstd, page statistics and indexes on, a fixed `created_by`: shards are read by
@@ -1488,30 +1870,45 @@ fn encode(schema: SchemaRef, pieces: &[RecordBatch], decoded: &Decoded, split: &
 /// makes of them plain, at a fifth of the time.
 fn writer_properties(schema: &SchemaRef, distinct: &[String]) -> WriterProperties {
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_created_by(format!("strata {}", env!("CARGO_PKG_VERSION")));
     for f in schema.fields() {
         if f.data_type().is_floating() || distinct.contains(f.name()) {
-            builder = builder.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+            builder =
+                builder.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
         }
         if f.data_type().is_integer() && distinct.contains(f.name()) {
-            builder = builder.set_column_encoding(ColumnPath::from(f.name().as_str()), Encoding::DELTA_BINARY_PACKED);
+            builder = builder.set_column_encoding(
+                ColumnPath::from(f.name().as_str()),
+                Encoding::DELTA_BINARY_PACKED,
+            );
         }
     }
     builder.build()
 }
 
 fn data_err<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> PublishError + '_ {
-    move |e| PublishError::Data { context: context.to_string(), message: crate::one_line(&e.to_string()) }
+    move |e| PublishError::Data {
+        context: context.to_string(),
+        message: crate::one_line(&e.to_string()),
+    }
 }
 
 fn spill_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> PublishError + '_ {
-    move |e| PublishError::Data { context: format!("spill file {}", path.display()), message: crate::one_line(&e.to_string()) }
+    move |e| PublishError::Data {
+        context: format!("spill file {}", path.display()),
+        message: crate::one_line(&e.to_string()),
+    }
 }
 
 fn join_err(e: tokio::task::JoinError) -> PublishError {
-    PublishError::Data { context: "writing shards".into(), message: e.to_string() }
+    PublishError::Data {
+        context: "writing shards".into(),
+        message: e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -1525,7 +1922,14 @@ mod tests {
         for n_shards in [1u64, 2, 3, 7, 32] {
             for rows in [0u64, 1, 5, 31, 32, 33, 100, 1000] {
                 for offset in 0..n_shards {
-                    let slot = Slot { split: 0, stratum: 0, offset, n_shards, rows, sums_at: 0 };
+                    let slot = Slot {
+                        split: 0,
+                        stratum: 0,
+                        offset,
+                        n_shards,
+                        rows,
+                        sums_at: 0,
+                    };
                     let mut round_robin = vec![0u64; n_shards as usize];
                     for j in 0..rows {
                         round_robin[((offset + j) % n_shards) as usize] += 1;
@@ -1534,7 +1938,11 @@ mod tests {
                     for k in 0..n_shards {
                         let case = (n_shards, rows, offset, k);
                         assert_eq!(slot.block_start(k), next, "{case:?}");
-                        assert_eq!(slot.block_end(k) - slot.block_start(k), round_robin[k as usize], "{case:?}");
+                        assert_eq!(
+                            slot.block_end(k) - slot.block_start(k),
+                            round_robin[k as usize],
+                            "{case:?}"
+                        );
                         for rank in slot.block_start(k)..slot.block_end(k) {
                             assert_eq!(slot.shard_at(rank), k, "{case:?} rank {rank}");
                         }
@@ -1575,9 +1983,16 @@ mod tests {
             ranges: 1,
         };
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| NAMES.iter().position(|n| *n == r.1).unwrap() as u32))),
-            Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
+                rows.iter().map(|r| r.0),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                rows.iter()
+                    .map(|r| NAMES.iter().position(|n| *n == r.1).unwrap() as u32),
+            )),
+            Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.2),
+            )),
             Arc::new(UInt32Array::from(vec![0; rows.len()])),
         ];
         (layout, RecordBatch::try_new(schema, columns).unwrap())
@@ -1588,7 +2003,15 @@ mod tests {
     /// value are counted.
     #[test]
     fn ties_of_the_shuffle_key_follow_the_written_values() {
-        let rows = [(3, "b", 5), (1, "a", 5), (9, "z", 7), (2, "c", 5), (1, "a", 5), (4, "a", 1), (1, "x", 5)];
+        let rows = [
+            (3, "b", 5),
+            (1, "a", 5),
+            (9, "z", 7),
+            (2, "c", 5),
+            (1, "a", 5),
+            (4, "a", 1),
+            (1, "x", 5),
+        ];
         let want = vec![
             (4, "a".to_string()),
             (1, "a".into()),
@@ -1604,11 +2027,22 @@ mod tests {
             input.swap(0, rotate / 2);
             let (layout, batch) = held_rows(&input);
             let decoded: Decoded = vec![None, Some(Arc::new(StringArray::from(NAMES.to_vec())))];
-            let Prepared { rows: held, perm, repeated } = prepare(&layout, &decoded, vec![Held::Batches(vec![batch])]).unwrap().unwrap();
-            let ids = held.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let Prepared {
+                rows: held,
+                perm,
+                repeated,
+            } = prepare(&layout, &decoded, vec![Held::Batches(vec![batch])])
+                .unwrap()
+                .unwrap();
+            let ids = held
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             let names = decode(held.column(1), decoded[1].as_ref()).unwrap();
             let names = names.as_string::<i32>();
-            let got: Vec<(i64, String)> = perm.iter().map(|&(_, i)| (ids.value(i as usize), names.value(i as usize).to_string())).collect();
+            let got: Vec<(i64, String)> = perm
+                .iter()
+                .map(|&(_, i)| (ids.value(i as usize), names.value(i as usize).to_string()))
+                .collect();
             assert_eq!(got, want, "input order {input:?}");
             // id 1 three times at key 5: two repeats
             assert_eq!(repeated, 2, "input order {input:?}");
@@ -1630,14 +2064,26 @@ mod tests {
             })
             .collect();
         let mut coders = [Coder::new(&dictionary), Coder::new(&dictionary)];
-        for (task, half) in [(0, &values[..250]), (1, &values[250..]), (0, &values[100..400])] {
+        for (task, half) in [
+            (0, &values[..250]),
+            (1, &values[250..]),
+            (0, &values[100..400]),
+        ] {
             let coder = &mut coders[task];
             for view in [true, false] {
                 let plain: ArrayRef = Arc::new(StringArray::from(half.to_vec()));
-                let column = if view { cast(&plain, &DataType::Utf8View).unwrap() } else { plain.clone() };
+                let column = if view {
+                    cast(&plain, &DataType::Utf8View).unwrap()
+                } else {
+                    plain.clone()
+                };
                 let codes = coder.code(&column).unwrap();
-                let strings: ArrayRef = Arc::new(StringArray::from(dictionary.lock().unwrap().keys.clone()));
-                assert_eq!(decode(&codes, Some(&strings)).unwrap().as_ref(), plain.as_ref());
+                let strings: ArrayRef =
+                    Arc::new(StringArray::from(dictionary.lock().unwrap().keys.clone()));
+                assert_eq!(
+                    decode(&codes, Some(&strings)).unwrap().as_ref(),
+                    plain.as_ref()
+                );
             }
         }
         // one number per distinct value, whichever task met it first
@@ -1658,7 +2104,11 @@ mod tests {
                 *want.entry((unit, range)).or_default() += 1;
             }
             // past 4 units of 2^20 ranges the table would exceed DENSE_COUNTS
-            assert_eq!(matches!(counts, RangeCounts::Sparse(_)), (unit as usize + 1) * ranges > DENSE_COUNTS, "unit {unit}");
+            assert_eq!(
+                matches!(counts, RangeCounts::Sparse(_)),
+                (unit as usize + 1) * ranges > DENSE_COUNTS,
+                "unit {unit}"
+            );
         }
         let got: BTreeMap<(u32, u32), u64> = counts.into_entries(ranges).into_iter().collect();
         assert_eq!(got, want);

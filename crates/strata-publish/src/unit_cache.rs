@@ -37,13 +37,19 @@ pub(crate) struct UnitCache<K, V> {
 
 impl<K: Slotted, V: Copy> UnitCache<K, V> {
     pub(crate) fn new() -> Self {
-        Self { slots: vec![None; 1 << SLOT_BITS] }
+        Self {
+            slots: vec![None; 1 << SLOT_BITS],
+        }
     }
 
     /// The value of `key`: from the cache, else from `lookup` (then cached). A failed
     /// lookup is not cached.
     #[inline]
-    pub(crate) fn get<E>(&mut self, key: K, lookup: impl FnOnce(&K) -> Result<V, E>) -> Result<V, E> {
+    pub(crate) fn get<E>(
+        &mut self,
+        key: K,
+        lookup: impl FnOnce(&K) -> Result<V, E>,
+    ) -> Result<V, E> {
         let slot = (key.bits().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOT_BITS)) as usize;
         match self.slots[slot] {
             Some((k, v)) if k == key => Ok(v),
@@ -66,9 +72,21 @@ mod tests {
     #[test]
     fn cache_returns_the_maps_values() {
         for n in [300u64, 3000] {
-            let keys: Vec<(usize, u64, u64, u64)> =
-                (0..n).map(|i| ((i % 3) as usize, i.wrapping_mul(0x2545_F491_4F6C_DD1D), i / 7, i % 2)).collect();
-            let map: HashMap<_, u32> = keys.iter().enumerate().map(|(i, k)| (*k, i as u32)).collect();
+            let keys: Vec<(usize, u64, u64, u64)> = (0..n)
+                .map(|i| {
+                    (
+                        (i % 3) as usize,
+                        i.wrapping_mul(0x2545_F491_4F6C_DD1D),
+                        i / 7,
+                        i % 2,
+                    )
+                })
+                .collect();
+            let map: HashMap<_, u32> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (*k, i as u32))
+                .collect();
             let mut cache = UnitCache::new();
             let (mut asked, mut lookups) = (0, 0);
             for _ in 0..3 {
@@ -81,9 +99,15 @@ mod tests {
                     assert_eq!(got, Ok(map[k]), "{n} keys");
                 }
             }
-            assert!(asked >= keys.len(), "{n} keys: every key is looked up once at least");
+            assert!(
+                asked >= keys.len(),
+                "{n} keys: every key is looked up once at least"
+            );
             if n < 1 << SLOT_BITS {
-                assert!(asked * 3 < lookups, "{n} keys: the map was asked {asked} times of {lookups}");
+                assert!(
+                    asked * 3 < lookups,
+                    "{n} keys: the map was asked {asked} times of {lookups}"
+                );
             }
         }
         let mut cache = UnitCache::new();

@@ -34,13 +34,22 @@ pub struct VerifyReport {
 /// its SHA-256, its row count and its per-stratum rows and weight sums.
 pub async fn verify(store: Arc<dyn ObjectStore>, url: &Url) -> Result<VerifyReport, PublishError> {
     let (run, manifest) = resolve(store, url).await?;
-    let checks = futures::stream::iter(manifest.shards.iter().map(|s| check_shard(&run, &manifest, s)))
-        .buffered(CHECKS_IN_FLIGHT)
-        .try_collect::<Vec<_>>()
-        .await?;
+    let checks = futures::stream::iter(
+        manifest
+            .shards
+            .iter()
+            .map(|s| check_shard(&run, &manifest, s)),
+    )
+    .buffered(CHECKS_IN_FLIGHT)
+    .try_collect::<Vec<_>>()
+    .await?;
     let mut problems: Vec<String> = checks.into_iter().flatten().collect();
     for totals in &manifest.splits {
-        let shards: Vec<&ShardEntry> = manifest.shards.iter().filter(|s| s.split == totals.split).collect();
+        let shards: Vec<&ShardEntry> = manifest
+            .shards
+            .iter()
+            .filter(|s| s.split == totals.split)
+            .collect();
         let rows: u64 = shards.iter().map(|s| s.rows).sum();
         if shards.len() as u64 != totals.shards || rows != totals.rows {
             problems.push(format!(
@@ -52,33 +61,57 @@ pub async fn verify(store: Arc<dyn ObjectStore>, url: &Url) -> Result<VerifyRepo
             ));
         }
     }
-    Ok(VerifyReport { run_url: run.root().to_string(), manifest, problems })
+    Ok(VerifyReport {
+        run_url: run.root().to_string(),
+        manifest,
+        problems,
+    })
 }
 
-async fn check_shard(run: &Destination, manifest: &Manifest, shard: &ShardEntry) -> Result<Vec<String>, PublishError> {
+async fn check_shard(
+    run: &Destination,
+    manifest: &Manifest,
+    shard: &ShardEntry,
+) -> Result<Vec<String>, PublishError> {
     let name = &shard.path;
     let Some(bytes) = run.get(name).await? else {
         return Ok(vec![format!("shard {name}: missing")]);
     };
     let mut problems = Vec::new();
     if bytes.len() as u64 != shard.bytes {
-        problems.push(format!("shard {name}: size is {} bytes, the manifest says {}", bytes.len(), shard.bytes));
+        problems.push(format!(
+            "shard {name}: size is {} bytes, the manifest says {}",
+            bytes.len(),
+            shard.bytes
+        ));
     }
     let sha = sha256_hex(&bytes);
     if sha != shard.sha256 {
-        problems.push(format!("shard {name}: sha256 is {sha}, the manifest says {}", shard.sha256));
+        problems.push(format!(
+            "shard {name}: sha256 is {sha}, the manifest says {}",
+            shard.sha256
+        ));
     }
     match tally(bytes, &manifest.stratum_columns) {
         Err(message) => problems.push(format!("shard {name}: not readable as Parquet: {message}")),
         Ok((rows, strata)) => {
             if rows != shard.rows {
-                problems.push(format!("shard {name}: holds {rows} rows, the manifest says {}", shard.rows));
+                problems.push(format!(
+                    "shard {name}: holds {rows} rows, the manifest says {}",
+                    shard.rows
+                ));
             }
-            let expected: BTreeMap<&Vec<Option<String>>, (u64, f64)> =
-                shard.strata.iter().map(|s| (&s.values, (s.rows, s.weight_sum))).collect();
+            let expected: BTreeMap<&Vec<Option<String>>, (u64, f64)> = shard
+                .strata
+                .iter()
+                .map(|s| (&s.values, (s.rows, s.weight_sum)))
+                .collect();
             for (values, (rows, w)) in &strata {
                 match expected.get(values) {
-                    None => problems.push(format!("shard {name}: stratum {} has {rows} rows, the manifest lists none", show(values))),
+                    None => problems.push(format!(
+                        "shard {name}: stratum {} has {rows} rows, the manifest lists none",
+                        show(values)
+                    )),
                     Some((want, want_w)) => {
                         if rows != want {
                             problems.push(format!("shard {name}: stratum {} has {rows} rows, the manifest says {want}", show(values)));
@@ -90,7 +123,10 @@ async fn check_shard(run: &Destination, manifest: &Manifest, shard: &ShardEntry)
             }
             for (values, (want, _)) in &expected {
                 if !strata.contains_key(*values) {
-                    problems.push(format!("shard {name}: stratum {} is absent, the manifest says {want} rows", show(values)));
+                    problems.push(format!(
+                        "shard {name}: stratum {} is absent, the manifest says {want} rows",
+                        show(values)
+                    ));
                 }
             }
         }
@@ -109,18 +145,32 @@ fn tally(bytes: Bytes, stratum_columns: &[String]) -> Result<(u64, Tally), Strin
     wanted.push("sample_weight");
     let mut roots = Vec::new();
     for name in &wanted {
-        roots.push(arrow_schema.index_of(name).map_err(|_| format!("no column `{name}`"))?);
+        roots.push(
+            arrow_schema
+                .index_of(name)
+                .map_err(|_| format!("no column `{name}`"))?,
+        );
     }
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder.with_projection(mask).build().map_err(|e| e.to_string())?;
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut out: Tally = BTreeMap::new();
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
         let text: Vec<_> = stratum_columns
             .iter()
-            .map(|c| cast(batch.column_by_name(c).expect("projected"), &DataType::Utf8).map_err(|e| e.to_string()))
+            .map(|c| {
+                cast(batch.column_by_name(c).expect("projected"), &DataType::Utf8)
+                    .map_err(|e| e.to_string())
+            })
             .collect::<Result<_, _>>()?;
-        let w = cast(batch.column_by_name("sample_weight").expect("projected"), &DataType::Float64).map_err(|e| e.to_string())?;
+        let w = cast(
+            batch.column_by_name("sample_weight").expect("projected"),
+            &DataType::Float64,
+        )
+        .map_err(|e| e.to_string())?;
         let w = w.as_primitive::<Float64Type>();
         for r in 0..batch.num_rows() {
             let key: Vec<Option<String>> = text
@@ -139,6 +189,9 @@ fn tally(bytes: Bytes, stratum_columns: &[String]) -> Result<(u64, Tally), Strin
 }
 
 fn show(values: &[Option<String>]) -> String {
-    let parts: Vec<&str> = values.iter().map(|v| v.as_deref().unwrap_or("(missing)")).collect();
+    let parts: Vec<&str> = values
+        .iter()
+        .map(|v| v.as_deref().unwrap_or("(missing)"))
+        .collect();
     format!("({})", parts.join(", "))
 }

@@ -13,7 +13,12 @@ pub enum SpecError {
         source: std::io::Error,
     },
     #[error("{}{}: {}{message}", path.display(), location.as_ref().map(|l| format!(":{l}")).unwrap_or_default(), key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
-    Invalid { path: PathBuf, location: Option<Location>, key: Option<String>, message: String },
+    Invalid {
+        path: PathBuf,
+        location: Option<Location>,
+        key: Option<String>,
+        message: String,
+    },
 }
 
 /// A 1-based line and column in the spec file.
@@ -47,7 +52,12 @@ pub(crate) struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
-    pub fn at(&self, span: Option<std::ops::Range<usize>>, key: &str, message: impl Into<String>) -> SpecError {
+    pub fn at(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> SpecError {
         SpecError::Invalid {
             path: self.path.to_path_buf(),
             location: span.map(|s| Location::of_offset(self.text, s.start)),
@@ -59,7 +69,13 @@ impl Reporter<'_> {
     pub fn toml(&self, err: &toml::de::Error) -> SpecError {
         // toml's own Display spans several lines with a caret diagram; keep its message
         // (first line) and rebuild the location so the error stays on one line.
-        let message = err.message().lines().next().unwrap_or("malformed TOML").trim().to_string();
+        let message = err
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("malformed TOML")
+            .trim()
+            .to_string();
         SpecError::Invalid {
             path: self.path.to_path_buf(),
             location: err.span().map(|s| Location::of_offset(self.text, s.start)),

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Location, SpecError};
 pub use model::{
-    Intersections, LabelValue, Mode, OnEmpty, RetryOptions, S3Options, SplitFractions, StorageOptions, Strategy, Stratify, Target,
+    Intersections, LabelValue, Mode, OnEmpty, RetryOptions, S3Options, SplitFractions,
+    StorageOptions, Strategy, Stratify, Target,
 };
 
 /// The value of a group whose attribute is null. Missing values form a group of their
@@ -80,7 +81,9 @@ pub struct Publish {
 
 impl Default for Publish {
     fn default() -> Self {
-        Self { shard_size: ShardSize::Rows(DEFAULT_SHARD_ROWS) }
+        Self {
+            shard_size: ShardSize::Rows(DEFAULT_SHARD_ROWS),
+        }
     }
 }
 
@@ -177,7 +180,10 @@ impl Pipeline {
     /// Reads and validates a pipeline file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, SpecError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(path, text)
     }
 
@@ -194,7 +200,11 @@ impl Pipeline {
 
         let url = raw.source.url.get_ref().trim();
         if url.is_empty() {
-            return Err(reporter.at(Some(raw.source.url.span()), "source.url", "must not be empty"));
+            return Err(reporter.at(
+                Some(raw.source.url.span()),
+                "source.url",
+                "must not be empty",
+            ));
         }
         locate("source.url", raw.source.url.span());
         let url = resolve_url(path, url);
@@ -204,21 +214,36 @@ impl Pipeline {
         let attr_span = raw.groups.attributes.span();
         locate("groups.attributes", attr_span.clone());
         if attributes.is_empty() {
-            return Err(reporter.at(Some(attr_span), "groups.attributes", "name at least one protected attribute column"));
+            return Err(reporter.at(
+                Some(attr_span),
+                "groups.attributes",
+                "name at least one protected attribute column",
+            ));
         }
         if attributes.len() > MAX_ATTRIBUTES {
             return Err(reporter.at(
                 Some(attr_span),
                 "groups.attributes",
-                format!("at most {MAX_ATTRIBUTES} protected attributes are supported, found {}", attributes.len()),
+                format!(
+                    "at most {MAX_ATTRIBUTES} protected attributes are supported, found {}",
+                    attributes.len()
+                ),
             ));
         }
         for a in &attributes {
             if a.trim().is_empty() {
-                return Err(reporter.at(Some(attr_span.clone()), "groups.attributes", "column names must not be empty"));
+                return Err(reporter.at(
+                    Some(attr_span.clone()),
+                    "groups.attributes",
+                    "column names must not be empty",
+                ));
             }
             if !seen_columns.insert(a.clone()) {
-                return Err(reporter.at(Some(attr_span.clone()), "groups.attributes", format!("column `{a}` is listed twice")));
+                return Err(reporter.at(
+                    Some(attr_span.clone()),
+                    "groups.attributes",
+                    format!("column `{a}` is listed twice"),
+                ));
             }
         }
 
@@ -233,14 +258,20 @@ impl Pipeline {
             ));
         }
 
-        let mut role_column = |key: &str, value: &Option<toml::Spanned<String>>| -> Result<Option<String>, SpecError> {
+        let mut role_column = |key: &str,
+                               value: &Option<toml::Spanned<String>>|
+         -> Result<Option<String>, SpecError> {
             let Some(v) = value else { return Ok(None) };
             let name = v.get_ref().clone();
             if name.trim().is_empty() {
                 return Err(reporter.at(Some(v.span()), key, "column name must not be empty"));
             }
             if attributes.contains(&name) || name == label_column {
-                return Err(reporter.at(Some(v.span()), key, format!("`{name}` is already used as a protected attribute or the label")));
+                return Err(reporter.at(
+                    Some(v.span()),
+                    key,
+                    format!("`{name}` is already used as a protected attribute or the label"),
+                ));
             }
             locations.insert(key.to_string(), Location::of_offset(&text, v.span().start));
             Ok(Some(name))
@@ -279,23 +310,44 @@ impl Pipeline {
                 return Err(reporter.at(
                     Some(span),
                     &key,
-                    format!("shares must sum to 1 (within {SHARE_SUM_TOLERANCE}), they sum to {sum:.6}"),
+                    format!(
+                        "shares must sum to 1 (within {SHARE_SUM_TOLERANCE}), they sum to {sum:.6}"
+                    ),
                 ));
             }
             locations.insert(key, Location::of_offset(&text, span.start));
-            reference.insert(attribute, shares.into_iter().map(|(g, s)| (g, s.into_inner())).collect());
+            reference.insert(
+                attribute,
+                shares
+                    .into_iter()
+                    .map(|(g, s)| (g, s.into_inner()))
+                    .collect(),
+            );
         }
 
         let retry = &raw.storage.retry;
         for (key, v) in [
             ("storage.retry.retry_timeout_secs", retry.retry_timeout_secs),
-            ("storage.retry.connect_timeout_secs", retry.connect_timeout_secs),
-            ("storage.retry.request_timeout_secs", retry.request_timeout_secs),
-            ("storage.retry.initial_backoff_secs", retry.initial_backoff_secs),
+            (
+                "storage.retry.connect_timeout_secs",
+                retry.connect_timeout_secs,
+            ),
+            (
+                "storage.retry.request_timeout_secs",
+                retry.request_timeout_secs,
+            ),
+            (
+                "storage.retry.initial_backoff_secs",
+                retry.initial_backoff_secs,
+            ),
             ("storage.retry.max_backoff_secs", retry.max_backoff_secs),
         ] {
             if !v.is_finite() || v <= 0.0 {
-                return Err(reporter.at(None, key, format!("must be a positive number of seconds, found {v}")));
+                return Err(reporter.at(
+                    None,
+                    key,
+                    format!("must be a positive number of seconds, found {v}"),
+                ));
             }
         }
 
@@ -303,7 +355,13 @@ impl Pipeline {
             None => None,
             Some(c) => {
                 locations.insert("curate".into(), Location::of_offset(&text, c.span().start));
-                Some(validate_curate(&reporter, c, &attributes, &reference, &mut locations)?)
+                Some(validate_curate(
+                    &reporter,
+                    c,
+                    &attributes,
+                    &reference,
+                    &mut locations,
+                )?)
             }
         };
 
@@ -319,14 +377,32 @@ impl Pipeline {
                         let bytes = match v.get_ref() {
                             toml::Value::Integer(i) if *i > 0 => Ok(*i as u64),
                             toml::Value::String(s) => parse_size(s),
-                            other => Err(format!("must be a size such as \"128MiB\" or a positive byte count, found {other}")),
+                            other => Err(format!(
+                                "must be a size such as \"128MiB\" or a positive byte count, found {other}"
+                            )),
                         };
-                        Some(bytes.map_err(|m| reporter.at(Some(v.span()), "publish.shard_bytes", m))?)
+                        Some(
+                            bytes.map_err(|m| {
+                                reporter.at(Some(v.span()), "publish.shard_bytes", m)
+                            })?,
+                        )
                     }
                 };
                 let shard_size = match (p.shard_rows, shard_bytes) {
-                    (Some(_), Some(_)) => return Err(reporter.at(Some(span), "publish", "set `shard_rows` or `shard_bytes`, not both")),
-                    (Some(0), None) => return Err(reporter.at(Some(span), "publish.shard_rows", "must be at least 1")),
+                    (Some(_), Some(_)) => {
+                        return Err(reporter.at(
+                            Some(span),
+                            "publish",
+                            "set `shard_rows` or `shard_bytes`, not both",
+                        ));
+                    }
+                    (Some(0), None) => {
+                        return Err(reporter.at(
+                            Some(span),
+                            "publish.shard_rows",
+                            "must be at least 1",
+                        ));
+                    }
                     (Some(rows), None) => ShardSize::Rows(rows),
                     (None, Some(bytes)) => ShardSize::Bytes(bytes),
                     (None, None) => Publish::default().shard_size,
@@ -347,7 +423,11 @@ impl Pipeline {
                 let c = c.into_inner();
                 if let Some(dirs) = c.dirs {
                     if dirs.iter().any(|d| d.trim().is_empty()) {
-                        return Err(reporter.at(Some(span), "checks.dirs", "folder names must not be empty"));
+                        return Err(reporter.at(
+                            Some(span),
+                            "checks.dirs",
+                            "folder names must not be empty",
+                        ));
                     }
                     checks.dirs = dirs.iter().map(|d| resolve_url(path, d)).collect();
                 }
@@ -357,7 +437,9 @@ impl Pipeline {
                 for (name, value) in c.params {
                     let key = format!("checks.params.{name}");
                     if name.is_empty()
-                        || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                        || !name
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
                         || name.starts_with(|ch: char| ch.is_ascii_digit())
                     {
                         return Err(reporter.at(
@@ -375,7 +457,10 @@ impl Pipeline {
                             return Err(reporter.at(
                                 Some(value.span()),
                                 &key,
-                                format!("must be a string, integer, float or boolean, found {}", other.type_str()),
+                                format!(
+                                    "must be a string, integer, float or boolean, found {}",
+                                    other.type_str()
+                                ),
                             ));
                         }
                     };
@@ -385,13 +470,28 @@ impl Pipeline {
             checks
         };
 
-        let name = raw.name.unwrap_or_else(|| path.file_stem().map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned()));
+        let name = raw.name.unwrap_or_else(|| {
+            path.file_stem()
+                .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned())
+        });
         Ok(Self {
             name,
             path: path.to_path_buf(),
-            source: Source { url, weight_column, id_column },
-            label: Label { column: label_column, positive: raw.label.positive.into_inner() },
-            groups: Groups { attributes, intersections: raw.groups.intersections, min_group_rows: raw.groups.min_group_rows, reference },
+            source: Source {
+                url,
+                weight_column,
+                id_column,
+            },
+            label: Label {
+                column: label_column,
+                positive: raw.label.positive.into_inner(),
+            },
+            groups: Groups {
+                attributes,
+                intersections: raw.groups.intersections,
+                min_group_rows: raw.groups.min_group_rows,
+                reference,
+            },
             storage: raw.storage,
             curate,
             publish,
@@ -439,9 +539,16 @@ fn validate_curate(
         None => SplitFractions::default(),
         Some(s) => {
             let span = s.span();
-            locations.insert("curate.split".into(), Location::of_offset(reporter.text, span.start));
+            locations.insert(
+                "curate.split".into(),
+                Location::of_offset(reporter.text, span.start),
+            );
             let f = s.into_inner();
-            for (k, v) in [("train", f.train), ("validation", f.validation), ("test", f.test)] {
+            for (k, v) in [
+                ("train", f.train),
+                ("validation", f.validation),
+                ("test", f.test),
+            ] {
                 if !v.is_finite() || !(0.0..=1.0).contains(&v) {
                     return Err(reporter.at(
                         Some(span.clone()),
@@ -452,17 +559,29 @@ fn validate_curate(
             }
             let sum = f.train + f.validation + f.test;
             if (sum - 1.0).abs() > 1e-9 {
-                return Err(reporter.at(Some(span), "curate.split", format!("train + validation + test must sum to 1, they sum to {sum}")));
+                return Err(reporter.at(
+                    Some(span),
+                    "curate.split",
+                    format!("train + validation + test must sum to 1, they sum to {sum}"),
+                ));
             }
             if f.train == 0.0 {
-                return Err(reporter.at(Some(span), "curate.split.train", "the training split must not be empty"));
+                return Err(reporter.at(
+                    Some(span),
+                    "curate.split.train",
+                    "the training split must not be empty",
+                ));
             }
             f
         }
     };
     let resample = match (raw.strategy, raw.resample) {
         (Strategy::Reweigh, Some(r)) => {
-            return Err(reporter.at(Some(r.span()), "curate.resample", "only used with strategy = \"resample\""));
+            return Err(reporter.at(
+                Some(r.span()),
+                "curate.resample",
+                "only used with strategy = \"resample\"",
+            ));
         }
         (Strategy::Reweigh, None) => None,
         (Strategy::Resample, None) => Some(Resample {
@@ -477,31 +596,56 @@ fn validate_curate(
         }),
         (Strategy::Resample, Some(r)) => {
             let span = r.span();
-            locations.insert("curate.resample".into(), Location::of_offset(reporter.text, span.start));
+            locations.insert(
+                "curate.resample".into(),
+                Location::of_offset(reporter.text, span.start),
+            );
             let r = r.into_inner();
             let at = |key: &str, msg: String| reporter.at(Some(span.clone()), key, msg);
             match (r.mode, r.total) {
-                (Mode::Hybrid, None) => return Err(at("curate.resample.total", "hybrid mode needs a total row count".into())),
-                (Mode::Hybrid, Some(0)) => return Err(at("curate.resample.total", "must be at least 1".into())),
+                (Mode::Hybrid, None) => {
+                    return Err(at(
+                        "curate.resample.total",
+                        "hybrid mode needs a total row count".into(),
+                    ));
+                }
+                (Mode::Hybrid, Some(0)) => {
+                    return Err(at("curate.resample.total", "must be at least 1".into()));
+                }
                 (Mode::Undersample | Mode::Oversample, Some(_)) => {
-                    return Err(at("curate.resample.total", "only used with mode = \"hybrid\"".into()));
+                    return Err(at(
+                        "curate.resample.total",
+                        "only used with mode = \"hybrid\"".into(),
+                    ));
                 }
                 _ => {}
             }
             if !r.max_replication.is_finite() || r.max_replication < 1.0 {
-                return Err(at("curate.resample.max_replication", format!("must be at least 1, found {}", r.max_replication)));
+                return Err(at(
+                    "curate.resample.max_replication",
+                    format!("must be at least 1, found {}", r.max_replication),
+                ));
             }
             if r.target == Target::Reference
                 && let Some(a) = attributes.iter().find(|a| !reference.contains_key(*a))
             {
-                return Err(at("curate.resample.target", format!("target = \"reference\" needs [groups.reference.{a}]")));
+                return Err(at(
+                    "curate.resample.target",
+                    format!("target = \"reference\" needs [groups.reference.{a}]"),
+                ));
             }
             let explicit = matches!(r.target, Target::Shares | Target::Counts);
             if explicit && r.strata.is_empty() {
-                return Err(at("curate.resample.strata", "an explicit target needs [[curate.resample.strata]] entries".into()));
+                return Err(at(
+                    "curate.resample.strata",
+                    "an explicit target needs [[curate.resample.strata]] entries".into(),
+                ));
             }
             if !explicit && !r.strata.is_empty() {
-                return Err(at("curate.resample.strata", "only used with target = \"shares\" or \"counts\"".into()));
+                return Err(at(
+                    "curate.resample.strata",
+                    "only used with target = \"shares\" or \"counts\"".into(),
+                ));
             }
             let mut strata = Vec::new();
             let mut seen = BTreeSet::new();
@@ -512,10 +656,13 @@ fn validate_curate(
                 let key = "curate.resample.strata";
                 let mut values = Vec::new();
                 for a in attributes {
-                    let v = e
-                        .groups
-                        .get(a)
-                        .ok_or_else(|| reporter.at(Some(espan.clone()), key, format!("entry does not name attribute `{a}`")))?;
+                    let v = e.groups.get(a).ok_or_else(|| {
+                        reporter.at(
+                            Some(espan.clone()),
+                            key,
+                            format!("entry does not name attribute `{a}`"),
+                        )
+                    })?;
                     values.push(match v {
                         toml::Value::String(s) => s.clone(),
                         toml::Value::Integer(i) => i.to_string(),
@@ -524,7 +671,10 @@ fn validate_curate(
                             return Err(reporter.at(
                                 Some(espan.clone()),
                                 key,
-                                format!("`{a}` must be a string, integer or boolean, found {}", other.type_str()),
+                                format!(
+                                    "`{a}` must be a string, integer or boolean, found {}",
+                                    other.type_str()
+                                ),
                             ));
                         }
                     });
@@ -537,12 +687,20 @@ fn validate_curate(
                     ));
                 }
                 if !seen.insert(values.clone()) {
-                    return Err(reporter.at(Some(espan.clone()), key, format!("group {values:?} is listed twice")));
+                    return Err(reporter.at(
+                        Some(espan.clone()),
+                        key,
+                        format!("group {values:?} is listed twice"),
+                    ));
                 }
                 match (r.target, e.share, e.count) {
                     (Target::Shares, Some(share), None) => {
                         if !share.is_finite() || !(0.0..=1.0).contains(&share) {
-                            return Err(reporter.at(Some(espan.clone()), key, format!("share must be between 0 and 1, found {share}")));
+                            return Err(reporter.at(
+                                Some(espan.clone()),
+                                key,
+                                format!("share must be between 0 and 1, found {share}"),
+                            ));
                         }
                         share_sum += share;
                     }
@@ -562,12 +720,18 @@ fn validate_curate(
                         ));
                     }
                 }
-                strata.push(StratumTarget { values, share: e.share, count: e.count });
+                strata.push(StratumTarget {
+                    values,
+                    share: e.share,
+                    count: e.count,
+                });
             }
             if r.target == Target::Shares && (share_sum - 1.0).abs() > SHARE_SUM_TOLERANCE {
                 return Err(at(
                     "curate.resample.strata",
-                    format!("shares must sum to 1 (within {SHARE_SUM_TOLERANCE}), they sum to {share_sum:.6}"),
+                    format!(
+                        "shares must sum to 1 (within {SHARE_SUM_TOLERANCE}), they sum to {share_sum:.6}"
+                    ),
                 ));
             }
             Some(Resample {
@@ -582,15 +746,25 @@ fn validate_curate(
             })
         }
     };
-    Ok(Curate { strategy: raw.strategy, seed: raw.seed, split, on_empty: raw.on_empty, resample })
+    Ok(Curate {
+        strategy: raw.strategy,
+        seed: raw.seed,
+        split,
+        on_empty: raw.on_empty,
+        resample,
+    })
 }
 
 /// Parses a size: `1024`, `512KiB`, `64MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size such as 512MiB"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 512MiB"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "kib" | "k" => 1024.0,
@@ -599,7 +773,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,
-        other => return Err(format!("unknown size unit `{other}` in `{s}` (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}` (use KiB, MiB or GiB)"
+            ));
+        }
     };
     let bytes = n * mult;
     if !bytes.is_finite() || bytes < 1.0 {
@@ -616,7 +794,13 @@ fn resolve_url(spec_path: &Path, url: &str) -> String {
     }
     let base = spec_path.parent().unwrap_or(Path::new(""));
     let joined = base.join(url);
-    let absolute = if joined.is_absolute() { joined } else { std::env::current_dir().map(|d| d.join(&joined)).unwrap_or(joined) };
+    let absolute = if joined.is_absolute() {
+        joined
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&joined))
+            .unwrap_or(joined)
+    };
     let mut s = normalize(&absolute).to_string_lossy().into_owned();
     if url.ends_with('/') && !s.ends_with('/') {
         s.push('/');

@@ -114,7 +114,11 @@ pub struct SplitFractions {
 
 impl Default for SplitFractions {
     fn default() -> Self {
-        Self { train: 0.8, validation: 0.1, test: 0.1 }
+        Self {
+            train: 0.8,
+            validation: 0.1,
+            test: 0.1,
+        }
     }
 }
 

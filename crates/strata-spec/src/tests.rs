@@ -25,7 +25,9 @@ fn parse(text: &str) -> Result<Pipeline, SpecError> {
 }
 
 fn err(text: &str) -> String {
-    parse(text).expect_err("spec should be rejected").to_string()
+    parse(text)
+        .expect_err("spec should be rejected")
+        .to_string()
 }
 
 #[test]
@@ -49,12 +51,28 @@ fn urls_with_a_scheme_are_kept_verbatim() {
 #[test]
 fn groupings_cover_each_attribute_then_every_intersection() {
     let mut p = parse(
-        &VALID.replace(r#"["sex", "race"]"#, r#"["a", "b", "c"]"#).replace("[groups.reference.sex]\nMale = 0.49\nFemale = 0.51\n", ""),
+        &VALID
+            .replace(r#"["sex", "race"]"#, r#"["a", "b", "c"]"#)
+            .replace("[groups.reference.sex]\nMale = 0.49\nFemale = 0.51\n", ""),
     )
     .unwrap();
-    assert_eq!(p.groups.groupings(), vec![vec![0], vec![1], vec![2], vec![0, 1], vec![0, 2], vec![1, 2], vec![0, 1, 2]]);
+    assert_eq!(
+        p.groups.groupings(),
+        vec![
+            vec![0],
+            vec![1],
+            vec![2],
+            vec![0, 1],
+            vec![0, 2],
+            vec![1, 2],
+            vec![0, 1, 2]
+        ]
+    );
     p.groups.intersections = Intersections::Full;
-    assert_eq!(p.groups.groupings(), vec![vec![0], vec![1], vec![2], vec![0, 1, 2]]);
+    assert_eq!(
+        p.groups.groupings(),
+        vec![vec![0], vec![1], vec![2], vec![0, 1, 2]]
+    );
     p.groups.intersections = Intersections::None;
     assert_eq!(p.groups.groupings(), vec![vec![0], vec![1], vec![2]]);
 }
@@ -62,7 +80,10 @@ fn groupings_cover_each_attribute_then_every_intersection() {
 #[test]
 fn unknown_keys_name_the_file_line_and_key() {
     let e = err(&VALID.replace("min_group_rows = 10", "min_group_rowz = 10"));
-    assert!(e.starts_with("/specs/pipelines/demo.toml:14:1: unknown field `min_group_rowz`"), "{e}");
+    assert!(
+        e.starts_with("/specs/pipelines/demo.toml:14:1: unknown field `min_group_rowz`"),
+        "{e}"
+    );
     assert_eq!(e.lines().count(), 1, "{e}");
 }
 
@@ -82,19 +103,30 @@ fn missing_sections_are_reported() {
 #[test]
 fn reference_shares_must_sum_to_one() {
     let e = err(&VALID.replace("Female = 0.51", "Female = 0.41"));
-    assert!(e.contains(":16:1: key `groups.reference.sex`: shares must sum to 1"), "{e}");
+    assert!(
+        e.contains(":16:1: key `groups.reference.sex`: shares must sum to 1"),
+        "{e}"
+    );
 }
 
 #[test]
 fn reference_for_an_unknown_attribute_is_rejected() {
     let e = err(&VALID.replace("[groups.reference.sex]", "[groups.reference.age]"));
-    assert!(e.contains("key `groups.reference.age`: `age` is not one of groups.attributes"), "{e}");
+    assert!(
+        e.contains("key `groups.reference.age`: `age` is not one of groups.attributes"),
+        "{e}"
+    );
 }
 
 #[test]
 fn reference_shares_out_of_range_are_rejected() {
-    let e = err(&VALID.replace("Male = 0.49", "Male = -0.49").replace("Female = 0.51", "Female = 1.49"));
-    assert!(e.contains("key `groups.reference.sex.Female`: share must be between 0 and 1"), "{e}");
+    let e = err(&VALID
+        .replace("Male = 0.49", "Male = -0.49")
+        .replace("Female = 0.51", "Female = 1.49"));
+    assert!(
+        e.contains("key `groups.reference.sex.Female`: share must be between 0 and 1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -106,7 +138,9 @@ fn label_cannot_be_a_protected_attribute() {
 #[test]
 fn attributes_must_be_distinct_and_non_empty() {
     assert!(err(&VALID.replace(r#"["sex", "race"]"#, "[]")).contains("at least one"));
-    assert!(err(&VALID.replace(r#"["sex", "race"]"#, r#"["sex", "sex"]"#)).contains("listed twice"));
+    assert!(
+        err(&VALID.replace(r#"["sex", "race"]"#, r#"["sex", "sex"]"#)).contains("listed twice")
+    );
 }
 
 #[test]
@@ -120,19 +154,32 @@ fn positive_label_values_keep_their_toml_type() {
 #[test]
 fn error_at_points_at_the_key_line() {
     let p = parse(VALID).unwrap();
-    let e = p.error_at("label.column", "column `income` not found").to_string();
-    assert_eq!(e, "/specs/pipelines/demo.toml:9:10: key `label.column`: column `income` not found");
+    let e = p
+        .error_at("label.column", "column `income` not found")
+        .to_string();
+    assert_eq!(
+        e,
+        "/specs/pipelines/demo.toml:9:10: key `label.column`: column `income` not found"
+    );
 }
 
 #[test]
 fn unreadable_file_names_the_path() {
-    let e = Pipeline::load("/nonexistent/p.toml").unwrap_err().to_string();
-    assert!(e.starts_with("/nonexistent/p.toml: cannot read pipeline spec"), "{e}");
+    let e = Pipeline::load("/nonexistent/p.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/nonexistent/p.toml: cannot read pipeline spec"),
+        "{e}"
+    );
 }
 
 #[test]
 fn publish_takes_rows_or_a_byte_size() {
-    assert_eq!(parse(VALID).unwrap().publish.shard_size, ShardSize::Rows(DEFAULT_SHARD_ROWS));
+    assert_eq!(
+        parse(VALID).unwrap().publish.shard_size,
+        ShardSize::Rows(DEFAULT_SHARD_ROWS)
+    );
     let rows = parse(&format!("{VALID}\n[publish]\nshard_rows = 1000\n")).unwrap();
     assert_eq!(rows.publish.shard_size, ShardSize::Rows(1000));
     let bytes = parse(&format!("{VALID}\n[publish]\nshard_bytes = \"64MiB\"\n")).unwrap();
@@ -143,12 +190,25 @@ fn publish_takes_rows_or_a_byte_size() {
 
 #[test]
 fn publish_errors_name_the_key() {
-    let both = err(&format!("{VALID}\n[publish]\nshard_rows = 10\nshard_bytes = \"1MiB\"\n"));
-    assert!(both.contains("key `publish`: set `shard_rows` or `shard_bytes`, not both"), "{both}");
+    let both = err(&format!(
+        "{VALID}\n[publish]\nshard_rows = 10\nshard_bytes = \"1MiB\"\n"
+    ));
+    assert!(
+        both.contains("key `publish`: set `shard_rows` or `shard_bytes`, not both"),
+        "{both}"
+    );
     let zero = err(&format!("{VALID}\n[publish]\nshard_rows = 0\n"));
-    assert!(zero.contains("key `publish.shard_rows`: must be at least 1"), "{zero}");
-    let unit = err(&format!("{VALID}\n[publish]\nshard_bytes = \"12 parsecs\"\n"));
-    assert!(unit.contains("demo.toml:21:15: key `publish.shard_bytes`: unknown size unit `parsecs`"), "{unit}");
+    assert!(
+        zero.contains("key `publish.shard_rows`: must be at least 1"),
+        "{zero}"
+    );
+    let unit = err(&format!(
+        "{VALID}\n[publish]\nshard_bytes = \"12 parsecs\"\n"
+    ));
+    assert!(
+        unit.contains("demo.toml:21:15: key `publish.shard_bytes`: unknown size unit `parsecs`"),
+        "{unit}"
+    );
     let unknown = err(&format!("{VALID}\n[publish]\nshards = 3\n"));
     assert!(unknown.contains("unknown field `shards`"), "{unknown}");
 }

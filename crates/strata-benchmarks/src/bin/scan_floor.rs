@@ -19,14 +19,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let coded = match args.next().as_deref() {
         None => false,
         Some("--coded") => true,
-        Some(other) => return Err(format!("unknown argument `{other}`; usage: scan_floor PIPELINE [--coded]").into()),
+        Some(other) => {
+            return Err(
+                format!("unknown argument `{other}`; usage: scan_floor PIPELINE [--coded]").into(),
+            );
+        }
     };
     let pipeline = Pipeline::load(&path)?;
     let engine = Engine::new(&EngineOptions::default())?;
-    let source = engine.open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE).await?;
+    let source = engine
+        .open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE)
+        .await?;
     let keys = pipeline.cell_columns();
     let table = if coded {
-        engine.register_coded(&source, CODED_SOURCE_TABLE, &keys).await?;
+        engine
+            .register_coded(&source, CODED_SOURCE_TABLE, &keys)
+            .await?;
         CODED_SOURCE_TABLE
     } else {
         SOURCE_TABLE

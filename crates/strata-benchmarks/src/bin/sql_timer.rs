@@ -15,12 +15,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = args.next().ok_or("usage: sql_timer PIPELINE SQL...")?;
     let pipeline = Pipeline::load(&path)?;
     let engine = Engine::new(&EngineOptions::default())?;
-    engine.open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE).await?;
+    engine
+        .open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE)
+        .await?;
     for sql in args {
         let started = std::time::Instant::now();
         let df = engine.context().sql(&sql).await?;
         let rows = strata_benchmarks::drain(df).await?;
-        println!("seconds={:.3} rows={rows} sql={sql}", started.elapsed().as_secs_f64());
+        println!(
+            "seconds={:.3} rows={rows} sql={sql}",
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -6,7 +6,10 @@ use std::process::Output;
 use assert_cmd::Command;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
 }
 
 pub fn adult_train() -> PathBuf {
@@ -24,7 +27,10 @@ pub fn strata() -> Command {
 pub fn adult_spec() -> String {
     std::fs::read_to_string(repo_root().join("pipelines/adult.toml"))
         .expect("pipelines/adult.toml")
-        .replace("../data/adult/train.parquet", &adult_train().display().to_string())
+        .replace(
+            "../data/adult/train.parquet",
+            &adult_train().display().to_string(),
+        )
 }
 
 /// Writes `text` as `name` in a fresh temporary folder, returning both.
@@ -47,12 +53,22 @@ pub struct Failure {
 pub fn fails(args: &[&str]) -> Failure {
     let out: Output = strata().args(args).output().expect("run strata");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure for {args:?}; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure for {args:?}; stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "strata panicked: {stderr}");
-    assert!(out.stdout.is_empty(), "stdout should be empty on failure: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "stdout should be empty on failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "expected one error line, stderr: {stderr}");
-    Failure { code: out.status.code().expect("exit code"), error: errors[0].to_string() }
+    Failure {
+        code: out.status.code().expect("exit code"),
+        error: errors[0].to_string(),
+    }
 }
 
 /// Writes a small Parquet file with the given columns.
@@ -65,6 +81,10 @@ pub fn write_parquet(path: &Path, batch: &arrow::record_batch::RecordBatch) {
 
 /// The manifest of the run `out/_latest` points at.
 pub fn latest_manifest(out: &Path) -> serde_json::Value {
-    let latest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("_latest")).expect("_latest")).unwrap();
-    serde_json::from_slice(&std::fs::read(out.join(latest["manifest"].as_str().unwrap())).expect("manifest")).unwrap()
+    let latest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_latest")).expect("_latest")).unwrap();
+    serde_json::from_slice(
+        &std::fs::read(out.join(latest["manifest"].as_str().unwrap())).expect("manifest"),
+    )
+    .unwrap()
 }

@@ -12,8 +12,20 @@ use arrow::record_batch::RecordBatch;
 use crate::common::{adult_spec, adult_train, fails, repo_root, strata, write_parquet, write_spec};
 
 fn curate_ok(spec: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
-    let o = strata().arg("curate").arg(spec).arg("--out").arg(out).args(["--format", "json"]).args(extra).output().unwrap();
-    assert!(o.status.success(), "curate failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = strata()
+        .arg("curate")
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .args(["--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "curate failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -39,7 +51,10 @@ fn same_bytes_for_any_partitioning() {
         curate_ok(&spec, &out, &["--target-partitions", n]);
         outputs.push(curated_bytes(&out));
     }
-    assert!(outputs.iter().all(|o| *o == outputs[0]), "output differs across --target-partitions");
+    assert!(
+        outputs.iter().all(|o| *o == outputs[0]),
+        "output differs across --target-partitions"
+    );
 }
 
 #[test]
@@ -47,8 +62,11 @@ fn same_bytes_for_one_file_or_many() {
     let dir = tempfile::tempdir().unwrap();
     // Adult's training split as three files of uneven size
     let file = std::fs::File::open(adult_train()).unwrap();
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().with_batch_size(11_000).build().unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .with_batch_size(11_000)
+        .build()
+        .unwrap();
     let many = dir.path().join("many");
     std::fs::create_dir(&many).unwrap();
     for (i, batch) in reader.enumerate() {
@@ -57,7 +75,10 @@ fn same_bytes_for_one_file_or_many() {
     assert_eq!(std::fs::read_dir(&many).unwrap().count(), 3);
     let spec_text = adult_spec();
     let (_d1, one_spec) = write_spec(&spec_text);
-    let (_d2, many_spec) = write_spec(&spec_text.replace(&adult_train().display().to_string(), &format!("{}/", many.display())));
+    let (_d2, many_spec) = write_spec(&spec_text.replace(
+        &adult_train().display().to_string(),
+        &format!("{}/", many.display()),
+    ));
     let (a, b) = (dir.path().join("one-out"), dir.path().join("many-out"));
     curate_ok(&one_spec, &a, &[]);
     curate_ok(&many_spec, &b, &[]);
@@ -68,16 +89,25 @@ fn same_bytes_for_one_file_or_many() {
 fn the_seed_changes_the_sample_and_the_same_seed_repeats_it() {
     let dir = tempfile::tempdir().unwrap();
     let spec = repo_root().join("pipelines/adult.toml");
-    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
     curate_ok(&spec, &a, &[]);
     curate_ok(&spec, &b, &[]);
     curate_ok(&spec, &c, &["--seed", "43"]);
     assert_eq!(curated_bytes(&a), curated_bytes(&b));
     assert_ne!(curated_bytes(&a), curated_bytes(&c));
     let summary = |p: &Path| {
-        let run = crate::common::latest_manifest(p)["run_id"].as_str().unwrap().to_string();
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(p.join("runs").join(run).join("curation.json")).unwrap()).unwrap();
+        let run = crate::common::latest_manifest(p)["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(p.join("runs").join(run).join("curation.json")).unwrap(),
+        )
+        .unwrap();
         v.as_object_mut().unwrap().remove("output");
         v
     };
@@ -93,8 +123,14 @@ fn undersample_uniform_plans_equal_groups() {
     let s = curate_ok(&spec, &dir.path().join("out"), &[]);
     let strata = s["strata"].as_array().unwrap();
     assert_eq!(strata.len(), 10);
-    let rows: Vec<u64> = strata.iter().map(|x| x["rows_after"].as_u64().unwrap()).collect();
-    let before: Vec<u64> = strata.iter().map(|x| x["rows_before"].as_u64().unwrap()).collect();
+    let rows: Vec<u64> = strata
+        .iter()
+        .map(|x| x["rows_after"].as_u64().unwrap())
+        .collect();
+    let before: Vec<u64> = strata
+        .iter()
+        .map(|x| x["rows_before"].as_u64().unwrap())
+        .collect();
     // every group is cut to the smallest group's training rows
     let min = *before.iter().min().unwrap();
     assert!(rows.iter().all(|&r| r == min), "{rows:?} vs min {min}");
@@ -105,15 +141,26 @@ fn curate_fails(spec: &str, expected: &str) {
     let (_d, path) = write_spec(spec);
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("out");
-    let f = fails(&["curate", path.to_str().unwrap(), "--out", target.to_str().unwrap()]);
+    let f = fails(&[
+        "curate",
+        path.to_str().unwrap(),
+        "--out",
+        target.to_str().unwrap(),
+    ]);
     assert_eq!(f.code, 3, "{}", f.error);
-    assert!(f.error.contains(expected), "expected `{expected}` in: {}", f.error);
+    assert!(
+        f.error.contains(expected),
+        "expected `{expected}` in: {}",
+        f.error
+    );
     let written = std::fs::read_dir(&target).map(|d| d.count()).unwrap_or(0);
     assert_eq!(written, 0, "nothing may be written on bad input");
 }
 
 fn resample(extra: &str) -> String {
-    adult_spec().replace("strategy = \"reweigh\"", "strategy = \"resample\"") + "\n[curate.resample]\n" + extra
+    adult_spec().replace("strategy = \"reweigh\"", "strategy = \"resample\"")
+        + "\n[curate.resample]\n"
+        + extra
 }
 
 #[test]
@@ -121,7 +168,10 @@ fn target_naming_a_group_that_does_not_exist() {
     let spec = resample(
         "target = \"shares\"\nstratify = \"groups\"\n[[curate.resample.strata]]\nsex = \"Female\"\nrace = \"Martian\"\nshare = 0.5\n[[curate.resample.strata]]\nsex = \"Male\"\nrace = \"White\"\nshare = 0.5\n",
     );
-    curate_fails(&spec, "group sex=Female × race=Martian which does not occur in the data");
+    curate_fails(
+        &spec,
+        "group sex=Female × race=Martian which does not occur in the data",
+    );
 }
 
 #[test]
@@ -144,7 +194,10 @@ fn replication_over_the_cap() {
 #[test]
 fn split_fractions_not_summing_to_one() {
     let spec = adult_spec().replace("test = 0.1", "test = 0.2");
-    curate_fails(&spec, "key `curate.split`: train + validation + test must sum to 1");
+    curate_fails(
+        &spec,
+        "key `curate.split`: train + validation + test must sum to 1",
+    );
 }
 
 fn small_table(dir: &Path, ids: Vec<i64>, weights: Vec<i64>) -> String {
@@ -156,14 +209,20 @@ fn small_table(dir: &Path, ids: Vec<i64>, weights: Vec<i64>) -> String {
         Field::new("income", DataType::Utf8, true),
         Field::new("fnlwgt", DataType::Int64, true),
     ]));
-    let sexes: Vec<&str> = (0..n).map(|i| if i % 2 == 0 { "Male" } else { "Female" }).collect();
+    let sexes: Vec<&str> = (0..n)
+        .map(|i| if i % 2 == 0 { "Male" } else { "Female" })
+        .collect();
     let batch = RecordBatch::try_new(
         schema,
         vec![
             Arc::new(Int64Array::from(ids)),
             Arc::new(StringArray::from(sexes)),
             Arc::new(StringArray::from(vec!["White"; n])),
-            Arc::new(StringArray::from((0..n).map(|i| if i % 3 == 0 { ">50K" } else { "<=50K" }).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(
+                (0..n)
+                    .map(|i| if i % 3 == 0 { ">50K" } else { "<=50K" })
+                    .collect::<Vec<_>>(),
+            )),
             Arc::new(Int64Array::from(weights)),
         ],
     )
@@ -184,14 +243,20 @@ fn small_spec(data: &str) -> String {
 fn duplicate_ids_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_table(dir.path(), vec![1, 2, 3, 3, 4, 5], vec![1; 6]);
-    curate_fails(&small_spec(&data), "key `source.id_column`: id column `id` of source");
+    curate_fails(
+        &small_spec(&data),
+        "key `source.id_column`: id column `id` of source",
+    );
 }
 
 #[test]
 fn negative_weights_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_table(dir.path(), vec![1, 2, 3, 4, 5, 6], vec![1, 1, -2, 1, 1, 1]);
-    curate_fails(&small_spec(&data), "key `source.weight_column`: 1 rows of source");
+    curate_fails(
+        &small_spec(&data),
+        "key `source.weight_column`: 1 rows of source",
+    );
 }
 
 #[test]
@@ -201,10 +266,16 @@ fn a_positive_target_on_a_group_without_training_rows() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_table(dir.path(), vec![1, 2, 3], vec![1, 1, 1]);
     let spec = small_spec(&data)
-        .replace("train = 0.8\nvalidation = 0.1\ntest = 0.1", "train = 0.1\nvalidation = 0.45\ntest = 0.45")
+        .replace(
+            "train = 0.8\nvalidation = 0.1\ntest = 0.1",
+            "train = 0.1\nvalidation = 0.45\ntest = 0.45",
+        )
         .replace("strategy = \"reweigh\"", "strategy = \"resample\"")
         + "\n[curate.resample]\ntarget = \"uniform\"\nstratify = \"groups\"\n";
-    curate_fails(&spec, "has no rows in the training split but a positive target");
+    curate_fails(
+        &spec,
+        "has no rows in the training split but a positive target",
+    );
 }
 
 #[test]
@@ -227,16 +298,38 @@ fn explicit_counts_beyond_the_rows_are_capped_when_undersampling() {
         strata
             .iter()
             .find(|x| x["stratum"]["sex"] == sex && x["stratum"]["race"] == race)
-            .map(|x| (x["rows_before"].as_u64().unwrap(), x["rows_after"].as_u64().unwrap()))
+            .map(|x| {
+                (
+                    x["rows_before"].as_u64().unwrap(),
+                    x["rows_after"].as_u64().unwrap(),
+                )
+            })
             .unwrap()
     };
     let (other_before, other_after) = rows("Female", "Other");
     assert!(other_before < 1000);
-    assert_eq!(other_after, other_before, "all of the group's rows, no replication");
+    assert_eq!(
+        other_after, other_before,
+        "all of the group's rows, no replication"
+    );
     assert_eq!(rows("Male", "White").1, 500);
-    assert_eq!(rows("Female", "White").1, 0, "groups without a target are left out of train");
-    let warnings: Vec<&str> = s["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
-    assert!(warnings.iter().any(|w| w.contains("a target of 1000; undersampling keeps")), "{warnings:?}");
+    assert_eq!(
+        rows("Female", "White").1,
+        0,
+        "groups without a target are left out of train"
+    );
+    let warnings: Vec<&str> = s["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("a target of 1000; undersampling keeps")),
+        "{warnings:?}"
+    );
 }
 
 #[test]
@@ -245,8 +338,14 @@ fn identical_rows_keep_exact_counts_and_stay_on_one_side_of_the_split() {
     // split and of the sample falls inside a group of identical rows
     let dir = tempfile::tempdir().unwrap();
     let n = 400;
-    let data = small_table(dir.path(), (0..n).map(|i| i % 6).collect(), vec![1; n as usize]);
-    let spec = small_spec(&data).replace("\nid_column = \"id\"", "").replace("strategy = \"reweigh\"", "strategy = \"resample\"")
+    let data = small_table(
+        dir.path(),
+        (0..n).map(|i| i % 6).collect(),
+        vec![1; n as usize],
+    );
+    let spec = small_spec(&data)
+        .replace("\nid_column = \"id\"", "")
+        .replace("strategy = \"reweigh\"", "strategy = \"resample\"")
         + "\n[curate.resample]\ntarget = \"uniform\"\nmode = \"hybrid\"\ntotal = 301\nexact = true\n";
     let (_d, spec) = write_spec(&spec);
     let mut bytes = Vec::new();
@@ -256,26 +355,58 @@ fn identical_rows_keep_exact_counts_and_stay_on_one_side_of_the_split() {
         let strata = summary["strata"].as_array().unwrap();
         assert!(!strata.is_empty());
         for s in strata {
-            assert_eq!(s["rows_after"], s["planned_rows"], "stratum {}", s["stratum"]);
+            assert_eq!(
+                s["rows_after"], s["planned_rows"],
+                "stratum {}",
+                s["stratum"]
+            );
         }
-        let total: u64 = strata.iter().map(|s| s["rows_after"].as_u64().unwrap()).sum();
+        let total: u64 = strata
+            .iter()
+            .map(|s| s["rows_after"].as_u64().unwrap())
+            .sum();
         assert_eq!(total, 301);
         // the shards hold what the summary says
         let manifest = crate::common::latest_manifest(&out);
-        let train: u64 =
-            manifest["shards"].as_array().unwrap().iter().filter(|s| s["split"] == "train").map(|s| s["rows"].as_u64().unwrap()).sum();
+        let train: u64 = manifest["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["split"] == "train")
+            .map(|s| s["rows"].as_u64().unwrap())
+            .sum();
         assert_eq!(train, 301);
         // identical rows never straddle train and test: each distinct row is in one split
         let warnings = summary["warnings"].as_array().unwrap();
-        assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("identical rows at the")), "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.as_str().unwrap().contains("identical rows at the")),
+            "{warnings:?}"
+        );
         let run = out.join("runs").join(manifest["run_id"].as_str().unwrap());
-        let mut ids_by_split: std::collections::BTreeMap<String, std::collections::BTreeSet<i64>> = Default::default();
+        let mut ids_by_split: std::collections::BTreeMap<String, std::collections::BTreeSet<i64>> =
+            Default::default();
         for shard in manifest["shards"].as_array().unwrap() {
             let file = std::fs::File::open(run.join(shard["path"].as_str().unwrap())).unwrap();
-            for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+            for batch in
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap()
+            {
                 let batch = batch.unwrap();
-                let ids = batch.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
-                ids_by_split.entry(shard["split"].as_str().unwrap().to_string()).or_default().extend(ids.values().iter().copied());
+                let ids = batch
+                    .column_by_name("id")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .clone();
+                ids_by_split
+                    .entry(shard["split"].as_str().unwrap().to_string())
+                    .or_default()
+                    .extend(ids.values().iter().copied());
             }
         }
         let train = &ids_by_split["train"];
@@ -286,7 +417,10 @@ fn identical_rows_keep_exact_counts_and_stay_on_one_side_of_the_split() {
         }
         bytes.push(curated_bytes(&out));
     }
-    assert_eq!(bytes[0], bytes[1], "trimming identical rows depends on the partitioning");
+    assert_eq!(
+        bytes[0], bytes[1],
+        "trimming identical rows depends on the partitioning"
+    );
 }
 
 #[test]
@@ -310,11 +444,25 @@ fn fractional_weights_give_the_same_bytes_for_any_partitioning() {
             schema.clone(),
             vec![
                 Arc::new(Int64Array::from(ids.clone())),
-                Arc::new(StringArray::from(ids.iter().map(|&i| ["Male", "Female"][pick(i, 2) as usize]).collect::<Vec<_>>())),
-                Arc::new(StringArray::from(ids.iter().map(|&i| ["White", "Black", "Other"][pick(i, 3) as usize]).collect::<Vec<_>>())),
-                Arc::new(StringArray::from(ids.iter().map(|&i| if pick(i + 7, 4) == 0 { ">50K" } else { "<=50K" }).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(
+                    ids.iter()
+                        .map(|&i| ["Male", "Female"][pick(i, 2) as usize])
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    ids.iter()
+                        .map(|&i| ["White", "Black", "Other"][pick(i, 3) as usize])
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    ids.iter()
+                        .map(|&i| if pick(i + 7, 4) == 0 { ">50K" } else { "<=50K" })
+                        .collect::<Vec<_>>(),
+                )),
                 Arc::new(arrow::array::Float64Array::from(
-                    ids.iter().map(|&i| 0.1 + (i as f64 * 0.618_033_988_7).fract() * 3.7).collect::<Vec<_>>(),
+                    ids.iter()
+                        .map(|&i| 0.1 + (i as f64 * 0.618_033_988_7).fract() * 3.7)
+                        .collect::<Vec<_>>(),
                 )),
             ],
         )
@@ -323,21 +471,31 @@ fn fractional_weights_give_the_same_bytes_for_any_partitioning() {
     }
     let (_d, spec) = write_spec(&small_spec(&format!("{}/", data.display())));
     let mut outputs = Vec::new();
-    for extra in [&["--target-partitions", "1"][..], &["--target-partitions", "4"], &["--memory-limit", "64MiB"]] {
+    for extra in [
+        &["--target-partitions", "1"][..],
+        &["--target-partitions", "4"],
+        &["--memory-limit", "64MiB"],
+    ] {
         let out = dir.path().join(format!("out{}", outputs.len()));
         curate_ok(&spec, &out, extra);
         outputs.push(curated_bytes(&out));
     }
-    assert!(outputs.iter().all(|o| *o == outputs[0]), "output differs across partitionings");
+    assert!(
+        outputs.iter().all(|o| *o == outputs[0]),
+        "output differs across partitionings"
+    );
 }
 
 /// A tuning variable that does not parse fails the run with its name, before anything
 /// is written, rather than falling back to the default.
 #[test]
 fn unparsable_tuning_variables_are_named() {
-    for (name, value) in
-        [("STRATA_SHARD_MEMORY", "lots"), ("STRATA_SHARD_MEMORY", "-1GiB"), ("STRATA_RANGE_ROWS", "0"), ("STRATA_RANGE_ROWS", "1e6")]
-    {
+    for (name, value) in [
+        ("STRATA_SHARD_MEMORY", "lots"),
+        ("STRATA_SHARD_MEMORY", "-1GiB"),
+        ("STRATA_RANGE_ROWS", "0"),
+        ("STRATA_RANGE_ROWS", "1e6"),
+    ] {
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("out");
         let o = strata()
@@ -352,8 +510,17 @@ fn unparsable_tuning_variables_are_named() {
         assert_eq!(o.status.code(), Some(3), "{name}={value}: {stderr}");
         let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(errors.len(), 1, "{name}={value}: {stderr}");
-        assert!(errors[0].contains(&format!("{name}=`{value}`")), "{name}={value}: {}", errors[0]);
-        let written = std::fs::read_dir(&target).map(|d| d.filter(|e| e.as_ref().unwrap().file_name() != "_latest").count()).unwrap_or(0);
+        assert!(
+            errors[0].contains(&format!("{name}=`{value}`")),
+            "{name}={value}: {}",
+            errors[0]
+        );
+        let written = std::fs::read_dir(&target)
+            .map(|d| {
+                d.filter(|e| e.as_ref().unwrap().file_name() != "_latest")
+                    .count()
+            })
+            .unwrap_or(0);
         assert_eq!(written, 0, "{name}={value}: nothing may be written");
     }
 }

@@ -8,8 +8,17 @@ use crate::common::{repo_root, strata};
 
 fn profile(args: &[&str]) -> String {
     let pipeline = repo_root().join("pipelines/adult.toml");
-    let out = strata().arg("profile").arg(&pipeline).args(args).output().expect("run strata");
-    assert!(out.status.success(), "strata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = strata()
+        .arg("profile")
+        .arg(&pipeline)
+        .args(args)
+        .output()
+        .expect("run strata");
+    assert!(
+        out.status.success(),
+        "strata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
@@ -30,7 +39,10 @@ fn table_output() {
 
 #[test]
 fn markdown_output() {
-    insta::assert_snapshot!("adult_markdown", portable(&profile(&["--format", "markdown"])));
+    insta::assert_snapshot!(
+        "adult_markdown",
+        portable(&profile(&["--format", "markdown"]))
+    );
 }
 
 #[test]
@@ -40,30 +52,63 @@ fn json_contract() {
     assert_eq!(p["total_rows"], 32561);
     assert_eq!(p["label"]["column"], "income");
     assert_eq!(p["label"]["positive"], ">50K");
-    assert_eq!(p["groupings"], serde_json::json!([["sex"], ["race"], ["sex", "race"]]));
+    assert_eq!(
+        p["groupings"],
+        serde_json::json!([["sex"], ["race"], ["sex", "race"]])
+    );
     let groups = p["groups"].as_array().unwrap();
     // 2 sexes + 5 races + every (sex, race) pair that occurs (all 10 do in Adult).
     assert_eq!(groups.len(), 2 + 5 + 10);
     for g in groups {
-        for key in ["attributes", "rows", "share", "positive_rate", "weighted_share", "reference_share", "gap", "small"] {
+        for key in [
+            "attributes",
+            "rows",
+            "share",
+            "positive_rate",
+            "weighted_share",
+            "reference_share",
+            "gap",
+            "small",
+        ] {
             assert!(g.get(key).is_some(), "group lacks `{key}`: {g}");
         }
     }
     // Each grouping's rows add up to the total, and shares to 1.
     for grouping in p["groupings"].as_array().unwrap() {
-        let names: Vec<_> = grouping.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        let of: Vec<_> =
-            groups.iter().filter(|g| g["attributes"].as_object().unwrap().keys().map(String::as_str).eq(names.iter().copied())).collect();
+        let names: Vec<_> = grouping
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let of: Vec<_> = groups
+            .iter()
+            .filter(|g| {
+                g["attributes"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .eq(names.iter().copied())
+            })
+            .collect();
         let rows: u64 = of.iter().map(|g| g["rows"].as_u64().unwrap()).sum();
         let share: f64 = of.iter().map(|g| g["share"].as_f64().unwrap()).sum();
         assert_eq!(rows, 32561, "{grouping}");
         assert!((share - 1.0).abs() < 1e-9, "{grouping}: {share}");
     }
     // Stable order: attributes in spec order, values sorted.
-    let first: Vec<_> = groups.iter().take(2).map(|g| g["attributes"]["sex"].as_str().unwrap()).collect();
+    let first: Vec<_> = groups
+        .iter()
+        .take(2)
+        .map(|g| g["attributes"]["sex"].as_str().unwrap())
+        .collect();
     assert_eq!(first, ["Female", "Male"]);
     let pair = &groups[7]["attributes"];
-    assert_eq!(pair.as_object().unwrap().keys().collect::<Vec<_>>(), ["sex", "race"]);
+    assert_eq!(
+        pair.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["sex", "race"]
+    );
     // Reference shares only for single attributes; gap = share - reference.
     let female = &groups[0];
     assert_eq!(female["reference_share"], 0.513);
@@ -76,14 +121,28 @@ fn json_contract() {
 fn small_groups_are_flagged() {
     let spec = crate::common::adult_spec().replace("min_group_rows = 50", "min_group_rows = 150");
     let (_dir, path) = crate::common::write_spec(&spec);
-    let out = strata().arg("profile").arg(&path).args(["--format", "json"]).output().unwrap();
+    let out = strata()
+        .arg("profile")
+        .arg(&path)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let p: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let small: Vec<_> =
-        p["groups"].as_array().unwrap().iter().filter(|g| g["small"].as_bool().unwrap()).map(|g| g["rows"].as_u64().unwrap()).collect();
+    let small: Vec<_> = p["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["small"].as_bool().unwrap())
+        .map(|g| g["rows"].as_u64().unwrap())
+        .collect();
     // Female × Amer-Indian-Eskimo (119) and Female × Other (109) in the training split
     assert_eq!(small, [119, 109]);
-    let warned = p["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("2 groups have fewer than 150 rows"));
+    let warned = p["warnings"].as_array().unwrap().iter().any(|w| {
+        w.as_str()
+            .unwrap()
+            .contains("2 groups have fewer than 150 rows")
+    });
     assert!(warned);
 }
 
@@ -120,13 +179,20 @@ fn validate_reports_the_source() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let pipeline = repo_root().join("pipelines/adult.toml");
-    let out = strata().args(["--log-format", "json", "profile"]).arg(&pipeline).output().unwrap();
+    let out = strata()
+        .args(["--log-format", "json", "profile"])
+        .arg(&pipeline)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<_> = stderr.lines().collect();
     assert!(!lines.is_empty());
     for l in lines {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
-        assert!(v.get("level").is_some() && v.get("message").is_some(), "{l}");
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{l}"
+        );
     }
 }
