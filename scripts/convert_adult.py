@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Convert the raw UCI Adult files into the Parquet strata ships under data/adult/.
 
-    python3 scripts/convert_adult.py [--raw ../shared/datasets/adult] [--out data/adult]
+    python3 scripts/convert_adult.py [--raw data/raw/adult] [--out data/adult]
 
 Rules (see data/README.md):
 - column names follow adult.names, with '-' replaced by '_' so they are plain SQL
@@ -76,7 +76,7 @@ def parse(path: pathlib.Path) -> pa.Table:
 def main() -> None:
     here = pathlib.Path(__file__).resolve().parent.parent
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--raw", type=pathlib.Path, default=here.parent / "shared" / "datasets" / "adult")
+    ap.add_argument("--raw", type=pathlib.Path, default=here / "data" / "raw" / "adult")
     ap.add_argument("--out", type=pathlib.Path, default=here / "data" / "adult")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -8,20 +8,61 @@ import pathlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-RAW_ADULT = ROOT.parent / "shared" / "datasets" / "adult"
+RAW_ADULT = ROOT / "data" / "raw" / "adult"
 
 
 def strata_bin() -> str:
     if os.environ.get("STRATA_BIN"):
         return os.environ["STRATA_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", str(pathlib.Path.home() / ".cache" / "strata-target"))
+    target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
     return str(pathlib.Path(target) / "debug" / "strata")
+
+
+def _outside_clone(path) -> bool:
+    """A path beside the clone (under its parent folder, not in the clone): what a test
+    reading a sibling folder (a shared data dir, another checkout) would touch. The
+    system's temp dir stays allowed, unless the clone's parent is itself a folder inside
+    it (a bare-clone run)."""
+    try:
+        p = pathlib.Path(os.fsdecode(path)).resolve()
+    except (TypeError, ValueError, OSError):
+        return False
+    parent = ROOT.parent
+    if not p.is_relative_to(parent) or any(p.is_relative_to(a) for a in _ALLOWED):
+        return False
+    tmp = pathlib.Path(tempfile.gettempdir()).resolve()
+    inside_tmp = parent != tmp and parent.is_relative_to(tmp)
+    return inside_tmp or not p.is_relative_to(tmp)
+
+
+# The clone, the interpreter (a venv may sit anywhere) and the build.
+_ALLOWED = [ROOT, pathlib.Path(sys.prefix).resolve(), pathlib.Path(sys.base_prefix).resolve(),
+            pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")).resolve()]
+_READS_OUTSIDE: list[str] = []
+
+
+def _audit(event: str, args) -> None:
+    # Every file a test opens through Python passes here; one beside the clone is a test
+    # that would fail on a fresh clone, so the session fails loudly at the end.
+    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)) and _outside_clone(args[0]):
+        _READS_OUTSIDE.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _READS_OUTSIDE:
+        paths = sorted(set(_READS_OUTSIDE))
+        print(f"\nerror: tests opened {len(paths)} file(s) outside the repository: {paths[:5]}", file=sys.stderr)
+        session.exitstatus = 1
 
 
 def run_strata(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -59,7 +100,7 @@ def profile_json(*args: str, env: dict | None = None) -> dict:
 @pytest.fixture(scope="session")
 def raw_adult() -> pathlib.Path:
     if not (RAW_ADULT / "adult.data").exists():
-        pytest.fail(f"raw UCI Adult files not found at {RAW_ADULT} (shared/datasets)")
+        pytest.fail(f"raw UCI Adult files not found at {RAW_ADULT} (vendored in the repository, data/README.md)")
     return RAW_ADULT
 
 
