@@ -66,6 +66,8 @@ pub struct CheckOptions {
     /// Where kept failing rows go; by default `checks/` in the run folder.
     pub failing_rows: Option<String>,
     pub strict: bool,
+    /// Overrides `[checks] timeout_secs`: seconds one check may run.
+    pub timeout_secs: Option<u64>,
 }
 
 fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> CheckError + '_ {
@@ -160,6 +162,9 @@ pub async fn check(
 
     let mut results = Vec::new();
     let max = pipeline.checks.max_failing_rows;
+    let timeout = std::time::Duration::from_secs(
+        options.timeout_secs.unwrap_or(pipeline.checks.timeout_secs),
+    );
     for (stage, wanted, table) in [
         (Stage::Source, want_source, SOURCE_TABLE),
         (Stage::Curated, want_curated, tables::CURATED_TABLE),
@@ -191,7 +196,7 @@ pub async fn check(
             .count()
             .await
             .map_err(df_err("counting rows"))? as u64;
-        results.extend(run::run_stage(ctx, &mine, stage, &params, rows, max).await);
+        results.extend(run::run_stage(ctx, &mine, stage, &params, rows, max, timeout).await);
     }
 
     // keep failing rows, tagged with the run id

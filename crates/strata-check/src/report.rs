@@ -88,7 +88,8 @@ impl CheckRun {
             out.push_str(&format!(
                 "{:<5} {label:<width$}  {detail}  ({} ms)\n",
                 self.effective(r).as_str(),
-                r.duration_ms
+                r.duration_ms,
+                detail = strata_spec::printable(&detail),
             ));
         }
         out.push_str(&format!(

@@ -6,6 +6,7 @@ use std::time::Instant;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::*;
 use futures::StreamExt;
 use serde::Serialize;
@@ -81,12 +82,19 @@ pub async fn run_stage(
     params: &[(String, ParamValue)],
     checked_rows: u64,
     max_failing_rows: u64,
+    timeout: std::time::Duration,
 ) -> Vec<CheckResult> {
-    futures::stream::iter(
-        checks
-            .iter()
-            .map(|c| run_one(ctx, c, stage, params, checked_rows, max_failing_rows)),
-    )
+    futures::stream::iter(checks.iter().map(|c| {
+        run_one(
+            ctx,
+            c,
+            stage,
+            params,
+            checked_rows,
+            max_failing_rows,
+            timeout,
+        )
+    }))
     .buffered(CHECKS_IN_FLIGHT)
     .collect()
     .await
@@ -99,6 +107,7 @@ async fn run_one(
     params: &[(String, ParamValue)],
     checked_rows: u64,
     max_failing_rows: u64,
+    timeout: std::time::Duration,
 ) -> CheckResult {
     let started = Instant::now();
     let (warn_if, error_if) = rules(check);
@@ -114,7 +123,18 @@ async fn run_one(
         sample: Vec::new(),
         failing_rows_file: None,
     };
-    match evaluate(ctx, check, params, max_failing_rows).await {
+    // Past its time limit a check's future is dropped, which cancels its plan (the
+    // stream's tasks are aborted with it); the other checks go on.
+    let outcome = tokio::time::timeout(timeout, evaluate(ctx, check, params, max_failing_rows))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{}: timed out after {} s and was cancelled (`[checks] timeout_secs`, `--check-timeout`)",
+                check.path.display(),
+                timeout.as_secs()
+            ))
+        });
+    match outcome {
         Err(message) => {
             result.status = Status::Error;
             result.message = Some(message);
@@ -163,6 +183,16 @@ async fn evaluate(
         .sql_with_options(&check.sql, options)
         .await
         .map_err(located)?;
+    // a check returns failing rows: EXPLAIN and DESCRIBE return text about a query
+    if matches!(
+        df.logical_plan(),
+        LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)
+    ) {
+        return Err(format!(
+            "{}:1: a check must be a query that returns the failing rows (SELECT ...), not EXPLAIN or DESCRIBE",
+            check.path.display()
+        ));
+    }
     let values: Vec<(String, ScalarValue)> =
         params.iter().map(|(k, v)| (k.clone(), scalar(v))).collect();
     let df = df

@@ -73,6 +73,10 @@ pub struct CheckArgs {
     /// Warnings fail the job too.
     #[arg(long)]
     pub strict: bool,
+    /// Seconds one check may run before it is cancelled and reported as an error
+    /// (overrides `[checks] timeout_secs`; 1 to 86400, default 600).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=strata_spec::MAX_CHECK_TIMEOUT_SECS))]
+    pub check_timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,8 +108,10 @@ pub struct ShardsArgs {
 pub struct AssignArgs {
     /// The output root (follows `_latest`), a run folder, or a manifest.json URL.
     pub url: String,
-    #[arg(long, value_name = "N")]
+    /// Ranks in the training job (at most 16,777,216).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=strata_publish::MAX_WORLD_SIZE))]
     pub world_size: u64,
+    /// This rank, from 0 to N - 1.
     #[arg(long, value_name = "R")]
     pub rank: u64,
     /// The split to read.
@@ -149,16 +155,28 @@ pub struct PipelineArgs {
     /// Read this source URL instead of the spec's `source.url`.
     #[arg(long, value_name = "URL")]
     pub source: Option<String>,
-    /// DataFusion target partitions (default: the number of cores).
-    #[arg(long, value_name = "N")]
+    /// DataFusion target partitions, 1 to 1024 (default: the number of cores).
+    #[arg(long, value_name = "N", value_parser = parse_partitions)]
     pub target_partitions: Option<usize>,
     /// Memory for query execution (e.g. `512MiB`, `2GiB`); sorts spill to disk past it.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     pub memory_limit: Option<usize>,
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
-    strata_spec::parse_size(s).map(|b| b as usize)
+fn parse_partitions(s: &str) -> Result<usize, String> {
+    let max = strata_engine::MAX_TARGET_PARTITIONS;
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("must be a whole number from 1 to {max}"))
+}
+
+fn parse_memory(s: &str) -> Result<usize, String> {
+    let bytes = strata_spec::parse_size(s)?;
+    if bytes == 0 {
+        return Err("must be more than 0 bytes".into());
+    }
+    usize::try_from(bytes).map_err(|_| format!("`{s}` is more than this machine can address"))
 }
 
 #[derive(Debug, Args)]

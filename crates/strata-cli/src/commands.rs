@@ -42,7 +42,7 @@ async fn open(args: &PipelineArgs) -> anyhow::Result<Opened> {
     let source = engine
         .open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE)
         .await?;
-    let label_kind = strata_engine::check_schema(&pipeline, &source.schema, &source.url)?;
+    let label_kind = strata_engine::check_source(&pipeline, &source)?;
     Ok(Opened {
         pipeline,
         engine,
@@ -117,7 +117,7 @@ async fn curate(args: CurateArgs) -> anyhow::Result<Outcome> {
                 shards.join(", ")
             )
         }
-        SummaryFormat::Json => serde_json::to_string_pretty(&published.curation)? + "\n",
+        SummaryFormat::Json => strata_spec::json::to_string_pretty(&published.curation)? + "\n",
     };
     print_stdout(&text)?;
     Ok(Outcome::Success)
@@ -134,6 +134,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         out: args.out.clone(),
         failing_rows: args.failing_rows.clone(),
         strict: args.strict,
+        timeout_secs: args.check_timeout,
     };
     let run =
         strata_check::check(&o.engine, &o.pipeline, &o.source, o.label_kind, &options).await?;
@@ -143,7 +144,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     if let Some(path) = &args.json {
         write_atomically(
             path,
-            (serde_json::to_string_pretty(&run.to_json())? + "\n").as_bytes(),
+            (strata_spec::json::to_string_pretty(&run.to_json())? + "\n").as_bytes(),
         )?;
     }
     print_stdout(&run.render_text())?;
@@ -172,7 +173,7 @@ async fn shards_verify(args: ShardsArgs) -> anyhow::Result<Outcome> {
     let rows: u64 = m.shards.iter().map(|s| s.rows).sum();
     let text = match args.format {
         SummaryFormat::Json => {
-            serde_json::to_string_pretty(&serde_json::json!({
+            strata_spec::json::to_string_pretty(&serde_json::json!({
                 "run_id": m.run_id,
                 "run_url": report.run_url,
                 "shards": m.shards.len(),
@@ -228,7 +229,7 @@ async fn shards_assign(args: AssignArgs) -> anyhow::Result<Outcome> {
             .map(|s| format!("{}\n", run.url_of(&s.path)))
             .collect::<String>(),
         SummaryFormat::Json => {
-            serde_json::to_string_pretty(&serde_json::json!({
+            strata_spec::json::to_string_pretty(&serde_json::json!({
                 "run_id": manifest.run_id,
                 "split": args.split,
                 "world_size": args.world_size,
@@ -257,7 +258,25 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 
 /// Writes through a temporary file in the same folder and renames it into place, so a
 /// reader never sees half a file and a failed run leaves no file at all.
+/// Writes an output file. A regular file (or a new path) is replaced atomically: a
+/// temporary file beside it, then a rename, so a reader never sees half a report. Any
+/// other kind of path (a symlink, a FIFO, `/dev/stdout`, a device) is written through
+/// as it is: renaming over it would replace the link or the device node itself.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let cannot = || format!("{}: cannot write", path.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => anyhow::bail!("{}: is a folder, not a file", path.display()),
+        Ok(meta) if !meta.file_type().is_file() => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .with_context(cannot)?;
+            f.write_all(bytes).with_context(cannot)?;
+            return f.flush().with_context(cannot);
+        }
+        _ => {}
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -273,7 +292,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| {
         let _ = std::fs::remove_file(&tmp);
-        format!("{}: cannot write", path.display())
+        cannot()
     })?;
     Ok(())
 }

@@ -5,7 +5,8 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{GlobalArgs, LogFormat};
 
 /// Logs go to stderr so stdout carries only the command's output (a table, JSON).
-pub fn init(args: &GlobalArgs) {
+/// A `STRATA_LOG` that is not a valid filter is an error, not silently ignored.
+pub fn init(args: &GlobalArgs) -> Result<(), String> {
     let default = if args.quiet {
         "error"
     } else {
@@ -15,7 +16,11 @@ pub fn init(args: &GlobalArgs) {
             _ => "debug,strata=trace,strata_engine=trace,strata_profile=trace,strata_cli=trace",
         }
     };
-    let filter = EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = match std::env::var("STRATA_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec)
+            .map_err(|e| format!("STRATA_LOG={spec:?} is not a log filter: {e}"))?,
+        _ => EnvFilter::new(default),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -25,4 +30,5 @@ pub fn init(args: &GlobalArgs) {
         LogFormat::Text => builder.with_target(false).compact().init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    Ok(())
 }

@@ -39,7 +39,10 @@ fn args_json_logs() -> bool {
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    logging::init(&args.global);
+    if let Err(e) = logging::init(&args.global) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     JSON_LOGS.store(
         args.global.log_format == cli::LogFormat::Json,
         std::sync::atomic::Ordering::Relaxed,
@@ -71,7 +74,7 @@ fn main() -> ExitCode {
             if args_json_logs() {
                 tracing::error!(error = %msg, "strata failed");
             }
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", strata_spec::printable(&msg));
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -57,13 +57,7 @@ pub struct Published {
 
 /// Run ids become object key segments: keep them to a portable alphabet.
 fn check_run_id(id: &str) -> Result<String, CurateError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if strata_publish::valid_run_id(id) {
         Ok(id.to_string())
     } else {
         Err(CurateError::Engine(EngineError::Config(format!(
@@ -328,6 +322,7 @@ pub async fn curate(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "curation pass 0 done"
     );
+    nothing_to_curate(pipeline, source, &cell_keys)?;
 
     // --- the plan: a function of each cell's rows per split (for resampling, of its
     //     training rows alone), so exact resampling can work it out before the split
@@ -789,6 +784,24 @@ pub async fn curate(
         split_cuts.insert(*id, [c1, c2]);
     }
 
+    // weights of zero throughout leave nothing to reweigh and nothing for a model to
+    // learn from: an error, not a run of all-zero sample weights
+    if let Some(w) = &pipeline.source.weight_column
+        && cells.values().all(|c| c.weight[train] == 0.0)
+        && cells.values().any(|c| c.rows[train] > 0)
+    {
+        return Err(pipeline
+            .error_at(
+                "source.weight_column",
+                format!(
+                    "every training row of source `{}` has weight 0 in column `{w}`; \
+                     there is nothing to curate",
+                    source.url
+                ),
+            )
+            .into());
+    }
+
     // --- plan on the driver ---
     let (mut factors, plans, group_targets) = make_plans(&cells, &mut warnings)?;
 
@@ -1187,7 +1200,9 @@ pub async fn curate(
         got: &got,
         warnings,
     })?;
-    let summary_json = serde_json::to_vec_pretty(&summary).expect("a summary always serializes");
+    let summary_json = strata_spec::json::to_string_pretty(&summary)
+        .expect("a summary always serializes")
+        .into_bytes();
     destination
         .put(
             &format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id)),
@@ -1359,6 +1374,59 @@ fn cells_batches(
 }
 
 /// Pass 0's cells by cell id. Fails if two different cells hash to one id.
+/// A source curation cannot work on is an error before anything is written: no rows,
+/// no labelled row, or a positive value that no row has (the profile only warns).
+fn nothing_to_curate(
+    pipeline: &Pipeline,
+    source: &SourceTable,
+    cells: &HashMap<u64, CellKey>,
+) -> Result<(), CurateError> {
+    let rows: u64 = cells.values().map(|c| c.rows).sum();
+    if rows == 0 {
+        return Err(EngineError::Source {
+            url: source.url.clone(),
+            message: "has no rows; there is nothing to curate".into(),
+        }
+        .into());
+    }
+    let labels: std::collections::BTreeSet<&str> =
+        cells.values().filter_map(|c| c.key.1.as_deref()).collect();
+    let label = &pipeline.label.column;
+    if labels.is_empty() {
+        return Err(pipeline
+            .error_at(
+                "label.column",
+                format!(
+                    "every row of source `{}` has a null label in column `{label}`; \
+                     there is nothing to curate",
+                    source.url
+                ),
+            )
+            .into());
+    }
+    let positive = match &pipeline.label.positive {
+        LabelValue::String(s) => s.clone(),
+        LabelValue::Int(i) => i.to_string(),
+        LabelValue::Bool(b) => b.to_string(),
+    };
+    if !labels.contains(positive.as_str()) {
+        let seen: Vec<&str> = labels.iter().take(20).copied().collect();
+        return Err(pipeline
+            .error_at(
+                "label.positive",
+                format!(
+                    "positive value {} never appears in label column `{label}` of source `{}` \
+                     (values seen: {})",
+                    pipeline.label.positive,
+                    source.url,
+                    seen.join(", ")
+                ),
+            )
+            .into());
+    }
+    Ok(())
+}
+
 fn read_cell_keys(
     batches: &[RecordBatch],
     n_attrs: usize,

@@ -63,7 +63,10 @@ impl Curation {
         for s in &self.splits {
             out.push_str(&format!(
                 "  {:<10} {:>10} -> {:>10} rows  (weight {:.6e})\n",
-                s.split, s.rows_before, s.rows_after, s.weight_sum
+                s.split,
+                s.rows_before,
+                s.rows_after,
+                s.weight_sum + 0.0 // an empty split's sum is -0.0
             ));
         }
         out.push_str(&format!(
@@ -89,7 +92,7 @@ impl Curation {
                 .values()
                 .map(|v| match v {
                     serde_json::Value::Null => strata_spec::MISSING_GROUP.to_string(),
-                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::String(s) => strata_spec::printable(s).into_owned(),
                     other => other.to_string(),
                 })
                 .collect::<Vec<_>>()
@@ -115,7 +118,7 @@ impl Curation {
         out.push_str(&table.to_string());
         out.push('\n');
         for w in &self.warnings {
-            out.push_str(&format!("warning: {w}\n"));
+            out.push_str(&format!("warning: {}\n", strata_spec::printable(w)));
         }
         out
     }

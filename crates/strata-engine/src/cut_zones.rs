@@ -34,7 +34,9 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::prelude::{Expr, lit};
 
-use crate::weights::{WEIGHT_PRECISION, WEIGHT_SCALE, exact_weight, exact_weight_type};
+use crate::weights::{
+    WEIGHT_PRECISION, WEIGHT_SCALE, exact_weight, exact_weight_type, usable_weight,
+};
 
 pub const STRATA_CUT_ZONES: &str = "strata_cut_zones";
 
@@ -302,8 +304,7 @@ impl Accumulator for ZonesAccumulator {
         let nulls = w.nulls().filter(|n| n.null_count() > 0);
         for i in 0..w.len() {
             let v = w.value(i);
-            // null, negative and NaN weights are unusable (NaN fails the comparison)
-            let usable = nulls.is_none_or(|n| n.is_valid(i)) && v >= 0.0;
+            let usable = nulls.is_none_or(|n| n.is_valid(i)) && usable_weight(v);
             let g = if usable {
                 Gap {
                     rows: 1,

@@ -32,11 +32,14 @@ pub use error::one_line;
 pub use hash::{STRATA_GROUP_HASH, STRATA_HASH, strata_group_hash_udf, strata_hash_udf};
 pub use if_else::{STRATA_IF, strata_if_udf};
 pub use lookup::{STRATA_LOOKUP, lookup, strata_lookup_udf};
-pub use schema::{LabelKind, check_schema};
+pub use schema::{LabelKind, check_schema, check_source};
 pub use source::{SourceFile, SourceTable};
 pub use store::object_store_for;
 pub use struct_list::aggregate_rows;
-pub use weights::{WEIGHT_SCALE, invalid_weight, invalid_weights_error};
+pub use weights::{
+    MAX_WEIGHT, MIN_POSITIVE_WEIGHT, WEIGHT_SCALE, invalid_weight, invalid_weights_error,
+    usable_weight,
+};
 
 /// The name every stage's plans use for the pipeline's input.
 pub const SOURCE_TABLE: &str = "source";
@@ -44,6 +47,14 @@ pub const SOURCE_TABLE: &str = "source";
 /// The pipeline's input with its group columns read as dictionaries
 /// ([`Engine::register_coded`]).
 pub const CODED_SOURCE_TABLE: &str = "strata_source_coded";
+
+/// The most target partitions strata runs with (`--target-partitions` or
+/// `DATAFUSION_EXECUTION_TARGET_PARTITIONS`): every partition holds buffers of its own,
+/// so far more than cores only costs memory.
+pub const MAX_TARGET_PARTITIONS: usize = 1024;
+
+/// The largest batch (rows) strata lets `DATAFUSION_EXECUTION_BATCH_SIZE` set.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
 
 /// Knobs for the session, set from the CLI or the spec.
 #[derive(Debug, Clone, Default)]
@@ -71,13 +82,25 @@ impl Engine {
                 "reading DATAFUSION_* environment settings",
             ))?
             .with_information_schema(true);
+        never_trust_parquet_statistics(&mut config);
         if let Some(n) = options.target_partitions {
-            if n == 0 {
-                return Err(EngineError::Config(
-                    "target partitions must be at least 1".into(),
-                ));
+            if !(1..=MAX_TARGET_PARTITIONS).contains(&n) {
+                return Err(EngineError::Config(format!(
+                    "target partitions must be from 1 to {MAX_TARGET_PARTITIONS}, not {n}"
+                )));
             }
             config = config.with_target_partitions(n);
+        } else if config.target_partitions() > MAX_TARGET_PARTITIONS {
+            return Err(EngineError::Config(format!(
+                "DATAFUSION_EXECUTION_TARGET_PARTITIONS is {}; strata takes at most {MAX_TARGET_PARTITIONS}",
+                config.target_partitions()
+            )));
+        }
+        let batch = config.batch_size();
+        if !(1..=MAX_BATCH_SIZE).contains(&batch) {
+            return Err(EngineError::Config(format!(
+                "DATAFUSION_EXECUTION_BATCH_SIZE is {batch}; strata takes 1 to {MAX_BATCH_SIZE}"
+            )));
         }
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = options.memory_limit {
@@ -146,6 +169,20 @@ impl Engine {
     pub fn memory_store(&self) -> Arc<InMemory> {
         self.memory.clone()
     }
+}
+
+/// Parquet's min/max statistics leave NaN out (as the format says), and DataFusion 55
+/// trusts them in three places that then change what a query returns: a file whose
+/// float column has min = max is read as that constant (its NaNs replaced; the opener's
+/// `constant_columns_from_stats`, fed by `collect_statistics`), `min`/`max` answered from
+/// the footers, and row groups or pages pruned for predicates only NaN satisfies
+/// (apache/datafusion#15812, #24804). strata reads every row of its inputs anyway, so
+/// statistics buy it nothing: they are off, whatever the `DATAFUSION_*` variables say.
+fn never_trust_parquet_statistics(config: &mut SessionConfig) {
+    let options = config.options_mut();
+    options.execution.collect_statistics = false;
+    options.execution.parquet.pruning = false;
+    options.execution.parquet.enable_page_index = false;
 }
 
 impl std::fmt::Debug for Engine {

@@ -4,7 +4,7 @@
 use datafusion::arrow::datatypes::{DataType, Schema};
 use strata_spec::{LabelValue, Pipeline};
 
-use crate::EngineError;
+use crate::{EngineError, SourceFile, SourceTable};
 
 /// How the label column is compared with the spec's positive value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +12,59 @@ pub enum LabelKind {
     String,
     Integer,
     Boolean,
+}
+
+/// Validates the pipeline's columns against the source: present with a usable type in
+/// the merged schema, and present in every file (a file without one would be read as
+/// nulls, silently moving its rows into the `(missing)` group). Returns the label's
+/// kind.
+pub fn check_source(pipeline: &Pipeline, source: &SourceTable) -> Result<LabelKind, EngineError> {
+    let kind = check_schema(pipeline, &source.schema, &source.url)?;
+    let named = pipeline
+        .groups
+        .attributes
+        .iter()
+        .map(|a| ("groups.attributes", a))
+        .chain([("label.column", &pipeline.label.column)])
+        .chain(
+            pipeline
+                .source
+                .weight_column
+                .iter()
+                .map(|w| ("source.weight_column", w)),
+        )
+        .chain(
+            pipeline
+                .source
+                .id_column
+                .iter()
+                .map(|i| ("source.id_column", i)),
+        );
+    for (key, column) in named {
+        let missing: Vec<&SourceFile> = source
+            .files
+            .iter()
+            .zip(&source.file_schemas)
+            .filter(|(_, schema)| schema.field_with_name(column).is_err())
+            .map(|(file, _)| file)
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(pipeline
+                .error_at(
+                    key,
+                    format!(
+                        "column `{column}` is missing from file `{}` ({} of {} files of source \
+                         `{}` lack it); every file must have it",
+                        first.url,
+                        missing.len(),
+                        source.files.len(),
+                        source.url
+                    ),
+                )
+                .into());
+        }
+    }
+    Ok(kind)
 }
 
 /// Validates the pipeline's columns against `schema`, returning the label's kind.

@@ -38,6 +38,9 @@ pub struct SourceTable {
     /// Every file read, sorted by path.
     pub files: Vec<SourceFile>,
     pub schema: SchemaRef,
+    /// Each file's own schema, in the order of `files`: a column of the merged schema
+    /// may be missing from some (see [`crate::check_schema`]).
+    pub file_schemas: Vec<SchemaRef>,
     /// What the table was registered from, to register it again another way.
     listing: Arc<Listing>,
 }
@@ -47,7 +50,6 @@ pub struct SourceTable {
 struct Listing {
     format: Arc<ParquetFormat>,
     extension: &'static str,
-    store: Arc<dyn ObjectStore>,
     metas: Vec<ObjectMeta>,
     urls: Vec<ListingTableUrl>,
     /// The source URL, secrets removed, for errors.
@@ -106,12 +108,12 @@ impl Engine {
         files.retain(|f| f.size > 0 || single);
         files.sort_by(|a, b| a.location.cmp(&b.location));
         if files.is_empty() {
-            let what = if single {
-                "no such file, and no `.parquet` files under it as a prefix"
-            } else {
-                "no `.parquet` files found"
+            let what = match table_url.get_glob() {
+                _ if single => "no such file, and no `.parquet` files under it as a prefix".into(),
+                Some(glob) => format!("no `.parquet` file matches the pattern `{}`", glob.as_str()),
+                None => "no `.parquet` files found".into(),
             };
-            return Err(source_err(&shown, what.into()));
+            return Err(source_err(&shown, what));
         }
 
         check_footers(&store, &files, &table_url).await?;
@@ -125,6 +127,21 @@ impl Engine {
             }
         };
 
+        // each file's own schema: footers were just read, so mostly DataFusion's
+        // metadata cache
+        let file_schemas: Vec<SchemaRef> = futures::stream::iter(files.iter().map(|meta| {
+            let (state, format, store) = (&state, &format, &store);
+            async move {
+                format
+                    .infer_schema(state, store, std::slice::from_ref(meta))
+                    .await
+            }
+        }))
+        .buffered(32)
+        .try_collect()
+        .await
+        .map_err(EngineError::datafusion(format!("source `{shown}`")))?;
+
         let file_urls = files
             .iter()
             .map(|f| file_url(&table_url, f))
@@ -133,7 +150,6 @@ impl Engine {
         let listing = Arc::new(Listing {
             format,
             extension,
-            store,
             metas: files,
             urls: file_urls,
             shown: shown.clone(),
@@ -159,6 +175,7 @@ impl Engine {
             url: shown,
             files,
             schema,
+            file_schemas,
             listing,
         })
     }
@@ -174,27 +191,14 @@ impl Engine {
     ) -> Result<SchemaRef, EngineError> {
         let listing = &source.listing;
         let err = || EngineError::datafusion(format!("source `{}`", listing.shown));
-        let state = self.ctx.state();
-        // the reader needs each file's own schema (files may differ in their columns);
-        // footers were read when the source was opened, so this is mostly DataFusion's
-        // metadata cache, asked for several files at once where it is not
-        let hints: HashMap<_, _> = futures::stream::iter(listing.metas.iter().map(|meta| {
-            let state = &state;
-            async move {
-                let own = listing
-                    .format
-                    .infer_schema(state, &listing.store, std::slice::from_ref(meta))
-                    .await?;
-                Ok::<_, datafusion::error::DataFusionError>((
-                    meta.location.clone(),
-                    coded_schema(&own, columns),
-                ))
-            }
-        }))
-        .buffered(32)
-        .try_collect()
-        .await
-        .map_err(err())?;
+        // the reader needs each file's own schema (files may differ in their columns),
+        // read when the source was opened
+        let hints: HashMap<_, _> = listing
+            .metas
+            .iter()
+            .zip(&source.file_schemas)
+            .map(|(meta, own)| (meta.location.clone(), coded_schema(own, columns)))
+            .collect();
         let schema = coded_schema(&source.schema, columns);
         let table = CodedTable::new(Arc::new(listing.table(schema.clone())?), hints);
         self.ctx
@@ -225,6 +229,39 @@ impl Engine {
                     &url,
                     format!("not a readable Parquet file: {}", one_line(&e.to_string())),
                 );
+            }
+        }
+        // every file reads alone: name the first whose schema the ones before it
+        // cannot take (a column with another type, say)
+        let mut merged: Option<datafusion::arrow::datatypes::Schema> = None;
+        for f in files {
+            let Ok(own) = format
+                .infer_schema(&state, store, std::slice::from_ref(f))
+                .await
+            else {
+                continue;
+            };
+            let next = match &merged {
+                None => Ok(own.as_ref().clone()),
+                Some(m) => datafusion::arrow::datatypes::Schema::try_merge([
+                    m.clone(),
+                    own.as_ref().clone(),
+                ]),
+            };
+            match next {
+                Ok(m) => merged = Some(m),
+                Err(e) => {
+                    let url = file_url(table_url, f)
+                        .map(|u| redact(u.get_url()))
+                        .unwrap_or_else(|_| f.location.to_string());
+                    return source_err(
+                        &url,
+                        format!(
+                            "its schema does not fit the files before it: {}",
+                            one_line(&e.to_string())
+                        ),
+                    );
+                }
             }
         }
         source_err(

@@ -17,6 +17,21 @@ use url::Url;
 
 use crate::EngineError;
 
+/// A boolean environment variable: unset is false; anything but true/false (or 1/0) is
+/// an error naming it.
+fn env_flag(name: &str) -> Result<bool, EngineError> {
+    match std::env::var(name) {
+        Err(_) => Ok(false),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" | "" => Ok(false),
+            _ => Err(EngineError::Config(format!(
+                "{name}={v:?} is not a boolean (true or false)"
+            ))),
+        },
+    }
+}
+
 /// Builds the store for `url`, or `None` for schemes the session already serves
 /// (`file://` and `memory://`).
 pub fn object_store_for(
@@ -105,6 +120,19 @@ pub fn object_store_for(
             for (key, value) in &timeouts {
                 client = client.with_config(*key, value);
             }
+            let allow_http = match storage.http.allow_http {
+                Some(allow) => allow,
+                None => env_flag("STRATA_ALLOW_HTTP")?,
+            };
+            if url.scheme() == "http" && !allow_http {
+                return Err(EngineError::Store {
+                    url: redact(url),
+                    message: "plain http:// is refused (it sends data in clear text); set \
+                              `[storage.http] allow_http = true` or STRATA_ALLOW_HTTP=true"
+                        .into(),
+                });
+            }
+            client = client.with_allow_http(allow_http);
             Arc::new(
                 HttpBuilder::new()
                     .with_url(url.origin().ascii_serialization())

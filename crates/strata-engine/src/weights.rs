@@ -14,15 +14,33 @@ use datafusion::functions::math::expr_fn::isnan;
 use datafusion::prelude::{Expr, cast, lit};
 use strata_spec::{Pipeline, SpecError};
 
-/// 1 for a row whose weight (already cast to Float64) is null, negative or NaN, else 0;
-/// sum it in the stage's own aggregate so the check costs no extra pass.
+/// The smallest positive weight strata accepts: the exact sums count in units of
+/// 10⁻¹⁰, so a weight of 10⁻⁶ is held to within 0.005 %, and smaller ones would be
+/// rounded away (a column of them would sum to zero).
+pub const MIN_POSITIVE_WEIGHT: f64 = 1e-6;
+
+/// The largest weight strata accepts: 10⁹ rows of it still sum well inside the exact
+/// sums' 10²⁸, and every product with a reweighing factor stays finite.
+pub const MAX_WEIGHT: f64 = 1e15;
+
+/// Whether a (non-null) weight is one every stage can carry: zero, or a finite number
+/// in [[`MIN_POSITIVE_WEIGHT`], [`MAX_WEIGHT`]]. NaN, infinities and negatives are not.
+#[inline]
+pub fn usable_weight(v: f64) -> bool {
+    v == 0.0 || (MIN_POSITIVE_WEIGHT..=MAX_WEIGHT).contains(&v)
+}
+
+/// 1 for a row whose weight (already cast to Float64) is null or not
+/// [`usable_weight`], else 0; sum it in the stage's own aggregate so the check costs no
+/// extra pass.
 pub fn invalid_weight(weight: Expr) -> Expr {
+    let usable = weight.clone().eq(lit(0.0)).or(weight
+        .clone()
+        .gt_eq(lit(MIN_POSITIVE_WEIGHT))
+        .and(weight.clone().lt_eq(lit(MAX_WEIGHT))));
+    // NaN is tested on its own: DataFusion orders it above every number
     cast(
-        weight
-            .clone()
-            .is_null()
-            .or(weight.clone().lt(lit(0.0)))
-            .or(isnan(weight)),
+        weight.clone().is_null().or(isnan(weight)).or(!usable),
         DataType::Int64,
     )
 }
@@ -32,7 +50,9 @@ pub fn invalid_weights_error(pipeline: &Pipeline, count: u64, source_url: &str) 
     pipeline.error_at(
         "source.weight_column",
         format!(
-            "{count} rows of source `{source_url}` have a null, negative or NaN weight in column `{}`",
+            "{count} rows of source `{source_url}` have an unusable weight in column `{}` \
+             (null, NaN, negative, infinite, or outside [{MIN_POSITIVE_WEIGHT:e}, \
+             {MAX_WEIGHT:e}]; zero is allowed)",
             pipeline.source.weight_column.as_deref().unwrap_or_default()
         ),
     )
@@ -62,7 +82,7 @@ pub(crate) fn exact_weight(v: f64) -> Option<i128> {
 }
 
 /// Writes every weight's [`exact_weight`] to `out` (resized) and says whether every weight was
-/// small and not negative: at least zero and under 10⁵ (so under 10¹⁵ units, and 9,000
+/// small and usable: zero or at least [`MIN_POSITIVE_WEIGHT`], and under 10⁵ (so under 10¹⁵ units, and 9,000
 /// of them sum in an `i64`). Where one is not, `out` holds garbage. A loop with nothing
 /// else in it, so the compiler vectorises it; for batches of weights without nulls.
 pub(crate) fn exact_small_weights(weights: &[f64], out: &mut Vec<i64>) -> bool {
@@ -72,7 +92,8 @@ pub(crate) fn exact_small_weights(weights: &[f64], out: &mut Vec<i64>) -> bool {
     let mut fits = true;
     for (o, &v) in out.iter_mut().zip(weights) {
         let scaled = v * 1e10;
-        fits &= (v >= 0.0) & (scaled < SMALL);
+        // zero, or positive and at least the smallest usable weight
+        fits &= ((v == 0.0) | (v >= MIN_POSITIVE_WEIGHT)) & (scaled < SMALL);
         *o = round_small_non_negative(scaled);
     }
     fits
@@ -177,14 +198,22 @@ mod tests {
         for (v, e) in values
             .iter()
             .zip(&out)
-            .filter(|(v, _)| (0.0..1e5).contains(*v))
+            .filter(|(v, _)| **v == 0.0 || (MIN_POSITIVE_WEIGHT..1e5).contains(*v))
         {
             assert_eq!(exact_weight(*v), Some(i128::from(*e)), "{v:e}");
         }
         let small: Vec<f64> = values.iter().copied().filter(|v| v.abs() < 1e5).collect();
         assert!(!exact_small_weights(&small, &mut out), "negative weights");
-        let positive: Vec<f64> = small.iter().map(|v| v.abs()).collect();
+        let positive: Vec<f64> = small
+            .iter()
+            .map(|v| v.abs())
+            .filter(|v| *v == 0.0 || *v >= MIN_POSITIVE_WEIGHT)
+            .collect();
         assert!(exact_small_weights(&positive, &mut out));
+        assert!(
+            !exact_small_weights(&[1.0, 1e-11], &mut out),
+            "a weight below the minimum"
+        );
         for too_big in [1e5, f64::NAN, f64::INFINITY] {
             assert!(!exact_small_weights(&[1.0, too_big], &mut out), "{too_big}");
         }

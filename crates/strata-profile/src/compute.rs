@@ -144,6 +144,18 @@ pub async fn profile(
     if total.rows == 0 {
         warnings.push(format!("source `{}` has no rows", source.url));
     }
+    if total.rows > 0 && total.labelled == 0 {
+        warnings.push(format!(
+            "no row has a value in label column `{}`; `strata curate` refuses such a source",
+            pipeline.label.column
+        ));
+    }
+    if weighted && total.rows > 0 && total.weight == 0.0 {
+        warnings.push(format!(
+            "every weight in column `{}` is 0; `strata curate` refuses such a source",
+            pipeline.source.weight_column.as_deref().unwrap_or_default()
+        ));
+    }
     if total.labelled < total.rows {
         warnings.push(format!(
             "{} rows have no value in label column `{}`; rates are over labelled rows",
@@ -286,7 +298,7 @@ fn display_value((missing, v): &(bool, String)) -> String {
 /// Reads the aggregated (cell, label value) rows into cells keyed by their attribute
 /// values in sort order. Summing in key order keeps float totals identical across runs,
 /// whatever order the engine's partitions returned them in. Also says whether any
-/// weight may be null, negative or NaN.
+/// weight may be null or unusable (negative, NaN, infinite, out of range).
 fn read_cells(
     batches: &[RecordBatch],
     n_attrs: usize,
@@ -315,7 +327,7 @@ fn read_cells(
                 .column_by_name(name)
                 .map(|c| c.as_primitive::<Int64Type>().clone())
         };
-        let (weight_count, negative) = (int("weight_count"), int("weight_negative"));
+        let (weight_count, negative) = (int("weight_count"), int("weight_unusable"));
         for r in 0..batch.num_rows() {
             let text = |i: usize| {
                 let k = keys[i].as_string::<i32>();
@@ -329,7 +341,7 @@ fn read_cells(
                 .as_ref()
                 .map_or(0.0, |a| if a.is_null(r) { 0.0 } else { a.value(r) });
             if let (Some(wc), Some(negative)) = (&weight_count, &negative) {
-                suspect |= (wc.value(r) as u64) < n || w.is_nan() || negative.value(r) > 0;
+                suspect |= (wc.value(r) as u64) < n || !w.is_finite() || negative.value(r) > 0;
             }
             rows.insert((key, text(n_attrs)), (n, w));
         }
@@ -349,7 +361,7 @@ fn read_cells(
     Ok((cells, suspect))
 }
 
-/// Rows whose weight is null, negative or NaN: a second query, run only when the
+/// Rows whose weight is null or unusable (`strata_engine::usable_weight`): a second query, run only when the
 /// profile pass saw signs of them.
 async fn count_invalid_weights(
     engine: &strata_engine::Engine,

@@ -17,7 +17,8 @@ pub enum Format {
 pub fn render(profile: &Profile, format: Format) -> String {
     match format {
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(profile).expect("a profile always serializes");
+            let mut s =
+                strata_spec::json::to_string_pretty(profile).expect("a profile always serializes");
             s.push('\n');
             s
         }
@@ -86,7 +87,9 @@ fn text(p: &Profile, markdown: bool) -> String {
                 g.attributes
                     .0
                     .iter()
-                    .map(|(_, v)| v.as_deref().unwrap_or(strata_spec::MISSING_GROUP))
+                    .map(|(_, v)| {
+                        strata_spec::printable(v.as_deref().unwrap_or(strata_spec::MISSING_GROUP))
+                    })
                     .collect::<Vec<_>>()
                     .join(" × "),
                 thousands(g.rows),
@@ -122,14 +125,18 @@ fn text(p: &Profile, markdown: bool) -> String {
                 c.set_cell_alignment(CellAlignment::Right);
             }
         }
-        heading(&mut out, "###", &grouping.join(" × "));
+        heading(
+            &mut out,
+            "###",
+            &strata_spec::printable(&grouping.join(" × ")),
+        );
         out.push_str(&table.to_string());
         out.push_str("\n\n");
     }
     if !p.warnings.is_empty() {
         heading(&mut out, "###", "warnings");
         for w in &p.warnings {
-            out.push_str(&format!("- {w}\n"));
+            out.push_str(&format!("- {}\n", strata_spec::printable(w)));
         }
     }
     out

@@ -159,7 +159,17 @@ impl Destination {
     /// harmlessly; one of a different run gets a conflict.
     pub async fn commit(&self, manifest: &Manifest) -> Result<(), PublishError> {
         let rel = format!("{}/{MANIFEST_FILE}", Self::run_dir(&manifest.run_id));
-        let bytes = serde_json::to_vec_pretty(manifest).expect("a manifest always serializes");
+        let bytes = strata_spec::json::to_string_pretty(manifest)
+            .expect("a manifest always serializes")
+            .into_bytes();
+        // What is committed must read back as what was meant (a non-finite weight sum,
+        // written as `null`, would not): refuse it before the commit, never after.
+        if let Err(e) = serde_json::from_slice::<Manifest>(&bytes) {
+            return Err(PublishError::Manifest {
+                url: self.url_of(&rel),
+                message: format!("the manifest would not read back ({e}); nothing was committed"),
+            });
+        }
         if !self.put_new(&rel, bytes.into()).await? {
             self.existing(&manifest.run_id, &manifest.identity).await?;
         }
@@ -177,6 +187,41 @@ impl Destination {
     }
 }
 
+/// Whether `id` can name a run folder: 1 to 128 letters, digits, `-`, `_` or `.`, not
+/// starting with `.` (so never `..`, never a path).
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A manifest's run id and shard paths stay inside the run folder: relative paths of
+/// plain names (no `..`, no `.`, no empty segment, no backslash or control character).
+fn check_manifest_paths(m: &Manifest) -> Result<(), String> {
+    if !valid_run_id(&m.run_id) {
+        return Err(format!("run id {:?} is not a run id", m.run_id));
+    }
+    let plain = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .chars()
+                .all(|c| !c.is_control() && !matches!(c, '\\' | ':'))
+    };
+    for path in m.shards.iter().map(|s| &s.path).chain([&m.summary]) {
+        if !path.split('/').all(plain) {
+            return Err(format!(
+                "names file {path:?}, which is not a plain path inside the run folder"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Finds the manifest that a user-given URL means: a `manifest.json` itself, a run
 /// folder holding one, or an output root whose `_latest` names one. Returns the run's
 /// folder as a destination, the manifest's relative name in it, and the manifest.
@@ -189,10 +234,13 @@ pub async fn resolve(
         message: what.to_string(),
     };
     let parse = |bytes: &[u8], at: String| -> Result<Manifest, PublishError> {
-        serde_json::from_slice(bytes).map_err(|e| PublishError::Manifest {
-            url: at,
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| PublishError::Manifest {
+            url: at.clone(),
             message: format!("not a strata manifest: {e}"),
-        })
+        })?;
+        // a manifest names files to read: none may lead outside its run folder
+        check_manifest_paths(&m).map_err(|message| PublishError::Manifest { url: at, message })?;
+        Ok(m)
     };
     if url.path().ends_with(".json") {
         let mut dir = url.clone();
@@ -228,6 +276,15 @@ pub async fn resolve(
         url: dest.url_of(LATEST_FILE),
         message: format!("not a strata pointer: {e}"),
     })?;
+    if !valid_run_id(&latest.run_id) {
+        return Err(PublishError::Manifest {
+            url: dest.url_of(LATEST_FILE),
+            message: format!(
+                "names run id {:?}, which is not a run id (letters, digits, `-`, `_`, `.`)",
+                latest.run_id
+            ),
+        });
+    }
     let run = Destination::new(
         store,
         Url::parse(&dest.url_of(&format!("{}/", Destination::run_dir(&latest.run_id))))

@@ -24,8 +24,10 @@ mod sink;
 mod unit_cache;
 mod verify;
 
-pub use assign::assign;
-pub use destination::{Destination, Existing, LATEST_FILE, MANIFEST_FILE, RUNS_DIR, resolve};
+pub use assign::{MAX_WORLD_SIZE, assign};
+pub use destination::{
+    Destination, Existing, LATEST_FILE, MANIFEST_FILE, RUNS_DIR, resolve, valid_run_id,
+};
 pub use manifest::{
     ColumnSchema, InputFile, Latest, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, SplitTotals,
     StratumCount,

@@ -3,6 +3,7 @@
 //! through [`Pipeline::error_at`] so every error still names the file, key and line.
 
 mod error;
+pub mod json;
 mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Location, SpecError};
 pub use model::{
-    Intersections, LabelValue, Mode, OnEmpty, RetryOptions, S3Options, SplitFractions,
+    HttpOptions, Intersections, LabelValue, Mode, OnEmpty, RetryOptions, S3Options, SplitFractions,
     StorageOptions, Strategy, Stratify, Target,
 };
 
@@ -57,12 +58,18 @@ pub struct Checks {
     pub params: BTreeMap<String, ParamValue>,
     /// Failing rows kept per failed check.
     pub max_failing_rows: u64,
+    /// Seconds one check may run before it is cancelled and reported as an error.
+    pub timeout_secs: u64,
 }
 
 /// Where checks are looked for when the spec names no folder: `sql/` beside the
 /// spec's folder (`pipelines/../sql`).
 pub const DEFAULT_CHECK_DIR: &str = "../sql/";
 pub const DEFAULT_MAX_FAILING_ROWS: u64 = 100;
+/// A check's time limit when the spec sets none: ten minutes.
+pub const DEFAULT_CHECK_TIMEOUT_SECS: u64 = 600;
+/// The longest time limit a check may be given: a day.
+pub const MAX_CHECK_TIMEOUT_SECS: u64 = 86_400;
 
 /// A check parameter's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -416,12 +423,20 @@ impl Pipeline {
                 dirs: vec![resolve_url(path, DEFAULT_CHECK_DIR)],
                 params: BTreeMap::new(),
                 max_failing_rows: DEFAULT_MAX_FAILING_ROWS,
+                timeout_secs: DEFAULT_CHECK_TIMEOUT_SECS,
             };
             if let Some(c) = raw.checks {
                 let span = c.span();
                 locations.insert("checks".into(), Location::of_offset(&text, span.start));
                 let c = c.into_inner();
                 if let Some(dirs) = c.dirs {
+                    if dirs.is_empty() {
+                        return Err(reporter.at(
+                            Some(span),
+                            "checks.dirs",
+                            "must name at least one folder (leave the key out for the default `../sql`)",
+                        ));
+                    }
                     if dirs.iter().any(|d| d.trim().is_empty()) {
                         return Err(reporter.at(
                             Some(span),
@@ -433,6 +448,16 @@ impl Pipeline {
                 }
                 if let Some(n) = c.max_failing_rows {
                     checks.max_failing_rows = n;
+                }
+                if let Some(t) = c.timeout_secs {
+                    if !(1..=MAX_CHECK_TIMEOUT_SECS).contains(&t) {
+                        return Err(reporter.at(
+                            Some(span),
+                            "checks.timeout_secs",
+                            format!("must be from 1 to {MAX_CHECK_TIMEOUT_SECS} seconds"),
+                        ));
+                    }
+                    checks.timeout_secs = t;
                 }
                 for (name, value) in c.params {
                     let key = format!("checks.params.{name}");
@@ -825,3 +850,21 @@ fn normalize(path: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests;
+
+/// `s` for a terminal: control characters (a newline, an escape sequence from the
+/// data) written as Rust escapes, so a value can neither break a table nor drive the
+/// terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}

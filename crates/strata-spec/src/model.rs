@@ -30,6 +30,7 @@ pub(crate) struct RawChecks {
     #[serde(default)]
     pub params: BTreeMap<String, Spanned<toml::Value>>,
     pub max_failing_rows: Option<u64>,
+    pub timeout_secs: Option<u64>,
 }
 
 /// `[publish]`: how curated splits are cut into shards.
@@ -206,12 +207,43 @@ fn default_min_group_rows() -> u64 {
 }
 
 /// The label value counted as positive. Its TOML type must fit the label column's type.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LabelValue {
     Bool(bool),
     Int(i64),
     String(String),
+}
+
+/// By hand rather than `untagged`, so a float or a table says what a label may be
+/// instead of "did not match any variant".
+impl<'de> Deserialize<'de> for LabelValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = LabelValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a string, an integer or a boolean, like the label column (a float \
+                     label is not supported: bin it or use integer classes)",
+                )
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<LabelValue, E> {
+                Ok(LabelValue::Bool(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<LabelValue, E> {
+                Ok(LabelValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<LabelValue, E> {
+                i64::try_from(v)
+                    .map(LabelValue::Int)
+                    .map_err(|_| E::custom(format!("{v} is larger than a 64-bit integer")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LabelValue, E> {
+                Ok(LabelValue::String(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl std::fmt::Display for LabelValue {
@@ -244,7 +276,18 @@ pub struct StorageOptions {
     #[serde(default)]
     pub s3: S3Options,
     #[serde(default)]
+    pub http: HttpOptions,
+    #[serde(default)]
     pub retry: RetryOptions,
+}
+
+/// Plain HTTP(S) stores (`http://`, `https://` sources).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpOptions {
+    /// Allow unencrypted `http://` URLs; falls back to `STRATA_ALLOW_HTTP`. Off by
+    /// default, as object_store has it: a typo should not send data in clear text.
+    pub allow_http: Option<bool>,
 }
 
 /// S3-compatible store settings. Each falls back to the standard `AWS_*` environment

@@ -20,9 +20,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => false,
         Some("--coded") => true,
         Some(other) => {
-            return Err(
-                format!("unknown argument `{other}`; usage: scan_floor PIPELINE [--coded]").into(),
-            );
+            return Err(format!(
+                "unknown argument `{other}`; usage: scan_floor PIPELINE [--coded]"
+            )
+            .into());
         }
     };
     let pipeline = Pipeline::load(&path)?;
