@@ -15,10 +15,8 @@ pub fn to_string_pretty<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<
 
 fn no_negative_zero(v: &mut Value) {
     match v {
-        Value::Number(n) => {
-            if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) {
-                *v = Value::from(0.0);
-            }
+        Value::Number(n) if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) => {
+            *v = Value::from(0.0);
         }
         Value::Array(items) => items.iter_mut().for_each(no_negative_zero),
         Value::Object(fields) => fields.values_mut().for_each(no_negative_zero),
