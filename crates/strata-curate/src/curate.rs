@@ -11,10 +11,8 @@ use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::functions_nested::expr_fn::range;
 use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::prelude::*;
-use strata_engine::{
-    CODED_SOURCE_TABLE, Engine, EngineError, SOURCE_TABLE, SourceTable, lookup, strata_hash_udf,
-    strata_if_udf,
-};
+use strata_engine::{CODED_SOURCE_TABLE, Engine, EngineError, SOURCE_TABLE, SourceTable};
+use strata_functions::{derive_seed, lookup, strata_hash_udf, strata_if_udf, stream};
 use strata_publish::{
     ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION,
     Manifest, ShardEntry, ShardSink, SinkColumns, SplitTotals, sha256_hex,
@@ -102,15 +100,6 @@ struct Planned {
     available: u64,
     planned: u64,
     target_share: Option<f64>,
-}
-
-/// Derives independent 64-bit seeds from the user's seed (SplitMix64 finaliser), so the
-/// split and the sample use unrelated hashes of the same key.
-fn derive_seed(seed: u64, stream: u64) -> u64 {
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) & (i64::MAX as u64)
 }
 
 fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> CurateError + '_ {
@@ -215,7 +204,7 @@ pub async fn curate(
         hash.call(args)
     };
     // the same hash for columns of few values, computed once per distinct tuple
-    let group_hash = strata_engine::strata_group_hash_udf();
+    let group_hash = strata_functions::strata_group_hash_udf();
     let group_call = |stream: u64, cols: &[Expr]| {
         let mut args = vec![lit(derive_seed(seed, stream))];
         args.extend(cols.iter().cloned());
@@ -240,16 +229,16 @@ pub async fn curate(
     };
     let mut keyed_cols = source_cols.clone();
     keyed_cols.extend([
-        call(1, &key_cols).alias("__h_split"),
-        call(2, &key_cols).alias("__h_sample"),
-        group_call(3, &attr_cols).alias("__grp"),
-        group_call(4, &cell_cols).alias("__cell"),
+        call(stream::SPLIT, &key_cols).alias("__h_split"),
+        call(stream::SAMPLE, &key_cols).alias("__h_sample"),
+        group_call(stream::GROUP, &attr_cols).alias("__grp"),
+        group_call(stream::CELL, &cell_cols).alias("__cell"),
         weight.alias("__w"),
     ]);
     let keyed = || async { ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone()) };
 
     // --- pass 0: rows per cell, and each cell's values, so later passes group by the
-    //     cell id alone. One `strata_cells` aggregate (strata_engine::strata_cells_udaf);
+    //     cell id alone. One `strata_cells` aggregate (strata_functions::strata_cells_udaf);
     //     its weight is 1 for rows with an id, so the weight sum counts them (null ids
     //     fail the run; duplicates show up where the shard writer sorts rows by their
     //     hashes) ---
@@ -273,7 +262,7 @@ pub async fn curate(
             df.aggregate(
                 vec![],
                 vec![
-                    strata_engine::strata_cells_udaf()
+                    strata_functions::strata_cells_udaf()
                         .call(pass0_args)
                         .alias("cells"),
                 ],
@@ -294,8 +283,8 @@ pub async fn curate(
         gy.push(ident("y"));
         ctx.read_batches(pass0)
             .and_then(|df| {
-                df.with_column("__cr_cell", call(4, &gy))?
-                    .with_column("__cr_grp", call(3, &g))
+                df.with_column("__cr_cell", call(stream::CELL, &gy))?
+                    .with_column("__cr_grp", call(stream::GROUP, &g))
             })
             .map_err(df_err("planning curation"))?
             .collect()
@@ -825,7 +814,7 @@ pub async fn curate(
         );
     }
     // the rows with the cell's table columns and their split, as an index into SPLITS
-    // (choices by `strata_if`, not CASE: see strata_engine::strata_if_udf)
+    // (choices by `strata_if`, not CASE: see strata_functions::strata_if_udf)
     let pick = strata_if_udf();
     let pick = |c: Expr, a: Expr, b: Expr| pick.call(vec![c, a, b]);
     let joined = |table: CellTable| async move {
@@ -896,7 +885,7 @@ pub async fn curate(
                         .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
                     {
                         into.remove(
-                            strata_engine::zone_of(h_sample, windows.get(&stratum)),
+                            strata_functions::zone_of(h_sample, windows.get(&stratum)),
                             (h_sample, h_split),
                             rows,
                             weight,
@@ -1075,7 +1064,7 @@ pub async fn curate(
         ident("__split"),
         ident("__cell"),
         call(
-            5,
+            stream::SHUFFLE,
             &[ident("__h_sample"), ident("__h_split"), ident("__copy")],
         )
         .alias("__u"),
@@ -1343,7 +1332,7 @@ fn cells_batches(
     n_attrs: usize,
 ) -> datafusion::error::Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
-    for cells in strata_engine::aggregate_rows(result)? {
+    for cells in strata_functions::aggregate_rows(result)? {
         if cells.num_rows() == 0 {
             continue;
         }
@@ -1474,7 +1463,7 @@ fn read_cell_keys(
 
 /// Scale of [`exact_sum`]: weights are summed as multiples of 10⁻¹⁰ (as in
 /// `strata_cut_zones`).
-use strata_engine::WEIGHT_SCALE;
+use strata_functions::WEIGHT_SCALE;
 
 /// Σ weight, exactly: floating-point sums depend on the order rows are added, i.e. on
 /// partitioning and batching, and the weight sums fix the Kamiran–Calders factors and
@@ -1482,7 +1471,7 @@ use strata_engine::WEIGHT_SCALE;
 /// decimal (up to 10²⁸); unusable weights count as 0 (they are reported separately).
 fn exact_sum(w: Expr) -> Expr {
     let usable = strata_if_udf().call(vec![
-        strata_engine::invalid_weight(w.clone()).eq(lit(0i64)),
+        strata_functions::invalid_weight(w.clone()).eq(lit(0i64)),
         w,
         lit(0.0f64),
     ]);
@@ -1539,7 +1528,7 @@ struct CellRow {
 }
 
 /// What later passes need of every cell, attached to each row by its cell id
-/// (`strata_engine::lookup`): the cell ids, and per column one value per cell.
+/// (`strata_functions::lookup`): the cell ids, and per column one value per cell.
 #[derive(Clone)]
 struct CellTable {
     keys: Vec<u64>,
@@ -1651,12 +1640,12 @@ fn cuts_at(
     (out, missed)
 }
 
-/// One `strata_cut_zones` aggregate (strata_engine::strata_cut_zones_udaf) of the named
+/// One `strata_cut_zones` aggregate (strata_functions::strata_cut_zones_udaf) of the named
 /// columns and `__w`, the windows travelling as its literal.
 fn zones(stratum: &str, h1: &str, h2: &str, windows: &BTreeMap<u64, [Option<Window>; 2]>) -> Expr {
-    let windows: Vec<strata_engine::StratumWindows> =
+    let windows: Vec<strata_functions::StratumWindows> =
         windows.iter().map(|(s, w)| (*s, *w)).collect();
-    strata_engine::cut_zones(ident(stratum), ident(h1), ident(h2), ident("__w"), &windows)
+    strata_functions::cut_zones(ident(stratum), ident(h1), ident(h2), ident("__w"), &windows)
 }
 
 /// Each target's windows: around each of its ranks, where the row of that rank almost
@@ -1719,7 +1708,7 @@ fn read_zones(
         .map_err(|e| df_err(what)(e.into()))?;
     let mut out: HashMap<u64, Observed> = HashMap::new();
     let mut bad = 0u64;
-    for part in strata_engine::aggregate_rows(&batches).map_err(df_err(what))? {
+    for part in strata_functions::aggregate_rows(&batches).map_err(df_err(what))? {
         let col = |name: &str| part.column_by_name(name).expect("a zones column");
         let stratum = col("stratum").as_primitive::<UInt64Type>();
         let zone = col("zone").as_primitive::<datafusion::arrow::datatypes::UInt8Type>();

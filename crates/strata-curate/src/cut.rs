@@ -262,7 +262,7 @@ mod tests {
         let mut obs = observe(&all, windows);
         let (gone, rest) = all.split_at(1000);
         for &k in gone {
-            obs.remove(strata_engine::zone_of(k.0, Some(&windows)), k, 1, 1.0);
+            obs.remove(strata_functions::zone_of(k.0, Some(&windows)), k, 1, 1.0);
         }
         let direct = observe(rest, windows);
         assert_eq!(obs.gaps, direct.gaps);

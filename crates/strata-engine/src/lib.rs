@@ -4,18 +4,11 @@
 //! registered and its source opened as a table, so swapping the embedded engine for a
 //! Ballista session later touches this crate only.
 
-mod cells;
 mod coded;
-mod cut_zones;
 mod error;
-mod hash;
-mod if_else;
-mod kept;
-mod lookup;
 mod schema;
 mod source;
 mod store;
-mod struct_list;
 mod weights;
 
 use std::sync::Arc;
@@ -25,21 +18,12 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::memory::InMemory;
 
-pub use cells::{STRATA_CELLS, strata_cells_udaf};
-pub use cut_zones::{STRATA_CUT_ZONES, StratumWindows, cut_zones, strata_cut_zones_udaf, zone_of};
 pub use error::EngineError;
 pub use error::one_line;
-pub use hash::{STRATA_GROUP_HASH, STRATA_HASH, strata_group_hash_udf, strata_hash_udf};
-pub use if_else::{STRATA_IF, strata_if_udf};
-pub use lookup::{STRATA_LOOKUP, lookup, strata_lookup_udf};
 pub use schema::{LabelKind, check_schema, check_source};
 pub use source::{SourceFile, SourceTable};
 pub use store::object_store_for;
-pub use struct_list::aggregate_rows;
-pub use weights::{
-    MAX_WEIGHT, MIN_POSITIVE_WEIGHT, WEIGHT_SCALE, invalid_weight, invalid_weights_error,
-    usable_weight,
-};
+pub use weights::invalid_weights_error;
 
 /// The name every stage's plans use for the pipeline's input.
 pub const SOURCE_TABLE: &str = "source";
@@ -116,12 +100,7 @@ impl Engine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         // strata's functions registered in every session (and, on a cluster, every
         // executor) so its plans can be shipped as SQL or serialized plans.
-        ctx.register_udf(strata_hash_udf());
-        ctx.register_udf(strata_group_hash_udf());
-        ctx.register_udf(strata_if_udf());
-        ctx.register_udf(strata_lookup_udf());
-        ctx.register_udaf(strata_cells_udaf());
-        ctx.register_udaf(strata_cut_zones_udaf());
+        strata_functions::register(&ctx);
         // `memory://` is an in-process store: tests and embedders put objects in it
         // through `Engine::memory_store` and read them back like any other URL.
         let memory = Arc::new(InMemory::new());

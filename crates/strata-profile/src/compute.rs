@@ -67,7 +67,7 @@ pub async fn profile(
     // One aggregate over (attributes, label) cells turns every label statistic into a
     // plain count or sum per (cell, label value): no CASE expression runs per row.
     // `strata_cells` is that GROUP BY with codes for the few distinct values of each key
-    // (see strata_engine::strata_cells_udaf). Weights are checked with counts of negative
+    // (see strata_functions::strata_cells_udaf). Weights are checked with counts of negative
     // and of non-null weights per cell (and a sum, which is NaN if any weight is); only
     // if those look wrong does a second query count the bad rows for the error.
     let weighted = pipeline.source.weight_column.is_some();
@@ -82,7 +82,11 @@ pub async fn profile(
     let result = df
         .aggregate(
             vec![],
-            vec![strata_engine::strata_cells_udaf().call(args).alias("cells")],
+            vec![
+                strata_functions::strata_cells_udaf()
+                    .call(args)
+                    .alias("cells"),
+            ],
         )
         .map_err(EngineError::datafusion("planning the profile"))?
         .collect()
@@ -91,7 +95,7 @@ pub async fn profile(
             "profiling source `{}`",
             source.url
         )))?;
-    let cells = strata_engine::aggregate_rows(&result)
+    let cells = strata_functions::aggregate_rows(&result)
         .map_err(EngineError::datafusion("reading profile cells"))?;
     // unweighted: the weight tallies are empty, and would read as missing weights
     let keep: Vec<usize> = (0..=attrs.len() + 1).collect();
@@ -361,7 +365,7 @@ fn read_cells(
     Ok((cells, suspect))
 }
 
-/// Rows whose weight is null or unusable (`strata_engine::usable_weight`): a second query, run only when the
+/// Rows whose weight is null or unusable (`strata_functions::usable_weight`): a second query, run only when the
 /// profile pass saw signs of them.
 async fn count_invalid_weights(
     engine: &strata_engine::Engine,
@@ -378,7 +382,7 @@ async fn count_invalid_weights(
             df.aggregate(
                 vec![],
                 vec![
-                    sum(strata_engine::invalid_weight(cast(
+                    sum(strata_functions::invalid_weight(cast(
                         ident(w),
                         DataType::Float64,
                     )))

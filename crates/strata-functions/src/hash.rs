@@ -13,7 +13,19 @@
 //! | boolean | `0x05` + `0x00`/`0x01` |
 //! | string, and any other type via its string form | `0x01` + u64 length little-endian + UTF-8 bytes |
 //!
-//! A Python reimplementation: `xxhash.xxh3_64_intdigest(encoded, seed=seed)`.
+//! A Python reimplementation: `xxhash.xxh3_64_intdigest(encoded, seed=seed)`
+//! (`tests/e2e/strata_hash.py`).
+//!
+//! Each of curation's decisions hashes with a seed of its own, [`derive_seed`]`(seed,
+//! stream)` from the user's seed, so the decisions are independent of each other:
+//!
+//! | stream | constant | hashes | decides |
+//! | ---: | --- | --- | --- |
+//! | 1 | [`stream::SPLIT`] | the row key | the split (rows ordered by it within a cell) |
+//! | 2 | [`stream::SAMPLE`] | the row key | which rows a resampled stratum keeps or copies |
+//! | 3 | [`stream::GROUP`] | the protected attributes | the group id |
+//! | 4 | [`stream::CELL`] | attributes and label | the cell id |
+//! | 5 | [`stream::SHUFFLE`] | the sample and split hashes and the copy number | a row's shard block and its place in the shard |
 
 use std::sync::Arc;
 
@@ -28,6 +40,24 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use twox_hash::XxHash3_64;
+
+/// The hash streams of the table above.
+pub mod stream {
+    pub const SPLIT: u64 = 1;
+    pub const SAMPLE: u64 = 2;
+    pub const GROUP: u64 = 3;
+    pub const CELL: u64 = 4;
+    pub const SHUFFLE: u64 = 5;
+}
+
+/// Derives independent 64-bit seeds from the user's seed (SplitMix64 finaliser), one
+/// per [`stream`], so the split and the sample use unrelated hashes of the same key.
+pub fn derive_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) & (i64::MAX as u64)
+}
 
 pub const STRATA_HASH: &str = "strata_hash";
 pub const STRATA_GROUP_HASH: &str = "strata_group_hash";
