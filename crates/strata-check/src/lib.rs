@@ -19,7 +19,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::*;
 use strata_engine::{Engine, EngineError, LabelKind, SOURCE_TABLE, SourceTable};
-use strata_publish::Destination;
+use strata_run::Destination;
 use strata_spec::{ParamValue, Pipeline};
 
 pub use file::{CheckFile, Severity, Stage, load_checks};
@@ -42,7 +42,7 @@ pub enum CheckError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
-    Publish(#[from] strata_publish::PublishError),
+    Run(#[from] strata_run::RunError),
     #[error(transparent)]
     Profile(#[from] strata_profile::ProfileError),
     #[error("{0}")]
@@ -122,11 +122,11 @@ pub async fn check(
         .map_err(df_err("registering the profile table"))?;
 
     // the published run, when asked for
-    let mut run: Option<(Destination, strata_publish::Manifest)> = None;
+    let mut run: Option<(Destination, strata_run::Manifest)> = None;
     if let (true, Some(out)) = (want_curated, &options.out) {
-        let url = strata_publish::parse_location(out)?;
+        let url = strata_run::parse_location(out)?;
         let store = engine.store_for(&url, &pipeline.storage)?;
-        let (dest, manifest) = strata_publish::resolve(store, &url).await?;
+        let (dest, manifest) = strata_run::resolve(store, &url).await?;
         let urls: Vec<String> = manifest
             .shards
             .iter()
@@ -202,7 +202,7 @@ pub async fn check(
     // keep failing rows, tagged with the run id
     let keep_at = match (&options.failing_rows, &run) {
         (Some(url), _) => {
-            let url = strata_publish::parse_location(url)?;
+            let url = strata_run::parse_location(url)?;
             Some(Destination::new(
                 engine.store_for(&url, &pipeline.storage)?,
                 url,

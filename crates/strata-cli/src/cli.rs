@@ -109,7 +109,7 @@ pub struct AssignArgs {
     /// The output root (follows `_latest`), a run folder, or a manifest.json URL.
     pub url: String,
     /// Ranks in the training job (at most 16,777,216).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=strata_publish::MAX_WORLD_SIZE))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=strata_run::MAX_WORLD_SIZE))]
     pub world_size: u64,
     /// This rank, from 0 to N - 1.
     #[arg(long, value_name = "R")]

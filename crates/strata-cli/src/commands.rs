@@ -165,10 +165,10 @@ async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
 }
 
 async fn shards_verify(args: ShardsArgs) -> anyhow::Result<Outcome> {
-    let url = strata_publish::parse_location(&args.url)?;
+    let url = strata_run::parse_location(&args.url)?;
     let engine = Engine::new(&EngineOptions::default())?;
     let store = engine.store_for(&url, &strata_spec::StorageOptions::default())?;
-    let report = strata_publish::verify(store, &url).await?;
+    let report = strata_run::verify(store, &url).await?;
     let m = &report.manifest;
     let rows: u64 = m.shards.iter().map(|s| s.rows).sum();
     let text = match args.format {
@@ -215,11 +215,11 @@ async fn shards_verify(args: ShardsArgs) -> anyhow::Result<Outcome> {
 }
 
 async fn shards_assign(args: AssignArgs) -> anyhow::Result<Outcome> {
-    let url = strata_publish::parse_location(&args.url)?;
+    let url = strata_run::parse_location(&args.url)?;
     let engine = Engine::new(&EngineOptions::default())?;
     let store = engine.store_for(&url, &strata_spec::StorageOptions::default())?;
-    let (run, manifest) = strata_publish::resolve(store, &url).await?;
-    let mine = strata_publish::assign(&manifest, &args.split, args.world_size, args.rank)?;
+    let (run, manifest) = strata_run::resolve(store, &url).await?;
+    let mine = strata_run::assign(&manifest, &args.split, args.world_size, args.rank)?;
     if mine.is_empty() {
         tracing::warn!(rank = args.rank, world_size = args.world_size, split = %args.split, "this rank gets no shards: the split has fewer shards than ranks");
     }

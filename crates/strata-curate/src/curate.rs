@@ -13,9 +13,10 @@ use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::prelude::*;
 use strata_engine::{CODED_SOURCE_TABLE, Engine, EngineError, SOURCE_TABLE, SourceTable};
 use strata_functions::{derive_seed, lookup, strata_hash_udf, strata_if_udf, stream};
-use strata_publish::{
+use strata_publish::{ShardSink, SinkColumns};
+use strata_run::{
     ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION,
-    Manifest, ShardEntry, ShardSink, SinkColumns, SplitTotals, sha256_hex,
+    Manifest, ShardEntry, SplitTotals, sha256_hex,
 };
 use strata_spec::{
     LabelValue, MISSING_GROUP, Mode, OnEmpty, Pipeline, ShardSize, Strategy, Stratify, Target,
@@ -55,7 +56,7 @@ pub struct Published {
 
 /// Run ids become object key segments: keep them to a portable alphabet.
 fn check_run_id(id: &str) -> Result<String, CurateError> {
-    if strata_publish::valid_run_id(id) {
+    if strata_run::valid_run_id(id) {
         Ok(id.to_string())
     } else {
         Err(CurateError::Engine(EngineError::Config(format!(
@@ -153,7 +154,7 @@ pub async fn curate(
     }
 
     // --- where the run goes; a run already committed there is not redone ---
-    let root = strata_publish::parse_location(&options.out)?;
+    let root = strata_run::parse_location(&options.out)?;
     if root.scheme() == "file"
         && let Ok(dir) = root.to_file_path()
     {

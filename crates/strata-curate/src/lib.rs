@@ -32,4 +32,6 @@ pub enum CurateError {
     Output { url: String, message: String },
     #[error(transparent)]
     Publish(#[from] strata_publish::PublishError),
+    #[error(transparent)]
+    Run(#[from] strata_run::RunError),
 }

@@ -14,43 +14,21 @@
 //!
 //! The manifest is the commit: readers trust a run only once its manifest exists, and
 //! `_latest` moves only after that. Shards are written by [`ShardSink`] from a stream
-//! in any order; [`verify`] re-reads a run and [`assign`]
-//! spreads its shards over the ranks of a training job.
+//! in any order; reading, committing, verifying and assigning runs is `strata-run`.
 
-mod assign;
-mod destination;
-mod manifest;
 mod sink;
 mod unit_cache;
-mod verify;
 
-pub use assign::{MAX_WORLD_SIZE, assign};
-pub use destination::{
-    Destination, Existing, LATEST_FILE, MANIFEST_FILE, RUNS_DIR, resolve, valid_run_id,
-};
-pub use manifest::{
-    ColumnSchema, InputFile, Latest, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, SplitTotals,
-    StratumCount,
-};
 pub use sink::{
     RANGE_ROWS, ShardSink, SinkColumns, SinkOutput, StratumTotals, default_memory_budget,
 };
-pub use verify::{VerifyReport, verify};
 
-/// Why publishing, verifying or assigning failed. Each displays as one line.
+/// Why writing shards failed. Each displays as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// An object store request failed (after its retries).
-    #[error("`{url}`: {message}")]
-    Store { url: String, message: String },
-    /// The run prefix already holds a manifest of a different run.
-    #[error(
-        "`{url}` already holds the manifest of a different run ({message}); publish to another output or run id, nothing was overwritten"
-    )]
-    Conflict { url: String, message: String },
-    /// A manifest or pointer that cannot be read.
-    #[error("`{url}`: {message}")]
-    Manifest { url: String, message: String },
+    /// Reading, committing or storing the run.
+    #[error(transparent)]
+    Run(#[from] strata_run::RunError),
     /// Encoding or reading Parquet, or reading the curated stream.
     #[error("{context}: {message}")]
     Data { context: String, message: String },
@@ -61,12 +39,6 @@ pub enum PublishError {
     RepeatedKeys { rows: u64 },
 }
 
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 /// First line of an error message: object_store and DataFusion errors can span lines.
 pub(crate) fn one_line(message: &str) -> String {
     message
@@ -75,21 +47,4 @@ pub(crate) fn one_line(message: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A user-given output URL or local path as a URL; local folders (and paths ending in
-/// `/`) get a trailing `/`, so relative names join under them.
-pub fn parse_location(s: &str) -> Result<url::Url, PublishError> {
-    if s.contains("://") {
-        return url::Url::parse(s)
-            .map_err(|e| PublishError::Usage(format!("`{s}`: not a valid URL: {e}")));
-    }
-    let path = std::path::absolute(s)
-        .map_err(|e| PublishError::Usage(format!("`{s}`: not a valid path: {e}")))?;
-    let url = if path.is_dir() || s.ends_with('/') {
-        url::Url::from_directory_path(&path)
-    } else {
-        url::Url::from_file_path(&path)
-    };
-    url.map_err(|()| PublishError::Usage(format!("`{s}`: not a valid path")))
 }

@@ -59,10 +59,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use tokio::task::JoinSet;
 
-use crate::destination::Destination;
-use crate::manifest::{ShardEntry, StratumCount};
+use crate::PublishError;
 use crate::unit_cache::UnitCache;
-use crate::{PublishError, sha256_hex};
+use strata_run::{Destination, ShardEntry, StratumCount, sha256_hex};
 
 /// Rows handed to the Parquet writer at a time (and so its page-size checks).
 const CHUNK_ROWS: usize = 8192;
@@ -872,7 +871,7 @@ impl ShardSink {
             }
             let dest = self.destination.clone();
             let rel = format!("{}/{}", self.run_dir, entry.path);
-            uploads.spawn(async move { dest.put(&rel, bytes).await });
+            uploads.spawn(async move { Ok(dest.put(&rel, bytes).await?) });
             entries.push(entry);
         }
         while let Some(r) = uploads.join_next().await {

@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::PublishError;
+use crate::RunError;
 
 /// The largest `--world-size` strata takes.
 pub const MAX_WORLD_SIZE: u64 = 1 << 24;
@@ -21,25 +21,23 @@ pub fn assign<'m>(
     split: &str,
     world_size: u64,
     rank: u64,
-) -> Result<Vec<&'m ShardEntry>, PublishError> {
+) -> Result<Vec<&'m ShardEntry>, RunError> {
     if world_size == 0 {
-        return Err(PublishError::Usage(
-            "--world-size must be at least 1".into(),
-        ));
+        return Err(RunError::Usage("--world-size must be at least 1".into()));
     }
     if world_size > MAX_WORLD_SIZE {
-        return Err(PublishError::Usage(format!(
+        return Err(RunError::Usage(format!(
             "--world-size {world_size} is over the maximum of {MAX_WORLD_SIZE}"
         )));
     }
     if rank >= world_size {
-        return Err(PublishError::Usage(format!(
+        return Err(RunError::Usage(format!(
             "--rank {rank} is out of range for --world-size {world_size} (ranks are 0..{world_size})"
         )));
     }
     if !manifest.splits.iter().any(|s| s.split == split) {
         let known: Vec<&str> = manifest.splits.iter().map(|s| s.split.as_str()).collect();
-        return Err(PublishError::Usage(format!(
+        return Err(RunError::Usage(format!(
             "the run has no split `{split}` (it has {})",
             known.join(", ")
         )));

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type};
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use parquet::arrow::ProjectionMask;
@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::destination::{Destination, resolve};
 use crate::manifest::{Manifest, ShardEntry};
-use crate::{PublishError, sha256_hex};
+use crate::{RunError, sha256_hex};
 
 /// Shards checked at once.
 const CHECKS_IN_FLIGHT: usize = 4;
@@ -32,7 +32,7 @@ pub struct VerifyReport {
 
 /// Checks every shard of the run `url` names (see [`resolve`]): that it exists, its size,
 /// its SHA-256, its row count and its per-stratum rows and weight sums.
-pub async fn verify(store: Arc<dyn ObjectStore>, url: &Url) -> Result<VerifyReport, PublishError> {
+pub async fn verify(store: Arc<dyn ObjectStore>, url: &Url) -> Result<VerifyReport, RunError> {
     let (run, manifest) = resolve(store, url).await?;
     let checks = futures::stream::iter(
         manifest
@@ -72,7 +72,7 @@ async fn check_shard(
     run: &Destination,
     manifest: &Manifest,
     shard: &ShardEntry,
-) -> Result<Vec<String>, PublishError> {
+) -> Result<Vec<String>, RunError> {
     let name = &shard.path;
     let Some(bytes) = run.get(name).await? else {
         return Ok(vec![format!("shard {name}: missing")]);

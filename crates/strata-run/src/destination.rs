@@ -8,7 +8,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use url::Url;
 
 use crate::manifest::{Latest, Manifest};
-use crate::{PublishError, one_line};
+use crate::{RunError, one_line};
 
 /// Folder of the runs under the output URL.
 pub const RUNS_DIR: &str = "runs";
@@ -73,16 +73,16 @@ impl Destination {
         }
     }
 
-    fn store_err(&self, rel: &str) -> impl FnOnce(object_store::Error) -> PublishError + '_ {
+    fn store_err(&self, rel: &str) -> impl FnOnce(object_store::Error) -> RunError + '_ {
         let url = self.url_of(rel);
-        move |e| PublishError::Store {
+        move |e| RunError::Store {
             url,
             message: one_line(&e.to_string()),
         }
     }
 
     /// The object at `rel`, or `None` when there is none.
-    pub async fn get(&self, rel: &str) -> Result<Option<Bytes>, PublishError> {
+    pub async fn get(&self, rel: &str) -> Result<Option<Bytes>, RunError> {
         match self.store.get(&self.path_of(rel)).await {
             Ok(r) => Ok(Some(r.bytes().await.map_err(self.store_err(rel))?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -91,7 +91,7 @@ impl Destination {
     }
 
     /// Size of the object at `rel`, or `None` when there is none.
-    pub async fn size(&self, rel: &str) -> Result<Option<u64>, PublishError> {
+    pub async fn size(&self, rel: &str) -> Result<Option<u64>, RunError> {
         match self.store.head(&self.path_of(rel)).await {
             Ok(m) => Ok(Some(m.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -100,7 +100,7 @@ impl Destination {
     }
 
     /// Writes (or overwrites) `rel`.
-    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<(), PublishError> {
+    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<(), RunError> {
         self.store
             .put(&self.path_of(rel), PutPayload::from(bytes))
             .await
@@ -109,7 +109,7 @@ impl Destination {
     }
 
     /// Writes `rel` only if no object is there; `false` when one already was.
-    async fn put_new(&self, rel: &str, bytes: Bytes) -> Result<bool, PublishError> {
+    async fn put_new(&self, rel: &str, bytes: Bytes) -> Result<bool, RunError> {
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -126,14 +126,14 @@ impl Destination {
     }
 
     /// Reads the manifest of a run, if committed.
-    pub async fn manifest(&self, run_id: &str) -> Result<Option<Manifest>, PublishError> {
+    pub async fn manifest(&self, run_id: &str) -> Result<Option<Manifest>, RunError> {
         let rel = format!("{}/{MANIFEST_FILE}", Self::run_dir(run_id));
         match self.get(&rel).await? {
             None => Ok(None),
             Some(bytes) => {
                 serde_json::from_slice(&bytes)
                     .map(Some)
-                    .map_err(|e| PublishError::Manifest {
+                    .map_err(|e| RunError::Manifest {
                         url: self.url_of(&rel),
                         message: format!("not a strata manifest: {e}"),
                     })
@@ -143,11 +143,11 @@ impl Destination {
 
     /// What the run prefix holds. A manifest of a different run is a conflict: it is
     /// refused before any shard is written, so a published run is never overwritten.
-    pub async fn existing(&self, run_id: &str, identity: &str) -> Result<Existing, PublishError> {
+    pub async fn existing(&self, run_id: &str, identity: &str) -> Result<Existing, RunError> {
         match self.manifest(run_id).await? {
             None => Ok(Existing::None),
             Some(m) if m.identity == identity => Ok(Existing::Same(Box::new(m))),
-            Some(m) => Err(PublishError::Conflict {
+            Some(m) => Err(RunError::Conflict {
                 url: self.url_of(&format!("{}/{MANIFEST_FILE}", Self::run_dir(run_id))),
                 message: format!("its identity is {}, this run's is {identity}", m.identity),
             }),
@@ -157,7 +157,7 @@ impl Destination {
     /// Commits a run: the manifest is put create-if-absent (the one atomic step), then
     /// `_latest` is pointed at it. A concurrent publisher of the same run loses the race
     /// harmlessly; one of a different run gets a conflict.
-    pub async fn commit(&self, manifest: &Manifest) -> Result<(), PublishError> {
+    pub async fn commit(&self, manifest: &Manifest) -> Result<(), RunError> {
         let rel = format!("{}/{MANIFEST_FILE}", Self::run_dir(&manifest.run_id));
         let bytes = strata_spec::json::to_string_pretty(manifest)
             .expect("a manifest always serializes")
@@ -165,7 +165,7 @@ impl Destination {
         // What is committed must read back as what was meant (a non-finite weight sum,
         // written as `null`, would not): refuse it before the commit, never after.
         if let Err(e) = serde_json::from_slice::<Manifest>(&bytes) {
-            return Err(PublishError::Manifest {
+            return Err(RunError::Manifest {
                 url: self.url_of(&rel),
                 message: format!("the manifest would not read back ({e}); nothing was committed"),
             });
@@ -177,7 +177,7 @@ impl Destination {
     }
 
     /// Points `_latest` at a committed run.
-    pub async fn point_latest(&self, manifest: &Manifest) -> Result<(), PublishError> {
+    pub async fn point_latest(&self, manifest: &Manifest) -> Result<(), RunError> {
         let latest = Latest {
             run_id: manifest.run_id.clone(),
             manifest: format!("{}/{MANIFEST_FILE}", Self::run_dir(&manifest.run_id)),
@@ -228,18 +228,18 @@ fn check_manifest_paths(m: &Manifest) -> Result<(), String> {
 pub async fn resolve(
     store: Arc<dyn ObjectStore>,
     url: &Url,
-) -> Result<(Destination, Manifest), PublishError> {
-    let not_found = |what: &str| PublishError::Manifest {
+) -> Result<(Destination, Manifest), RunError> {
+    let not_found = |what: &str| RunError::Manifest {
         url: url.to_string(),
         message: what.to_string(),
     };
-    let parse = |bytes: &[u8], at: String| -> Result<Manifest, PublishError> {
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| PublishError::Manifest {
+    let parse = |bytes: &[u8], at: String| -> Result<Manifest, RunError> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| RunError::Manifest {
             url: at.clone(),
             message: format!("not a strata manifest: {e}"),
         })?;
         // a manifest names files to read: none may lead outside its run folder
-        check_manifest_paths(&m).map_err(|message| PublishError::Manifest { url: at, message })?;
+        check_manifest_paths(&m).map_err(|message| RunError::Manifest { url: at, message })?;
         Ok(m)
     };
     if url.path().ends_with(".json") {
@@ -272,12 +272,12 @@ pub async fn resolve(
     let latest = dest.get(LATEST_FILE).await?.ok_or_else(|| {
         not_found("neither a manifest.json nor a _latest pointer is there: no committed run")
     })?;
-    let latest: Latest = serde_json::from_slice(&latest).map_err(|e| PublishError::Manifest {
+    let latest: Latest = serde_json::from_slice(&latest).map_err(|e| RunError::Manifest {
         url: dest.url_of(LATEST_FILE),
         message: format!("not a strata pointer: {e}"),
     })?;
     if !valid_run_id(&latest.run_id) {
-        return Err(PublishError::Manifest {
+        return Err(RunError::Manifest {
             url: dest.url_of(LATEST_FILE),
             message: format!(
                 "names run id {:?}, which is not a run id (letters, digits, `-`, `_`, `.`)",
@@ -293,7 +293,7 @@ pub async fn resolve(
     let bytes = run
         .get(MANIFEST_FILE)
         .await?
-        .ok_or_else(|| PublishError::Manifest {
+        .ok_or_else(|| RunError::Manifest {
             url: run.url_of(MANIFEST_FILE),
             message: "_latest names this run but its manifest is missing".into(),
         })?;

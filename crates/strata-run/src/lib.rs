@@ -1,0 +1,87 @@
+//! Published runs: what a training cluster, a report or `strata check` reads.
+//!
+//! A published run is a folder of Parquet shards plus a `manifest.json` under a
+//! run-specific prefix of the output URL:
+//!
+//! ```text
+//! OUT/_latest                         {"run_id": ..., "manifest": "runs/<id>/manifest.json"}
+//! OUT/runs/<id>/train/part-00000.parquet
+//! OUT/runs/<id>/validation/part-00000.parquet
+//! OUT/runs/<id>/test/part-00000.parquet
+//! OUT/runs/<id>/curation.json
+//! OUT/runs/<id>/manifest.json         written last, create-if-absent
+//! ```
+//!
+//! The manifest is the commit: readers trust a run only once its manifest exists, and
+//! `_latest` moves only after that. This crate reads and commits runs (the
+//! [`Manifest`] and its pointer, [`resolve`], the commit protocol of [`Destination`]),
+//! [`verify`] re-reads a run and [`assign`] spreads its shards over the ranks of a
+//! training job. It needs no DataFusion: the shard writer is `strata-publish`.
+
+mod assign;
+mod destination;
+mod manifest;
+mod verify;
+
+pub use assign::{MAX_WORLD_SIZE, assign};
+pub use destination::{
+    Destination, Existing, LATEST_FILE, MANIFEST_FILE, RUNS_DIR, resolve, valid_run_id,
+};
+pub use manifest::{
+    ColumnSchema, InputFile, Latest, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, SplitTotals,
+    StratumCount,
+};
+pub use verify::{VerifyReport, verify};
+
+/// Why reading, committing, verifying or assigning a run failed. Each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An object store request failed (after its retries).
+    #[error("`{url}`: {message}")]
+    Store { url: String, message: String },
+    /// The run prefix already holds a manifest of a different run.
+    #[error(
+        "`{url}` already holds the manifest of a different run ({message}); publish to another output or run id, nothing was overwritten"
+    )]
+    Conflict { url: String, message: String },
+    /// A manifest or pointer that cannot be read.
+    #[error("`{url}`: {message}")]
+    Manifest { url: String, message: String },
+    /// Reading a shard's Parquet.
+    #[error("{context}: {message}")]
+    Data { context: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// First line of an error message: object_store and DataFusion errors can span lines.
+pub(crate) fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A user-given output URL or local path as a URL; local folders (and paths ending in
+/// `/`) get a trailing `/`, so relative names join under them.
+pub fn parse_location(s: &str) -> Result<url::Url, RunError> {
+    if s.contains("://") {
+        return url::Url::parse(s)
+            .map_err(|e| RunError::Usage(format!("`{s}`: not a valid URL: {e}")));
+    }
+    let path = std::path::absolute(s)
+        .map_err(|e| RunError::Usage(format!("`{s}`: not a valid path: {e}")))?;
+    let url = if path.is_dir() || s.ends_with('/') {
+        url::Url::from_directory_path(&path)
+    } else {
+        url::Url::from_file_path(&path)
+    };
+    url.map_err(|()| RunError::Usage(format!("`{s}`: not a valid path")))
+}
