@@ -106,7 +106,7 @@ async fn curate(args: CurateArgs) -> anyhow::Result<Outcome> {
                 .collect();
             format!(
                 "{}{} run {} at {}: {}\n",
-                published.curation.render_table(),
+                strata_curate::render_table(&published.curation),
                 if published.already_published {
                     "Already published:"
                 } else {

@@ -25,7 +25,7 @@ use strata_spec::{
 use crate::CurateError;
 use crate::cut::{self, Cut, Key, Observed, Window};
 use crate::plan::{kamiran_calders, largest_remainder, plan_total};
-use crate::summary::{Curation, SUMMARY_SCHEMA_VERSION, SplitSummary, StratumSummary};
+use strata_run::{Curation, SUMMARY_SCHEMA_VERSION, SplitSummary, StratumSummary};
 
 /// The per-stratum summary, in the run's folder next to the shards.
 pub const SUMMARY_FILE: &str = "curation.json";

@@ -19,7 +19,8 @@ mod summary;
 
 pub use curate::{CurateOptions, Published, SUMMARY_FILE, curate};
 pub use plan::{kamiran_calders, largest_remainder};
-pub use summary::{Curation, SUMMARY_SCHEMA_VERSION, StratumSummary};
+pub use strata_run::{Curation, SUMMARY_SCHEMA_VERSION, StratumSummary};
+pub use summary::render_table;
 
 /// Why curation could not run. Each displays as one line.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,10 @@ use strata_engine::{CODED_SOURCE_TABLE, EngineError, LabelKind, SOURCE_TABLE, So
 use strata_spec::{LabelValue, MISSING_GROUP, Pipeline};
 
 use crate::ProfileError;
-use crate::report::{Attributes, GroupStats, LabelSummary, Profile, SCHEMA_VERSION, SourceSummary};
+use strata_run::{
+    Attributes, GroupStats, LabelSummary, PROFILE_SCHEMA_VERSION as SCHEMA_VERSION, Profile,
+    SourceSummary,
+};
 
 /// Sums over one cell or group.
 #[derive(Debug, Clone, Copy, Default)]

@@ -7,11 +7,10 @@
 
 mod compute;
 mod render;
-mod report;
 
 pub use compute::profile;
 pub use render::{Format, render};
-pub use report::{GroupStats, Profile, SCHEMA_VERSION};
+pub use strata_run::{GroupStats, PROFILE_SCHEMA_VERSION, Profile};
 
 /// Why a profile could not be computed.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
 use comfy_table::{CellAlignment, Table};
 
-use crate::report::Profile;
+use strata_run::Profile;
 
 /// Output formats of `strata profile`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,9 +19,16 @@
 //! training job. It needs no DataFusion: the shard writer is `strata-publish`.
 
 mod assign;
+mod curation;
 mod destination;
 mod manifest;
+mod profile;
 mod verify;
+
+pub use curation::{Curation, SUMMARY_SCHEMA_VERSION, SplitSummary, StratumSummary};
+pub use profile::{
+    Attributes, GroupStats, LabelSummary, PROFILE_SCHEMA_VERSION, Profile, SourceSummary,
+};
 
 pub use assign::{MAX_WORLD_SIZE, assign};
 pub use destination::{

@@ -196,3 +196,62 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+/// A reader of `profile.json` gets every field back through `strata_run::Profile` (the
+/// contract type, without DataFusion): written again, it is the same JSON. (Compared as
+/// JSON values: serde_json without `float_roundtrip` may read a float's last digit
+/// differently from the text, the same way for both sides.)
+#[test]
+fn profile_json_reads_back_as_the_contract_type() {
+    let text = profile(&["--format", "json"]);
+    let parsed: strata_run::Profile = serde_json::from_str(&text).expect("a Profile");
+    assert_eq!(parsed.total_rows, 32_561, "UCI Adult's training split");
+    assert_eq!(
+        parsed.groupings,
+        [vec!["sex"], vec!["race"], vec!["sex", "race"]]
+    );
+    let want: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(serde_json::to_value(&parsed).unwrap(), want);
+}
+
+/// The same for `curation.json` and the manifest of a published run.
+#[test]
+fn curation_and_manifest_read_back_as_the_contract_types() {
+    let out = tempfile::tempdir().unwrap();
+    let run = strata()
+        .args([
+            "curate",
+            &repo_root()
+                .join("pipelines/adult.toml")
+                .display()
+                .to_string(),
+        ])
+        .args([
+            "--out",
+            &out.path().display().to_string(),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    let curation: strata_run::Curation = serde_json::from_str(&stdout).expect("a Curation");
+    assert_eq!(
+        curation.splits.iter().map(|s| s.rows_after).sum::<u64>(),
+        32_561,
+        "reweighing keeps every row"
+    );
+    let want: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(serde_json::to_value(&curation).unwrap(), want);
+    let manifest = crate::common::latest_manifest(out.path());
+    let typed: strata_run::Manifest = serde_json::from_value(manifest.clone()).expect("a Manifest");
+    assert_eq!(
+        typed.shards.len(),
+        manifest["shards"].as_array().unwrap().len()
+    );
+}

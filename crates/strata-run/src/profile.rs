@@ -1,13 +1,13 @@
-//! The profile as data: what `--format json` writes (a versioned contract, see the
-//! README) and what the other formats render.
+//! The profile as data: what `strata profile --format json` writes (a versioned
+//! contract, `docs/contracts.md`) and what readers of `profile.json` parse.
 
-use serde::Serialize;
 use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
 
 /// Bumped on any change to the JSON contract that could break a reader.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const PROFILE_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Profile {
     pub schema_version: u32,
     pub pipeline: String,
@@ -27,21 +27,21 @@ pub struct Profile {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceSummary {
     pub url: String,
     pub files: usize,
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelSummary {
     pub column: String,
     pub positive: serde_json::Value,
 }
 
 /// One group of one grouping: e.g. `sex = Female`, or `sex = Female, race = Black`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupStats {
     /// Column -> value, in spec order; `null` is the explicit missing-value group.
     pub attributes: Attributes,
@@ -80,6 +80,30 @@ impl Serialize for Attributes {
     }
 }
 
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Attributes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of attribute values (strings or null)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Attributes, A::Error> {
+                let mut out = Vec::new();
+                // in the object's order: the spec's order of the attributes
+                while let Some((k, v)) = m.next_entry::<String, Option<String>>()? {
+                    out.push((k, v));
+                }
+                Ok(Attributes(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 impl Attributes {
     /// `sex=Female × race=Black`, with missing values shown as `(missing)`.
     pub fn label(&self) -> String {
@@ -105,5 +129,23 @@ impl Profile {
                     .zip(grouping)
                     .all(|((k, _), a)| k == a)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Attributes;
+
+    /// Attributes read back in the order they were written (not sorted by name).
+    #[test]
+    fn attributes_round_trip_in_order() {
+        let a = Attributes(vec![
+            ("sex".into(), Some("Female".into())),
+            ("race".into(), None),
+        ]);
+        let text = serde_json::to_string(&a).unwrap();
+        assert_eq!(text, r#"{"sex":"Female","race":null}"#);
+        let back: Attributes = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, a);
     }
 }
