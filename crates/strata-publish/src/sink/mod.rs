@@ -1,0 +1,803 @@
+//! Writes curated rows as stratified Parquet shards, from a stream in no particular order.
+//!
+//! Within a split of N rows cut into S = ⌈N / shard_rows⌉ shards, each stratum's rows,
+//! in the order of a seeded shuffle key, are cut into S consecutive blocks, block k to
+//! shard k: ⌊c/S⌋ rows each, plus one for c mod S of them, which start after the
+//! previous stratum's (strata in id order). So every shard holds ⌊c/S⌋ or ⌈c/S⌉ rows of
+//! each stratum of c rows, and ⌊N/S⌋ or ⌈N/S⌉ rows in all; rows within a shard are in
+//! shuffle-key order. Keys are uniform, so shard k's rows of every stratum lie near the
+//! k-th slice of the key space.
+//!
+//! That is a sort by key, done here as an external bucket sort in linear steps over
+//! local spill files (Arrow IPC under `$TMPDIR`), so memory stays bounded by a few key
+//! ranges and shards whatever the size of the data, and no engine-wide sort is needed:
+//! 1. **route**: each input partition sends its rows to key ranges (equal slices of the
+//!    64-bit key space, about [`RANGE_ROWS`] rows each) and counts rows per stratum. A
+//!    routed row is held compactly, since every byte of it is copied a few times and
+//!    held until its range is dealt: its written columns (categorical strings as
+//!    numbers into one dictionary per column), its order columns, and one unit number
+//!    for its split, stratum, cell and tie (the numbers depend on timing; nothing
+//!    written does);
+//! 2. **deal and encode**: each range is sorted in memory by key and its rows given to
+//!    shards. A row's shard follows from its rank in its stratum, which is the rows of
+//!    its stratum in earlier ranges (counted while routing) plus its place in its own
+//!    range: so ranges are dealt on every core at once, and only the weight sums run in
+//!    key order. The counts also say which range holds each shard's last row: once the
+//!    ranges up to it are dealt, the shard is encoded (on the same threads), from its
+//!    pieces in key order, as Parquet in fixed chunks of rows counted from its first row
+//!    (so bytes never depend on where pieces start), and hashed. Rows of equal key
+//!    (rare) are ordered by their other order columns, then by their written values;
+//! 3. **upload**: once every row has been dealt (and a declared unique key checked),
+//!    the shards are uploaded, a few at a time.
+
+use std::collections::BTreeMap;
+
+// per-row counters: a fast hasher (the keys are not attacker-controlled)
+use foldhash::{HashMap, HashMapExt};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt8Array, UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type, UInt64Type,
+};
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use tokio::task::JoinSet;
+
+use crate::PublishError;
+use crate::unit_cache::UnitCache;
+use strata_run::{Destination, ShardEntry, StratumCount, sha256_hex};
+
+mod code;
+mod deal;
+mod encode;
+mod layout;
+mod pool;
+mod route;
+mod spill;
+
+use code::*;
+use deal::*;
+use encode::*;
+use layout::*;
+use pool::*;
+use route::*;
+use spill::*;
+
+/// Rows handed to the Parquet writer at a time (and so its page-size checks).
+const CHUNK_ROWS: usize = 8192;
+/// Rows a key range holds on average: the unit of the in-memory sort.
+pub const RANGE_ROWS: u64 = 1 << 18;
+
+/// The writer's default memory budget: half the memory available when it starts
+/// (Linux `MemAvailable`), or 4 GiB where that cannot be read.
+pub fn default_memory_budget() -> usize {
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+    });
+    available.map_or(4 << 30, |kib| kib.saturating_mul(1024) / 2)
+}
+/// Rows buffered per (split, range) before a spill write.
+const SPILL_BATCH_ROWS: usize = 4096;
+/// Shards uploading at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
+/// Names of the columns the sink reads. Columns whose names start with `__` are
+/// helpers: they steer the sink and are not written.
+#[derive(Debug, Clone)]
+pub struct SinkColumns {
+    /// The split, as an index into `split_names` (an integer helper). Rows of a shard
+    /// share one split, so the sink writes its name itself: a `split_column` of plain
+    /// strings after the stream's written columns.
+    pub split: String,
+    pub split_names: Vec<String>,
+    pub split_column: String,
+    /// The row weight, a written column.
+    pub weight: String,
+    /// Stratum id (UInt64 helper), a key of `ShardSink::strata`.
+    pub stratum: String,
+    /// A finer id (UInt64 helper) the totals are kept by; may equal `stratum`.
+    pub cell: String,
+    /// Integer helpers ordering the rows: the first is the shuffle key (uniform over
+    /// 64 bits), the others break its ties; rows still tied are ordered by their
+    /// written values (rows equal in all of them are interchangeable).
+    pub order: Vec<String>,
+    /// Optional UInt64 helper: a nonzero id marks rows of a group of identical rows of
+    /// which only `ShardSink::trims[id]` are kept (the first in key order).
+    pub tie: Option<String>,
+    /// Written columns whose values are all distinct (a declared unique id): encoded
+    /// without trying a dictionary first, like float columns, and integers as deltas.
+    /// With `ShardSink::unique_order`, rows equal in the order columns and in these
+    /// fail the write.
+    pub distinct: Vec<String>,
+    /// Written string columns of few distinct values (group attributes, labels): the
+    /// routed rows hold them as numbers into one dictionary per column, a quarter of the
+    /// bytes or less, and each shard gets the strings back as it is encoded. (Other
+    /// columns named here are held as they are.)
+    pub categorical: Vec<String>,
+}
+
+/// Rows and weights of one (split, stratum) over all its shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StratumTotals {
+    pub rows: u64,
+    pub weight_sum: f64,
+    pub weight_sq_sum: f64,
+}
+
+/// What the sink wrote.
+#[derive(Debug)]
+pub struct SinkOutput {
+    /// By split name, then shard index.
+    pub shards: Vec<ShardEntry>,
+    /// Keyed by (split, cell id).
+    pub totals: BTreeMap<(String, u64), StratumTotals>,
+    /// The written schema (helpers removed).
+    pub schema: SchemaRef,
+}
+
+/// Writes shards of one run under `run_dir` of a destination.
+#[derive(Debug)]
+pub struct ShardSink {
+    pub destination: Destination,
+    /// The run folder, relative to the destination root.
+    pub run_dir: String,
+    pub columns: SinkColumns,
+    /// Stratum id → its values (one per stratum column, `None` for missing).
+    pub strata: std::collections::HashMap<u64, Vec<Option<String>>>,
+    /// Target rows per shard: a split of N rows gets ⌈N / shard_rows⌉ shards.
+    pub shard_rows: u64,
+    /// About how many rows the stream holds, and how many a key range should hold
+    /// ([`RANGE_ROWS`] unless tuning): together they set the number of ranges, which
+    /// changes speed and memory, never the output.
+    pub expected_rows: u64,
+    pub range_rows: u64,
+    /// Tie id → rows of that tie group to keep.
+    pub trims: std::collections::HashMap<u64, u64>,
+    /// Bytes the writer may hold in memory between its steps (about twice the routed
+    /// rows); past it, and from the start when 0, rows go to spill files under `$TMPDIR`.
+    pub memory_budget: usize,
+    /// The order columns identify a row (a declared unique id went into them): rows
+    /// with equal order keys and equal `distinct` values fail the write, before
+    /// anything is uploaded.
+    pub unique_order: bool,
+}
+
+impl ShardSink {
+    /// Writes the rows of `streams` (the partitions of one plan, run concurrently).
+    pub async fn write(
+        self,
+        streams: Vec<SendableRecordBatchStream>,
+    ) -> Result<SinkOutput, PublishError> {
+        let Some(first) = streams.first() else {
+            return Err(PublishError::Data {
+                context: "writing shards".into(),
+                message: "no input".into(),
+            });
+        };
+        let input = compact_schema(&first.schema());
+        let index_of = |name: &str| {
+            input.index_of(name).map_err(|_| PublishError::Data {
+                context: "writing shards".into(),
+                message: format!("the curated stream has no column `{name}`"),
+            })
+        };
+        let keep: Vec<usize> = (0..input.fields().len())
+            .filter(|&i| !input.field(i).name().starts_with("__"))
+            .collect();
+        let written = input
+            .project(&keep)
+            .map_err(data_err("projecting the shard schema"))?;
+        let mut fields: Vec<Field> = written
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(
+            &self.columns.split_column,
+            DataType::Utf8,
+            false,
+        ));
+        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
+            fields,
+            written.metadata().clone(),
+        ));
+        let order: Vec<usize> = self
+            .columns
+            .order
+            .iter()
+            .map(|c| index_of(c))
+            .collect::<Result<_, _>>()?;
+        if order.is_empty() {
+            return Err(PublishError::Usage(
+                "the shard sink needs at least one order column".into(),
+            ));
+        }
+        let weight = index_of(&self.columns.weight)?;
+        let mut held = keep.clone();
+        let mut held_at = |i: usize| match held.iter().position(|&h| h == i) {
+            Some(at) => at,
+            None => {
+                held.push(i);
+                held.len() - 1
+            }
+        };
+        let held_order: Vec<usize> = order.iter().map(|&i| held_at(i)).collect();
+        let held_weight = held_at(weight);
+        let held_distinct: Vec<usize> = self
+            .columns
+            .distinct
+            .iter()
+            .filter_map(|c| input.index_of(c).ok())
+            .filter_map(|i| keep.iter().position(|&k| k == i))
+            .collect();
+        let is_string =
+            |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+        let coded: Vec<usize> = (0..keep.len())
+            .filter(|&k| {
+                self.columns
+                    .categorical
+                    .contains(input.field(keep[k]).name())
+                    && is_string(input.field(keep[k]).data_type())
+            })
+            .collect();
+        let mut held_fields: Vec<Field> = held
+            .iter()
+            .map(|&i| input.field(i).as_ref().clone())
+            .collect();
+        for &k in &coded {
+            held_fields[k] = held_fields[k].clone().with_data_type(DataType::UInt32);
+        }
+        held_fields.push(Field::new("__unit", DataType::UInt32, false));
+        let layout = Arc::new(Layout {
+            key: order[0],
+            split: index_of(&self.columns.split)?,
+            stratum: index_of(&self.columns.stratum)?,
+            cell: index_of(&self.columns.cell)?,
+            tie: self.columns.tie.as_deref().map(index_of).transpose()?,
+            held,
+            held_schema: Arc::new(Schema::new(held_fields)),
+            held_order,
+            held_weight,
+            held_distinct,
+            coded,
+            keep,
+            split_names: self.columns.split_names.clone(),
+            ranges: self.expected_rows.div_ceil(self.range_rows.max(1)).max(1),
+        });
+        let spill_root = tempfile::Builder::new()
+            .prefix("strata-shards-")
+            .tempdir()
+            .map_err(|e| PublishError::Data {
+                context: format!(
+                    "creating spill files under {}",
+                    std::env::temp_dir().display()
+                ),
+                message: e.to_string(),
+            })?;
+        let budget = Arc::new(Budget {
+            limit: self.memory_budget,
+            held: std::sync::atomic::AtomicUsize::new(0),
+            spilling: std::sync::atomic::AtomicBool::new(self.memory_budget == 0),
+        });
+
+        // 1. route
+        let started = std::time::Instant::now();
+        let mut tasks = JoinSet::new();
+        let units = Arc::new(std::sync::Mutex::new(UnitTable::default()));
+        let dictionaries: Arc<Vec<std::sync::Mutex<Dictionary>>> =
+            Arc::new(layout.coded.iter().map(|_| Default::default()).collect());
+        for (p, stream) in streams.into_iter().enumerate() {
+            let (layout, dir, budget, units, dictionaries) = (
+                layout.clone(),
+                spill_root.path().to_path_buf(),
+                budget.clone(),
+                units.clone(),
+                dictionaries.clone(),
+            );
+            tasks.spawn(async move {
+                route(stream, &layout, &dir, &budget, &units, &dictionaries, p).await
+            });
+        }
+        let mut files: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
+        let mut by_number: HashMap<u32, BTreeMap<u64, u64>> = HashMap::new();
+        while let Some(routed) = tasks.join_next().await {
+            let routed = routed.map_err(join_err)??;
+            for (range, path) in routed.files {
+                files.entry(range).or_default().push(path);
+            }
+            for ((unit, range), n) in routed.counts {
+                *by_number
+                    .entry(unit)
+                    .or_default()
+                    .entry(range as u64)
+                    .or_default() += n;
+            }
+        }
+        let unit_keys = std::mem::take(
+            &mut units
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .keys,
+        );
+        let mut decoded: Decoded = vec![None; layout.keep.len()];
+        for (&k, dictionary) in layout.coded.iter().zip(dictionaries.iter()) {
+            let values = std::mem::take(
+                &mut dictionary
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .keys,
+            );
+            let values: ArrayRef = Arc::new(StringArray::from(values));
+            decoded[k] = Some(
+                cast(&values, schema.field(k).data_type())
+                    .map_err(data_err("decoding a categorical column"))?,
+            );
+        }
+        let counts: Counts = by_number
+            .into_iter()
+            .map(|(unit, by_range)| {
+                let (s, stratum, cell, tie) = unit_keys[unit as usize];
+                (
+                    (layout.split_names[s].clone(), stratum, cell, tie),
+                    by_range,
+                )
+            })
+            .collect();
+        tracing::debug!(
+            ranges = layout.ranges,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shard rows routed"
+        );
+        let plan = self.plan(&counts, layout.ranges, &unit_keys, &layout.split_names);
+
+        // 2. deal every range and encode every shard once its last range is dealt, on
+        // every core; weights are summed in key order
+        let started = std::time::Instant::now();
+        let spilling = budget.spilling.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(spilling, "dealing and encoding shards");
+        // encoded shards wait for upload in memory up to a quarter of the budget, then
+        // in local files (from the start when spilling)
+        let in_memory = if spilling { 0 } else { self.memory_budget / 4 };
+        let work = Work {
+            decoded: &decoded,
+            layout: &layout,
+            plan: &plan,
+            sink: &self,
+            schema: &schema,
+            shard_dir: spill_root.path().to_path_buf(),
+            spilling,
+            encoded_room: std::sync::atomic::AtomicUsize::new(in_memory),
+        };
+        let dealt = work.run(files)?;
+        if self.unique_order && dealt.repeated > 0 {
+            return Err(PublishError::RepeatedKeys {
+                rows: dealt.repeated,
+            });
+        }
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shards dealt and encoded"
+        );
+        let names = &plan.names;
+        let totals = dealt
+            .totals
+            .iter()
+            .zip(&plan.cells)
+            .filter(|(t, _)| t.rows > 0)
+            .map(|(t, (s, cell))| ((names[*s].clone(), *cell), *t))
+            .collect();
+
+        // 3. upload, once every row has been dealt and checked
+        let started = std::time::Instant::now();
+        let shards = self.upload(dealt.encoded).await?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shards uploaded"
+        );
+        Ok(SinkOutput {
+            shards,
+            totals,
+            schema,
+        })
+    }
+
+    /// Works out every (split, stratum)'s shards and where each range's rows of it start,
+    /// from the routing counts. A trimmed group of identical rows keeps its first rows in
+    /// key order, so it counts the rows kept of it in each range.
+    /// `unit_keys` are the units by number, with split indices into `split_names`.
+    fn plan(
+        &self,
+        counts: &Counts,
+        ranges: u64,
+        unit_keys: &[RouteUnit],
+        split_names: &[String],
+    ) -> DealPlan {
+        let mut names: Vec<String> = counts.keys().map(|(s, ..)| s.clone()).collect();
+        names.sort();
+        names.dedup();
+        let split_of = |s: &str| names.iter().position(|n| n == s).expect("a counted split");
+        let mut kept: BTreeMap<(usize, u64), BTreeMap<u64, u64>> = BTreeMap::new();
+        let mut tie_before: Vec<HashMap<u64, u64>> = (0..ranges).map(|_| HashMap::new()).collect();
+        let mut units: BTreeMap<(usize, u64, u64), ()> = BTreeMap::new();
+        for ((split, stratum, cell, tie), by_range) in counts {
+            let s = split_of(split);
+            units.insert((s, *stratum, *cell), ());
+            let into = kept.entry((s, *stratum)).or_default();
+            let keep = if *tie == 0 {
+                None
+            } else {
+                self.trims.get(tie).copied()
+            };
+            let mut before = 0u64;
+            for (&range, &n) in by_range {
+                let k = match keep {
+                    Some(keep) => {
+                        tie_before[range as usize].insert(*tie, before);
+                        n.min(keep.saturating_sub(before))
+                    }
+                    None => n,
+                };
+                before += n;
+                *into.entry(range).or_default() += k;
+            }
+        }
+        let mut slots = Vec::new();
+        let mut slot_of: HashMap<(usize, u64), u32> = HashMap::new();
+        let mut starts: Vec<Vec<(u32, u64)>> = (0..ranges).map(|_| Vec::new()).collect();
+        let (mut shard_base, mut split_shards) = (Vec::new(), Vec::new());
+        let (mut n_sums, mut all_shards) = (0usize, 0usize);
+        // the last range holding a row of each shard (in one numbering of all shards)
+        let mut last_range: Vec<Option<u64>> = Vec::new();
+        for s in 0..names.len() {
+            let strata: Vec<_> = kept.range((s, 0)..=(s, u64::MAX)).collect();
+            let total: u64 = strata
+                .iter()
+                .map(|(_, by_range)| by_range.values().sum::<u64>())
+                .sum();
+            let n_shards = total.div_ceil(self.shard_rows.max(1)).max(1);
+            shard_base.push(all_shards);
+            split_shards.push(n_shards);
+            all_shards += n_shards as usize;
+            last_range.resize(all_shards, None);
+            // strata laid end to end in id order: each one's extra rows go to the shards
+            // after the previous one's
+            let mut at = 0u64;
+            for (&(_, stratum), by_range) in strata {
+                let id = slots.len() as u32;
+                let rows: u64 = by_range.values().sum();
+                let slot = Slot {
+                    split: s,
+                    stratum,
+                    offset: at % n_shards,
+                    n_shards,
+                    rows,
+                    sums_at: n_sums,
+                };
+                n_sums += n_shards as usize;
+                slot_of.insert((s, stratum), id);
+                let mut before = 0;
+                let mut shard = 0;
+                for (&range, &n) in by_range {
+                    starts[range as usize].push((id, before));
+                    before += n;
+                    // shards whose block of this stratum ends in this range
+                    while shard < n_shards && slot.block_end(shard) <= before {
+                        if slot.block_end(shard) > slot.block_start(shard) {
+                            let last = &mut last_range[shard_base[s] + shard as usize];
+                            *last = Some(last.map_or(range, |l| l.max(range)));
+                        }
+                        shard += 1;
+                    }
+                }
+                slots.push(slot);
+                at += before;
+            }
+        }
+        let mut completes: Vec<Vec<usize>> = (0..ranges).map(|_| Vec::new()).collect();
+        for (g, last) in last_range.iter().enumerate() {
+            if let Some(r) = last {
+                completes[*r as usize].push(g);
+            }
+        }
+        let mut cells = Vec::new();
+        let mut cell_of: HashMap<(usize, u64), u32> = HashMap::new();
+        let row_units: HashMap<(usize, u64, u64), RowUnit> = units
+            .into_keys()
+            .map(|(s, stratum, cell)| {
+                let t = *cell_of.entry((s, cell)).or_insert_with(|| {
+                    cells.push((s, cell));
+                    (cells.len() - 1) as u32
+                });
+                ((s, stratum, cell), (slot_of[&(s, stratum)], t))
+            })
+            .collect();
+        // every numbered unit was counted, so it has a slot
+        let units = unit_keys
+            .iter()
+            .map(|&(s, stratum, cell, tie)| {
+                (row_units[&(split_of(&split_names[s]), stratum, cell)], tie)
+            })
+            .collect();
+        DealPlan {
+            names,
+            slots,
+            units,
+            cells,
+            shard_base,
+            split_shards,
+            n_sums,
+            starts,
+            tie_before,
+            completes,
+        }
+    }
+
+    /// Uploads the encoded shards, a few at a time, and lists them by split and index.
+    async fn upload(&self, encoded: Vec<EncodedShard>) -> Result<Vec<ShardEntry>, PublishError> {
+        let mut uploads: JoinSet<Result<(), PublishError>> = JoinSet::new();
+        let mut entries = Vec::with_capacity(encoded.len());
+        for EncodedShard { entry, bytes } in encoded {
+            let bytes = match bytes {
+                Encoded::Memory(b) => b,
+                Encoded::File(p) => Bytes::from(std::fs::read(&p).map_err(spill_err(&p))?),
+            };
+            while uploads.len() >= UPLOADS_IN_FLIGHT {
+                if let Some(r) = uploads.join_next().await {
+                    r.map_err(join_err)??;
+                }
+            }
+            let dest = self.destination.clone();
+            let rel = format!("{}/{}", self.run_dir, entry.path);
+            uploads.spawn(async move { Ok(dest.put(&rel, bytes).await?) });
+            entries.push(entry);
+        }
+        while let Some(r) = uploads.join_next().await {
+            r.map_err(join_err)??;
+        }
+        entries.sort_by(|a, b| (&a.split, a.index).cmp(&(&b.split, b.index)));
+        Ok(entries)
+    }
+}
+
+fn data_err<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> PublishError + '_ {
+    move |e| PublishError::Data {
+        context: context.to_string(),
+        message: crate::one_line(&e.to_string()),
+    }
+}
+
+fn spill_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> PublishError + '_ {
+    move |e| PublishError::Data {
+        context: format!("spill file {}", path.display()),
+        message: crate::one_line(&e.to_string()),
+    }
+}
+
+fn join_err(e: tokio::task::JoinError) -> PublishError {
+    PublishError::Data {
+        context: "writing shards".into(),
+        message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks hold the counts round robin from `offset` would give, cover every rank once
+    /// in shard order, and `shard_at` finds each rank's block.
+    #[test]
+    fn blocks_hold_round_robin_counts() {
+        for n_shards in [1u64, 2, 3, 7, 32] {
+            for rows in [0u64, 1, 5, 31, 32, 33, 100, 1000] {
+                for offset in 0..n_shards {
+                    let slot = Slot {
+                        split: 0,
+                        stratum: 0,
+                        offset,
+                        n_shards,
+                        rows,
+                        sums_at: 0,
+                    };
+                    let mut round_robin = vec![0u64; n_shards as usize];
+                    for j in 0..rows {
+                        round_robin[((offset + j) % n_shards) as usize] += 1;
+                    }
+                    let mut next = 0;
+                    for k in 0..n_shards {
+                        let case = (n_shards, rows, offset, k);
+                        assert_eq!(slot.block_start(k), next, "{case:?}");
+                        assert_eq!(
+                            slot.block_end(k) - slot.block_start(k),
+                            round_robin[k as usize],
+                            "{case:?}"
+                        );
+                        for rank in slot.block_start(k)..slot.block_end(k) {
+                            assert_eq!(slot.shard_at(rank), k, "{case:?} rank {rank}");
+                        }
+                        next = slot.block_end(k);
+                    }
+                    assert_eq!(next, rows);
+                }
+            }
+        }
+    }
+
+    /// Names numbered in an order that is not theirs.
+    const NAMES: [&str; 5] = ["x", "c", "a", "b", "z"];
+
+    /// Held rows of (id, name, shuffle key, unit), as routing keeps them: the id is the
+    /// `distinct` column, the name is numbered by [`NAMES`].
+    fn held_rows(rows: &[(i64, &str, u64)]) -> (Layout, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::UInt32, false),
+            Field::new("__u", DataType::UInt64, false),
+            Field::new("__unit", DataType::UInt32, false),
+        ]));
+        let layout = Layout {
+            key: 2,
+            split: 0,
+            stratum: 0,
+            cell: 0,
+            tie: None,
+            keep: vec![0, 1],
+            held: vec![0, 1, 2],
+            held_schema: schema.clone(),
+            held_order: vec![2],
+            held_weight: 0,
+            held_distinct: vec![0],
+            coded: vec![1],
+            split_names: vec!["train".into()],
+            ranges: 1,
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
+                rows.iter().map(|r| r.0),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                rows.iter()
+                    .map(|r| NAMES.iter().position(|n| *n == r.1).unwrap() as u32),
+            )),
+            Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.2),
+            )),
+            Arc::new(UInt32Array::from(vec![0; rows.len()])),
+        ];
+        (layout, RecordBatch::try_new(schema, columns).unwrap())
+    }
+
+    /// Rows of equal shuffle key come out in the order of their written values (numbered
+    /// strings by the strings), wherever they were read; rows repeating a `distinct`
+    /// value are counted.
+    #[test]
+    fn ties_of_the_shuffle_key_follow_the_written_values() {
+        let rows = [
+            (3, "b", 5),
+            (1, "a", 5),
+            (9, "z", 7),
+            (2, "c", 5),
+            (1, "a", 5),
+            (4, "a", 1),
+            (1, "x", 5),
+        ];
+        let want = vec![
+            (4, "a".to_string()),
+            (1, "a".into()),
+            (1, "a".into()),
+            (1, "x".into()),
+            (2, "c".into()),
+            (3, "b".into()),
+            (9, "z".into()),
+        ];
+        for rotate in 0..rows.len() {
+            let mut input = rows.to_vec();
+            input.rotate_left(rotate);
+            input.swap(0, rotate / 2);
+            let (layout, batch) = held_rows(&input);
+            let decoded: Decoded = vec![None, Some(Arc::new(StringArray::from(NAMES.to_vec())))];
+            let Prepared {
+                rows: held,
+                perm,
+                repeated,
+            } = prepare(&layout, &decoded, vec![Held::Batches(vec![batch])])
+                .unwrap()
+                .unwrap();
+            let ids = held
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let names = decode(held.column(1), decoded[1].as_ref()).unwrap();
+            let names = names.as_string::<i32>();
+            let got: Vec<(i64, String)> = perm
+                .iter()
+                .map(|&(_, i)| (ids.value(i as usize), names.value(i as usize).to_string()))
+                .collect();
+            assert_eq!(got, want, "input order {input:?}");
+            // id 1 three times at key 5: two repeats
+            assert_eq!(repeated, 2, "input order {input:?}");
+        }
+    }
+
+    /// Two routing tasks number one column through a shared dictionary: short and long
+    /// values, the empty string and nulls, more values than the cache has slots; the
+    /// numbers decode back to the very column.
+    #[test]
+    fn numbered_strings_decode_to_themselves() {
+        let dictionary = std::sync::Mutex::new(Dictionary::default());
+        let values: Vec<Option<String>> = (0..500)
+            .map(|i| match i % 7 {
+                0 => None,
+                1 => Some(String::new()),
+                2 => Some(format!("a value longer than twelve bytes {}", i % 90)),
+                _ => Some(format!("v{}", i % 150)),
+            })
+            .collect();
+        let mut coders = [Coder::new(&dictionary), Coder::new(&dictionary)];
+        for (task, half) in [
+            (0, &values[..250]),
+            (1, &values[250..]),
+            (0, &values[100..400]),
+        ] {
+            let coder = &mut coders[task];
+            for view in [true, false] {
+                let plain: ArrayRef = Arc::new(StringArray::from(half.to_vec()));
+                let column = if view {
+                    cast(&plain, &DataType::Utf8View).unwrap()
+                } else {
+                    plain.clone()
+                };
+                let codes = coder.code(&column).unwrap();
+                let strings: ArrayRef =
+                    Arc::new(StringArray::from(dictionary.lock().unwrap().keys.clone()));
+                assert_eq!(
+                    decode(&codes, Some(&strings)).unwrap().as_ref(),
+                    plain.as_ref()
+                );
+            }
+        }
+        // one number per distinct value, whichever task met it first
+        let distinct: std::collections::HashSet<&String> = values.iter().flatten().collect();
+        assert_eq!(dictionary.lock().unwrap().keys.len(), distinct.len());
+    }
+
+    /// Counts survive the switch from the dense table to the map.
+    #[test]
+    fn range_counts_switch_to_a_map_without_losing_counts() {
+        let ranges = 1 << 20;
+        let mut counts = RangeCounts::Dense(Vec::new());
+        let mut want: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for unit in 0..6u32 {
+            counts.grow(unit as usize + 1, ranges);
+            for range in [0u32, 7, unit * 1000, (ranges - 1) as u32, 7] {
+                counts.add(unit, range, ranges);
+                *want.entry((unit, range)).or_default() += 1;
+            }
+            // past 4 units of 2^20 ranges the table would exceed DENSE_COUNTS
+            assert_eq!(
+                matches!(counts, RangeCounts::Sparse(_)),
+                (unit as usize + 1) * ranges > DENSE_COUNTS,
+                "unit {unit}"
+            );
+        }
+        let got: BTreeMap<(u32, u32), u64> = counts.into_entries(ranges).into_iter().collect();
+        assert_eq!(got, want);
+    }
+}
