@@ -102,7 +102,7 @@ const MAX_KEPT_TUPLES: usize = 1 << 16;
 struct GroupHasher {
     seed: u64,
     types: Vec<DataType>,
-    coder: crate::cells::TupleCoder,
+    coder: crate::cells::coder::TupleCoder,
     hashes: Vec<Option<u64>>,
 }
 
@@ -147,7 +147,7 @@ impl ScalarUDFImpl for StrataGroupHash {
         };
         let mut g = kept.unwrap_or_else(|| GroupHasher {
             seed,
-            coder: crate::cells::TupleCoder::new(&types),
+            coder: crate::cells::coder::TupleCoder::new(&types),
             types,
             hashes: Vec::new(),
         });
