@@ -18,13 +18,14 @@ use strata_run::{
     ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION,
     Manifest, ShardEntry, SplitTotals, sha256_hex,
 };
-use strata_spec::{
-    LabelValue, MISSING_GROUP, Mode, OnEmpty, Pipeline, ShardSize, Strategy, Stratify, Target,
-};
+use strata_spec::{LabelValue, Pipeline, ShardSize, Strategy, Stratify};
 
 use crate::CurateError;
 use crate::cut::{self, Cut, Key, Observed, Window};
-use crate::plan::{kamiran_calders, largest_remainder, plan_total};
+use crate::plan::kamiran_calders;
+use crate::planning::{
+    Cell, GroupKey, LabelKey, Planned, Plans, describe, incomplete_warning, make_plans,
+};
 use strata_run::{Curation, SUMMARY_SCHEMA_VERSION, SplitSummary, StratumSummary};
 
 /// The per-stratum summary, in the run's folder next to the shards.
@@ -65,19 +66,6 @@ fn check_run_id(id: &str) -> Result<String, CurateError> {
     }
 }
 
-/// Group values, in spec order; `None` is the missing group.
-type GroupKey = Vec<Option<String>>;
-type LabelKey = Option<String>;
-
-/// One (group, label) cell of pass 1, with its rows and weight per split.
-#[derive(Debug, Clone, Default)]
-struct Cell {
-    cell_id: u64,
-    group_id: u64,
-    rows: [u64; 3],
-    weight: [f64; 3],
-}
-
 /// Exact resampling's sample keys as pass 1 observed them: per stratum, the rows at or
 /// below the top of each of its cells' train windows, in `windows` around the cuts of
 /// `plan` (stratum → rows planned, training rows), the plan the split was expected to
@@ -86,21 +74,6 @@ struct SampleSeen {
     windows: BTreeMap<u64, [Option<Window>; 2]>,
     seen: HashMap<u64, Observed>,
     plan: BTreeMap<u64, (u64, u64)>,
-}
-
-/// Every cell's weight factor and plan, and every group's target share.
-type PlanSet = (
-    BTreeMap<(GroupKey, LabelKey), Option<f64>>,
-    BTreeMap<(GroupKey, LabelKey), Planned>,
-    BTreeMap<GroupKey, f64>,
-);
-
-/// A resample stratum's plan: rows available in train and rows planned.
-#[derive(Debug, Clone, Copy, Default)]
-struct Planned {
-    available: u64,
-    planned: u64,
-    target_share: Option<f64>,
 }
 
 fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> CurateError + '_ {
@@ -343,262 +316,6 @@ pub async fn curate(
             }
             strata_plan
         };
-    let make_plans = |cells: &BTreeMap<(GroupKey, LabelKey), Cell>,
-                      warnings: &mut Vec<String>|
-     -> Result<PlanSet, CurateError> {
-        let mut groups: BTreeMap<GroupKey, BTreeMap<LabelKey, Cell>> = BTreeMap::new();
-        for ((g, y), c) in cells {
-            groups
-                .entry(g.clone())
-                .or_default()
-                .insert(y.clone(), c.clone());
-        }
-        for ((g, y), c) in cells {
-            if c.rows[train] == 0 {
-                warnings.push(format!(
-                    "cell {} has no rows in the training split",
-                    describe(attrs, g, Some((label_col, y)))
-                ));
-            }
-        }
-
-        // factor per cell (reweigh / reweigh_after), plan per cell (k, n of its stratum)
-        let mut factors: BTreeMap<(GroupKey, LabelKey), Option<f64>> = BTreeMap::new();
-        let mut plans: BTreeMap<(GroupKey, LabelKey), Planned> = BTreeMap::new();
-        let mut group_targets: BTreeMap<GroupKey, f64> = BTreeMap::new();
-        match (spec.strategy, &spec.resample) {
-            (Strategy::Reweigh, _) | (_, None) => {
-                let w_train: BTreeMap<(GroupKey, LabelKey), f64> = cells
-                    .iter()
-                    .map(|(k, c)| (k.clone(), c.weight[train]))
-                    .collect();
-                let (f, complete) = kamiran_calders(&w_train);
-                factors = f;
-                if !complete {
-                    warnings.push(incomplete_warning());
-                }
-                for (k, c) in cells {
-                    plans.insert(
-                        k.clone(),
-                        Planned {
-                            available: c.rows[train],
-                            planned: c.rows[train],
-                            target_share: None,
-                        },
-                    );
-                }
-            }
-            (Strategy::Resample, Some(r)) => {
-                let keys: Vec<GroupKey> = groups.keys().cloned().collect();
-                let available: Vec<u64> = keys
-                    .iter()
-                    .map(|g| groups[g].values().map(|c| c.rows[train]).sum())
-                    .collect();
-                let mut shares: Vec<f64> = vec![0.0; keys.len()];
-                let mut counts: Option<Vec<u64>> = None;
-                let index_of = |values: &[String]| -> Option<usize> {
-                    let key: GroupKey = values
-                        .iter()
-                        .map(|v| (v != MISSING_GROUP).then(|| v.clone()))
-                        .collect();
-                    keys.iter().position(|k| *k == key)
-                };
-                match r.target {
-                    Target::Uniform => shares.iter_mut().for_each(|s| *s = 1.0 / keys.len() as f64),
-                    Target::Reference => {
-                        for (i, g) in keys.iter().enumerate() {
-                            let mut share = 1.0;
-                            for (a, v) in attrs.iter().zip(g) {
-                                let name = v.as_deref().unwrap_or(MISSING_GROUP);
-                                match pipeline.groups.reference.get(a).and_then(|m| m.get(name)) {
-                                    Some(s) => share *= s,
-                                    None => {
-                                        warnings.push(format!("{a}={name} is not in the reference mix; its groups get no target rows"));
-                                        share = 0.0;
-                                    }
-                                }
-                            }
-                            shares[i] = share;
-                        }
-                        let sum: f64 = shares.iter().sum();
-                        if sum <= 0.0 {
-                            return Err(pipeline
-                                .error_at(
-                                    "curate.resample.target",
-                                    "no group of the data has a positive reference share",
-                                )
-                                .into());
-                        }
-                        shares.iter_mut().for_each(|s| *s /= sum);
-                    }
-                    Target::Shares | Target::Counts => {
-                        let mut c = vec![0u64; keys.len()];
-                        for t in &r.strata {
-                            let i = index_of(&t.values).ok_or_else(|| {
-                                pipeline.error_at(
-                                    "curate.resample.strata",
-                                    format!(
-                                        "the target names group {} which does not occur in the data",
-                                        describe_values(attrs, &t.values)
-                                    ),
-                                )
-                            })?;
-                            shares[i] = t.share.unwrap_or(0.0);
-                            c[i] = t.count.unwrap_or(0);
-                        }
-                        if r.target == Target::Counts {
-                            let total: u64 = c.iter().sum();
-                            shares = c
-                                .iter()
-                                .map(|&x| {
-                                    if total == 0 {
-                                        0.0
-                                    } else {
-                                        x as f64 / total as f64
-                                    }
-                                })
-                                .collect();
-                            counts = Some(c);
-                        }
-                        let unlisted: Vec<_> = keys
-                            .iter()
-                            .zip(&shares)
-                            .filter(|(_, s)| **s == 0.0)
-                            .map(|(k, _)| describe(attrs, k, None))
-                            .collect();
-                        if !unlisted.is_empty() {
-                            warnings.push(format!(
-                                "groups with no target rows are left out of train: {}",
-                                unlisted.join(", ")
-                            ));
-                        }
-                    }
-                }
-                // a positive target on a group with no training rows
-                for i in 0..keys.len() {
-                    if shares[i] > 0.0 && available[i] == 0 {
-                        let name = describe(attrs, &keys[i], None);
-                        match spec.on_empty {
-                            OnEmpty::Error => {
-                                return Err(pipeline
-                                    .error_at(
-                                        "curate.on_empty",
-                                        format!("group {name} has no rows in the training split but a positive target; set on_empty = \"skip\" to drop it"),
-                                    )
-                                    .into());
-                            }
-                            OnEmpty::Skip => {
-                                warnings.push(format!("group {name} has no training rows; skipped (on_empty = \"skip\")"));
-                                shares[i] = 0.0;
-                                if let Some(c) = counts.as_mut() {
-                                    c[i] = 0;
-                                }
-                            }
-                        }
-                    }
-                }
-                let sum: f64 = shares.iter().sum();
-                if sum <= 0.0 {
-                    return Err(pipeline
-                        .error_at(
-                            "curate.resample",
-                            "no group has both training rows and a positive target",
-                        )
-                        .into());
-                }
-                shares.iter_mut().for_each(|s| *s /= sum);
-                let planned_groups: Vec<u64> = match &counts {
-                    Some(c) if r.mode == Mode::Undersample => c
-                        .iter()
-                        .zip(&available)
-                        .zip(&keys)
-                        .map(|((&k, &n), g)| {
-                            if k > n {
-                                warnings.push(format!(
-                                    "group {} has {n} training rows but a target of {k}; undersampling keeps {n}",
-                                    describe(attrs, g, None)
-                                ));
-                            }
-                            k.min(n)
-                        })
-                        .collect(),
-                    Some(c) => c.clone(),
-                    None => {
-                        let n = plan_total(r.mode, r.total, &shares, &available)
-                            .map_err(|e| pipeline.error_at("curate.resample", e.to_string()))?;
-                        let mut k = largest_remainder(n, &shares);
-                        for i in 0..k.len() {
-                            if shares[i] > 0.0 {
-                                match r.mode {
-                                    Mode::Undersample => k[i] = k[i].min(available[i]),
-                                    Mode::Oversample => k[i] = k[i].max(available[i]),
-                                    Mode::Hybrid => {}
-                                }
-                            }
-                        }
-                        k
-                    }
-                };
-                for (i, g) in keys.iter().enumerate() {
-                    group_targets.insert(g.clone(), shares[i]);
-                    let labels = &groups[g];
-                    if stratify_label {
-                        let label_keys: Vec<&LabelKey> = labels.keys().collect();
-                        let weights: Vec<f64> =
-                            labels.values().map(|c| c.rows[train] as f64).collect();
-                        let k = largest_remainder(planned_groups[i], &weights);
-                        for (j, y) in label_keys.iter().enumerate() {
-                            let n = labels[*y].rows[train];
-                            let share_of_group = if available[i] == 0 {
-                                0.0
-                            } else {
-                                n as f64 / available[i] as f64
-                            };
-                            plans.insert(
-                                (g.clone(), (*y).clone()),
-                                Planned {
-                                    available: n,
-                                    planned: k[j],
-                                    target_share: Some(shares[i] * share_of_group),
-                                },
-                            );
-                        }
-                    } else {
-                        for y in labels.keys() {
-                            plans.insert(
-                                (g.clone(), y.clone()),
-                                Planned {
-                                    available: available[i],
-                                    planned: planned_groups[i],
-                                    target_share: Some(shares[i]),
-                                },
-                            );
-                        }
-                    }
-                }
-                // replication cap, per stratum
-                for ((g, y), p) in &plans {
-                    if p.available > 0 && p.planned as f64 > r.max_replication * p.available as f64
-                    {
-                        let name = describe(attrs, g, stratify_label.then_some((label_col, y)));
-                        return Err(pipeline
-                            .error_at(
-                                "curate.resample.max_replication",
-                                format!(
-                                    "stratum {name} needs replication factor {:.2} ({} rows from {}), over the cap {}",
-                                    p.planned as f64 / p.available as f64,
-                                    p.planned,
-                                    p.available,
-                                    r.max_replication
-                                ),
-                            )
-                            .into());
-                    }
-                }
-            }
-        }
-        Ok((factors, plans, group_targets))
-    };
 
     // --- pass 1: the split. Within each cell rows are ordered by (split hash, sample
     //     hash); the first round(n·train) go to train, the next to validation. The two
@@ -651,9 +368,15 @@ pub async fn curate(
                 },
             );
         }
-        make_plans(&predicted_cells, &mut Vec::new())
-            .ok()
-            .map(|(_, plans, _)| strata_plan_of(&predicted_cells, &plans))
+        make_plans(
+            pipeline,
+            spec,
+            stratify_label,
+            &predicted_cells,
+            &mut Vec::new(),
+        )
+        .ok()
+        .map(|p| strata_plan_of(&predicted_cells, &p.plans))
     } else {
         None
     };
@@ -793,7 +516,11 @@ pub async fn curate(
     }
 
     // --- plan on the driver ---
-    let (mut factors, plans, group_targets) = make_plans(&cells, &mut warnings)?;
+    let Plans {
+        mut factors,
+        plans,
+        group_targets,
+    } = make_plans(pipeline, spec, stratify_label, &cells, &mut warnings)?;
 
     let replicate = resample && plans.values().any(|p| p.planned > p.available);
 
@@ -1292,12 +1019,6 @@ fn identity(pipeline: &Pipeline, source: &SourceTable, seed: u64) -> String {
     sha256_hex(doc.to_string().as_bytes())
 }
 
-fn incomplete_warning() -> String {
-    "some group × label cells of the training split are empty: group and label cannot be made independent; \
-     weights are scaled to keep the total"
-        .into()
-}
-
 /// Group by-columns of an aggregate as optional strings (missing group = `None`).
 fn string_columns(batch: &RecordBatch, n: usize) -> Result<Vec<Vec<Option<String>>>, CurateError> {
     (0..n)
@@ -1748,27 +1469,6 @@ fn tuning<T>(
             Err(EngineError::Config(format!("environment variable {name} is not UTF-8")).into())
         }
     }
-}
-
-fn describe(attrs: &[String], g: &GroupKey, label: Option<(&String, &LabelKey)>) -> String {
-    let mut parts: Vec<String> = attrs
-        .iter()
-        .zip(g)
-        .map(|(a, v)| format!("{a}={}", v.as_deref().unwrap_or(MISSING_GROUP)))
-        .collect();
-    if let Some((l, y)) = label {
-        parts.push(format!("{l}={}", y.as_deref().unwrap_or(MISSING_GROUP)));
-    }
-    parts.join(" × ")
-}
-
-fn describe_values(attrs: &[String], values: &[String]) -> String {
-    attrs
-        .iter()
-        .zip(values)
-        .map(|(a, v)| format!("{a}={v}"))
-        .collect::<Vec<_>>()
-        .join(" × ")
 }
 
 struct SummaryInput<'a> {

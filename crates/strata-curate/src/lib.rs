@@ -15,6 +15,7 @@
 mod curate;
 mod cut;
 mod plan;
+mod planning;
 mod summary;
 
 pub use curate::{CurateOptions, Published, SUMMARY_FILE, curate};
