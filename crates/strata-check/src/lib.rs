@@ -50,14 +50,15 @@ pub enum CheckError {
 }
 
 /// Which stages `strata check` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StageSelection {
     Source,
     Curated,
+    #[default]
     All,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
     pub stages: StageSelection,
     /// The output root of `strata curate` (follows `_latest`), a run folder or a manifest:
@@ -68,6 +69,9 @@ pub struct CheckOptions {
     pub strict: bool,
     /// Overrides `[checks] timeout_secs`: seconds one check may run.
     pub timeout_secs: Option<u64>,
+    /// The source's profile when the caller has computed it already (a pipeline run);
+    /// otherwise `check` computes it.
+    pub profile: Option<strata_profile::Profile>,
 }
 
 fn df_err(context: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> CheckError + '_ {
@@ -84,6 +88,15 @@ pub async fn check(
 ) -> Result<CheckRun, CheckError> {
     let ctx = engine.context();
     let checks = load_checks(&pipeline.checks.dirs)?;
+    // the tables of an earlier check run in this session (a pipeline may check twice)
+    for table in [
+        tables::PROFILE_TABLE,
+        tables::CURATED_TABLE,
+        tables::CURATION_TABLE,
+    ] {
+        ctx.deregister_table(table)
+            .map_err(df_err("replacing the check tables"))?;
+    }
     if checks.is_empty() {
         return Err(CheckError::Usage(format!(
             "no `.sql` checks found in {}",
@@ -115,7 +128,10 @@ pub async fn check(
     }
 
     // the profile of the source: every stage may use it
-    let profile = strata_profile::profile(engine, pipeline, source, label_kind).await?;
+    let profile = match &options.profile {
+        Some(p) => p.clone(),
+        None => strata_profile::profile(engine, pipeline, source, label_kind).await?,
+    };
     let batch =
         tables::profile_batch(pipeline, &profile).map_err(df_err("building the profile table"))?;
     ctx.register_batch(tables::PROFILE_TABLE, batch)

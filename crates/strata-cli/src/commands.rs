@@ -2,8 +2,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use strata_engine::{Engine, EngineOptions, LabelKind, SOURCE_TABLE, SourceTable};
-use strata_spec::Pipeline;
+use strata_engine::{Engine, EngineOptions};
 
 use crate::Outcome;
 use crate::cli::{
@@ -22,33 +21,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-/// A pipeline with its source opened and its schema checked.
-struct Opened {
-    pipeline: Pipeline,
-    engine: Engine,
-    source: SourceTable,
-    label_kind: LabelKind,
-}
-
-async fn open(args: &PipelineArgs) -> anyhow::Result<Opened> {
-    let mut pipeline = Pipeline::load(&args.pipeline)?;
+async fn open(args: &PipelineArgs) -> anyhow::Result<strata::Pipeline> {
+    let mut spec = strata_spec::Pipeline::load(&args.pipeline)?;
     if let Some(url) = &args.source {
-        pipeline = pipeline.with_source_url(url);
+        spec = spec.with_source_url(url);
     }
-    let engine = Engine::new(&EngineOptions {
+    let options = EngineOptions {
         target_partitions: args.target_partitions,
         memory_limit: args.memory_limit,
-    })?;
-    let source = engine
-        .open_source(&pipeline.source.url, &pipeline.storage, SOURCE_TABLE)
-        .await?;
-    let label_kind = strata_engine::check_source(&pipeline, &source)?;
-    Ok(Opened {
-        pipeline,
-        engine,
-        source,
-        label_kind,
-    })
+    };
+    Ok(strata::Pipeline::from_spec(spec, &options).await?)
 }
 
 async fn validate(args: PipelineArgs) -> anyhow::Result<Outcome> {
@@ -56,15 +38,15 @@ async fn validate(args: PipelineArgs) -> anyhow::Result<Outcome> {
     println!(
         "ok: {} — source {} ({} file{}, {} columns); attributes {}; label {} ({:?}, positive {}){}",
         args.pipeline.display(),
-        o.source.url,
-        o.source.files.len(),
-        if o.source.files.len() == 1 { "" } else { "s" },
-        o.source.schema.fields().len(),
-        o.pipeline.groups.attributes.join(", "),
-        o.pipeline.label.column,
-        o.label_kind,
-        o.pipeline.label.positive,
-        o.pipeline
+        o.source().url,
+        o.source().files.len(),
+        if o.source().files.len() == 1 { "" } else { "s" },
+        o.source().schema.fields().len(),
+        o.spec().groups.attributes.join(", "),
+        o.spec().label.column,
+        o.label_kind(),
+        o.spec().label.positive,
+        o.spec()
             .source
             .weight_column
             .as_ref()
@@ -76,7 +58,7 @@ async fn validate(args: PipelineArgs) -> anyhow::Result<Outcome> {
 
 async fn profile(args: ProfileArgs) -> anyhow::Result<Outcome> {
     let o = open(&args.pipeline).await?;
-    let profile = strata_profile::profile(&o.engine, &o.pipeline, &o.source, o.label_kind).await?;
+    let profile = o.profile().await?;
     let text = strata_profile::render(&profile, args.format.into());
     match &args.out {
         Some(path) => {
@@ -95,7 +77,7 @@ async fn curate(args: CurateArgs) -> anyhow::Result<Outcome> {
         out: args.out.clone(),
         run_id: args.run_id.clone(),
     };
-    let published = strata_curate::curate(&o.engine, &o.pipeline, &o.source, &options).await?;
+    let published = o.curate(&options).await?;
     let text = match args.format {
         SummaryFormat::Table => {
             let m = &published.manifest;
@@ -135,9 +117,9 @@ async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         failing_rows: args.failing_rows.clone(),
         strict: args.strict,
         timeout_secs: args.check_timeout,
+        profile: None,
     };
-    let run =
-        strata_check::check(&o.engine, &o.pipeline, &o.source, o.label_kind, &options).await?;
+    let run = o.check(options).await?;
     if let Some(path) = &args.junit {
         write_atomically(path, run.to_junit().as_bytes())?;
     }

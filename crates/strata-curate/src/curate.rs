@@ -34,7 +34,7 @@ pub const SUMMARY_FILE: &str = "curation.json";
 const SPLITS: [&str; 3] = ["train", "validation", "test"];
 
 /// Per-run settings that the CLI may override.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CurateOptions {
     /// Overrides `curate.seed`.
     pub seed: Option<u64>,

@@ -201,6 +201,9 @@ impl Engine {
             .collect();
         let schema = coded_schema(&source.schema, columns);
         let table = CodedTable::new(Arc::new(listing.table(schema.clone())?), hints);
+        // a session that runs several stages registers it once per stage, with the
+        // columns that stage codes
+        self.ctx.deregister_table(name).map_err(err())?;
         self.ctx
             .register_table(name, Arc::new(table))
             .map_err(err())?;
