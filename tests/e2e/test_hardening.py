@@ -542,3 +542,17 @@ def test_fuzz_never_panics_hangs_or_changes_a_value(tmp_path):
                 same = (a is None and b is None) or (isinstance(a, float) and math.isnan(a) and math.isnan(b)) \
                     or (isinstance(a, float) and struct.pack("<d", a) == struct.pack("<d", b)) or a == b
                 assert same, (case, col, a, b)
+
+
+def test_helper_column_names_are_refused_but_pandas_index_columns_pass(tmp_path):
+    """A source column named like one of curation's helpers would be shadowed: refused by
+    name. pandas' `__index_level_0__` is an ordinary column and goes through unchanged."""
+    src = tmp_path / "src.parquet"
+    pq.write_table(table(40).append_column("__cell", pa.array([1] * 40)), src)
+    out = tmp_path / "out"
+    assert_refused(curate(write_spec(tmp_path, str(src)), out), "`__cell`", "rename it", out=out)
+    t = table(40).append_column("__index_level_0__", pa.array(range(100, 140)))
+    pq.write_table(t, src)
+    curate(write_spec(tmp_path, str(src)), out, check=True)
+    got = read_curated(out).sort_by("id")
+    assert got.column("__index_level_0__").to_pylist() == list(range(100, 140))

@@ -21,6 +21,7 @@ use strata_run::{
 use strata_spec::{LabelValue, Pipeline, ShardSize, Strategy, Stratify};
 
 use crate::CurateError;
+use crate::columns as col;
 use crate::cut::{self, Cut, Key, Observed, Window};
 use crate::plan::kamiran_calders;
 use crate::planning::{
@@ -114,12 +115,12 @@ pub async fn curate(
     let attrs = &pipeline.groups.attributes;
     let label_col = &pipeline.label.column;
 
-    for reserved in ["split", "sample_weight"] {
+    for reserved in ["split", "sample_weight"].iter().chain(col::ALL) {
         if source.schema.field_with_name(reserved).is_ok() {
             return Err(EngineError::Source {
                 url: source.url.clone(),
                 message: format!(
-                    "has a column named `{reserved}`, which curation adds; rename it first"
+                    "has a column named `{reserved}`, which curation adds or uses; rename it first"
                 ),
             }
             .into());
@@ -203,11 +204,11 @@ pub async fn curate(
     };
     let mut keyed_cols = source_cols.clone();
     keyed_cols.extend([
-        call(stream::SPLIT, &key_cols).alias("__h_split"),
-        call(stream::SAMPLE, &key_cols).alias("__h_sample"),
-        group_call(stream::GROUP, &attr_cols).alias("__grp"),
-        group_call(stream::CELL, &cell_cols).alias("__cell"),
-        weight.alias("__w"),
+        call(stream::SPLIT, &key_cols).alias(col::H_SPLIT),
+        call(stream::SAMPLE, &key_cols).alias(col::H_SAMPLE),
+        group_call(stream::GROUP, &attr_cols).alias(col::GROUP),
+        group_call(stream::CELL, &cell_cols).alias(col::CELL),
+        weight.alias(col::WEIGHT),
     ]);
     let keyed = || async { ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone()) };
 
@@ -257,8 +258,8 @@ pub async fn curate(
         gy.push(ident("y"));
         ctx.read_batches(pass0)
             .and_then(|df| {
-                df.with_column("__cr_cell", call(stream::CELL, &gy))?
-                    .with_column("__cr_grp", call(stream::GROUP, &g))
+                df.with_column(col::CELL_ID, call(stream::CELL, &gy))?
+                    .with_column(col::CELL_GROUP, call(stream::GROUP, &g))
             })
             .map_err(df_err("planning curation"))?
             .collect()
@@ -303,7 +304,7 @@ pub async fn curate(
     // Shard strata are the curation's strata: (group, label) cells, or groups when
     // resampling by group only.
     let group_strata = resample && !stratify_label;
-    let stratum_col = if group_strata { "__grp" } else { "__cell" };
+    let stratum_col = if group_strata { col::GROUP } else { col::CELL };
     let stratum_of = |c: &Cell| if group_strata { c.group_id } else { c.cell_id };
     // stratum → (rows planned, training rows) of exact resampling
     let strata_plan_of =
@@ -341,10 +342,10 @@ pub async fn curate(
     let started = std::time::Instant::now();
     let rows_by_cell = || async {
         keyed().await?.select(vec![
-            ident("__cell").alias("__stratum"),
-            ident("__h_split").alias("__h1"),
-            ident("__h_sample").alias("__h2"),
-            ident("__w"),
+            ident(col::CELL).alias(col::STRATUM),
+            ident(col::H_SPLIT).alias(col::KEY1),
+            ident(col::H_SAMPLE).alias(col::KEY2),
+            ident(col::WEIGHT),
         ])
     };
     // Exact resampling's sample cuts need the plan, which needs each cell's training
@@ -402,13 +403,13 @@ pub async fn curate(
                 .map_err(df_err("curation pass 1 (the split)"))?;
             let df = df
                 .select(vec![
-                    ident("__cell").alias("__stratum"),
-                    ident("__h_split").alias("__h1"),
-                    ident("__h_sample").alias("__h2"),
-                    ident("__w"),
+                    ident(col::CELL).alias(col::STRATUM),
+                    ident(col::H_SPLIT).alias(col::KEY1),
+                    ident(col::H_SAMPLE).alias(col::KEY2),
+                    ident(col::WEIGHT),
                     ident(stratum_col).alias("__stratum_b"),
                     lookup(
-                        ident("__cell"),
+                        ident(col::CELL),
                         &top.iter().map(|t| t.0).collect::<Vec<_>>(),
                         Arc::new(UInt64Array::from(
                             top.iter().map(|t| t.1).collect::<Vec<_>>(),
@@ -417,9 +418,9 @@ pub async fn curate(
                     .alias("__top"),
                 ])
                 .map_err(df_err("curation pass 1 (the split)"))?;
-            let a = zones("__stratum", "__h1", "__h2", &split_windows);
-            let b = zones("__stratum_b", "__h2", "__h1", &sample_windows)
-                .filter(ident("__h1").lt_eq(ident("__top")))
+            let a = zones(col::STRATUM, col::KEY1, col::KEY2, &split_windows);
+            let b = zones("__stratum_b", col::KEY2, col::KEY1, &sample_windows)
+                .filter(ident(col::KEY1).lt_eq(ident("__top")))
                 .build()
                 .map_err(df_err("curation pass 1 (the split)"))?;
             let what = "curation pass 1 (the split and the sample)";
@@ -557,22 +558,22 @@ pub async fn curate(
             table
                 .columns
                 .into_iter()
-                .map(|(name, values)| lookup(ident("__cell"), &table.keys, values).alias(name)),
+                .map(|(name, values)| lookup(ident(col::CELL), &table.keys, values).alias(name)),
         );
         df.select(columns)?.with_column(
-            "__split",
+            col::SPLIT,
             pick(
-                at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"),
+                at_or_below(col::H_SPLIT, col::H_SAMPLE, "__t1a", "__t1b"),
                 lit(0u8),
                 pick(
-                    at_or_below("__h_split", "__h_sample", "__t2a", "__t2b"),
+                    at_or_below(col::H_SPLIT, col::H_SAMPLE, "__t2a", "__t2b"),
                     lit(1u8),
                     lit(2u8),
                 ),
             ),
         )
     };
-    let is_train = || ident("__split").eq(lit(0u8));
+    let is_train = || ident(col::SPLIT).eq(lit(0u8));
 
     // --- pass 1b (exact resampling): per stratum of n training rows and k planned, the
     //     cut at rank k mod n by (sample hash, split hash). Rows at or below it get
@@ -589,12 +590,12 @@ pub async fn curate(
             // train is "at or below the first cut": the second cut's lookups are not read
             joined(split_table.clone())
                 .await?
-                .filter(at_or_below("__h_split", "__h_sample", "__t1a", "__t1b"))?
+                .filter(at_or_below(col::H_SPLIT, col::H_SAMPLE, "__t1a", "__t1b"))?
                 .select(vec![
-                    ident(stratum_col).alias("__stratum"),
-                    ident("__h_sample").alias("__h1"),
-                    ident("__h_split").alias("__h2"),
-                    ident("__w"),
+                    ident(stratum_col).alias(col::STRATUM),
+                    ident(col::H_SAMPLE).alias(col::KEY1),
+                    ident(col::H_SPLIT).alias(col::KEY2),
+                    ident(col::WEIGHT),
                 ])
         };
         // pass 1 observed the sample keys of the rows at or below each cell's train
@@ -672,15 +673,15 @@ pub async fn curate(
             lit(1i64)
         } else if exact {
             let extra = pick(
-                at_or_below("__h_sample", "__h_split", "__ra", "__rb"),
+                at_or_below(col::H_SAMPLE, col::H_SPLIT, "__ra", "__rb"),
                 lit(1i64),
                 lit(0i64),
             );
             pick(is_train(), ident("__q") + extra, lit(1i64))
         } else {
             let p = cast(ident("__k"), DataType::Float64) / cast(ident("__n"), DataType::Float64);
-            let u =
-                cast(ident("__h_sample"), DataType::Float64) / lit(18_446_744_073_709_551_616.0f64);
+            let u = cast(ident(col::H_SAMPLE), DataType::Float64)
+                / lit(18_446_744_073_709_551_616.0f64);
             let extra = pick(u.lt(p.clone() - floor(p.clone())), lit(1i64), lit(0i64));
             pick(
                 is_train(),
@@ -689,18 +690,18 @@ pub async fn curate(
             )
         };
         df = df
-            .with_column("__copies", copies)?
-            .filter(ident("__copies").gt(lit(0i64)))?;
+            .with_column(col::COPIES, copies)?
+            .filter(ident(col::COPIES).gt(lit(0i64)))?;
         df = if replicate {
-            df.with_column("__copy", range(lit(0i64), ident("__copies"), lit(1i64)))?
-                .unnest_columns(&["__copy"])?
+            df.with_column(col::COPY, range(lit(0i64), ident(col::COPIES), lit(1i64)))?
+                .unnest_columns(&[col::COPY])?
         } else {
-            df.with_column("__copy", lit(0i64))?
+            df.with_column(col::COPY, lit(0i64))?
         };
         let in_tie = is_train()
-            .and(ident("__h_sample").eq(ident("__tie_a")))
-            .and(ident("__h_split").eq(ident("__tie_b")));
-        df.with_column("__tie", pick(in_tie, ident("__tie_id"), lit(0u64)))
+            .and(ident(col::H_SAMPLE).eq(ident("__tie_a")))
+            .and(ident(col::H_SPLIT).eq(ident("__tie_b")));
+        df.with_column(col::TIE, pick(in_tie, ident("__tie_id"), lit(0u64)))
     };
 
     // reweighing after resampling uses the resampled weight sums: one more aggregate
@@ -709,10 +710,10 @@ pub async fn curate(
             .await
             .and_then(|df| {
                 df.filter(is_train())?.aggregate(
-                    vec![ident("__cell"), ident("__tie")],
+                    vec![ident(col::CELL), ident(col::TIE)],
                     vec![
                         count_all().alias("rows"),
-                        exact_sum(ident("__w")).alias("w"),
+                        exact_sum(ident(col::WEIGHT)).alias("w"),
                     ],
                 )
             })
@@ -723,12 +724,12 @@ pub async fn curate(
         let mut w_after: BTreeMap<(GroupKey, LabelKey), f64> = BTreeMap::new();
         for b in &sums {
             let cell = b
-                .column_by_name("__cell")
-                .expect("__cell")
+                .column_by_name(col::CELL)
+                .expect(col::CELL)
                 .as_primitive::<UInt64Type>();
             let tie = b
-                .column_by_name("__tie")
-                .expect("__tie")
+                .column_by_name(col::TIE)
+                .expect(col::TIE)
                 .as_primitive::<UInt64Type>();
             let rows = b
                 .column_by_name("rows")
@@ -789,20 +790,20 @@ pub async fn curate(
     // its rare ties on the written values, the row key among them (or the whole row)
     output_cols.extend([
         ident("sample_weight"),
-        ident("__split"),
-        ident("__cell"),
+        ident(col::SPLIT),
+        ident(col::CELL),
         call(
             stream::SHUFFLE,
-            &[ident("__h_sample"), ident("__h_split"), ident("__copy")],
+            &[ident(col::H_SAMPLE), ident(col::H_SPLIT), ident(col::COPY)],
         )
-        .alias("__u"),
+        .alias(col::SHUFFLE_KEY),
     ]);
-    let order: Vec<String> = vec!["__u".into()];
+    let order: Vec<String> = vec![col::SHUFFLE_KEY.into()];
     if group_strata {
-        output_cols.push(ident("__grp"));
+        output_cols.push(ident(col::GROUP));
     }
     if !trims.is_empty() {
-        output_cols.push(ident("__tie"));
+        output_cols.push(ident(col::TIE));
     }
     let output = build_output(cell_table(table.values()))
         .await
@@ -811,13 +812,13 @@ pub async fn curate(
             let factor = pick(
                 is_train(),
                 pick(
-                    ident("__factor").is_not_null(),
-                    ident("__factor"),
+                    ident(col::FACTOR).is_not_null(),
+                    ident(col::FACTOR),
                     lit(1.0f64),
                 ),
                 lit(1.0f64),
             );
-            df.with_column("sample_weight", ident("__w") * factor)?
+            df.with_column("sample_weight", ident(col::WEIGHT) * factor)?
                 .select(output_cols)
         })
         .map_err(df_err("planning the curated output"))?;
@@ -846,14 +847,14 @@ pub async fn curate(
         destination: destination.clone(),
         run_dir: Destination::run_dir(&run.run_id),
         columns: SinkColumns {
-            split: "__split".into(),
+            split: col::SPLIT.into(),
             split_names: SPLITS.map(String::from).to_vec(),
             split_column: "split".into(),
             weight: "sample_weight".into(),
             stratum: stratum_col.into(),
-            cell: "__cell".into(),
+            cell: col::CELL.into(),
             order,
-            tie: (!trims.is_empty()).then(|| "__tie".into()),
+            tie: (!trims.is_empty()).then(|| col::TIE.into()),
             distinct: pipeline.source.id_column.iter().cloned().collect(),
             // group attributes and label: a few values each
             categorical: pipeline.cell_columns(),
@@ -1072,8 +1073,8 @@ fn cells_batches(
         let rows = cells.column(n_attrs + 1).clone();
         let ids = datafusion::arrow::compute::cast(cells.column(n_attrs + 2), &DataType::Int64)?;
         fields.extend([
-            Field::new("__cell_rows", DataType::Int64, false),
-            Field::new("__ids", DataType::Int64, true),
+            Field::new(col::CELL_ROWS, DataType::Int64, false),
+            Field::new(col::CELL_IDS, DataType::Int64, true),
         ]);
         columns.extend([rows, ids]);
         out.push(RecordBatch::try_new(
@@ -1146,20 +1147,20 @@ fn read_cell_keys(
     for b in batches {
         let keys = string_columns(b, n_attrs + 1)?;
         let cell_ids = b
-            .column_by_name("__cr_cell")
-            .expect("__cr_cell")
+            .column_by_name(col::CELL_ID)
+            .expect(col::CELL_ID)
             .as_primitive::<UInt64Type>();
         let group_ids = b
-            .column_by_name("__cr_grp")
-            .expect("__cr_grp")
+            .column_by_name(col::CELL_GROUP)
+            .expect(col::CELL_GROUP)
             .as_primitive::<UInt64Type>();
         let rows = b
-            .column_by_name("__cell_rows")
-            .expect("__cell_rows")
+            .column_by_name(col::CELL_ROWS)
+            .expect(col::CELL_ROWS)
             .as_primitive::<Int64Type>();
         let ids = b
-            .column_by_name("__ids")
-            .expect("__ids")
+            .column_by_name(col::CELL_IDS)
+            .expect(col::CELL_IDS)
             .as_primitive::<Int64Type>();
         for r in 0..b.num_rows() {
             let g: GroupKey = keys[..n_attrs].iter().map(|k| k[r].clone()).collect();
@@ -1281,7 +1282,7 @@ fn cell_table<'a>(rows: impl Iterator<Item = &'a CellRow>) -> CellTable {
         u64s("__t2a", &|r| r.split[1].map(|k| k.0)),
         u64s("__t2b", &|r| r.split[1].map(|k| k.1)),
         (
-            "__factor",
+            col::FACTOR,
             Arc::new(Float64Array::from(
                 rows.iter().map(|r| r.factor).collect::<Vec<_>>(),
             )) as ArrayRef,
@@ -1367,7 +1368,13 @@ fn cuts_at(
 fn zones(stratum: &str, h1: &str, h2: &str, windows: &BTreeMap<u64, [Option<Window>; 2]>) -> Expr {
     let windows: Vec<strata_functions::StratumWindows> =
         windows.iter().map(|(s, w)| (*s, *w)).collect();
-    strata_functions::cut_zones(ident(stratum), ident(h1), ident(h2), ident("__w"), &windows)
+    strata_functions::cut_zones(
+        ident(stratum),
+        ident(h1),
+        ident(h2),
+        ident(col::WEIGHT),
+        &windows,
+    )
 }
 
 /// Each target's windows: around each of its ranks, where the row of that rank almost
@@ -1402,7 +1409,7 @@ async fn observe(
     windows: &BTreeMap<u64, [Option<Window>; 2]>,
     what: &str,
 ) -> Result<(HashMap<u64, Observed>, u64), CurateError> {
-    let zones = zones("__stratum", "__h1", "__h2", windows);
+    let zones = zones(col::STRATUM, col::KEY1, col::KEY2, windows);
     let batches = rows
         .aggregate(vec![], vec![zones.alias("zones")])
         .map_err(df_err(what))?

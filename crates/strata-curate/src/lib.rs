@@ -12,6 +12,7 @@
 //! per-cell counts and window keys come back to the driver. The last pass streams the
 //! curated rows, unsorted, into `strata-publish`'s shard writer.
 
+mod columns;
 mod curate;
 mod cut;
 mod plan;

@@ -99,8 +99,9 @@ const SPILL_BATCH_ROWS: usize = 4096;
 /// Shards uploading at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
 
-/// Names of the columns the sink reads. Columns whose names start with `__` are
-/// helpers: they steer the sink and are not written.
+/// Names of the columns the sink reads. The helpers among them (`split`, `stratum`,
+/// `cell`, `order`, `tie`) steer the sink and are not written; every other column of the
+/// stream is.
 #[derive(Debug, Clone)]
 pub struct SinkColumns {
     /// The split, as an index into `split_names` (an integer helper). Rows of a shard
@@ -132,6 +133,20 @@ pub struct SinkColumns {
     /// bytes or less, and each shard gets the strings back as it is encoded. (Other
     /// columns named here are held as they are.)
     pub categorical: Vec<String>,
+}
+
+impl SinkColumns {
+    /// The helper columns: read, never written.
+    fn helpers(&self) -> Vec<&str> {
+        let mut h = vec![
+            self.split.as_str(),
+            self.stratum.as_str(),
+            self.cell.as_str(),
+        ];
+        h.extend(self.order.iter().map(String::as_str));
+        h.extend(self.tie.as_deref());
+        h
+    }
 }
 
 /// Rows and weights of one (split, stratum) over all its shards.
@@ -199,8 +214,11 @@ impl ShardSink {
                 message: format!("the curated stream has no column `{name}`"),
             })
         };
+        // every column but the helpers the sink is told of is written, whatever its
+        // name (a source's `__index_level_0__` too)
+        let helpers = self.columns.helpers();
         let keep: Vec<usize> = (0..input.fields().len())
-            .filter(|&i| !input.field(i).name().starts_with("__"))
+            .filter(|&i| !helpers.contains(&input.field(i).name().as_str()))
             .collect();
         let written = input
             .project(&keep)
