@@ -43,8 +43,9 @@ pub(crate) fn window(k: u64, n: u64) -> Option<Window> {
 
 /// Zones of the key space around two windows, in key order: 0 below the first window,
 /// 1 inside it, 2 between, 3 inside the second, 4 above. A missing window is empty.
-/// (Overlapping windows leave zone 2 empty and split their union between 1 and 3.)
-pub(crate) const ZONES: usize = 5;
+/// (Overlapping windows leave zone 2 empty and split their union between 1 and 3.) The
+/// aggregate that assigns them, and so the one definition, is `strata_cut_zones`.
+pub(crate) use strata_functions::ZONES;
 
 /// What one aggregate pass saw of a stratum: rows and weight per zone outside the
 /// windows, and per key inside them.

@@ -162,7 +162,9 @@ impl AggregateUDFImpl for StrataCutZones {
     }
 }
 
-const ZONES: usize = 5;
+/// Zones a stratum's keys fall in around its two windows: below the first, inside it,
+/// between the windows, inside the second, above it.
+pub const ZONES: usize = 5;
 const CACHE_BITS: u32 = 10;
 
 #[derive(Debug, Clone)]

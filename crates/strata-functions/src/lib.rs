@@ -25,7 +25,9 @@ mod weights;
 use datafusion::prelude::SessionContext;
 
 pub use cells::{STRATA_CELLS, strata_cells_udaf};
-pub use cut_zones::{STRATA_CUT_ZONES, StratumWindows, cut_zones, strata_cut_zones_udaf, zone_of};
+pub use cut_zones::{
+    STRATA_CUT_ZONES, StratumWindows, ZONES, cut_zones, strata_cut_zones_udaf, zone_of,
+};
 pub use hash::{
     STRATA_GROUP_HASH, STRATA_HASH, derive_seed, strata_group_hash_udf, strata_hash_udf, stream,
 };

@@ -172,10 +172,82 @@ pub async fn profile(
     }
 
     let groupings = pipeline.groups.groupings();
+    let groups = roll_up(pipeline, &cells, &total, weighted, &mut warnings)?;
+    let small: Vec<_> = groups
+        .iter()
+        .filter(|g| g.small)
+        .map(|g| g.attributes.label())
+        .collect();
+    if !small.is_empty() {
+        warnings.push(format!(
+            "{} groups have fewer than {} rows (min_group_rows): {}",
+            small.len(),
+            pipeline.groups.min_group_rows,
+            small.join(", ")
+        ));
+    }
+
+    Ok(Profile {
+        schema_version: SCHEMA_VERSION,
+        pipeline: pipeline.name.clone(),
+        source: SourceSummary {
+            url: source.url.clone(),
+            files: source.files.len(),
+            bytes: source.files.iter().map(|f| f.size).sum(),
+        },
+        label: LabelSummary {
+            column: pipeline.label.column.clone(),
+            positive: match &pipeline.label.positive {
+                LabelValue::String(s) => serde_json::Value::from(s.as_str()),
+                LabelValue::Int(i) => serde_json::Value::from(*i),
+                LabelValue::Bool(b) => serde_json::Value::from(*b),
+            },
+        },
+        weight_column: pipeline.source.weight_column.clone(),
+        min_group_rows: pipeline.groups.min_group_rows,
+        total_rows: total.rows,
+        labelled_rows: total.labelled,
+        positives: total.positives,
+        positive_rate: ratio(total.positives as f64, total.labelled as f64),
+        total_weight: weighted.then_some(total.weight),
+        groupings: groupings
+            .iter()
+            .map(|g| g.iter().map(|&i| attrs[i].clone()).collect())
+            .collect(),
+        groups,
+        warnings,
+    })
+}
+
+fn ratio(num: f64, den: f64) -> Option<f64> {
+    (den > 0.0).then(|| num / den)
+}
+
+fn display_value((missing, v): &(bool, String)) -> String {
+    if *missing {
+        MISSING_GROUP.to_string()
+    } else {
+        v.clone()
+    }
+}
+
+/// Every grouping's groups, rolled up from the finest cells (the intersection of all
+/// attributes): each group's tallies are the sums of its cells', in key order, so the
+/// figures are those of a `GROUP BY` per grouping. Reference shares are joined to single
+/// attributes; a reference group absent from the data is an error at its key.
+fn roll_up(
+    pipeline: &Pipeline,
+    cells: &BTreeMap<Key, Tally>,
+    total: &Tally,
+    weighted: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<GroupStats>, ProfileError> {
+    let attrs = &pipeline.groups.attributes;
+    let groupings = pipeline.groups.groupings();
     let mut groups = Vec::new();
     for grouping in &groupings {
         let mut rolled: BTreeMap<Key, Tally> = BTreeMap::new();
-        for (key, tally) in &cells {
+        for (key, tally) in cells {
             let sub: Key = grouping.iter().map(|&i| key[i].clone()).collect();
             rolled.entry(sub).or_default().add(tally);
         }
@@ -244,62 +316,7 @@ pub async fn profile(
             });
         }
     }
-    let small: Vec<_> = groups
-        .iter()
-        .filter(|g| g.small)
-        .map(|g| g.attributes.label())
-        .collect();
-    if !small.is_empty() {
-        warnings.push(format!(
-            "{} groups have fewer than {} rows (min_group_rows): {}",
-            small.len(),
-            pipeline.groups.min_group_rows,
-            small.join(", ")
-        ));
-    }
-
-    Ok(Profile {
-        schema_version: SCHEMA_VERSION,
-        pipeline: pipeline.name.clone(),
-        source: SourceSummary {
-            url: source.url.clone(),
-            files: source.files.len(),
-            bytes: source.files.iter().map(|f| f.size).sum(),
-        },
-        label: LabelSummary {
-            column: pipeline.label.column.clone(),
-            positive: match &pipeline.label.positive {
-                LabelValue::String(s) => serde_json::Value::from(s.as_str()),
-                LabelValue::Int(i) => serde_json::Value::from(*i),
-                LabelValue::Bool(b) => serde_json::Value::from(*b),
-            },
-        },
-        weight_column: pipeline.source.weight_column.clone(),
-        min_group_rows: pipeline.groups.min_group_rows,
-        total_rows: total.rows,
-        labelled_rows: total.labelled,
-        positives: total.positives,
-        positive_rate: ratio(total.positives as f64, total.labelled as f64),
-        total_weight: weighted.then_some(total.weight),
-        groupings: groupings
-            .iter()
-            .map(|g| g.iter().map(|&i| attrs[i].clone()).collect())
-            .collect(),
-        groups,
-        warnings,
-    })
-}
-
-fn ratio(num: f64, den: f64) -> Option<f64> {
-    (den > 0.0).then(|| num / den)
-}
-
-fn display_value((missing, v): &(bool, String)) -> String {
-    if *missing {
-        MISSING_GROUP.to_string()
-    } else {
-        v.clone()
-    }
+    Ok(groups)
 }
 
 /// Reads the aggregated (cell, label value) rows into cells keyed by their attribute
@@ -435,4 +452,111 @@ async fn distinct_labels(
         }
     }
     Ok(values.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline() -> Pipeline {
+        Pipeline::parse(
+            "/virtual/p.toml",
+            "[source]\nurl = \"memory:///t.parquet\"\nweight_column = \"w\"\n[label]\ncolumn = \"y\"\n\
+             positive = 1\n[groups]\nattributes = [\"a\", \"b\"]\nmin_group_rows = 3\n\
+             [groups.reference.a]\nx = 0.5\ny = 0.5\n"
+                .into(),
+        )
+        .unwrap()
+    }
+
+    /// (a, b, label, weight); `None` is missing.
+    type Row = (
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<bool>,
+        f64,
+    );
+
+    /// The roll-up equals a `GROUP BY` per grouping, here counted row by row: rows,
+    /// labels, positives and weights of every group of `a`, `b` and `a × b`, with the
+    /// missing value as its own group (sorted last), shares and the reference gap.
+    #[test]
+    fn roll_up_is_a_group_by_per_grouping() {
+        let rows: Vec<Row> = (0..97)
+            .map(|i| {
+                let a = ["x", "y"][i % 2];
+                let b = [Some("p"), Some("q"), None][i % 3];
+                let y = [Some(true), Some(false), None, Some(false)][i % 4];
+                (Some(a), b, y, 1.0 + (i % 5) as f64)
+            })
+            .collect();
+        let key = |v: Option<&str>| (v.is_none(), v.unwrap_or("").to_string());
+        let mut cells: BTreeMap<Key, Tally> = BTreeMap::new();
+        let mut total = Tally::default();
+        for &(a, b, y, w) in &rows {
+            let t = Tally {
+                rows: 1,
+                labelled: u64::from(y.is_some()),
+                positives: u64::from(y == Some(true)),
+                weight: w,
+                weighted_labelled: if y.is_some() { w } else { 0.0 },
+                weighted_positives: if y == Some(true) { w } else { 0.0 },
+            };
+            cells.entry(vec![key(a), key(b)]).or_default().add(&t);
+            total.add(&t);
+        }
+        let p = pipeline();
+        let groups = roll_up(&p, &cells, &total, true, &mut Vec::new()).unwrap();
+        assert_eq!(groups.len(), 2 + 3 + 6);
+        for g in &groups {
+            let wanted = |r: &Row| {
+                g.attributes.0.iter().all(|(k, v)| {
+                    let have = if k == "a" { r.0 } else { r.1 };
+                    have.map(str::to_string) == *v
+                })
+            };
+            let mine: Vec<_> = rows.iter().filter(|r| wanted(r)).collect();
+            assert_eq!(g.rows, mine.len() as u64, "{}", g.attributes.label());
+            assert_eq!(
+                g.labelled_rows,
+                mine.iter().filter(|r| r.2.is_some()).count() as u64
+            );
+            assert_eq!(
+                g.positives,
+                mine.iter().filter(|r| r.2 == Some(true)).count() as u64
+            );
+            let w: f64 = mine.iter().map(|r| r.3).sum();
+            assert!((g.weighted_rows.unwrap() - w).abs() < 1e-9);
+            assert!((g.share - mine.len() as f64 / rows.len() as f64).abs() < 1e-12);
+            assert_eq!(g.small, mine.len() < 3);
+            if g.attributes.0.len() == 1 && g.attributes.0[0].0 == "a" {
+                assert!((g.gap.unwrap() - (g.share - 0.5)).abs() < 1e-12);
+            } else {
+                assert!(g.reference_share.is_none());
+            }
+        }
+        // the missing group of `b` comes last among b's groups
+        let b: Vec<_> = groups
+            .iter()
+            .filter(|g| g.attributes.0.len() == 1 && g.attributes.0[0].0 == "b")
+            .map(|g| g.attributes.0[0].1.clone())
+            .collect();
+        assert_eq!(b, [Some("p".into()), Some("q".into()), None]);
+    }
+
+    /// A reference group the data does not have is an error at its key.
+    #[test]
+    fn a_reference_group_absent_from_the_data() {
+        let mut cells: BTreeMap<Key, Tally> = BTreeMap::new();
+        let one = Tally {
+            rows: 1,
+            ..Tally::default()
+        };
+        cells.insert(vec![(false, "x".into()), (false, "p".into())], one);
+        let e = roll_up(&pipeline(), &cells, &one, true, &mut Vec::new()).unwrap_err();
+        assert!(
+            e.to_string().contains("groups.reference.a") && e.to_string().contains("`y`"),
+            "{e}"
+        );
+    }
 }

@@ -300,3 +300,111 @@ pub async fn resolve(
     let m = parse(&bytes, run.url_of(MANIFEST_FILE))?;
     Ok((run, m))
 }
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+    use crate::manifest::SplitTotals;
+
+    fn manifest(run_id: &str, identity: &str) -> Manifest {
+        Manifest {
+            schema_version: crate::MANIFEST_SCHEMA_VERSION,
+            run_id: run_id.into(),
+            identity: identity.into(),
+            created_at: "2026-12-02T00:00:00Z".into(),
+            strata_version: "test".into(),
+            pipeline: "p".into(),
+            seed: 1,
+            spec_sha256: String::new(),
+            source: "memory:///src/".into(),
+            inputs: vec![],
+            schema: vec![],
+            stratum_columns: vec!["g".into()],
+            target_shard_rows: 10,
+            summary: "curation.json".into(),
+            splits: vec![SplitTotals {
+                split: "train".into(),
+                shards: 0,
+                rows: 0,
+                bytes: 0,
+                weight_sum: -0.0,
+            }],
+            shards: vec![],
+        }
+    }
+
+    fn root() -> (Arc<InMemory>, Destination) {
+        let store = Arc::new(InMemory::new());
+        let dest = Destination::new(store.clone(), Url::parse("memory:///out/").unwrap());
+        (store, dest)
+    }
+
+    async fn text(store: &InMemory, path: &str) -> Option<String> {
+        let got = store.get(&Path::from(path)).await.ok()?;
+        Some(String::from_utf8(got.bytes().await.unwrap().to_vec()).unwrap())
+    }
+
+    /// The manifest is written first and `_latest` after; resolving the root follows
+    /// `_latest` to the run; no `-0.0` reaches the JSON.
+    #[tokio::test]
+    async fn commit_writes_the_manifest_then_the_pointer() {
+        let (store, dest) = root();
+        assert!(matches!(
+            dest.existing("r1", "id1").await.unwrap(),
+            Existing::None
+        ));
+        dest.commit(&manifest("r1", "id1")).await.unwrap();
+        let m = text(&store, "out/runs/r1/manifest.json").await.unwrap();
+        assert!(!m.contains("-0.0"), "{m}");
+        let latest: Latest =
+            serde_json::from_str(&text(&store, "out/_latest").await.unwrap()).unwrap();
+        assert_eq!(latest.run_id, "r1");
+        let (run, found) = resolve(store.clone(), dest.root()).await.unwrap();
+        assert_eq!(found.identity, "id1");
+        assert_eq!(run.root().as_str(), "memory:///out/runs/r1/");
+        assert!(matches!(
+            dest.existing("r1", "id1").await.unwrap(),
+            Existing::Same(_)
+        ));
+    }
+
+    /// Committing the same run again is harmless; another run under the same id is a
+    /// conflict that overwrites nothing and leaves `_latest` where it was.
+    #[tokio::test]
+    async fn a_different_run_under_the_same_id_is_refused() {
+        let (store, dest) = root();
+        dest.commit(&manifest("r1", "id1")).await.unwrap();
+        dest.commit(&manifest("r1", "id1")).await.unwrap();
+        let before = text(&store, "out/runs/r1/manifest.json").await.unwrap();
+        let e = dest.commit(&manifest("r1", "id2")).await.unwrap_err();
+        assert!(matches!(e, RunError::Conflict { .. }), "{e}");
+        assert!(e.to_string().contains("nothing was overwritten"), "{e}");
+        assert_eq!(
+            text(&store, "out/runs/r1/manifest.json").await.unwrap(),
+            before
+        );
+        assert!(matches!(
+            dest.existing("r1", "id2").await,
+            Err(RunError::Conflict { .. })
+        ));
+        // a second, different run commits beside it and moves the pointer
+        dest.commit(&manifest("r2", "id2")).await.unwrap();
+        let latest: Latest =
+            serde_json::from_str(&text(&store, "out/_latest").await.unwrap()).unwrap();
+        assert_eq!(latest.run_id, "r2");
+    }
+
+    /// A run whose shards were written but whose manifest never was is not a run:
+    /// resolving the root finds nothing until something is committed.
+    #[tokio::test]
+    async fn an_uncommitted_run_is_invisible() {
+        let (store, dest) = root();
+        dest.put("runs/r1/train/part-00000.parquet", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let e = resolve(store.clone(), dest.root()).await.unwrap_err();
+        assert!(e.to_string().contains("no committed run"), "{e}");
+    }
+}
