@@ -14,10 +14,7 @@ use datafusion::prelude::*;
 use strata_engine::{CODED_SOURCE_TABLE, Engine, EngineError, SOURCE_TABLE, SourceTable};
 use strata_functions::{derive_seed, lookup, strata_hash_udf, strata_if_udf, stream};
 use strata_publish::{ShardSink, SinkColumns};
-use strata_run::{
-    ColumnSchema, Destination, Existing, InputFile, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION,
-    Manifest, ShardEntry, SplitTotals, sha256_hex,
-};
+use strata_run::{Destination, Manifest};
 use strata_spec::{LabelValue, Pipeline, ShardSize, Strategy, Stratify};
 
 use crate::CurateError;
@@ -27,12 +24,13 @@ use crate::plan::kamiran_calders;
 use crate::planning::{
     Cell, GroupKey, LabelKey, Planned, Plans, describe, incomplete_warning, make_plans,
 };
+use crate::publish;
 use strata_run::{Curation, SUMMARY_SCHEMA_VERSION, SplitSummary, StratumSummary};
 
 /// The per-stratum summary, in the run's folder next to the shards.
 pub const SUMMARY_FILE: &str = "curation.json";
 
-const SPLITS: [&str; 3] = ["train", "validation", "test"];
+pub(crate) const SPLITS: [&str; 3] = ["train", "validation", "test"];
 
 /// Per-run settings that the CLI may override.
 #[derive(Debug, Clone, Default)]
@@ -54,17 +52,6 @@ pub struct Published {
     pub run_url: String,
     /// The same run (same identity) was already committed there; nothing was written.
     pub already_published: bool,
-}
-
-/// Run ids become object key segments: keep them to a portable alphabet.
-fn check_run_id(id: &str) -> Result<String, CurateError> {
-    if strata_run::valid_run_id(id) {
-        Ok(id.to_string())
-    } else {
-        Err(CurateError::Engine(EngineError::Config(format!(
-            "run id `{id}`: use 1 to 128 letters, digits, `-`, `_` or `.` (not starting with `.`)"
-        ))))
-    }
 }
 
 /// Exact resampling's sample keys as pass 1 observed them: per stratum, the rows at or
@@ -128,48 +115,11 @@ pub async fn curate(
     }
 
     // --- where the run goes; a run already committed there is not redone ---
-    let root = strata_run::parse_location(&options.out)?;
-    if root.scheme() == "file"
-        && let Ok(dir) = root.to_file_path()
-    {
-        // fail now, not after the passes, when the folder cannot be made
-        std::fs::create_dir_all(&dir).map_err(|e| CurateError::Output {
-            url: root.to_string(),
-            message: format!("cannot create the folder: {e}"),
-        })?;
-    }
-    let store = engine.store_for(&root, &pipeline.storage)?;
-    let destination = Destination::new(store, root);
-    let identity = identity(pipeline, source, seed);
-    let run_id = match &options.run_id {
-        Some(id) => check_run_id(id)?,
-        None => identity[..16].to_string(),
-    };
-    let run = Run {
-        url: destination.url_of(&format!("{}/", Destination::run_dir(&run_id))),
-        run_id,
-        identity,
-    };
-    if let Existing::Same(manifest) = destination.existing(&run.run_id, &run.identity).await? {
-        let rel = format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id));
-        let bytes = destination.get(&rel).await?.ok_or_else(|| CurateError::Output {
-            url: destination.url_of(&rel),
-            message: "the run's manifest exists but its summary is missing; run `strata shards verify`".into(),
-        })?;
-        let curation: Curation =
-            serde_json::from_slice(&bytes).map_err(|e| CurateError::Output {
-                url: destination.url_of(&rel),
-                message: format!("not a curation summary: {e}"),
-            })?;
-        destination.point_latest(&manifest).await?;
-        tracing::info!(run = %run.url, "this run is already published (same spec, seed and inputs); nothing to do");
-        return Ok(Published {
-            curation,
-            manifest: *manifest,
-            run_url: run.url,
-            already_published: true,
-        });
-    }
+    let (destination, run) =
+        match publish::open_run(engine, pipeline, source, seed, options).await? {
+            publish::Opened::Already(published) => return Ok(*published),
+            publish::Opened::New { destination, run } => (destination, run),
+        };
 
     // --- keyed rows: hashes for the split, the sample, and the cell and group ids ---
     let hash = strata_hash_udf();
@@ -918,106 +868,22 @@ pub async fn curate(
         got: &got,
         warnings,
     })?;
-    let summary_json = strata_spec::json::to_string_pretty(&summary)
-        .expect("a summary always serializes")
-        .into_bytes();
-    destination
-        .put(
-            &format!("{}/{SUMMARY_FILE}", Destination::run_dir(&run.run_id)),
-            summary_json.into(),
-        )
-        .await?;
-
-    // --- commit: the manifest last, then the pointer ---
-    let mut shards = written.shards;
-    shards.sort_by_key(|s| (split_index(&s.split), s.index));
-    let splits = SPLITS
-        .iter()
-        .map(|name| {
-            let mine: Vec<&ShardEntry> = shards.iter().filter(|s| s.split == *name).collect();
-            SplitTotals {
-                split: (*name).to_string(),
-                shards: mine.len() as u64,
-                rows: mine.iter().map(|s| s.rows).sum(),
-                bytes: mine.iter().map(|s| s.bytes).sum(),
-                weight_sum: mine
-                    .iter()
-                    .flat_map(|s| s.strata.iter().map(|c| c.weight_sum))
-                    .sum(),
-            }
-        })
-        .collect();
     let mut stratum_columns = attrs.clone();
     if !group_strata {
         stratum_columns.push(label_col.clone());
     }
-    let manifest = Manifest {
-        schema_version: MANIFEST_SCHEMA_VERSION,
-        run_id: run.run_id.clone(),
-        identity: run.identity.clone(),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        strata_version: env!("CARGO_PKG_VERSION").to_string(),
-        pipeline: pipeline.name.clone(),
+    publish::commit_run(publish::Commit {
+        destination: &destination,
+        run,
+        pipeline,
+        source,
         seed,
-        spec_sha256: sha256_hex(pipeline.text.as_bytes()),
-        source: source.url.clone(),
-        inputs: input_files(source),
-        schema: written
-            .schema
-            .fields()
-            .iter()
-            .map(|f| ColumnSchema {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-                nullable: f.is_nullable(),
-            })
-            .collect(),
+        summary,
+        written,
         stratum_columns,
-        target_shard_rows: shard_rows,
-        summary: SUMMARY_FILE.to_string(),
-        splits,
-        shards,
-    };
-    destination.commit(&manifest).await?;
-    tracing::info!(manifest = %destination.url_of(&format!("{}/{MANIFEST_FILE}", Destination::run_dir(&run.run_id))), "run committed");
-    Ok(Published {
-        curation: summary,
-        manifest,
-        run_url: run.url,
-        already_published: false,
+        shard_rows,
     })
-}
-
-/// The run this curation publishes: its id, its identity and its folder's URL.
-struct Run {
-    run_id: String,
-    identity: String,
-    url: String,
-}
-
-fn input_files(source: &SourceTable) -> Vec<InputFile> {
-    source
-        .files
-        .iter()
-        .map(|f| InputFile {
-            url: f.url.clone(),
-            size: f.size,
-            e_tag: f.e_tag.clone(),
-            last_modified: f.last_modified.clone(),
-        })
-        .collect()
-}
-
-/// SHA-256 over everything that fixes the output bytes; equal identities give equal runs.
-fn identity(pipeline: &Pipeline, source: &SourceTable, seed: u64) -> String {
-    let doc = serde_json::json!({
-        "strata_version": env!("CARGO_PKG_VERSION"),
-        "spec_sha256": sha256_hex(pipeline.text.as_bytes()),
-        "source": source.url,
-        "inputs": input_files(source),
-        "seed": seed,
-    });
-    sha256_hex(doc.to_string().as_bytes())
+    .await
 }
 
 /// Group by-columns of an aggregate as optional strings (missing group = `None`).

@@ -17,6 +17,7 @@ mod curate;
 mod cut;
 mod plan;
 mod planning;
+mod publish;
 mod summary;
 
 pub use curate::{CurateOptions, Published, SUMMARY_FILE, curate};
