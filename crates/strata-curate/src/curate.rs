@@ -98,6 +98,14 @@ pub async fn curate(
             .filter(|&n| n > 0)
             .ok_or("not a positive row count".into())
     })?;
+    // which ways to the cuts are taken: only for tests that check each way gives the
+    // same bytes (docs/curation.md, "How it runs")
+    let paths = tuning("STRATA_CUT_PATHS", |v| match v {
+        "separate" => Ok(CutPaths::Separate),
+        "full-window" => Ok(CutPaths::FullWindow),
+        _ => Err("one of `separate` or `full-window`".into()),
+    })?
+    .unwrap_or_default();
     let ctx = engine.context();
     let attrs = &pipeline.groups.attributes;
     let label_col = &pipeline.label.column;
@@ -304,7 +312,7 @@ pub async fn curate(
     // observes the sample keys of the rows at or below the top of each cell's train
     // window; the rows of that window above the actual cut are taken out afterwards.
     // Pass 1b runs only when the plan turns out different or a cut misses its window.
-    let predicted = if resample && exact {
+    let predicted = if resample && exact && paths == CutPaths::Merged {
         let mut predicted_cells = BTreeMap::new();
         for (id, k) in &cell_keys {
             let ranks = &targets[id].1;
@@ -391,10 +399,10 @@ pub async fn curate(
                 });
                 (out, bad)
             } else {
-                find_cuts(rows_by_cell, &targets, "curation pass 1 (the split)").await?
+                find_cuts(rows_by_cell, &targets, paths, "curation pass 1 (the split)").await?
             }
         }
-        None => find_cuts(rows_by_cell, &targets, "curation pass 1 (the split)").await?,
+        None => find_cuts(rows_by_cell, &targets, paths, "curation pass 1 (the split)").await?,
     };
     tracing::info!(
         cells = observed.len(),
@@ -579,8 +587,13 @@ pub async fn curate(
             Some(observed) => observed,
             None => {
                 let started = std::time::Instant::now();
-                let (observed, _) =
-                    find_cuts(train_rows, &targets, "curation pass 1b (exact resampling)").await?;
+                let (observed, _) = find_cuts(
+                    train_rows,
+                    &targets,
+                    paths,
+                    "curation pass 1b (exact resampling)",
+                )
+                .await?;
                 tracing::info!(
                     strata = observed.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -1175,6 +1188,7 @@ fn cell_table<'a>(rows: impl Iterator<Item = &'a CellRow>) -> CellTable {
 async fn find_cuts<F, Fut>(
     rows: F,
     targets: &BTreeMap<u64, (u64, Vec<u64>)>,
+    paths: CutPaths,
     what: &str,
 ) -> Result<(Found, u64), CurateError>
 where
@@ -1182,6 +1196,11 @@ where
     Fut: Future<Output = datafusion::error::Result<DataFrame>>,
 {
     let mut windows = windows_of(targets);
+    if paths == CutPaths::FullWindow {
+        // no window at first: every cut inside a stratum misses, as about one in 10⁹
+        // does, and is found again over the whole key space
+        windows.values_mut().for_each(|w| *w = [None, None]);
+    }
     for _ in 0..2 {
         let df = rows().await.map_err(df_err(what))?;
         let (observed, bad) = observe(df, &windows, what).await?;
@@ -1200,6 +1219,18 @@ where
     Err(CurateError::Engine(EngineError::Config(format!(
         "{what}: the rows changed while curation read them"
     ))))
+}
+
+/// The ways to the cuts (`STRATA_CUT_PATHS`, for tests): by default exact resampling
+/// finds its sample cuts in the split's pass when it can; `separate` always runs pass
+/// 1b; `full-window` starts every cut pass without windows, so the cuts are found by
+/// the retry over the whole key space. Every way gives the same cuts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum CutPaths {
+    #[default]
+    Merged,
+    Separate,
+    FullWindow,
 }
 
 /// Per stratum: what a pass observed and the cuts found in it.
