@@ -1053,10 +1053,10 @@ fn read_cell_keys(
             if let Some(other) = out.insert(cell_ids.value(r), cell)
                 && other.key != key
             {
-                return Err(CurateError::Engine(EngineError::Config(format!(
-                    "two strata hash to the same id ({:?} and {key:?}); choose another seed",
-                    other.key
-                ))));
+                return Err(CurateError::IdCollision {
+                    first: format!("{:?}", other.key),
+                    second: format!("{key:?}"),
+                });
             }
         }
     }
@@ -1216,9 +1216,9 @@ where
             windows.insert(s, [Some(cut::FULL), None]);
         }
     }
-    Err(CurateError::Engine(EngineError::Config(format!(
-        "{what}: the rows changed while curation read them"
-    ))))
+    Err(CurateError::SourceChanged {
+        pass: what.to_string(),
+    })
 }
 
 /// The ways to the cuts (`STRATA_CUT_PATHS`, for tests): by default exact resampling
@@ -1365,13 +1365,15 @@ fn tuning<T>(
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Option<T>, CurateError> {
     match std::env::var(name) {
-        Ok(v) => parse(&v).map(Some).map_err(|e| {
-            EngineError::Config(format!("environment variable {name}=`{v}`: {e}")).into()
+        Ok(v) => parse(&v).map(Some).map_err(|e| CurateError::Tuning {
+            name: name.to_string(),
+            message: format!("=`{v}`: {e}"),
         }),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err(EngineError::Config(format!("environment variable {name} is not UTF-8")).into())
-        }
+        Err(std::env::VarError::NotUnicode(_)) => Err(CurateError::Tuning {
+            name: name.to_string(),
+            message: "not UTF-8".into(),
+        }),
     }
 }
 

@@ -38,4 +38,17 @@ pub enum CurateError {
     Publish(#[from] strata_publish::PublishError),
     #[error(transparent)]
     Run(#[from] strata_run::RunError),
+    /// `--run-id` that cannot name a folder.
+    #[error("run id `{0}`: use 1 to 128 letters, digits, `-`, `_` or `.` (not starting with `.`)")]
+    RunId(String),
+    /// Two strata whose values differ got one 64-bit id (about one pair in 10¹⁹).
+    #[error("two strata hash to the same id ({first} and {second}); choose another seed")]
+    IdCollision { first: String, second: String },
+    /// A cut was found neither in its window nor over the whole key space: the rows
+    /// differed between two passes over the same files.
+    #[error("{pass}: the rows changed while curation read them")]
+    SourceChanged { pass: String },
+    /// A tuning variable (`STRATA_SHARD_MEMORY`, ...) that does not parse.
+    #[error("environment variable {name}{message}")]
+    Tuning { name: String, message: String },
 }

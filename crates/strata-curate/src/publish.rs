@@ -2,7 +2,7 @@
 //! whether it is already there (its identity), and the commit (summary, then manifest
 //! create-if-absent, then `_latest`; `strata_run::Destination` holds the protocol).
 
-use strata_engine::{Engine, EngineError, SourceTable};
+use strata_engine::{Engine, SourceTable};
 use strata_publish::SinkOutput;
 use strata_run::{
     ColumnSchema, Curation, Destination, Existing, InputFile, MANIFEST_FILE,
@@ -210,8 +210,6 @@ fn check_run_id(id: &str) -> Result<String, CurateError> {
     if strata_run::valid_run_id(id) {
         Ok(id.to_string())
     } else {
-        Err(CurateError::Engine(EngineError::Config(format!(
-            "run id `{id}`: use 1 to 128 letters, digits, `-`, `_` or `.` (not starting with `.`)"
-        ))))
+        Err(CurateError::RunId(id.to_string()))
     }
 }

@@ -33,8 +33,4 @@ impl EngineError {
     }
 }
 
-/// Object store and Parquet errors can span lines (retry chains, backtraces); a
-/// scheduler's log wants one.
-pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use strata_spec::one_line;

@@ -39,12 +39,4 @@ pub enum PublishError {
     RepeatedKeys { rows: u64 },
 }
 
-/// First line of an error message: object_store and DataFusion errors can span lines.
-pub(crate) fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub(crate) use strata_spec::one_line;

@@ -66,15 +66,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// First line of an error message: object_store and DataFusion errors can span lines.
-pub(crate) fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub(crate) use strata_spec::one_line;
 
 /// A user-given output URL or local path as a URL; local folders (and paths ending in
 /// `/`) get a trailing `/`, so relative names join under them.

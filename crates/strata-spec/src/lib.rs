@@ -868,3 +868,10 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     }
     std::borrow::Cow::Owned(out)
 }
+
+/// An error message on one line: object_store, DataFusion and Parquet errors can span
+/// several, and a scheduler's log keeps one line per event. Every run of whitespace
+/// becomes one space.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
