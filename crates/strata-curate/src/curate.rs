@@ -602,7 +602,6 @@ pub async fn curate(
                 observed
             }
         };
-        // stratum → (copies of every row, the cut for one more, a straddling tie)
         let mut sample_cuts: HashMap<u64, SampleCut> = HashMap::new();
         for (s, (_, cuts)) in &observed {
             let (k, n) = strata_plan[s];
@@ -617,15 +616,22 @@ pub async fn curate(
                 }
                 _ => None,
             };
-            sample_cuts.insert(*s, (q, cuts[0].threshold(), tie));
+            sample_cuts.insert(
+                *s,
+                SampleCut {
+                    copies: q,
+                    cut: cuts[0].threshold(),
+                    tie,
+                },
+            );
         }
         for c in cells.values() {
-            if let (Some(row), Some((q, cut, tie))) =
+            if let (Some(row), Some(sample)) =
                 (table.get_mut(&c.cell_id), sample_cuts.get(&stratum_of(c)))
             {
-                row.copies = *q;
-                row.sample = *cut;
-                row.tie = *tie;
+                row.copies = sample.copies;
+                row.sample = sample.cut;
+                row.tie = sample.tie;
             }
         }
     }
@@ -1107,9 +1113,16 @@ fn at_or_below(a: &str, b: &str, ta: &str, tb: &str) -> Expr {
     ])
 }
 
-/// Exact resampling of one stratum: copies of every row, the cut at or below which a
-/// row gets one more, and identical rows straddling that cut (trim id, key).
-type SampleCut = (u64, Option<Key>, Option<(u64, Key)>);
+/// Exact resampling of one stratum.
+#[derive(Debug, Clone, Copy)]
+struct SampleCut {
+    /// Copies every training row gets.
+    copies: u64,
+    /// The key at or below which a row gets one more.
+    cut: Option<Key>,
+    /// Identical rows straddling that cut: their trim id and key.
+    tie: Option<(u64, Key)>,
+}
 
 /// What later passes need of a cell, joined to its rows by cell id.
 #[derive(Debug, Clone, Copy, Default)]
@@ -1377,6 +1390,19 @@ fn tuning<T>(
     }
 }
 
+/// A summary stratum's figures, summed over its cells.
+#[derive(Debug, Clone, Copy, Default)]
+struct StratumTally {
+    rows_before: u64,
+    planned: u64,
+    /// Σw and Σw² of its curated training rows.
+    weight: f64,
+    weight_sq: f64,
+    target_share: Option<f64>,
+    /// Its Kamiran–Calders factor, if reweighed.
+    factor: Option<f64>,
+}
+
 struct SummaryInput<'a> {
     pipeline: &'a Pipeline,
     seed: u64,
@@ -1419,9 +1445,7 @@ fn summarise(input: SummaryInput<'_>) -> Result<Curation, CurateError> {
 
     // strata of the summary: cells, or groups when resampling by group only
     let by_label = stratify_label || spec.strategy == Strategy::Reweigh;
-    // (rows before, planned, Σw, Σw², target share, weight factor) per stratum
-    type Tally = (u64, u64, f64, f64, Option<f64>, Option<f64>);
-    let mut strata: BTreeMap<(GroupKey, Option<LabelKey>), Tally> = BTreeMap::new();
+    let mut strata: BTreeMap<(GroupKey, Option<LabelKey>), StratumTally> = BTreeMap::new();
     for ((g, y), c) in cells {
         let key = (g.clone(), by_label.then(|| y.clone()));
         let a = got
@@ -1432,26 +1456,37 @@ fn summarise(input: SummaryInput<'_>) -> Result<Curation, CurateError> {
             .get(&(g.clone(), y.clone()))
             .copied()
             .unwrap_or_default();
-        let e = strata.entry(key).or_insert((0, 0, 0.0, 0.0, None, None));
-        e.0 += c.rows[0];
-        e.1 = if by_label {
+        let e = strata.entry(key).or_default();
+        e.rows_before += c.rows[0];
+        e.planned = if by_label {
             p.planned
         } else {
-            p.planned.max(e.1)
+            p.planned.max(e.planned)
         };
-        e.2 += a.1;
-        e.3 += a.2;
-        e.4 = if by_label {
+        e.weight += a.1;
+        e.weight_sq += a.2;
+        e.target_share = if by_label {
             p.target_share
         } else {
             group_targets.get(g).copied()
         };
-        e.5 = factors.get(&(g.clone(), y.clone())).copied().flatten();
+        e.factor = factors.get(&(g.clone(), y.clone())).copied().flatten();
     }
     let train_before: u64 = splits[0].rows_before;
     let train_after: u64 = splits[0].rows_after;
     let mut out = Vec::new();
-    for ((g, y), (before, planned, w, w2, target, factor)) in strata {
+    for (
+        (g, y),
+        StratumTally {
+            rows_before: before,
+            planned,
+            weight: w,
+            weight_sq: w2,
+            target_share: target,
+            factor,
+        },
+    ) in strata
+    {
         let rows_after: u64 = got
             .iter()
             .filter(|((gg, yy, s), _)| *s == 0 && *gg == g && y.as_ref().is_none_or(|y| yy == y))
