@@ -556,3 +556,18 @@ def test_helper_column_names_are_refused_but_pandas_index_columns_pass(tmp_path)
     curate(write_spec(tmp_path, str(src)), out, check=True)
     got = read_curated(out).sort_by("id")
     assert got.column("__index_level_0__").to_pylist() == list(range(100, 140))
+
+
+def test_invalid_utf8_names_the_file_and_the_column(tmp_path):
+    """A string column with bytes that are not UTF-8 (written past pyarrow's validation):
+    the Parquet reader's error names neither; strata's names both. Exit 3, nothing
+    published."""
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(table(30, seed=1).append_column("name", pa.array(["fine"] * 30)), src / "a.parquet")
+    raw = pa.array([b"ok"] * 29 + [b"\xff\xfe"], pa.binary())
+    bad = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
+    pq.write_table(table(30, seed=2).append_column("name", bad), src / "b.parquet")
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path, f"{src}/")
+    assert_refused(curate(spec, out), "b.parquet", "column `name`", "not valid UTF-8", out=out)

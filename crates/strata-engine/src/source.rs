@@ -4,12 +4,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::functions::unicode::expr_fn::character_length as length;
+use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::prelude::ident;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use strata_spec::StorageOptions;
@@ -208,6 +211,52 @@ impl Engine {
             .register_table(name, Arc::new(table))
             .map_err(err())?;
         Ok(schema)
+    }
+
+    /// After a pass failed on bytes that are not UTF-8: the first file and string
+    /// column holding them, found by decoding each file's string columns alone (only
+    /// ever run on that failure), or `None` when none fails alone.
+    pub async fn find_invalid_utf8(&self, source: &SourceTable) -> Option<(String, String)> {
+        let listing = &source.listing;
+        for ((meta, url), schema) in listing
+            .metas
+            .iter()
+            .zip(&listing.urls)
+            .zip(&source.file_schemas)
+        {
+            let one = Listing {
+                format: listing.format.clone(),
+                extension: listing.extension,
+                metas: vec![meta.clone()],
+                urls: vec![url.clone()],
+                shown: listing.shown.clone(),
+            };
+            let Ok(table) = one.table(schema.clone()) else {
+                continue;
+            };
+            let Ok(df) = self.ctx.read_table(Arc::new(table)) else {
+                continue;
+            };
+            for field in schema.fields() {
+                if !matches!(
+                    field.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) {
+                    continue;
+                }
+                let decoded = df
+                    .clone()
+                    .aggregate(vec![], vec![max(length(ident(field.name())))]);
+                let failed = match decoded {
+                    Ok(d) => d.collect().await.is_err(),
+                    Err(_) => false,
+                };
+                if failed {
+                    return Some((redact(url.get_url()), field.name().clone()));
+                }
+            }
+        }
+        None
     }
 
     /// Schema inference reads every footer at once; on failure, find the file to name.

@@ -99,27 +99,49 @@ impl Pipeline {
 
     /// The group-representation profile of the source.
     pub async fn profile(&self) -> Result<Profile, Error> {
-        Ok(
-            strata_profile::profile(&self.engine, &self.spec, &self.source, self.label_kind)
-                .await?,
-        )
+        let done =
+            strata_profile::profile(&self.engine, &self.spec, &self.source, self.label_kind).await;
+        self.located(done.map_err(Error::from)).await
     }
 
     /// Split, curate and publish (or find the run already published).
     pub async fn curate(&self, options: &CurateOptions) -> Result<Published, Error> {
-        Ok(strata_curate::curate(&self.engine, &self.spec, &self.source, options).await?)
+        let done = strata_curate::curate(&self.engine, &self.spec, &self.source, options).await;
+        self.located(done.map_err(Error::from)).await
     }
 
     /// The SQL checks; a profile in `options` is used as it is instead of computed again.
     pub async fn check(&self, options: CheckOptions) -> Result<CheckRun, Error> {
-        Ok(strata_check::check(
+        let done = strata_check::check(
             &self.engine,
             &self.spec,
             &self.source,
             self.label_kind,
             &options,
         )
-        .await?)
+        .await;
+        self.located(done.map_err(Error::from)).await
+    }
+
+    /// A stage that failed on bytes that are not UTF-8 (the Parquet reader names neither
+    /// file nor column) fails naming both.
+    async fn located<T>(&self, done: Result<T, Error>) -> Result<T, Error> {
+        let Err(e) = done else { return done };
+        let text = e.to_string().to_ascii_lowercase();
+        if !(text.contains("utf-8") || text.contains("utf8")) {
+            return Err(e);
+        }
+        match self.engine.find_invalid_utf8(&self.source).await {
+            Some((file, column)) => Err(Error::Engine(strata_engine::EngineError::Source {
+                url: file,
+                message: format!(
+                    "column `{column}` holds bytes that are not valid UTF-8, which a string \
+                     column must be ({})",
+                    strata_engine::one_line(&e.to_string())
+                ),
+            })),
+            None => Err(e),
+        }
     }
 }
 
