@@ -170,81 +170,8 @@ pub async fn curate(
     ]);
     let keyed = || async { ctx.table(SOURCE_TABLE).await?.select(keyed_cols.clone()) };
 
-    // --- pass 0: rows per cell, and each cell's values, so later passes group by the
-    //     cell id alone. One `strata_cells` aggregate (strata_functions::strata_cells_udaf);
-    //     its weight is 1 for rows with an id, so the weight sum counts them (null ids
-    //     fail the run; duplicates show up where the shard writer sorts rows by their
-    //     hashes) ---
-    let mut pass0_args = vec![match &pipeline.source.id_column {
-        Some(id) => cast(ident(id).is_not_null(), DataType::Float64),
-        None => lit(1.0f64),
-    }];
-    pass0_args.extend(cell_cols.iter().cloned());
-    let started = std::time::Instant::now();
-    // read with the group and label strings as dictionaries, as the profile does
-    // (strata_engine's `coded` module): `strata_cells` then codes a row by key lookups;
-    // the cells' values come out as plain strings, which hash like the views later
-    // passes read
-    engine
-        .register_coded(source, CODED_SOURCE_TABLE, &cell_columns)
-        .await?;
-    let pass0 = ctx
-        .table(CODED_SOURCE_TABLE)
-        .await
-        .and_then(|df| {
-            df.aggregate(
-                vec![],
-                vec![
-                    strata_functions::strata_cells_udaf()
-                        .call(pass0_args)
-                        .alias("cells"),
-                ],
-            )
-        })
-        .map_err(df_err("planning curation"))?
-        .collect()
-        .await
-        .map_err(df_err("curation pass 0 (rows per cell)"))?;
-    let pass0 =
-        cells_batches(&pass0, attrs.len()).map_err(df_err("curation pass 0 (rows per cell)"))?;
-    // the cell and group ids, hashed once per cell rather than once per row
-    let pass0 = if pass0.iter().all(|b| b.num_rows() == 0) {
-        Vec::new()
-    } else {
-        let g: Vec<Expr> = (0..attrs.len()).map(|i| ident(format!("g{i}"))).collect();
-        let mut gy = g.clone();
-        gy.push(ident("y"));
-        ctx.read_batches(pass0)
-            .and_then(|df| {
-                df.with_column(col::CELL_ID, call(stream::CELL, &gy))?
-                    .with_column(col::CELL_GROUP, call(stream::GROUP, &g))
-            })
-            .map_err(df_err("planning curation"))?
-            .collect()
-            .await
-            .map_err(df_err("curation pass 0 (cell ids)"))?
-    };
-    let cell_keys = read_cell_keys(&pass0, attrs.len())?;
-    if let Some(id) = &pipeline.source.id_column {
-        let nulls: u64 = cell_keys.values().map(|c| c.rows - c.ids).sum();
-        if nulls > 0 {
-            return Err(pipeline
-                .error_at(
-                    "source.id_column",
-                    format!(
-                        "{nulls} rows of source `{}` have a null id in column `{id}`",
-                        source.url
-                    ),
-                )
-                .into());
-        }
-    }
-    tracing::info!(
-        cells = cell_keys.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "curation pass 0 done"
-    );
-    nothing_to_curate(pipeline, source, &cell_keys)?;
+    // --- pass 0: rows per cell ---
+    let cell_keys = count_cells(engine, pipeline, source, seed).await?;
 
     // --- the plan: a function of each cell's rows per split (for resampling, of its
     //     training rows alone), so exact resampling can work it out before the split
@@ -921,6 +848,103 @@ fn string_columns(batch: &RecordBatch, n: usize) -> Result<Vec<Vec<Option<String
 
 fn split_index(s: &str) -> usize {
     SPLITS.iter().position(|x| *x == s).unwrap_or(2)
+}
+
+/// Pass 0: rows per cell, and each cell's values, so later passes group by the cell id
+/// alone. One `strata_cells` aggregate (`strata_functions::strata_cells_udaf`) over the
+/// source read with its group and label strings as dictionaries; its weight is 1 for
+/// rows with an id, so the weight sum counts them (null ids fail the run; duplicates
+/// show up where the shard writer sorts rows by their hashes). A source with nothing to
+/// curate fails here.
+async fn count_cells(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    source: &SourceTable,
+    seed: u64,
+) -> Result<HashMap<u64, CellKey>, CurateError> {
+    let ctx = engine.context();
+    let attrs = &pipeline.groups.attributes;
+    let cell_columns = pipeline.cell_columns();
+    let cell_cols: Vec<Expr> = cell_columns.iter().map(ident).collect();
+    let call = |stream: u64, cols: &[Expr]| seeded_hash(seed, stream, cols);
+    let mut pass0_args = vec![match &pipeline.source.id_column {
+        Some(id) => cast(ident(id).is_not_null(), DataType::Float64),
+        None => lit(1.0f64),
+    }];
+    pass0_args.extend(cell_cols.iter().cloned());
+    let started = std::time::Instant::now();
+    // read with the group and label strings as dictionaries, as the profile does
+    // (strata_engine's `coded` module): `strata_cells` then codes a row by key lookups;
+    // the cells' values come out as plain strings, which hash like the views later
+    // passes read
+    engine
+        .register_coded(source, CODED_SOURCE_TABLE, &cell_columns)
+        .await?;
+    let pass0 = ctx
+        .table(CODED_SOURCE_TABLE)
+        .await
+        .and_then(|df| {
+            df.aggregate(
+                vec![],
+                vec![
+                    strata_functions::strata_cells_udaf()
+                        .call(pass0_args)
+                        .alias("cells"),
+                ],
+            )
+        })
+        .map_err(df_err("planning curation"))?
+        .collect()
+        .await
+        .map_err(df_err("curation pass 0 (rows per cell)"))?;
+    let pass0 =
+        cells_batches(&pass0, attrs.len()).map_err(df_err("curation pass 0 (rows per cell)"))?;
+    // the cell and group ids, hashed once per cell rather than once per row
+    let pass0 = if pass0.iter().all(|b| b.num_rows() == 0) {
+        Vec::new()
+    } else {
+        let g: Vec<Expr> = (0..attrs.len()).map(|i| ident(format!("g{i}"))).collect();
+        let mut gy = g.clone();
+        gy.push(ident("y"));
+        ctx.read_batches(pass0)
+            .and_then(|df| {
+                df.with_column(col::CELL_ID, call(stream::CELL, &gy))?
+                    .with_column(col::CELL_GROUP, call(stream::GROUP, &g))
+            })
+            .map_err(df_err("planning curation"))?
+            .collect()
+            .await
+            .map_err(df_err("curation pass 0 (cell ids)"))?
+    };
+    let cell_keys = read_cell_keys(&pass0, attrs.len())?;
+    if let Some(id) = &pipeline.source.id_column {
+        let nulls: u64 = cell_keys.values().map(|c| c.rows - c.ids).sum();
+        if nulls > 0 {
+            return Err(pipeline
+                .error_at(
+                    "source.id_column",
+                    format!(
+                        "{nulls} rows of source `{}` have a null id in column `{id}`",
+                        source.url
+                    ),
+                )
+                .into());
+        }
+    }
+    tracing::info!(
+        cells = cell_keys.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "curation pass 0 done"
+    );
+    nothing_to_curate(pipeline, source, &cell_keys)?;
+    Ok(cell_keys)
+}
+
+/// `strata_hash` of `cols` with the seed of `stream`.
+fn seeded_hash(seed: u64, stream: u64, cols: &[Expr]) -> Expr {
+    let mut args = vec![lit(derive_seed(seed, stream))];
+    args.extend(cols.iter().cloned());
+    strata_hash_udf().call(args)
 }
 
 /// A cell as pass 0 saw it: its values, its group's id and its rows.
