@@ -1,5 +1,5 @@
 """An independent Python implementation of strata's sampling hash and split rule, as
-documented in crates/strata-engine/src/hash.rs and the README. If strata and this file
+documented in crates/strata-functions/src/hash.rs and docs/curation.md. If strata and this file
 agree on which rows go where, the row set is a property of (seed, key), not of the
 engine that computed it."""
 from __future__ import annotations
