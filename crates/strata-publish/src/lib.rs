@@ -29,9 +29,15 @@ pub enum PublishError {
     /// Reading, committing or storing the run.
     #[error(transparent)]
     Run(#[from] strata_run::RunError),
-    /// Encoding or reading Parquet, or reading the curated stream.
+    /// Encoding or reading Parquet, or reading the curated stream. The message is the
+    /// cause on one line; the cause itself, where there is one, is the source.
     #[error("{context}: {message}")]
-    Data { context: String, message: String },
+    Data {
+        context: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("{0}")]
     Usage(String),
     /// Rows meant to be told apart by their keys share one (see `ShardSink::unique_order`).

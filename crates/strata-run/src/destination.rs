@@ -78,6 +78,7 @@ impl Destination {
         move |e| RunError::Store {
             url,
             message: one_line(&e.to_string()),
+            source: e,
         }
     }
 

@@ -43,9 +43,15 @@ pub use verify::{VerifyReport, verify};
 /// Why reading, committing, verifying or assigning a run failed. Each displays as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// An object store request failed (after its retries).
+    /// An object store request failed (after its retries). The message is the store's
+    /// error on one line; the error itself is the source.
     #[error("`{url}`: {message}")]
-    Store { url: String, message: String },
+    Store {
+        url: String,
+        message: String,
+        #[source]
+        source: object_store::Error,
+    },
     /// The run prefix already holds a manifest of a different run.
     #[error(
         "`{url}` already holds the manifest of a different run ({message}); publish to another output or run id, nothing was overwritten"

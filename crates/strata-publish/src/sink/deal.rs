@@ -127,6 +127,7 @@ pub(super) fn deal_range(
         return Err(PublishError::Data {
             context: "dealing shard rows".into(),
             message: format!("a row of unit {u} was not counted while routing"),
+            source: None,
         });
     }
     let weight = cast(rows.column(layout.held_weight), &DataType::Float64)

@@ -73,6 +73,7 @@ impl<K: std::hash::Hash + Eq + Clone> Numbering<K> {
         let id = u32::try_from(self.keys.len()).map_err(|_| PublishError::Data {
             context: "writing shards".into(),
             message: "more than 2^32 keys to number".into(),
+            source: None,
         })?;
         self.keys.push(key.to_owned());
         self.ids.insert(key.to_owned(), id);

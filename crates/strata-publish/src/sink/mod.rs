@@ -205,6 +205,7 @@ impl ShardSink {
             return Err(PublishError::Data {
                 context: "writing shards".into(),
                 message: "no input".into(),
+                source: None,
             });
         };
         let input = compact_schema(&first.schema());
@@ -212,6 +213,7 @@ impl ShardSink {
             input.index_of(name).map_err(|_| PublishError::Data {
                 context: "writing shards".into(),
                 message: format!("the curated stream has no column `{name}`"),
+                source: None,
             })
         };
         // every column but the helpers the sink is told of is written, whatever its
@@ -309,6 +311,7 @@ impl ShardSink {
                     std::env::temp_dir().display()
                 ),
                 message: e.to_string(),
+                source: Some(Box::new(e)),
             })?;
         let budget = Arc::new(Budget {
             limit: self.memory_budget,
@@ -595,17 +598,23 @@ impl ShardSink {
     }
 }
 
-fn data_err<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> PublishError + '_ {
+fn data_err<E: std::error::Error + Send + Sync + 'static>(
+    context: &str,
+) -> impl FnOnce(E) -> PublishError + '_ {
     move |e| PublishError::Data {
         context: context.to_string(),
         message: crate::one_line(&e.to_string()),
+        source: Some(Box::new(e)),
     }
 }
 
-fn spill_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> PublishError + '_ {
+fn spill_err<E: std::error::Error + Send + Sync + 'static>(
+    path: &Path,
+) -> impl FnOnce(E) -> PublishError + '_ {
     move |e| PublishError::Data {
         context: format!("spill file {}", path.display()),
         message: crate::one_line(&e.to_string()),
+        source: Some(Box::new(e)),
     }
 }
 
@@ -613,6 +622,7 @@ fn join_err(e: tokio::task::JoinError) -> PublishError {
     PublishError::Data {
         context: "writing shards".into(),
         message: e.to_string(),
+        source: Some(Box::new(e)),
     }
 }
 

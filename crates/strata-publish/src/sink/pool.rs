@@ -116,6 +116,7 @@ impl Work<'_> {
                 Err(PublishError::Data {
                     context: "writing shards".into(),
                     message: "the coordinating thread panicked".into(),
+                    source: None,
                 })
             });
             let mut q = queue
@@ -170,6 +171,7 @@ impl Work<'_> {
                     .map(|s| s.to_string())
                     .or_else(|| e.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a thread panicked".into()),
+                source: None,
             };
             let done = match job {
                 Job::Deal(r, inputs) => {
@@ -225,6 +227,7 @@ impl Work<'_> {
                 return Err(PublishError::Data {
                     context: "writing shards".into(),
                     message: "the writer's threads stopped".into(),
+                    source: None,
                 });
             };
             let mut released = 0;
@@ -285,6 +288,7 @@ impl Work<'_> {
                     "rows of {} shards were dealt after the shard was encoded",
                     pieces.len()
                 ),
+                source: None,
             });
         }
         Ok(all)

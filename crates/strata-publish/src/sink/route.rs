@@ -317,6 +317,7 @@ pub(super) fn split_column(
                 "the split column holds values outside 0..{}",
                 layout.split_names.len()
             ),
+            source: None,
         });
     }
     Ok(a)
@@ -330,6 +331,7 @@ pub(super) fn u64_column(
     let a = cast(batch.column(i), &DataType::UInt64).map_err(|e| PublishError::Data {
         context: "writing shards".into(),
         message: format!("column `{name}` is not an unsigned integer: {e}"),
+        source: None,
     })?;
     Ok(a.as_primitive::<UInt64Type>().clone())
 }
