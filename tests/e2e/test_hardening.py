@@ -571,3 +571,25 @@ def test_invalid_utf8_names_the_file_and_the_column(tmp_path):
     out = tmp_path / "out"
     spec = write_spec(tmp_path, f"{src}/")
     assert_refused(curate(spec, out), "b.parquet", "column `name`", "not valid UTF-8", out=out)
+
+
+@pytest.mark.parametrize("fault,stage", [("deal-panic", "dealing"), ("encode-panic", "encoding"),
+                                         ("encode-error", "encoding")])
+@pytest.mark.parametrize("spill", [False, True])
+def test_a_failing_shard_writer_ends_in_an_error_not_a_hang(tmp_path, fault, stage, spill):
+    """STRATA_SINK_FAULT makes a worker of the shard writer panic or fail: the run must
+    end promptly with one located error, exit 3, and commit nothing."""
+    import time
+    src = tmp_path / "src.parquet"
+    pq.write_table(table(3000), src)
+    out = tmp_path / "out"
+    env = {"STRATA_SINK_FAULT": fault, "STRATA_RANGE_ROWS": "256"}
+    if spill:
+        env["STRATA_SHARD_MEMORY"] = "0"
+    started = time.monotonic()
+    proc = curate(write_spec(tmp_path, str(src)), out, env=env)
+    assert time.monotonic() - started < 60
+    assert proc.returncode == 3, proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and f"writing shards ({stage})" in errors[0], proc.stderr
+    assert not (out / "_latest").exists() and not list(out.glob("runs/*/manifest.json"))

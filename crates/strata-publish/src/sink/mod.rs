@@ -406,6 +406,7 @@ impl ShardSink {
             shard_dir: spill_root.path().to_path_buf(),
             spilling,
             encoded_room: std::sync::atomic::AtomicUsize::new(in_memory),
+            fault: Fault::from_env()?,
         };
         let dealt = work.run(files)?;
         if self.unique_order && dealt.repeated > 0 {

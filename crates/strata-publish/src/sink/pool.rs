@@ -58,6 +58,32 @@ pub(super) struct Work<'a> {
     pub(super) encoded_room: std::sync::atomic::AtomicUsize,
     /// Routed rows are in spill files: dealt rows waiting for their shard are bounded.
     pub(super) spilling: bool,
+    /// A failure to inject (tests of the failure paths only).
+    pub(super) fault: Option<Fault>,
+}
+
+/// `STRATA_SINK_FAULT`, for the tests of the writer's failure paths: a worker panics
+/// while dealing or encoding, or returns an error. The write must end in an error,
+/// never hang, and commit nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fault {
+    DealPanic,
+    EncodePanic,
+    EncodeError,
+}
+
+impl Fault {
+    pub(super) fn from_env() -> Result<Option<Self>, PublishError> {
+        match std::env::var("STRATA_SINK_FAULT").as_deref() {
+            Err(_) => Ok(None),
+            Ok("deal-panic") => Ok(Some(Self::DealPanic)),
+            Ok("encode-panic") => Ok(Some(Self::EncodePanic)),
+            Ok("encode-error") => Ok(Some(Self::EncodeError)),
+            Ok(other) => Err(PublishError::Usage(format!(
+                "STRATA_SINK_FAULT=`{other}`: one of deal-panic, encode-panic, encode-error"
+            ))),
+        }
+    }
 }
 
 /// What dealing and encoding produced.
@@ -176,6 +202,9 @@ impl Work<'_> {
             let done = match job {
                 Job::Deal(r, inputs) => {
                     let dealt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        if self.fault == Some(Fault::DealPanic) {
+                            panic!("injected fault while dealing (STRATA_SINK_FAULT)");
+                        }
                         deal_range(
                             self.layout,
                             self.plan,
@@ -190,7 +219,17 @@ impl Work<'_> {
                 Job::Encode(shard) => {
                     let held = shard.held;
                     let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.encode_shard(shard)
+                        match self.fault {
+                            Some(Fault::EncodePanic) => {
+                                panic!("injected fault while encoding (STRATA_SINK_FAULT)")
+                            }
+                            Some(Fault::EncodeError) => Err(PublishError::Data {
+                                context: "writing shards (encoding)".into(),
+                                message: "injected error (STRATA_SINK_FAULT)".into(),
+                                source: None,
+                            }),
+                            _ => self.encode_shard(shard),
+                        }
                     }));
                     Done::Encoded(encoded.unwrap_or_else(|e| Err(caught("encoding", e))), held)
                 }
