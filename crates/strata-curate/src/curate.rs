@@ -1025,11 +1025,7 @@ fn nothing_to_curate(
             )
             .into());
     }
-    let positive = match &pipeline.label.positive {
-        LabelValue::String(s) => s.clone(),
-        LabelValue::Int(i) => i.to_string(),
-        LabelValue::Bool(b) => b.to_string(),
-    };
+    let positive = pipeline.label.positive.as_text();
     if !labels.contains(positive.as_str()) {
         let seen: Vec<&str> = labels.iter().take(20).copied().collect();
         return Err(pipeline

@@ -57,11 +57,7 @@ pub async fn profile(
         .await
         .map_err(EngineError::datafusion("opening the source table"))?;
 
-    let positive = match &pipeline.label.positive {
-        LabelValue::String(s) => s.clone(),
-        LabelValue::Int(i) => i.to_string(),
-        LabelValue::Bool(b) => b.to_string(),
-    };
+    let positive = pipeline.label.positive.as_text();
     debug_assert!(matches!(
         label_kind,
         LabelKind::String | LabelKind::Integer | LabelKind::Boolean

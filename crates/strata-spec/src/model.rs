@@ -246,6 +246,18 @@ impl<'de> Deserialize<'de> for LabelValue {
     }
 }
 
+impl LabelValue {
+    /// The value as the label column's text form (what a cast to a string gives):
+    /// `>50K`, `1`, `true`.
+    pub fn as_text(&self) -> String {
+        match self {
+            Self::String(s) => s.clone(),
+            Self::Int(i) => i.to_string(),
+            Self::Bool(b) => b.to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for LabelValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

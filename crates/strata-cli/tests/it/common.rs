@@ -88,3 +88,21 @@ pub fn latest_manifest(out: &Path) -> serde_json::Value {
     )
     .unwrap()
 }
+
+/// `strata curate pipelines/adult.toml --out OUT EXTRA...`, expected to succeed: its stdout.
+pub fn publish(out: &Path, extra: &[&str]) -> String {
+    let o = strata()
+        .arg("curate")
+        .arg(repo_root().join("pipelines/adult.toml"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "curate failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}

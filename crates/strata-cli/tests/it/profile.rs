@@ -218,28 +218,7 @@ fn profile_json_reads_back_as_the_contract_type() {
 #[test]
 fn curation_and_manifest_read_back_as_the_contract_types() {
     let out = tempfile::tempdir().unwrap();
-    let run = strata()
-        .args([
-            "curate",
-            &repo_root()
-                .join("pipelines/adult.toml")
-                .display()
-                .to_string(),
-        ])
-        .args([
-            "--out",
-            &out.path().display().to_string(),
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let stdout = String::from_utf8(run.stdout).unwrap();
+    let stdout = crate::common::publish(out.path(), &["--format", "json"]);
     let curation: strata_run::Curation = serde_json::from_str(&stdout).expect("a Curation");
     assert_eq!(
         curation.splits.iter().map(|s| s.rows_after).sum::<u64>(),

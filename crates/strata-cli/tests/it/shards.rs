@@ -3,24 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{fails, latest_manifest, repo_root, strata};
-
-fn publish(out: &Path, extra: &[&str]) -> String {
-    let o = strata()
-        .arg("curate")
-        .arg(repo_root().join("pipelines/adult.toml"))
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "curate failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+use crate::common::{fails, latest_manifest, publish, repo_root, strata};
 
 fn without_timestamp(mut m: serde_json::Value) -> serde_json::Value {
     m.as_object_mut()
