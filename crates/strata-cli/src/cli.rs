@@ -48,6 +48,64 @@ pub enum Command {
     /// Published runs: verify them, or list the shards a training rank reads.
     #[command(subcommand)]
     Shards(ShardsCommand),
+    /// Train the spec's model (`[train]`) on a published run's train split, validating
+    /// on its validation split; writes model.safetensors, encoder.json and train.json.
+    Train(TrainArgs),
+    /// Score a split of a published run (or plain Parquet) with a trained model and
+    /// write the predictions as Parquet.
+    Predict(PredictArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The pipeline spec whose `[train]` section (and label and groups) to use.
+    pub pipeline: PathBuf,
+    /// The published run: an output root (follows `_latest`), a run folder or a
+    /// manifest.json URL. Verified before training.
+    #[arg(long, value_name = "URL")]
+    pub shards: String,
+    /// The model folder to write (a path or URL on any supported store).
+    #[arg(long, value_name = "DIR")]
+    pub out: String,
+    /// Overrides `train.seed` (default `curate.seed`).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Every row counts 1, whatever its `sample_weight` (the unweighted baseline;
+    /// overrides `train.sample_weights`).
+    #[arg(long)]
+    pub no_sample_weights: bool,
+    /// Train on the first CUDA GPU (needs a strata built with `--features cuda`).
+    #[arg(long)]
+    pub gpu: bool,
+    /// Summary format on stdout (`json` prints train.json).
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    pub format: SummaryFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("rows").required(true).args(["shards", "input"])))]
+pub struct PredictArgs {
+    /// The model folder `strata train` wrote.
+    #[arg(long, value_name = "DIR")]
+    pub model: String,
+    /// A published run (output root, run folder or manifest.json URL), verified first.
+    #[arg(long, value_name = "URL")]
+    pub shards: Option<String>,
+    /// The split of the run to score.
+    #[arg(long, default_value = "test", requires = "shards")]
+    pub split: String,
+    /// Plain Parquet instead of a run: a file, or a folder of `.parquet` files.
+    #[arg(long, value_name = "URL")]
+    pub input: Option<String>,
+    /// The Parquet file to write (a folder URL ending in `/` gets predictions.parquet).
+    #[arg(long, value_name = "URL")]
+    pub out: String,
+    /// Score on the first CUDA GPU (needs a strata built with `--features cuda`).
+    #[arg(long)]
+    pub gpu: bool,
+    /// Summary format on stdout.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    pub format: SummaryFormat,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,10 @@ use crate::cli::{
 };
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let progress = crate::progress::Style::of(&cli.global);
     match cli.command {
+        Command::Train(args) => crate::train::train(args, progress).await,
+        Command::Predict(args) => crate::train::predict(args).await,
         Command::Validate(args) => validate(args).await,
         Command::Profile(args) => profile(args).await,
         Command::Curate(args) => curate(args).await,
@@ -226,7 +229,7 @@ async fn shards_assign(args: AssignArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Prints to stdout; a closed pipe (`strata ... | head`) is not an error worth a panic.
-fn print_stdout(text: &str) -> anyhow::Result<()> {
+pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout
         .write_all(text.as_bytes())

@@ -11,9 +11,15 @@ pub fn init(args: &GlobalArgs) -> Result<(), String> {
         "error"
     } else {
         match args.verbose {
-            0 => "warn,strata=info,strata_engine=info,strata_profile=info,strata_cli=info",
-            1 => "info,strata=debug,strata_engine=debug,strata_profile=debug,strata_cli=debug",
-            _ => "debug,strata=trace,strata_engine=trace,strata_profile=trace,strata_cli=trace",
+            0 => {
+                "warn,strata=info,strata_engine=info,strata_profile=info,strata_train=info,strata_cli=info"
+            }
+            1 => {
+                "info,strata=debug,strata_engine=debug,strata_profile=debug,strata_train=debug,strata_cli=debug"
+            }
+            _ => {
+                "debug,strata=trace,strata_engine=trace,strata_profile=trace,strata_train=trace,strata_cli=trace"
+            }
         }
     };
     let filter = match std::env::var("STRATA_LOG") {

@@ -4,6 +4,8 @@
 mod cli;
 mod commands;
 mod logging;
+mod progress;
+mod train;
 
 use std::process::ExitCode;
 

@@ -5,6 +5,7 @@
 mod error;
 pub mod json;
 mod model;
+mod train;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,10 @@ pub use error::{Location, SpecError};
 pub use model::{
     HttpOptions, Intersections, LabelValue, Mode, OnEmpty, RetryOptions, S3Options, SplitFractions,
     StorageOptions, Strategy, Stratify, Target,
+};
+pub use train::{
+    ADDED_COLUMNS, MAX_BATCH_SIZE, MAX_CATEGORIES, MAX_EPOCHS, MAX_HIDDEN_LAYERS, MAX_LAYER_UNITS,
+    Train,
 };
 
 /// The value of a group whose attribute is null. Missing values form a group of their
@@ -46,6 +51,8 @@ pub struct Pipeline {
     pub publish: Publish,
     /// `[checks]`: SQL check folders and parameters.
     pub checks: Checks,
+    /// `[train]`, defaults filled in when the section is absent.
+    pub train: Train,
     locations: BTreeMap<String, Location>,
 }
 
@@ -495,6 +502,22 @@ impl Pipeline {
             checks
         };
 
+        let train = match raw.train {
+            None => Train::default(),
+            Some(t) => train::validate_train(
+                &reporter,
+                t,
+                &text,
+                &mut locations,
+                &train::Reserved {
+                    label: &label_column,
+                    attributes: &attributes,
+                    weight: weight_column.as_deref(),
+                    id: id_column.as_deref(),
+                },
+            )?,
+        };
+
         let name = raw.name.unwrap_or_else(|| {
             path.file_stem()
                 .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned())
@@ -521,6 +544,7 @@ impl Pipeline {
             curate,
             publish,
             checks,
+            train,
             locations,
             text,
         })

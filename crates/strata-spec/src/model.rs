@@ -20,6 +20,7 @@ pub(crate) struct RawPipeline {
     pub curate: Option<Spanned<RawCurate>>,
     pub publish: Option<Spanned<RawPublish>>,
     pub checks: Option<Spanned<RawChecks>>,
+    pub train: Option<Spanned<crate::train::RawTrain>>,
 }
 
 /// `[checks]`: where the SQL checks live and the values they may bind.

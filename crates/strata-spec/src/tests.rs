@@ -212,3 +212,69 @@ fn publish_errors_name_the_key() {
     let unknown = err(&format!("{VALID}\n[publish]\nshards = 3\n"));
     assert!(unknown.contains("unknown field `shards`"), "{unknown}");
 }
+
+#[test]
+fn train_defaults_are_the_classic_recipe() {
+    let t = parse(VALID).unwrap().train;
+    assert_eq!(t.hidden, vec![128]);
+    assert_eq!(t.dropout, 0.2);
+    assert_eq!(t.learning_rate, 1e-3);
+    assert_eq!(t.weight_decay, 0.0);
+    assert_eq!(t.batch_size, 128);
+    assert_eq!(t.epochs, 5);
+    assert!(t.sample_weights && !t.protected_as_features && t.features.is_none());
+}
+
+#[test]
+fn train_section_is_validated_and_located() {
+    let with = |section: &str| format!("{VALID}\n[train]\n{section}\n");
+    let t = parse(&with(
+        "hidden = [64, 32]\nepochs = 3\nfeatures = [\"age\", \"zip\"]\ncategorical = [\"zip\"]",
+    ))
+    .unwrap()
+    .train;
+    assert_eq!(t.hidden, vec![64, 32]);
+    assert_eq!(t.categorical, vec!["zip".to_string()]);
+    for (section, key, needle) in [
+        ("dropout = 1.0", "train.dropout", "below 1"),
+        ("learning_rate = 0.0", "train.learning_rate", "above 0"),
+        ("epochs = 0", "train.epochs", "from 1"),
+        ("hidden = [0]", "train.hidden", "1 to 65536 units"),
+        (
+            "features = [\"sex\"]",
+            "train.features",
+            "protected_as_features",
+        ),
+        ("features = [\"income\"]", "train.features", "the label"),
+        ("features = [\"w\"]", "train.features", "weight column"),
+        (
+            "features = [\"sample_weight\"]",
+            "train.features",
+            "strata adds",
+        ),
+        (
+            "numeric = [\"a\"]\ncategorical = [\"a\"]",
+            "train.numeric",
+            "one or the other",
+        ),
+        (
+            "features = [\"age\"]\ncategorical = [\"zip\"]",
+            "train.features",
+            "not one of the features",
+        ),
+        ("batch = 3", "`batch`", "unknown field"),
+    ] {
+        let e = err(&with(section));
+        assert!(e.contains(key) && e.contains(needle), "{section}: {e}");
+        assert!(e.starts_with("/specs/pipelines/demo.toml:"), "{e}");
+    }
+    // with the option, protected attributes may be inputs
+    let t = parse(&with(
+        "protected_as_features = true\nfeatures = [\"sex\", \"age\"]",
+    ))
+    .unwrap();
+    assert_eq!(
+        t.train.features.unwrap(),
+        vec!["sex".to_string(), "age".to_string()]
+    );
+}

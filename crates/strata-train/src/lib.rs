@@ -1,0 +1,418 @@
+//! strata's training stage: a model trained on a published run, as a training cluster
+//! would read it, so that curation can be judged by what it does to a real model.
+//!
+//! - [`train`] verifies the run, fits an [`Encoder`] on the training split, trains an
+//!   [`Mlp`] with candle (weighted cross-entropy, AdamW) and returns a [`Trained`]
+//!   model, which [`Trained::save`] writes as `encoder.json`, `model.safetensors` and
+//!   `train.json` (last, so a folder with `train.json` holds a whole model).
+//! - [`Trained::load`] reads such a folder back; [`predict`] scores a split of a run
+//!   (or plain Parquet files) and streams the predictions to Parquet.
+//!
+//! Same shards, spec and seed: byte-identical `model.safetensors` and predictions.
+//! The encoding rules, the initialisation and the RNG streams are in `docs/training.md`.
+
+mod data;
+mod encoder;
+mod fit;
+mod model;
+mod predict;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use candle_core::Device;
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+use strata_run::{Destination, RunError};
+use strata_spec::Pipeline;
+use url::Url;
+
+pub use data::VerifiedRun;
+pub use encoder::{
+    ENCODER_SCHEMA_VERSION, Encoded, Encoder, EncoderFitter, Encoding, Feature, Kind,
+    LabelEncoding, WEIGHT_COLUMN, select_features,
+};
+pub use fit::{
+    EpochStats, FitOptions, History, Progress, Quiet, evaluate, fit, weighted_cross_entropy,
+};
+pub use model::Mlp;
+pub use predict::{PredictInput, PredictSummary, predict};
+
+/// File names in a model folder.
+pub const ENCODER_FILE: &str = "encoder.json";
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const REPORT_FILE: &str = "train.json";
+
+pub const TRAIN_SCHEMA_VERSION: u32 = 1;
+
+/// Adam's moment decays and epsilon (PyTorch's and Keras's defaults).
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+/// Why training or prediction failed. Each displays as one line naming the column,
+/// shard or file.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(
+        "run {run_url} fails verification ({problems} problem(s); the first: {first}); `strata shards verify` lists them all"
+    )]
+    Verification {
+        run_url: String,
+        problems: usize,
+        first: String,
+    },
+    #[error("column `{column}`: {message}")]
+    Column { column: String, message: String },
+    #[error("{context}: {message}")]
+    Data { context: String, message: String },
+    #[error("{0}")]
+    Model(String),
+    #[error("training diverged in epoch {epoch}: the loss is {loss}; lower `train.learning_rate`")]
+    Diverged { epoch: u64, loss: f64 },
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The device training runs on: the CPU, or with the `cuda` feature the first GPU.
+pub fn device(gpu: bool) -> Result<Device, TrainError> {
+    if !gpu {
+        return Ok(Device::Cpu);
+    }
+    #[cfg(feature = "cuda")]
+    {
+        Ok(Device::new_cuda(0)?)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err(TrainError::Usage(
+            "this strata was built without the `cuda` feature; rebuild with `--features cuda` to train on a GPU".into(),
+        ))
+    }
+}
+
+/// The run a model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRef {
+    pub run_id: String,
+    pub identity: String,
+    pub url: String,
+}
+
+/// `train.json`: what was trained, on what, how it went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub schema_version: u32,
+    pub strata_version: String,
+    pub pipeline: String,
+    pub seed: u64,
+    pub run: RunRef,
+    pub device: String,
+    /// Threads candle's CPU kernels used (`RAYON_NUM_THREADS`, else the cores).
+    pub threads: usize,
+    pub hyperparameters: Hyperparameters,
+    /// The model's encoded inputs, in order.
+    pub inputs: Vec<String>,
+    pub classes: Vec<String>,
+    pub train_rows: u64,
+    pub validation_rows: u64,
+    pub epochs: Vec<EpochStats>,
+    pub best_epoch: u64,
+    pub stopped_early: bool,
+    /// Floating-point operations per training row (forward and backward), see
+    /// [`Mlp::train_flops_per_row`].
+    pub flops_per_row: u64,
+    pub wall_seconds: f64,
+    pub model_sha256: String,
+    pub encoder_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparameters {
+    pub hidden: Vec<u64>,
+    pub dropout: f64,
+    pub optimizer: String,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub batch_size: u64,
+    pub epochs: u64,
+    pub early_stopping_patience: Option<u64>,
+    pub sample_weights: bool,
+    pub max_categories: u64,
+    pub protected_as_features: bool,
+    pub init: String,
+}
+
+/// A trained model: its encoder and weights (and, fresh from [`train`], its report).
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub encoder: Encoder,
+    pub model: Mlp,
+    pub report: Option<TrainReport>,
+}
+
+/// Options of [`train`] that are not in the spec.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Overrides `train.seed` (which defaults to `curate.seed`).
+    pub seed: Option<u64>,
+    pub device: Device,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            seed: None,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// Trains the spec's model on the run `shards` names (verified first).
+pub async fn train(
+    spec: &Pipeline,
+    store: Arc<dyn ObjectStore>,
+    shards: &Url,
+    options: &TrainOptions,
+    progress: &mut dyn Progress,
+) -> Result<Trained, TrainError> {
+    let started = Instant::now();
+    let run = VerifiedRun::open(store, shards).await?;
+    let t = &spec.train;
+    let train_shards = run.shards("train");
+    let validation_shards = run.shards("validation");
+    let context = format!("the training split of {}", run.run.root());
+    if train_shards.iter().all(|s| s.rows == 0) {
+        return Err(TrainError::Usage(format!(
+            "{context} is empty; there is nothing to train on"
+        )));
+    }
+    let mut train_bytes = Vec::with_capacity(train_shards.len());
+    for s in &train_shards {
+        train_bytes.push((run.fetch(s).await?, run.url_of(s)));
+    }
+    let schema = data::schema_of(train_bytes[0].0.clone(), &train_bytes[0].1)?;
+    let columns = select_features(spec, &schema, &train_bytes[0].1)?;
+    for a in &spec.groups.attributes {
+        if schema.field_with_name(a).is_err() {
+            return Err(TrainError::Column {
+                column: a.clone(),
+                message: format!(
+                    "{} has no such column (a protected attribute)",
+                    train_bytes[0].1
+                ),
+            });
+        }
+    }
+    let mut fitter = EncoderFitter::new(spec, columns);
+    let needed = fitter.needed_columns();
+    for (bytes, url) in &train_bytes {
+        for batch in data::decode(bytes.clone(), &needed, url)? {
+            fitter.update(&batch?, url)?;
+        }
+    }
+    let mut encoder = fitter.finish(&context)?;
+    encoder.id_column = spec.source.id_column.clone();
+    encoder.protected_attributes = spec.groups.attributes.clone();
+
+    let encode_all = |shards: &[(Bytes, String)]| -> Result<Encoded, TrainError> {
+        let mut all = Encoded::default();
+        for (bytes, url) in shards {
+            for batch in data::decode(bytes.clone(), &encoder.needed_columns(true), url)? {
+                all.append(encoder.encode(&batch?, true, url)?);
+            }
+        }
+        Ok(all)
+    };
+    let train_rows = encode_all(&train_bytes)?;
+    drop(train_bytes);
+    let mut validation_bytes = Vec::with_capacity(validation_shards.len());
+    for s in &validation_shards {
+        validation_bytes.push((run.fetch(s).await?, run.url_of(s)));
+    }
+    let validation_rows = encode_all(&validation_bytes)?;
+    drop(validation_bytes);
+    if t.early_stopping_patience.is_some() && validation_rows.rows() == 0 {
+        return Err(TrainError::Usage(format!(
+            "{}: `train.early_stopping_patience` needs a validation split, and the run has none (set `curate.split.validation`)",
+            spec.path.display()
+        )));
+    }
+
+    let seed = options
+        .seed
+        .or(t.seed)
+        .or(spec.curate.as_ref().map(|c| c.seed))
+        .unwrap_or(0);
+    let hidden: Vec<usize> = t.hidden.iter().map(|h| *h as usize).collect();
+    let model = Mlp::init(
+        encoder.width,
+        &hidden,
+        encoder.label.classes.len(),
+        &mut fit::rng(seed, fit::STREAM_INIT),
+        &options.device,
+    )?;
+    let fit_options = FitOptions {
+        seed,
+        epochs: t.epochs,
+        batch_size: usize::try_from(t.batch_size).unwrap_or(usize::MAX),
+        learning_rate: t.learning_rate,
+        weight_decay: t.weight_decay,
+        dropout: t.dropout,
+        early_stopping_patience: t.early_stopping_patience,
+        beta1: BETA1,
+        beta2: BETA2,
+        eps: EPS,
+    };
+    let history = fit(
+        &model,
+        &train_rows,
+        (validation_rows.rows() > 0).then_some(&validation_rows),
+        &fit_options,
+        progress,
+    )?;
+    let model_bytes = model.to_safetensors()?;
+    let encoder_json = encoder_json(&encoder)?;
+    let report = TrainReport {
+        schema_version: TRAIN_SCHEMA_VERSION,
+        strata_version: env!("CARGO_PKG_VERSION").to_string(),
+        pipeline: spec.name.clone(),
+        seed,
+        run: RunRef {
+            run_id: run.manifest.run_id.clone(),
+            identity: run.manifest.identity.clone(),
+            url: run.run.root().to_string(),
+        },
+        device: match options.device {
+            Device::Cpu => "cpu".into(),
+            _ => "cuda:0".into(),
+        },
+        threads: candle_core::utils::get_num_threads(),
+        hyperparameters: Hyperparameters {
+            hidden: t.hidden.clone(),
+            dropout: t.dropout,
+            optimizer: if t.weight_decay == 0.0 {
+                "Adam"
+            } else {
+                "AdamW"
+            }
+            .into(),
+            learning_rate: t.learning_rate,
+            weight_decay: t.weight_decay,
+            beta1: BETA1,
+            beta2: BETA2,
+            eps: EPS,
+            batch_size: t.batch_size,
+            epochs: t.epochs,
+            early_stopping_patience: t.early_stopping_patience,
+            sample_weights: t.sample_weights,
+            max_categories: t.max_categories,
+            protected_as_features: t.protected_as_features,
+            init: "PyTorch nn.Linear default: uniform in ±1/sqrt(fan_in), weights and biases"
+                .into(),
+        },
+        inputs: encoder.input_names(),
+        classes: encoder.label.classes.clone(),
+        train_rows: train_rows.rows() as u64,
+        validation_rows: validation_rows.rows() as u64,
+        epochs: history.epochs,
+        best_epoch: history.best_epoch,
+        stopped_early: history.stopped_early,
+        flops_per_row: model.train_flops_per_row(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        model_sha256: strata_run::sha256_hex(&model_bytes),
+        encoder_sha256: strata_run::sha256_hex(encoder_json.as_bytes()),
+    };
+    Ok(Trained {
+        encoder,
+        model,
+        report: Some(report),
+    })
+}
+
+fn encoder_json(encoder: &Encoder) -> Result<String, TrainError> {
+    strata_spec::json::to_string_pretty(encoder)
+        .map(|s| s + "\n")
+        .map_err(|e| TrainError::Model(format!("cannot write the encoder: {e}")))
+}
+
+impl Trained {
+    /// Writes the model folder: `encoder.json`, `model.safetensors`, then `train.json`.
+    pub async fn save(&self, out: &Destination) -> Result<(), TrainError> {
+        out.put(ENCODER_FILE, Bytes::from(encoder_json(&self.encoder)?))
+            .await?;
+        out.put(MODEL_FILE, Bytes::from(self.model.to_safetensors()?))
+            .await?;
+        if let Some(report) = &self.report {
+            let text = strata_spec::json::to_string_pretty(report)
+                .map_err(|e| TrainError::Model(format!("cannot write the report: {e}")))?
+                + "\n";
+            out.put(REPORT_FILE, Bytes::from(text)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads a model folder written by [`Trained::save`].
+    pub async fn load(from: &Destination, device: &Device) -> Result<Self, TrainError> {
+        let missing = |name: &str, why: &str| {
+            TrainError::Model(format!("{}: missing; {why}", from.url_of(name)))
+        };
+        let report = from.get(REPORT_FILE).await?.ok_or_else(|| {
+            missing(
+                REPORT_FILE,
+                "not a strata model folder, or its training did not finish",
+            )
+        })?;
+        let report: TrainReport = serde_json::from_slice(&report).map_err(|e| {
+            TrainError::Model(format!(
+                "{}: not a strata train.json: {e}",
+                from.url_of(REPORT_FILE)
+            ))
+        })?;
+        let enc = from
+            .get(ENCODER_FILE)
+            .await?
+            .ok_or_else(|| missing(ENCODER_FILE, "the model folder is incomplete"))?;
+        let encoder: Encoder = serde_json::from_slice(&enc).map_err(|e| {
+            TrainError::Model(format!(
+                "{}: not a strata encoder: {e}",
+                from.url_of(ENCODER_FILE)
+            ))
+        })?;
+        if encoder.schema_version != ENCODER_SCHEMA_VERSION {
+            return Err(TrainError::Model(format!(
+                "{}: encoder schema version {} is not {ENCODER_SCHEMA_VERSION}, the version this strata reads",
+                from.url_of(ENCODER_FILE),
+                encoder.schema_version
+            )));
+        }
+        let weights = from
+            .get(MODEL_FILE)
+            .await?
+            .ok_or_else(|| missing(MODEL_FILE, "the model folder is incomplete"))?;
+        let model = Mlp::from_safetensors(&weights, device, &from.url_of(MODEL_FILE))?;
+        if model.inputs() != encoder.width || model.classes() != encoder.label.classes.len() {
+            return Err(TrainError::Model(format!(
+                "{}: the model takes {} inputs and gives {} classes, its encoder makes {} inputs of {} classes",
+                from.url_of(MODEL_FILE),
+                model.inputs(),
+                model.classes(),
+                encoder.width,
+                encoder.label.classes.len()
+            )));
+        }
+        Ok(Self {
+            encoder,
+            model,
+            report: Some(report),
+        })
+    }
+}
