@@ -31,9 +31,12 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# this folder holds `profile.py`, which would shadow the standard library's `profile`
+# (PyTorch imports cProfile): peers must not see it
+sys.path = [p for p in sys.path if pathlib.Path(p or ".").resolve() != ROOT / "benchmarks"]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 VENV = pathlib.Path(os.environ.get("STRATA_BENCH_VENV", pathlib.Path.home() / ".cache" / "strata-bench-venv"))
-PEERS = ["torch", "tensorflow-cpu", "pyarrow", "numpy"]
+PEERS = ["torch", "tensorflow-cpu", "safetensors", "pyarrow", "numpy"]
 
 
 def ensure_venv() -> None:
@@ -114,6 +117,24 @@ def keras_epochs(x, y, w, epochs, threads):
     return times
 
 
+def check_torch_loads(model_dir: pathlib.Path, encoder: dict, predictions: pathlib.Path, test) -> float:
+    """strata's checkpoint in PyTorch: load_state_dict (strict) into the equivalent
+    nn.Sequential, run on the test rows; the largest difference from strata's y_score."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import torch
+    from safetensors.torch import load_file
+
+    model = torch.nn.Sequential(torch.nn.Linear(encoder["width"], 128), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                                torch.nn.Linear(128, 2), torch.nn.Softmax(dim=1))
+    model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
+    model.eval()
+    with torch.no_grad():
+        p = model(torch.from_numpy(encode(encoder, test))).numpy()[:, 1]
+    got = np.array(pq.read_table(predictions)["y_score"].to_pylist())
+    return float(np.abs(p - got).max())
+
+
 def gemm_gflops(threads):
     import torch
 
@@ -161,6 +182,14 @@ def main() -> None:
     w = np.array(train["sample_weight"].to_pylist(), dtype=np.float32)
     rows = len(x)
     assert rows == report["train_rows"] and x.shape[1] == encoder["width"]
+
+    tests = sorted((s for s in manifest["shards"] if s["split"] == "test"), key=lambda s: s["index"])
+    test = pa.concat_tables([pq.read_table(run / s["path"]) for s in tests])
+    subprocess.run([strata, "-q", "predict", "--model", str(work / "model"), "--shards", str(work / "out"),
+                    "--out", str(work / "p.parquet")], check=True, env=env, stdout=subprocess.DEVNULL)
+    diff = check_torch_loads(work / "model", encoder, work / "p.parquet", test)
+    print(f"PyTorch load_state_dict of model.safetensors: max |p_torch - y_score| = {diff:.2e} on {test.num_rows} test rows")
+    assert diff < 1e-5, diff
 
     flops = report["flops_per_row"]
     strata_rps = statistics.median(e["rows_per_second"] for e in report["epochs"])

@@ -830,4 +830,23 @@ attributes = ["g"]
         let x = enc.encode(&unseen, false, "t").unwrap().x;
         assert_eq!(&x[3..7], [0.0, 0.0, 0.0, 1.0]);
     }
+
+    #[test]
+    fn an_empty_split_or_a_single_class_cannot_be_fitted() {
+        let spec = spec();
+        let b = batch();
+        let columns = select_features(&spec, b.schema().as_ref(), "t").unwrap();
+        let e = EncoderFitter::new(&spec, columns.clone())
+            .finish("the training split of run r")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty") && e.contains("run r"), "{e}");
+        let mut f = EncoderFitter::new(&spec, columns);
+        f.update(&b.slice(1, 2), "t").unwrap(); // "no", "no"
+        let e = f.finish("t").unwrap_err().to_string();
+        assert!(
+            e.starts_with("column `y`") && e.contains("one class"),
+            "{e}"
+        );
+    }
 }

@@ -393,4 +393,112 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
     }
+
+    fn toy(rows: usize, seed: u64) -> Encoded {
+        let mut r = rng(seed, 9);
+        let mut e = Encoded::default();
+        for _ in 0..rows {
+            let a = crate::model::unit_f64(&mut r) as f32;
+            let b = crate::model::unit_f64(&mut r) as f32;
+            e.x.extend([a, b, a * b]);
+            e.y.push(u32::from(a + b > 1.0));
+            e.w.push(1.0);
+        }
+        e
+    }
+
+    fn options(seed: u64) -> FitOptions {
+        FitOptions {
+            seed,
+            epochs: 3,
+            batch_size: 16,
+            learning_rate: 1e-2,
+            weight_decay: 0.0,
+            dropout: 0.2,
+            early_stopping_patience: None,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    fn trained(seed: u64) -> (Mlp, History) {
+        let d = Device::Cpu;
+        let model = Mlp::init(3, &[16], 2, &mut rng(seed, STREAM_INIT), &d).unwrap();
+        let h = fit(
+            &model,
+            &toy(400, 1),
+            Some(&toy(100, 2)),
+            &options(seed),
+            &mut Quiet,
+        )
+        .unwrap();
+        (model, h)
+    }
+
+    #[test]
+    fn one_seed_one_model_another_seed_another() {
+        let (a, ha) = trained(3);
+        let (b, _) = trained(3);
+        let (c, _) = trained(4);
+        let bytes = a.to_safetensors().unwrap();
+        assert_eq!(bytes, b.to_safetensors().unwrap());
+        assert_ne!(bytes, c.to_safetensors().unwrap());
+        // it learned: the toy rule is easy
+        assert!(
+            ha.epochs.last().unwrap().validation_accuracy.unwrap() > 0.8,
+            "{ha:?}"
+        );
+        // and the checkpoint reads back to the same weights
+        let back = Mlp::from_safetensors(&bytes, &Device::Cpu, "t").unwrap();
+        assert_eq!(back.to_safetensors().unwrap(), bytes);
+        assert_eq!(
+            (back.inputs(), back.hidden(), back.classes()),
+            (3, vec![16], 2)
+        );
+    }
+
+    #[test]
+    fn early_stopping_keeps_the_best_epoch() {
+        let d = Device::Cpu;
+        let model = Mlp::init(3, &[8], 2, &mut rng(5, STREAM_INIT), &d).unwrap();
+        let mut o = options(5);
+        o.epochs = 30;
+        o.learning_rate = 0.05;
+        o.early_stopping_patience = Some(2);
+        let validation = toy(100, 2);
+        let h = fit(&model, &toy(200, 1), Some(&validation), &o, &mut Quiet).unwrap();
+        let best = h
+            .epochs
+            .iter()
+            .min_by(|a, b| a.validation_loss.partial_cmp(&b.validation_loss).unwrap())
+            .unwrap();
+        assert_eq!(h.best_epoch, best.epoch);
+        let (loss, _) = evaluate(&model, &validation, &d).unwrap();
+        assert!(
+            (loss - best.validation_loss.unwrap()).abs() < 1e-6,
+            "{loss} vs {best:?}"
+        );
+        if h.stopped_early {
+            assert_eq!(h.epochs.len() as u64, h.best_epoch + 2);
+        }
+    }
+
+    #[test]
+    fn init_follows_pytorchs_linear_bounds() {
+        let m = Mlp::init(100, &[50], 3, &mut rng(1, STREAM_INIT), &Device::Cpu).unwrap();
+        for (v, fan_in) in m.vars().iter().zip([100f32, 100.0, 50.0, 50.0]) {
+            let values = v
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let bound = 1.0 / fan_in.sqrt();
+            assert!(values.iter().all(|x| x.abs() <= bound));
+            // spread over the whole interval, not a corner of it
+            let max = values.iter().fold(0f32, |a, x| a.max(x.abs()));
+            assert!(values.len() < 50 || max > 0.9 * bound);
+        }
+    }
 }
