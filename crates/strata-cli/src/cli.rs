@@ -54,6 +54,64 @@ pub enum Command {
     /// Score a split of a published run (or plain Parquet) with a trained model and
     /// write the predictions as Parquet.
     Predict(PredictArgs),
+    /// Evaluate any model's predictions per group: metrics, disparities with bootstrap
+    /// intervals, and the spec's gates (exit 1 when a gate fails).
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Predictions as Parquet: a file or a folder of `.parquet` files, on any store.
+    #[arg(long, value_name = "URL")]
+    pub predictions: String,
+    /// The pipeline spec: protected attributes, the positive label, `[eval]` and its gates.
+    pub pipeline: Option<PathBuf>,
+    /// A protected attribute column (repeat for several); overrides the spec's.
+    #[arg(long = "group", value_name = "COL")]
+    pub groups: Vec<String>,
+    /// The true label column.
+    #[arg(long, value_name = "COL", default_value = "y_true")]
+    pub label: String,
+    /// The positive label value (default: the spec's `label.positive`).
+    #[arg(long, value_name = "VALUE")]
+    pub positive: Option<String>,
+    /// The predicted class column (`none`: derive it as score >= --threshold).
+    #[arg(long, value_name = "COL", default_value = "y_pred")]
+    pub pred: String,
+    /// The positive class's probability (`none` when the predictions have no scores).
+    #[arg(long, value_name = "COL", default_value = "y_score")]
+    pub score: String,
+    /// The row weight column (`none`: every row counts 1; default `sample_weight` where
+    /// the predictions have it).
+    #[arg(long, value_name = "COL")]
+    pub weight: Option<String>,
+    /// The column naming the model of each row: each model is evaluated on its own,
+    /// side by side (used where the files have it; `none`: one model).
+    #[arg(long, value_name = "COL", default_value = "model")]
+    pub model_column: String,
+    /// Overrides `eval.threshold` (for --pred none).
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f64>,
+    /// Overrides `eval.replicates` (0: no intervals).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=strata_spec::MAX_REPLICATES))]
+    pub replicates: Option<u64>,
+    /// Overrides `eval.seed`.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Groups with fewer rows are reported as too small to judge (overrides
+    /// `eval.min_group_rows`; default `groups.min_group_rows`, else 30).
+    #[arg(long, value_name = "N")]
+    pub min_group_rows: Option<u64>,
+    /// A curation.json whose representation (before and after curation, against the
+    /// target) the HTML report shows.
+    #[arg(long, value_name = "FILE")]
+    pub curation: Option<PathBuf>,
+    /// Write eval.json, eval.md and report.html into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Summary format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Train(args) => crate::train::train(args, progress).await,
         Command::Predict(args) => crate::train::predict(args).await,
+        Command::Eval(args) => crate::eval::eval(args).await,
         Command::Validate(args) => validate(args).await,
         Command::Profile(args) => profile(args).await,
         Command::Curate(args) => curate(args).await,
@@ -247,7 +248,7 @@ pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
 /// temporary file beside it, then a rename, so a reader never sees half a report. Any
 /// other kind of path (a symlink, a FIFO, `/dev/stdout`, a device) is written through
 /// as it is: renaming over it would replace the link or the device node itself.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let cannot = || format!("{}: cannot write", path.display());
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => anyhow::bail!("{}: is a folder, not a file", path.display()),

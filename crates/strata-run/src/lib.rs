@@ -22,6 +22,7 @@ mod assign;
 mod curation;
 mod destination;
 mod manifest;
+mod objects;
 mod profile;
 mod verify;
 
@@ -38,6 +39,7 @@ pub use manifest::{
     ColumnSchema, InputFile, Latest, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, SplitTotals,
     StratumCount,
 };
+pub use objects::{fetch_object, list_parquet};
 pub use verify::{VerifyReport, verify};
 
 /// Why reading, committing, verifying or assigning a run failed. Each displays as one line.

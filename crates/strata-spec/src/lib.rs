@@ -3,6 +3,7 @@
 //! through [`Pipeline::error_at`] so every error still names the file, key and line.
 
 mod error;
+mod eval;
 pub mod json;
 mod model;
 mod train;
@@ -11,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub use error::{Location, SpecError};
+pub use eval::{Bound, EVAL_DISPARITIES, EVAL_METRICS, Eval, Gate, MAX_REPLICATES, Op};
 pub use model::{
     HttpOptions, Intersections, LabelValue, Mode, OnEmpty, RetryOptions, S3Options, SplitFractions,
     StorageOptions, Strategy, Stratify, Target,
@@ -53,6 +55,8 @@ pub struct Pipeline {
     pub checks: Checks,
     /// `[train]`, defaults filled in when the section is absent.
     pub train: Train,
+    /// `[eval]`, defaults filled in when the section is absent.
+    pub eval: Eval,
     locations: BTreeMap<String, Location>,
 }
 
@@ -518,6 +522,11 @@ impl Pipeline {
             )?,
         };
 
+        let eval = match raw.eval {
+            None => Eval::default(),
+            Some(e) => eval::validate_eval(&reporter, e, &text, &mut locations, &attributes)?,
+        };
+
         let name = raw.name.unwrap_or_else(|| {
             path.file_stem()
                 .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned())
@@ -545,6 +554,7 @@ impl Pipeline {
             publish,
             checks,
             train,
+            eval,
             locations,
             text,
         })

@@ -21,6 +21,7 @@ pub(crate) struct RawPipeline {
     pub publish: Option<Spanned<RawPublish>>,
     pub checks: Option<Spanned<RawChecks>>,
     pub train: Option<Spanned<crate::train::RawTrain>>,
+    pub eval: Option<Spanned<crate::eval::RawEval>>,
 }
 
 /// `[checks]`: where the SQL checks live and the values they may bind.

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
-use futures::TryStreamExt;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use strata_run::{Destination, Manifest, ShardEntry};
@@ -118,52 +116,19 @@ fn data(context: &str, e: impl std::fmt::Display) -> TrainError {
     }
 }
 
-/// The Parquet files a plain input URL names: the file itself, or every `.parquet`
-/// object under the folder, in path order.
+/// The Parquet files a plain input URL names (see [`strata_run::list_parquet`]).
 pub async fn list_parquet(
     store: &Arc<dyn ObjectStore>,
     url: &Url,
-) -> Result<Vec<(Path, String)>, TrainError> {
-    let path =
-        Path::from_url_path(url.path()).map_err(|e| TrainError::Usage(format!("`{url}`: {e}")))?;
-    let store_err = |e: object_store::Error| TrainError::Data {
-        context: url.to_string(),
-        message: strata_spec::one_line(&e.to_string()),
-    };
-    if url.path().ends_with(".parquet") {
-        return Ok(vec![(path, url.to_string())]);
-    }
-    let mut files: Vec<Path> = store
-        .list(Some(&path))
-        .map_ok(|m| m.location)
-        .try_filter(|p| futures::future::ready(p.as_ref().ends_with(".parquet")))
-        .try_collect()
-        .await
-        .map_err(store_err)?;
-    files.sort();
-    if files.is_empty() {
-        return Err(TrainError::Data {
-            context: url.to_string(),
-            message: "holds no .parquet file".into(),
-        });
-    }
-    let mut base = url.clone();
-    base.set_path("/");
-    Ok(files
-        .into_iter()
-        .map(|p| {
-            let u = format!("{}{}", base, p.as_ref());
-            (p, u)
-        })
-        .collect())
+) -> Result<Vec<(object_store::path::Path, String)>, TrainError> {
+    Ok(strata_run::list_parquet(store, url).await?)
 }
 
 /// The bytes of one object.
 pub async fn fetch_object(
     store: &Arc<dyn ObjectStore>,
-    path: &Path,
+    path: &object_store::path::Path,
     context: &str,
 ) -> Result<Bytes, TrainError> {
-    let r = store.get(path).await.map_err(|e| data(context, e))?;
-    r.bytes().await.map_err(|e| data(context, e))
+    Ok(strata_run::fetch_object(store, path, context).await?)
 }

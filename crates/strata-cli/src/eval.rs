@@ -1,0 +1,214 @@
+//! `strata eval`.
+
+use serde::Serialize;
+use strata_engine::{Engine, EngineOptions};
+use strata_metrics::{Columns, EvalOptions, Evaluation, GateResult};
+
+use crate::Outcome;
+use crate::cli::{EvalArgs, OutputFormat};
+use crate::commands::{print_stdout, write_atomically};
+
+/// `eval.json`.
+#[derive(Debug, Serialize)]
+struct EvalJson<'a> {
+    schema_version: u32,
+    strata_version: &'static str,
+    pipeline: Option<String>,
+    predictions: String,
+    files: &'a [String],
+    label: &'a str,
+    positive: &'a str,
+    prediction: String,
+    score: Option<&'a str>,
+    weight: Option<&'a str>,
+    /// The model column, when the predictions have one.
+    model_column: Option<&'a str>,
+    /// One evaluation per model, in name order.
+    models: &'a [Evaluation],
+    gates: &'a [GateResult],
+    passed: bool,
+}
+
+fn column(name: &str) -> Option<String> {
+    (name != "none").then(|| name.to_string())
+}
+
+pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
+    let spec = match &args.pipeline {
+        Some(p) => Some(strata_spec::Pipeline::load(p)?),
+        None => None,
+    };
+    let groups = if !args.groups.is_empty() {
+        args.groups.clone()
+    } else if let Some(s) = &spec {
+        s.groups.attributes.clone()
+    } else {
+        anyhow::bail!("name the protected attributes with --group COL (or give a pipeline spec)");
+    };
+    let positive = match (&args.positive, &spec) {
+        (Some(p), _) => p.clone(),
+        (None, Some(s)) => s.label.positive.as_text(),
+        (None, None) => {
+            anyhow::bail!("name the positive label with --positive VALUE (or give a pipeline spec)")
+        }
+    };
+    let e = spec.as_ref().map(|s| s.eval.clone()).unwrap_or_default();
+    let storage = spec.as_ref().map(|s| s.storage.clone()).unwrap_or_default();
+    let url = strata_run::parse_location(&args.predictions)?;
+    let engine = Engine::new(&EngineOptions::default())?;
+    let store = engine.store_for(&url, &storage)?;
+    let columns = Columns {
+        groups: groups.clone(),
+        label: args.label.clone(),
+        pred: column(&args.pred),
+        score: column(&args.score),
+        weight: column(args.weight.as_deref().unwrap_or("sample_weight")),
+        weight_if_present: args.weight.is_none(),
+        model: column(&args.model_column),
+    };
+    let threshold = args.threshold.unwrap_or(e.threshold);
+    let read =
+        strata_metrics::read_predictions(&store, &url, &columns, &positive, threshold).await?;
+    let null_labels: u64 = read.models.iter().map(|m| m.1.null_labels).sum();
+    if null_labels > 0 {
+        tracing::warn!(rows = null_labels, column = %args.label, "rows without a label are left out of every metric");
+    }
+    let n = groups.len();
+    let groupings = match &spec {
+        Some(s) if args.groups.is_empty() => s.groups.groupings(),
+        _ => strata_spec::Groups {
+            attributes: groups.clone(),
+            intersections: strata_spec::Intersections::All,
+            min_group_rows: 0,
+            reference: Default::default(),
+        }
+        .groupings(),
+    };
+    debug_assert!(groupings.iter().all(|g| g.iter().all(|i| *i < n)));
+    let options = EvalOptions {
+        attributes: groups,
+        groupings,
+        replicates: args.replicates.unwrap_or(e.replicates),
+        confidence: e.confidence,
+        seed: args
+            .seed
+            .or(e.seed)
+            .or(spec
+                .as_ref()
+                .and_then(|s| s.curate.as_ref().map(|c| c.seed)))
+            .unwrap_or(0),
+        min_group_rows: args
+            .min_group_rows
+            .or(e.min_group_rows)
+            .or(spec.as_ref().map(|s| s.groups.min_group_rows))
+            .unwrap_or(30),
+        reference: e.reference_groups.clone(),
+    };
+    let has_models = read.models.iter().any(|m| m.0.is_some());
+    let mut evaluations = Vec::with_capacity(read.models.len());
+    for (model, acc) in &read.models {
+        let mut ev = strata_metrics::evaluate(acc, &options).map_err(|err| match model {
+            Some(m) => anyhow::anyhow!("model `{m}`: {err}"),
+            None => err.into(),
+        })?;
+        ev.model = model.clone();
+        evaluations.push(ev);
+    }
+    let gates = strata_metrics::judge(&evaluations, &e.gates)?;
+    let passed = gates.iter().all(|g| g.passed);
+    let json = EvalJson {
+        schema_version: strata_metrics::EVAL_SCHEMA_VERSION,
+        strata_version: env!("CARGO_PKG_VERSION"),
+        pipeline: spec.as_ref().map(|s| s.name.clone()),
+        predictions: url.to_string(),
+        files: &read.files,
+        label: &args.label,
+        positive: &positive,
+        prediction: columns
+            .pred
+            .clone()
+            .unwrap_or_else(|| format!("{} >= {threshold}", args.score)),
+        score: columns.score.as_deref(),
+        weight: read.weight.as_deref(),
+        model_column: columns.model.as_deref().filter(|_| has_models),
+        models: &evaluations,
+        gates: &gates,
+        passed,
+    };
+    let json_text = strata_spec::json::to_string_pretty(&json)? + "\n";
+    let table = strata_metrics::render::table(&evaluations, &gates);
+    let markdown = strata_metrics::render::markdown(&evaluations, &gates);
+    if let Some(dir) = &args.out {
+        let representation = match &args.curation {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
+                Some(strata_report::Representation::from_curation(
+                    &json,
+                    &path.display().to_string(),
+                )?)
+            }
+            None => None,
+        };
+        let mut facts = vec![
+            ("predictions".to_string(), url.to_string()),
+            ("files".to_string(), read.files.len().to_string()),
+            (
+                "label".to_string(),
+                format!("{} (positive: {positive})", args.label),
+            ),
+            ("prediction".to_string(), json.prediction.clone()),
+        ];
+        if let Some(s) = &spec {
+            facts.insert(0, ("pipeline".to_string(), s.name.clone()));
+        }
+        if let Some(s) = &columns.score {
+            facts.push(("score".to_string(), s.clone()));
+        }
+        if let Some(w) = &read.weight {
+            facts.push(("weight".to_string(), w.clone()));
+        }
+        facts.push((
+            "rows".to_string(),
+            evaluations
+                .iter()
+                .map(|e| match &e.model {
+                    Some(m) => format!("{m}: {}", e.rows),
+                    None => e.rows.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ));
+        facts.push(("strata".to_string(), env!("CARGO_PKG_VERSION").to_string()));
+        let html = strata_report::html(&strata_report::Report {
+            title: match &spec {
+                Some(s) => format!("Evaluation: {}", s.name),
+                None => "Evaluation".to_string(),
+            },
+            facts,
+            evaluations: &evaluations,
+            gates: &gates,
+            representation: representation.as_ref(),
+        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
+        write_atomically(&dir.join("eval.json"), json_text.as_bytes())?;
+        write_atomically(&dir.join("eval.md"), markdown.as_bytes())?;
+        write_atomically(&dir.join("report.html"), html.as_bytes())?;
+    }
+    print_stdout(&match args.format {
+        OutputFormat::Json => json_text,
+        OutputFormat::Markdown => markdown,
+        OutputFormat::Table => table,
+    })?;
+    for g in gates.iter().filter(|g| !g.passed) {
+        tracing::error!(gate = %g.line(), "gate failed");
+    }
+    Ok(if passed {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}

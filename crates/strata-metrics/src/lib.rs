@@ -1,0 +1,559 @@
+//! strata's fairness-aware evaluation: per-group metrics, disparities with Fairlearn's
+//! definitions, stratified bootstrap intervals and gates.
+//!
+//! Rows go in through an [`Accumulator`] (one per evaluation, fed Arrow arrays or rows)
+//! which keeps each cell's rows (the cell: one value of every protected attribute);
+//! [`evaluate`] rolls the cells up into each grouping (each attribute alone and the
+//! intersections, as the profile groups them), computes every metric and disparity,
+//! and draws the bootstrap. Memory: 48 bytes per row (label, prediction, weight, score
+//! and the row's log-loss and Brier terms), for ROC AUC and the bootstrap. The
+//! definitions are in `docs/evaluation.md`.
+
+mod disparity;
+mod gates;
+mod read;
+pub mod render;
+mod tally;
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+pub use disparity::{DISPARITIES, disparities};
+pub use gates::{GateResult, check_gates, judge};
+pub use read::{Columns, Read, read_predictions};
+use tally::Row;
+pub use tally::{ECE_BINS, METRICS, SCORE_METRICS, Tally, Value, roc_auc};
+
+pub const EVAL_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("column `{column}`: {message}")]
+    Column { column: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Rows of every cell, as they arrive.
+#[derive(Debug, Default)]
+pub struct Accumulator {
+    cells: BTreeMap<Vec<Option<String>>, Vec<Row>>,
+    has_scores: Option<bool>,
+    /// Rows skipped because their label was null.
+    pub null_labels: u64,
+    pub rows: u64,
+}
+
+impl Accumulator {
+    /// One row: its group values (one per attribute; `None` is missing), label,
+    /// prediction, weight and, where given, the positive class's score.
+    pub fn push(
+        &mut self,
+        key: Vec<Option<String>>,
+        y: bool,
+        pred: bool,
+        w: f64,
+        score: Option<f64>,
+    ) {
+        self.has_scores.get_or_insert(score.is_some());
+        self.rows += 1;
+        self.cells
+            .entry(key)
+            .or_default()
+            .push(Row::new(y, pred, w, score));
+    }
+
+    /// A batch: group columns (any type castable to text), the label and prediction as
+    /// booleans (true = positive), optional scores in [0, 1] and weights (finite, >= 0).
+    /// `context` names the file in errors. Rows with a null label are counted, not used.
+    pub fn push_arrays(
+        &mut self,
+        groups: &[(String, ArrayRef)],
+        y_true: &BooleanArray,
+        y_pred: &(String, BooleanArray),
+        score: Option<&(String, Float64Array)>,
+        weight: Option<&(String, Float64Array)>,
+        context: &str,
+    ) -> Result<(), MetricsError> {
+        let text: Vec<_> = groups
+            .iter()
+            .map(|(name, a)| {
+                cast(a, &DataType::Utf8)
+                    .map(|t| t.as_string::<i32>().clone())
+                    .map_err(|e| MetricsError::Column {
+                        column: name.clone(),
+                        message: format!("{context}: cannot read as a group: {e}"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        for i in 0..y_true.len() {
+            if y_true.is_null(i) {
+                self.null_labels += 1;
+                continue;
+            }
+            let bad = |column: &str, what: String| MetricsError::Column {
+                column: column.to_string(),
+                message: format!("{context}: row {i} {what}"),
+            };
+            if y_pred.1.is_null(i) {
+                return Err(bad(&y_pred.0, "has no prediction (null)".into()));
+            }
+            let s = match score {
+                Some((name, s)) => {
+                    let v = s.is_valid(i).then(|| s.value(i));
+                    match v {
+                        Some(v) if (0.0..=1.0).contains(&v) => Some(v),
+                        other => {
+                            return Err(bad(
+                                name,
+                                format!(
+                                    "has score {}, not a probability in [0, 1]",
+                                    other.map_or("null".into(), |v| v.to_string())
+                                ),
+                            ));
+                        }
+                    }
+                }
+                None => None,
+            };
+            let w = match weight {
+                Some((name, w)) => {
+                    let v = w.is_valid(i).then(|| w.value(i));
+                    match v {
+                        Some(v) if v.is_finite() && v >= 0.0 => v,
+                        other => {
+                            return Err(bad(
+                                name,
+                                format!(
+                                    "has weight {}, not a finite number of at least 0",
+                                    other.map_or("null".into(), |v| v.to_string())
+                                ),
+                            ));
+                        }
+                    }
+                }
+                None => 1.0,
+            };
+            let key = text
+                .iter()
+                .map(|t| t.is_valid(i).then(|| t.value(i).to_string()))
+                .collect();
+            self.push(key, y_true.value(i), y_pred.1.value(i), w, s);
+        }
+        Ok(())
+    }
+}
+
+/// What [`evaluate`] computes, and how.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub attributes: Vec<String>,
+    /// Indices into `attributes`: each grouping to report.
+    pub groupings: Vec<Vec<usize>>,
+    /// Bootstrap replicates (0: point estimates only).
+    pub replicates: u64,
+    pub confidence: f64,
+    pub seed: u64,
+    /// Groups with fewer rows are reported as too small and left out of disparities.
+    pub min_group_rows: u64,
+    /// Per attribute, the reference group of `disparate_impact_ratio` and
+    /// `average_odds_difference` (default: the group with the largest weight).
+    pub reference: BTreeMap<String, String>,
+}
+
+/// Display name of a group: its values joined by ` × `, `(missing)` for null.
+pub fn group_name(values: &[Option<String>]) -> String {
+    values
+        .iter()
+        .map(|v| v.as_deref().unwrap_or(strata_spec::MISSING_GROUP))
+        .collect::<Vec<_>>()
+        .join(" × ")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupResult {
+    pub group: String,
+    pub values: Vec<Option<String>>,
+    pub rows: u64,
+    /// Fewer rows than `min_group_rows`: shown, not judged (left out of disparities).
+    pub too_small: bool,
+    pub metrics: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupingResult {
+    /// e.g. `sex` or `sex × race`.
+    pub grouping: String,
+    pub attributes: Vec<String>,
+    pub groups: Vec<GroupResult>,
+    pub disparities: BTreeMap<String, Value>,
+    /// Groups left out of the disparities (too small), by name.
+    pub excluded_groups: Vec<String>,
+    /// The reference group of `disparate_impact_ratio` and `average_odds_difference`.
+    pub reference_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// The model whose predictions these are (`None`: the files have no model column).
+    pub model: Option<String>,
+    pub rows: u64,
+    pub null_labels: u64,
+    pub scores: bool,
+    pub replicates: u64,
+    pub confidence: f64,
+    pub seed: u64,
+    pub min_group_rows: u64,
+    pub overall: GroupResult,
+    pub groupings: Vec<GroupingResult>,
+}
+
+/// A grouping's cell index: which group of the grouping each cell belongs to.
+struct Plan {
+    attributes: Vec<usize>,
+    /// Group keys in order, and for each cell its group's position.
+    keys: Vec<Vec<Option<String>>>,
+    cell_group: Vec<usize>,
+}
+
+fn plans(cells: &[&Vec<Option<String>>], groupings: &[Vec<usize>]) -> Vec<Plan> {
+    groupings
+        .iter()
+        .map(|g| {
+            let projected: Vec<Vec<Option<String>>> = cells
+                .iter()
+                .map(|k| g.iter().map(|&i| k[i].clone()).collect())
+                .collect();
+            let mut keys: Vec<Vec<Option<String>>> = projected.clone();
+            keys.sort();
+            keys.dedup();
+            let cell_group = projected
+                .iter()
+                .map(|p| keys.binary_search(p).expect("a key of its own"))
+                .collect();
+            Plan {
+                attributes: g.clone(),
+                keys,
+                cell_group,
+            }
+        })
+        .collect()
+}
+
+/// Per-group tallies and, per grouping, the metric values a replicate (or the point
+/// estimate) gives: `[grouping][group][metric]` and `[grouping][disparity]`.
+struct Estimate {
+    overall: Vec<Result<f64, String>>,
+    groups: Vec<Vec<Vec<Result<f64, String>>>>,
+    disparities: Vec<Vec<Result<f64, String>>>,
+}
+
+fn counted_metrics(scores: bool) -> Vec<&'static str> {
+    METRICS
+        .iter()
+        .copied()
+        .filter(|m| *m != "roc_auc" && (scores || !SCORE_METRICS.contains(m)))
+        .collect()
+}
+
+fn estimate(
+    cell_tallies: &[Tally],
+    plans: &[Plan],
+    metrics: &[&str],
+    eligible: &[Vec<bool>],
+    reference: &[Option<usize>],
+) -> Estimate {
+    let mut overall = Tally::default();
+    for t in cell_tallies {
+        overall.merge(t);
+    }
+    let overall_values: Vec<Result<f64, String>> =
+        metrics.iter().map(|m| overall.metric(m)).collect();
+    let mut groups = Vec::with_capacity(plans.len());
+    let mut disp = Vec::with_capacity(plans.len());
+    for (p, plan) in plans.iter().enumerate() {
+        let mut tallies = vec![Tally::default(); plan.keys.len()];
+        for (c, t) in cell_tallies.iter().enumerate() {
+            tallies[plan.cell_group[c]].merge(t);
+        }
+        let values: Vec<Vec<Result<f64, String>>> = tallies
+            .iter()
+            .map(|t| metrics.iter().map(|m| t.metric(m)).collect())
+            .collect();
+        let lookup = |name: &str| metrics.iter().position(|m| *m == name).expect("a metric");
+        let per_group = |name: &str| -> Vec<Result<f64, String>> {
+            let k = lookup(name);
+            values.iter().map(|v| v[k].clone()).collect()
+        };
+        let d = disparities(
+            &|name| per_group(name),
+            &|name| overall_values[lookup(name)].clone(),
+            &eligible[p],
+            reference[p],
+            &plan.keys.iter().map(|k| group_name(k)).collect::<Vec<_>>(),
+        );
+        groups.push(values);
+        disp.push(d);
+    }
+    Estimate {
+        overall: overall_values,
+        groups,
+        disparities: disp,
+    }
+}
+
+/// numpy's default percentile (linear interpolation between closest ranks).
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+fn interval(values: &mut [f64], confidence: f64) -> Option<(f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let a = (1.0 - confidence) / 2.0;
+    Some((percentile(values, a), percentile(values, 1.0 - a)))
+}
+
+/// Resamples every cell to its own size (so every group keeps its size): replicate `r`
+/// draws from ChaCha8 stream `r` of the seed, cells in key order, so the intervals do
+/// not depend on the thread count.
+fn replicate(cells: &[&Vec<Row>], seed: u64, r: u64, counts: &mut Vec<u32>) -> Vec<Tally> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(r);
+    cells
+        .iter()
+        .map(|rows| {
+            let n = rows.len();
+            counts.clear();
+            counts.resize(n, 0);
+            for _ in 0..n {
+                let j = ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize;
+                counts[j] += 1;
+            }
+            let mut t = Tally::default();
+            for (row, &c) in rows.iter().zip(counts.iter()) {
+                if c > 0 {
+                    t.add(row, f64::from(c));
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+/// Computes every metric, per group and overall, the disparities of every grouping and,
+/// with `replicates > 0`, their bootstrap intervals.
+pub fn evaluate(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluation, MetricsError> {
+    if acc.cells.is_empty() {
+        return Err(MetricsError::Usage("no labelled rows to evaluate".into()));
+    }
+    let scores = acc.has_scores.unwrap_or(false);
+    let keys: Vec<&Vec<Option<String>>> = acc.cells.keys().collect();
+    let rows: Vec<&Vec<Row>> = acc.cells.values().collect();
+    let plans = plans(&keys, &options.groupings);
+    let metrics = counted_metrics(scores);
+    let cell_tallies: Vec<Tally> = rows
+        .iter()
+        .map(|rs| {
+            let mut t = Tally::default();
+            for r in rs.iter() {
+                t.add(r, 1.0);
+            }
+            t
+        })
+        .collect();
+    // eligibility and references from the point estimate
+    let mut eligible = Vec::new();
+    let mut reference = Vec::new();
+    for plan in &plans {
+        let mut t = vec![Tally::default(); plan.keys.len()];
+        for (c, ct) in cell_tallies.iter().enumerate() {
+            t[plan.cell_group[c]].merge(ct);
+        }
+        eligible.push(
+            t.iter()
+                .map(|t| t.rows >= options.min_group_rows as f64)
+                .collect::<Vec<_>>(),
+        );
+        let r = if plan.attributes.len() == 1 {
+            let attr = &options.attributes[plan.attributes[0]];
+            match options.reference.get(attr) {
+                Some(v) => Some(
+                    plan.keys
+                        .iter()
+                        .position(|k| k[0].as_deref() == Some(v.as_str()))
+                        .ok_or_else(|| {
+                            MetricsError::Usage(format!(
+                                "eval.reference_groups.{attr}: group `{v}` is not in the predictions (groups: {})",
+                                plan.keys.iter().map(|k| group_name(k)).collect::<Vec<_>>().join(", ")
+                            ))
+                        })?,
+                ),
+                None => largest(&t),
+            }
+        } else {
+            largest(&t)
+        };
+        reference.push(r);
+    }
+    let point = estimate(&cell_tallies, &plans, &metrics, &eligible, &reference);
+
+    // bootstrap: replicates split over threads, each replicate its own stream
+    let mut boot: Vec<Estimate> = Vec::new();
+    if options.replicates > 0 {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .max(1) as u64;
+        let per = options.replicates.div_ceil(threads);
+        let chunks: Vec<Vec<Estimate>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (rows, plans, metrics, eligible, reference) =
+                        (&rows, &plans, &metrics, &eligible, &reference);
+                    s.spawn(move || {
+                        let mut counts = Vec::new();
+                        (t * per..((t + 1) * per).min(options.replicates))
+                            .map(|r| {
+                                let tallies = replicate(rows, options.seed, r, &mut counts);
+                                estimate(&tallies, plans, metrics, eligible, reference)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a bootstrap thread panicked"))
+                .collect()
+        });
+        boot = chunks.into_iter().flatten().collect();
+    }
+    let with_interval = |v: &Result<f64, String>,
+                         samples: &mut dyn Iterator<Item = Option<f64>>| {
+        let mut value = Value::of(v.clone());
+        if value.value.is_some() && !boot.is_empty() {
+            let mut xs: Vec<f64> = samples.flatten().filter(|x| x.is_finite()).collect();
+            if let Some((lo, hi)) = interval(&mut xs, options.confidence) {
+                value.lower = Some(lo);
+                value.upper = Some(hi);
+            }
+        }
+        value
+    };
+    let auc_of = |select: &dyn Fn(usize) -> bool| -> Value {
+        if !scores {
+            return Value::undefined("no scores given".into());
+        }
+        let mut v: Vec<(f64, bool, f64)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| select(*c))
+            .flat_map(|(_, rs)| rs.iter().map(|r| (r.score, r.code & 1 == 1, r.w)))
+            .collect();
+        Value::of(roc_auc(&mut v))
+    };
+    let overall_rows = acc.rows;
+    let mut overall_metrics = BTreeMap::new();
+    for (k, m) in metrics.iter().enumerate() {
+        overall_metrics.insert(
+            m.to_string(),
+            with_interval(
+                &point.overall[k],
+                &mut boot.iter().map(|b| b.overall[k].as_ref().ok().copied()),
+            ),
+        );
+    }
+    overall_metrics.insert("roc_auc".into(), auc_of(&|_| true));
+    let mut groupings = Vec::new();
+    for (p, plan) in plans.iter().enumerate() {
+        let mut groups = Vec::new();
+        for (g, key) in plan.keys.iter().enumerate() {
+            let mut m = BTreeMap::new();
+            for (k, name) in metrics.iter().enumerate() {
+                m.insert(
+                    name.to_string(),
+                    with_interval(
+                        &point.groups[p][g][k],
+                        &mut boot
+                            .iter()
+                            .map(|b| b.groups[p][g][k].as_ref().ok().copied()),
+                    ),
+                );
+            }
+            m.insert("roc_auc".into(), auc_of(&|c| plan.cell_group[c] == g));
+            let rows = m["count"].value.unwrap_or(0.0) as u64;
+            groups.push(GroupResult {
+                group: group_name(key),
+                values: key.clone(),
+                rows,
+                too_small: !eligible[p][g],
+                metrics: m,
+            });
+        }
+        let mut d = BTreeMap::new();
+        for (k, name) in DISPARITIES.iter().enumerate() {
+            d.insert(
+                name.to_string(),
+                with_interval(
+                    &point.disparities[p][k],
+                    &mut boot
+                        .iter()
+                        .map(|b| b.disparities[p][k].as_ref().ok().copied()),
+                ),
+            );
+        }
+        let attributes: Vec<String> = plan
+            .attributes
+            .iter()
+            .map(|&i| options.attributes[i].clone())
+            .collect();
+        groupings.push(GroupingResult {
+            grouping: attributes.join(" × "),
+            excluded_groups: groups
+                .iter()
+                .filter(|g| g.too_small)
+                .map(|g| g.group.clone())
+                .collect(),
+            reference_group: reference[p].map(|r| group_name(&plan.keys[r])),
+            attributes,
+            groups,
+            disparities: d,
+        });
+    }
+    Ok(Evaluation {
+        model: None,
+        rows: overall_rows,
+        null_labels: acc.null_labels,
+        scores,
+        replicates: options.replicates,
+        confidence: options.confidence,
+        seed: options.seed,
+        min_group_rows: options.min_group_rows,
+        overall: GroupResult {
+            group: "overall".into(),
+            values: Vec::new(),
+            rows: overall_rows,
+            too_small: false,
+            metrics: overall_metrics,
+        },
+        groupings,
+    })
+}
+
+fn largest(t: &[Tally]) -> Option<usize> {
+    (0..t.len()).max_by(|&a, &b| t[a].weight.total_cmp(&t[b].weight).then(b.cmp(&a)))
+}
+
+#[cfg(test)]
+mod coverage_tests;

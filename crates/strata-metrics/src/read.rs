@@ -1,0 +1,323 @@
+//! Reading predictions: Parquet files on any store, decoded batch by batch into an
+//! [`Accumulator`]. Any model's predictions will do: the columns are named.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Float64Type};
+use object_store::ObjectStore;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use url::Url;
+
+use crate::{Accumulator, MetricsError};
+
+/// Which columns hold what.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    pub groups: Vec<String>,
+    pub label: String,
+    /// The predicted class; `None`: `score >= threshold`.
+    pub pred: Option<String>,
+    /// The positive class's probability (for ROC AUC, log loss, Brier, calibration).
+    pub score: Option<String>,
+    pub weight: Option<String>,
+    /// The weight column is a default: files without it count every row 1.
+    pub weight_if_present: bool,
+    /// Which model made each row's prediction (evaluated per model, side by side), used
+    /// where the files have it.
+    pub model: Option<String>,
+}
+
+/// What was read.
+#[derive(Debug)]
+pub struct Read {
+    /// One accumulator per model, in name order (one, named `None`, without a model
+    /// column).
+    pub models: Vec<(Option<String>, Accumulator)>,
+    /// The weight column used, if any.
+    pub weight: Option<String>,
+    pub files: Vec<String>,
+}
+
+fn col(message: String, column: &str) -> MetricsError {
+    MetricsError::Column {
+        column: column.to_string(),
+        message,
+    }
+}
+
+/// Reads every row of the Parquet file or folder `url` names.
+pub async fn read_predictions(
+    store: &Arc<dyn ObjectStore>,
+    url: &Url,
+    columns: &Columns,
+    positive: &str,
+    threshold: f64,
+) -> Result<Read, MetricsError> {
+    let run_err = |e: strata_run::RunError| MetricsError::Usage(e.to_string());
+    let files = strata_run::list_parquet(store, url)
+        .await
+        .map_err(run_err)?;
+    let mut models: BTreeMap<Option<String>, Accumulator> = BTreeMap::new();
+    let mut classes: BTreeSet<String> = BTreeSet::new();
+    let mut positives = 0u64;
+    let mut columns = columns.clone();
+    let mut weight_seen = None;
+    for (path, file) in &files {
+        let bytes = strata_run::fetch_object(store, path, file)
+            .await
+            .map_err(run_err)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| {
+            MetricsError::Usage(format!(
+                "{file}: not a readable Parquet file: {}",
+                strata_spec::one_line(&e.to_string())
+            ))
+        })?;
+        let schema = builder.schema().clone();
+        if columns.weight_if_present
+            && let Some(w) = &columns.weight
+        {
+            let here = schema.index_of(w).is_ok();
+            if *weight_seen.get_or_insert(here) != here {
+                return Err(col(
+                    format!(
+                        "{file}: some prediction files have this weight column and others do not"
+                    ),
+                    w,
+                ));
+            }
+            if !here {
+                columns.weight = None;
+            }
+        }
+        let model = columns
+            .model
+            .as_ref()
+            .filter(|m| schema.index_of(m).is_ok())
+            .cloned();
+        let mut wanted: Vec<&String> = columns.groups.iter().collect();
+        wanted.push(&columns.label);
+        wanted.extend(columns.pred.iter());
+        wanted.extend(columns.score.iter());
+        wanted.extend(columns.weight.iter());
+        wanted.extend(model.iter());
+        let mut roots = Vec::new();
+        for c in &wanted {
+            let i = schema.index_of(c).map_err(|_| {
+                col(
+                    format!(
+                        "{file} has no such column (columns: {})",
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    c,
+                )
+            })?;
+            if !roots.contains(&i) {
+                roots.push(i);
+            }
+        }
+        if columns.pred.is_none() && columns.score.is_none() {
+            return Err(MetricsError::Usage(
+                "name a prediction column (--pred) or a score column (--score) to derive it from"
+                    .into(),
+            ));
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| MetricsError::Usage(format!("{file}: {e}")))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| {
+                MetricsError::Usage(format!("{file}: {}", strata_spec::one_line(&e.to_string())))
+            })?;
+            let Some(m) = &model else {
+                positives += add_batch(
+                    models.entry(None).or_default(),
+                    &batch,
+                    &columns,
+                    positive,
+                    threshold,
+                    file,
+                    &mut classes,
+                )?;
+                continue;
+            };
+            let names = text(&batch, m, file)?;
+            if names.null_count() > 0 {
+                return Err(col(format!("{file}: a row has no model name (null)"), m));
+            }
+            let distinct: BTreeSet<&str> = names.iter().flatten().collect();
+            for name in distinct {
+                let mask =
+                    BooleanArray::from(names.iter().map(|v| v == Some(name)).collect::<Vec<_>>());
+                let part = filter_record_batch(&batch, &mask)
+                    .map_err(|e| MetricsError::Usage(format!("{file}: {e}")))?;
+                positives += add_batch(
+                    models.entry(Some(name.to_string())).or_default(),
+                    &part,
+                    &columns,
+                    positive,
+                    threshold,
+                    file,
+                    &mut classes,
+                )?;
+            }
+        }
+    }
+    if models.values().all(|a| a.rows == 0) {
+        return Err(MetricsError::Usage(format!(
+            "{url}: no predictions to evaluate (the files hold no rows)"
+        )));
+    }
+    if positives == 0 {
+        return Err(col(
+            format!(
+                "the positive class `{positive}` occurs in neither the labels nor the predictions of {url} (values: {})",
+                classes.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            &columns.label,
+        ));
+    }
+    Ok(Read {
+        models: models.into_iter().collect(),
+        weight: columns.weight.clone(),
+        files: files.into_iter().map(|f| f.1).collect(),
+    })
+}
+
+fn text(
+    batch: &RecordBatch,
+    name: &str,
+    file: &str,
+) -> Result<arrow::array::StringArray, MetricsError> {
+    let a = batch.column_by_name(name).expect("projected");
+    cast(a, &DataType::Utf8)
+        .map(|t| t.as_string::<i32>().clone())
+        .map_err(|e| col(format!("{file}: cannot read as text: {e}"), name))
+}
+
+fn floats(
+    batch: &RecordBatch,
+    name: &str,
+    file: &str,
+) -> Result<arrow::array::Float64Array, MetricsError> {
+    let a = batch.column_by_name(name).expect("projected");
+    if !a.data_type().is_numeric() {
+        return Err(col(
+            format!("{file}: is {}, not a number", a.data_type()),
+            name,
+        ));
+    }
+    cast(a, &DataType::Float64)
+        .map(|t| t.as_primitive::<Float64Type>().clone())
+        .map_err(|e| col(format!("{file}: cannot read as numbers: {e}"), name))
+}
+
+fn add_batch(
+    acc: &mut Accumulator,
+    batch: &RecordBatch,
+    columns: &Columns,
+    positive: &str,
+    threshold: f64,
+    file: &str,
+    classes: &mut BTreeSet<String>,
+) -> Result<u64, MetricsError> {
+    let n = batch.num_rows();
+    let label = text(batch, &columns.label, file)?;
+    let mut note = |v: &str, column: &str| -> Result<(), MetricsError> {
+        if !classes.contains(v) {
+            classes.insert(v.to_string());
+            if classes.len() > 2 {
+                return Err(col(
+                    format!(
+                        "{file}: value `{v}` makes a third class ({}); strata's metrics are binary (positive `{positive}` against the rest)",
+                        classes.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                    column,
+                ));
+            }
+        }
+        Ok(())
+    };
+    let mut positives = 0u64;
+    for i in 0..n {
+        if label.is_valid(i) {
+            note(label.value(i), &columns.label)?;
+            positives += u64::from(label.value(i) == positive);
+        }
+    }
+    let y_true = BooleanArray::from(
+        (0..n)
+            .map(|i| label.is_valid(i).then(|| label.value(i) == positive))
+            .collect::<Vec<_>>(),
+    );
+    let score = match &columns.score {
+        Some(s) => Some((s.clone(), floats(batch, s, file)?)),
+        None => None,
+    };
+    let pred = match &columns.pred {
+        Some(p) => {
+            let t = text(batch, p, file)?;
+            for i in 0..n {
+                if t.is_valid(i) {
+                    note(t.value(i), p)?;
+                    positives += u64::from(t.value(i) == positive);
+                }
+            }
+            (
+                p.clone(),
+                BooleanArray::from(
+                    (0..n)
+                        .map(|i| t.is_valid(i).then(|| t.value(i) == positive))
+                        .collect::<Vec<_>>(),
+                ),
+            )
+        }
+        None => {
+            let (name, s) = score.as_ref().expect("checked");
+            (
+                format!("{name} >= {threshold}"),
+                BooleanArray::from(
+                    (0..n)
+                        .map(|i| s.is_valid(i).then(|| s.value(i) >= threshold))
+                        .collect::<Vec<_>>(),
+                ),
+            )
+        }
+    };
+    if columns.pred.is_none() {
+        positives += pred.1.true_count() as u64;
+    }
+    let weight = match &columns.weight {
+        Some(w) => Some((w.clone(), floats(batch, w, file)?)),
+        None => None,
+    };
+    let groups: Vec<_> = columns
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.clone(),
+                batch.column_by_name(g).expect("projected").clone(),
+            )
+        })
+        .collect();
+    acc.push_arrays(
+        &groups,
+        &y_true,
+        &pred,
+        score.as_ref(),
+        weight.as_ref(),
+        file,
+    )?;
+    Ok(positives)
+}
