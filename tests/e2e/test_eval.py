@@ -245,7 +245,7 @@ def test_markdown_summary(data):
     (lambda t: t.set_column(4, "s", pa.array(np.full(t.num_rows, 1.5))), "s", "not a probability"),
     (lambda t: t.set_column(5, "w", pa.array(np.full(t.num_rows, -1.0))), "w", "at least 0"),
     (lambda t: t.set_column(5, "w", pa.array(np.full(t.num_rows, np.nan))), "w", "at least 0"),
-    (lambda t: t.set_column(3, "p", pa.array(["maybe"] * t.num_rows)), "p", "third class"),
+    (lambda t: t.set_column(3, "p", pa.array([None] * t.num_rows, type=pa.string())), "p", "no prediction"),
     (lambda t: t.slice(0, 0), None, "no predictions"),
     (lambda t: t.set_column(2, "y", pa.array(["no"] * t.num_rows)).set_column(3, "p", pa.array(["no"] * t.num_rows)), "y", "positive class"),
 ])
@@ -303,3 +303,54 @@ def test_eval_on_object_storage(data, s3_env):
     remote = json.loads(proc.stdout)["models"][0]
     local = evaluate(path, "--weight", "w", "--replicates", "0")
     assert remote["groupings"] == local["groupings"] and remote["overall"] == local["overall"]
+
+
+def test_multiclass_accuracy_per_group_and_one_vs_rest_rates(tmp_path):
+    """A real model's predictions on scikit-learn's digits (10 classes), with a group."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_score, recall_score
+
+    x, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(4)
+    train = rng.random(len(y)) < 0.5
+    model = LogisticRegression(max_iter=200).fit(x[train], y[train])
+    yt, yp = y[~train], model.predict(x[~train])
+    group = rng.choice(["a", "b"], size=len(yt), p=[0.7, 0.3])
+    path = tmp_path / "digits.parquet"
+    pq.write_table(pa.table({"g": group, "y_true": yt, "y_pred": yp}), path)
+    proc = run_strata("eval", "--predictions", str(path), "--group", "g", "--positive", "1",
+                      "--replicates", "50", "--format", "json")
+    (m,) = json.loads(proc.stdout)["models"]
+    assert abs(m["overall"]["metrics"]["accuracy"]["value"] - accuracy_score(yt, yp)) < 1e-9
+    assert set(m["overall"]["metrics"]) == {"count", "weighted_count", "accuracy"}
+    g = m["groupings"][0]
+    for grp in g["groups"]:
+        sel = group == grp["group"]
+        assert abs(grp["metrics"]["accuracy"]["value"] - accuracy_score(yt[sel], yp[sel])) < 1e-9
+        lo, hi = grp["metrics"]["accuracy"]["lower"], grp["metrics"]["accuracy"]["upper"]
+        assert lo <= grp["metrics"]["accuracy"]["value"] <= hi
+    worst = min(accuracy_score(yt[group == v], yp[group == v]) for v in ["a", "b"])
+    assert abs(g["disparities"]["worst_group_accuracy"]["value"] - worst) < 1e-9
+    assert [c["class"] for c in m["classes"]] == [str(k) for k in range(10)]
+    cm = confusion_matrix(yt, yp, labels=range(10))
+    recall = recall_score(yt, yp, average=None, labels=range(10))
+    precision = precision_score(yt, yp, average=None, labels=range(10))
+    for k, c in enumerate(m["classes"]):
+        o = c["overall"]["metrics"]
+        fp = cm[:, k].sum() - cm[k, k]
+        negatives = len(yt) - cm[k].sum()
+        assert abs(o["true_positive_rate"]["value"] - recall[k]) < 1e-9
+        assert abs(o["precision"]["value"] - precision[k]) < 1e-9
+        assert abs(o["false_positive_rate"]["value"] - fp / negatives) < 1e-9
+        assert abs(o["selection_rate"]["value"] - (yp == k).mean()) < 1e-9
+        by = {x["group"]: x for x in c["groupings"][0]["groups"]}
+        rates = [recall_score(yt[group == v] == k, yp[group == v] == k) for v in ["a", "b"]]
+        assert abs(by["a"]["metrics"]["true_positive_rate"]["value"] - rates[0]) < 1e-9
+        dp = abs((yp[group == "a"] == k).mean() - (yp[group == "b"] == k).mean())
+        assert abs(c["groupings"][0]["disparities"]["demographic_parity_difference"]["value"] - dp) < 1e-9
+    # a score threshold gives a binary prediction: a third class in the labels is an error
+    pq.write_table(pa.table({"g": group, "y_true": yt, "y_score": np.full(len(yt), 0.5)}), path)
+    proc = run_strata("eval", "--predictions", str(path), "--group", "g", "--positive", "1", "--pred", "none",
+                      check=False)
+    assert proc.returncode == 3 and "third class" in one_error_line(proc)

@@ -78,9 +78,10 @@ pub struct EvalArgs {
     /// The predicted class column (`none`: derive it as score >= --threshold).
     #[arg(long, value_name = "COL", default_value = "y_pred")]
     pub pred: String,
-    /// The positive class's probability (`none` when the predictions have no scores).
-    #[arg(long, value_name = "COL", default_value = "y_score")]
-    pub score: String,
+    /// The positive class's probability (`none`: no scores; default `y_score` where the
+    /// predictions have it).
+    #[arg(long, value_name = "COL")]
+    pub score: Option<String>,
     /// The row weight column (`none`: every row counts 1; default `sample_weight` where
     /// the predictions have it).
     #[arg(long, value_name = "COL")]

@@ -61,7 +61,8 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
         groups: groups.clone(),
         label: args.label.clone(),
         pred: column(&args.pred),
-        score: column(&args.score),
+        score: column(args.score.as_deref().unwrap_or("y_score")),
+        score_if_present: args.score.is_none(),
         weight: column(args.weight.as_deref().unwrap_or("sample_weight")),
         weight_if_present: args.weight.is_none(),
         model: column(&args.model_column),
@@ -124,11 +125,13 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
         files: &read.files,
         label: &args.label,
         positive: &positive,
-        prediction: columns
-            .pred
-            .clone()
-            .unwrap_or_else(|| format!("{} >= {threshold}", args.score)),
-        score: columns.score.as_deref(),
+        prediction: columns.pred.clone().unwrap_or_else(|| {
+            format!(
+                "{} >= {threshold}",
+                args.score.as_deref().unwrap_or("y_score")
+            )
+        }),
+        score: read.score.as_deref(),
         weight: read.weight.as_deref(),
         model_column: columns.model.as_deref().filter(|_| has_models),
         models: &evaluations,
@@ -164,7 +167,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
         if let Some(s) = &spec {
             facts.insert(0, ("pipeline".to_string(), s.name.clone()));
         }
-        if let Some(s) = &columns.score {
+        if let Some(s) = &read.score {
             facts.push(("score".to_string(), s.clone()));
         }
         if let Some(w) = &read.weight {

@@ -40,17 +40,54 @@ pub enum MetricsError {
     Usage(String),
 }
 
+/// One batch of predictions: group columns (any type castable to text), the label and
+/// prediction as booleans (true = positive), optional scores in [0, 1] and weights
+/// (finite, >= 0), each with its column's name for errors, and optionally each row's
+/// label and prediction classes (for multi-class labels).
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub groups: &'a [(String, ArrayRef)],
+    pub y_true: &'a BooleanArray,
+    pub y_pred: &'a (String, BooleanArray),
+    pub score: Option<&'a (String, Float64Array)>,
+    pub weight: Option<&'a (String, Float64Array)>,
+    pub classes: Option<&'a [(u16, u16)]>,
+}
+
 /// Rows of every cell, as they arrive.
 #[derive(Debug, Default)]
 pub struct Accumulator {
     cells: BTreeMap<Vec<Option<String>>, Vec<Row>>,
     has_scores: Option<bool>,
+    /// Every class seen in labels and predictions (their text), when pushed with
+    /// classes; more than two make the evaluation multi-class.
+    classes: Vec<String>,
     /// Rows skipped because their label was null.
     pub null_labels: u64,
     pub rows: u64,
 }
 
 impl Accumulator {
+    /// The index of a class by its text, added on first sight.
+    pub fn class_id(&mut self, class: &str) -> Result<u16, MetricsError> {
+        if let Some(i) = self.classes.iter().position(|c| c == class) {
+            return Ok(i as u16);
+        }
+        if self.classes.len() >= usize::from(u16::MAX) {
+            return Err(MetricsError::Usage(format!(
+                "more than {} classes: not a classification label",
+                u16::MAX
+            )));
+        }
+        self.classes.push(class.to_string());
+        Ok((self.classes.len() - 1) as u16)
+    }
+
+    /// The classes seen, in order of first sight.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
     /// One row: its group values (one per attribute; `None` is missing), label,
     /// prediction, weight and, where given, the positive class's score.
     pub fn push(
@@ -69,18 +106,17 @@ impl Accumulator {
             .push(Row::new(y, pred, w, score));
     }
 
-    /// A batch: group columns (any type castable to text), the label and prediction as
-    /// booleans (true = positive), optional scores in [0, 1] and weights (finite, >= 0).
-    /// `context` names the file in errors. Rows with a null label are counted, not used.
-    pub fn push_arrays(
-        &mut self,
-        groups: &[(String, ArrayRef)],
-        y_true: &BooleanArray,
-        y_pred: &(String, BooleanArray),
-        score: Option<&(String, Float64Array)>,
-        weight: Option<&(String, Float64Array)>,
-        context: &str,
-    ) -> Result<(), MetricsError> {
+    /// A batch (see [`Batch`]); `context` names the file in errors. Rows with a null
+    /// label are counted, not used.
+    pub fn push_arrays(&mut self, batch: Batch<'_>, context: &str) -> Result<(), MetricsError> {
+        let Batch {
+            groups,
+            y_true,
+            y_pred,
+            score,
+            weight,
+            classes,
+        } = batch;
         let text: Vec<_> = groups
             .iter()
             .map(|(name, a)| {
@@ -140,11 +176,17 @@ impl Accumulator {
                 }
                 None => 1.0,
             };
-            let key = text
+            let key: Vec<Option<String>> = text
                 .iter()
                 .map(|t| t.is_valid(i).then(|| t.value(i).to_string()))
                 .collect();
-            self.push(key, y_true.value(i), y_pred.1.value(i), w, s);
+            let mut row = Row::new(y_true.value(i), y_pred.1.value(i), w, s);
+            if let Some(c) = classes {
+                (row.y_class, row.p_class) = c[i];
+            }
+            self.has_scores.get_or_insert(s.is_some());
+            self.rows += 1;
+            self.cells.entry(key).or_default().push(row);
         }
         Ok(())
     }
@@ -212,6 +254,18 @@ pub struct Evaluation {
     pub min_group_rows: u64,
     pub overall: GroupResult,
     pub groupings: Vec<GroupingResult>,
+    /// Multi-class labels: `overall` and `groupings` hold the accuracy (exact match) and
+    /// worst-group accuracy; each class's one-vs-rest metrics and disparities are here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassEvaluation>,
+}
+
+/// One class of a multi-class label against the rest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassEvaluation {
+    pub class: String,
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
 }
 
 /// A grouping's cell index: which group of the grouping each cell belongs to.
@@ -353,8 +407,86 @@ fn replicate(cells: &[&Vec<Row>], seed: u64, r: u64, counts: &mut Vec<u32>) -> V
 }
 
 /// Computes every metric, per group and overall, the disparities of every grouping and,
-/// with `replicates > 0`, their bootstrap intervals.
+/// with `replicates > 0`, their bootstrap intervals. With more than two classes (labels
+/// and predictions together): the accuracy per group, and per class its one-vs-rest
+/// metrics (scores are not used).
 pub fn evaluate(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluation, MetricsError> {
+    if acc.classes.len() > 2 {
+        return evaluate_multiclass(acc, options);
+    }
+    evaluate_binary(acc, options)
+}
+
+/// The same rows with the binary label and prediction `f` gives them, without scores.
+fn derived(acc: &Accumulator, f: impl Fn(&Row) -> (bool, bool)) -> Accumulator {
+    Accumulator {
+        cells: acc
+            .cells
+            .iter()
+            .map(|(k, rows)| {
+                let rows = rows
+                    .iter()
+                    .map(|r| {
+                        let (y, p) = f(r);
+                        Row::new(y, p, r.w, None)
+                    })
+                    .collect();
+                (k.clone(), rows)
+            })
+            .collect(),
+        has_scores: Some(false),
+        classes: Vec::new(),
+        null_labels: acc.null_labels,
+        rows: acc.rows,
+    }
+}
+
+/// Keeps only the named metrics and disparities.
+fn keep(e: &mut Evaluation, metrics: &[&str], disparities: &[&str]) {
+    let m = |g: &mut GroupResult| g.metrics.retain(|k, _| metrics.contains(&k.as_str()));
+    m(&mut e.overall);
+    for g in &mut e.groupings {
+        g.groups.iter_mut().for_each(m);
+        g.disparities
+            .retain(|k, _| disparities.contains(&k.as_str()));
+    }
+}
+
+fn evaluate_multiclass(
+    acc: &Accumulator,
+    options: &EvalOptions,
+) -> Result<Evaluation, MetricsError> {
+    // accuracy as the share of rows predicted right: label "right", prediction always
+    // positive, so its accuracy is Σw·[y = ŷ] / Σw and every replicate draws the same rows
+    let mut main = evaluate_binary(&derived(acc, |r| (r.y_class == r.p_class, true)), options)?;
+    keep(
+        &mut main,
+        &["count", "weighted_count", "accuracy"],
+        &["worst_group_accuracy"],
+    );
+    let mut order: Vec<usize> = (0..acc.classes.len()).collect();
+    let numeric: Option<Vec<i64>> = acc.classes.iter().map(|c| c.parse().ok()).collect();
+    match numeric {
+        Some(n) => order.sort_by_key(|&i| n[i]),
+        None => order.sort_by(|&a, &b| acc.classes[a].cmp(&acc.classes[b])),
+    }
+    let ovr: Vec<&str> = counted_metrics(false);
+    for k in order {
+        let k16 = k as u16;
+        let mut e = evaluate_binary(
+            &derived(acc, |r| (r.y_class == k16, r.p_class == k16)),
+            options,
+        )?;
+        keep(&mut e, &ovr, &DISPARITIES);
+        main.classes.push(ClassEvaluation {
+            class: acc.classes[k].clone(),
+            evaluation: e,
+        });
+    }
+    Ok(main)
+}
+
+fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluation, MetricsError> {
     if acc.cells.is_empty() {
         return Err(MetricsError::Usage("no labelled rows to evaluate".into()));
     }
@@ -548,6 +680,7 @@ pub fn evaluate(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluation, 
             metrics: overall_metrics,
         },
         groupings,
+        classes: Vec::new(),
     })
 }
 

@@ -12,7 +12,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use url::Url;
 
-use crate::{Accumulator, MetricsError};
+use crate::{Accumulator, Batch, MetricsError};
 
 /// Which columns hold what.
 #[derive(Debug, Clone)]
@@ -23,6 +23,9 @@ pub struct Columns {
     pub pred: Option<String>,
     /// The positive class's probability (for ROC AUC, log loss, Brier, calibration).
     pub score: Option<String>,
+    /// The score column is a default: files without it have no scores (as multi-class
+    /// predictions, which hold one `y_score_<class>` per class).
+    pub score_if_present: bool,
     pub weight: Option<String>,
     /// The weight column is a default: files without it count every row 1.
     pub weight_if_present: bool,
@@ -37,8 +40,9 @@ pub struct Read {
     /// One accumulator per model, in name order (one, named `None`, without a model
     /// column).
     pub models: Vec<(Option<String>, Accumulator)>,
-    /// The weight column used, if any.
+    /// The weight and score columns used, if any.
     pub weight: Option<String>,
+    pub score: Option<String>,
     pub files: Vec<String>,
 }
 
@@ -92,6 +96,13 @@ pub async fn read_predictions(
             if !here {
                 columns.weight = None;
             }
+        }
+        if columns.score_if_present
+            && columns.pred.is_some()
+            && let Some(sc) = &columns.score
+            && schema.index_of(sc).is_err()
+        {
+            columns.score = None;
         }
         let model = columns
             .model
@@ -178,7 +189,7 @@ pub async fn read_predictions(
             "{url}: no predictions to evaluate (the files hold no rows)"
         )));
     }
-    if positives == 0 {
+    if positives == 0 && classes.len() <= 2 {
         return Err(col(
             format!(
                 "the positive class `{positive}` occurs in neither the labels nor the predictions of {url} (values: {})",
@@ -190,6 +201,7 @@ pub async fn read_predictions(
     Ok(Read {
         models: models.into_iter().collect(),
         weight: columns.weight.clone(),
+        score: columns.score.clone(),
         files: files.into_iter().map(|f| f.1).collect(),
     })
 }
@@ -233,13 +245,16 @@ fn add_batch(
 ) -> Result<u64, MetricsError> {
     let n = batch.num_rows();
     let label = text(batch, &columns.label, file)?;
+    // with a predicted class column, a third class makes the evaluation multi-class;
+    // a prediction derived from a score is binary, so its label must be
+    let binary_only = columns.pred.is_none();
     let mut note = |v: &str, column: &str| -> Result<(), MetricsError> {
         if !classes.contains(v) {
             classes.insert(v.to_string());
-            if classes.len() > 2 {
+            if binary_only && classes.len() > 2 {
                 return Err(col(
                     format!(
-                        "{file}: value `{v}` makes a third class ({}); strata's metrics are binary (positive `{positive}` against the rest)",
+                        "{file}: value `{v}` makes a third class ({}), but a prediction derived from a score is binary: name the predicted class column (--pred) for multi-class metrics",
                         classes.iter().cloned().collect::<Vec<_>>().join(", ")
                     ),
                     column,
@@ -264,9 +279,25 @@ fn add_batch(
         Some(s) => Some((s.clone(), floats(batch, s, file)?)),
         None => None,
     };
+    let mut class_ids: Option<Vec<(u16, u16)>> = None;
     let pred = match &columns.pred {
         Some(p) => {
             let t = text(batch, p, file)?;
+            let mut ids = Vec::with_capacity(n);
+            for i in 0..n {
+                let y = if label.is_valid(i) {
+                    acc.class_id(label.value(i))?
+                } else {
+                    0
+                };
+                let q = if t.is_valid(i) {
+                    acc.class_id(t.value(i))?
+                } else {
+                    0
+                };
+                ids.push((y, q));
+            }
+            class_ids = Some(ids);
             for i in 0..n {
                 if t.is_valid(i) {
                     note(t.value(i), p)?;
@@ -312,11 +343,14 @@ fn add_batch(
         })
         .collect();
     acc.push_arrays(
-        &groups,
-        &y_true,
-        &pred,
-        score.as_ref(),
-        weight.as_ref(),
+        Batch {
+            groups: &groups,
+            y_true: &y_true,
+            y_pred: &pred,
+            score: score.as_ref(),
+            weight: weight.as_ref(),
+            classes: class_ids.as_deref(),
+        },
         file,
     )?;
     Ok(positives)

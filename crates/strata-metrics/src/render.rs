@@ -90,11 +90,16 @@ fn rows(evals: &[Evaluation]) -> Vec<Section> {
         }
         let disparities = SHOWN
             .iter()
+            .filter(|d| {
+                evals
+                    .iter()
+                    .any(|e| e.groupings[k].disparities.contains_key(**d))
+            })
             .map(|d| {
                 let per: Vec<String> = evals
                     .iter()
-                    .map(|e| {
-                        let v = &e.groupings[k].disparities[*d];
+                    .filter_map(|e| Some((e, e.groupings[k].disparities.get(*d)?)))
+                    .map(|(e, v)| {
                         let text = match &v.undefined {
                             Some(why) => format!("n/a ({why})"),
                             None => cell(Some(v)),
@@ -125,6 +130,32 @@ fn rows(evals: &[Evaluation]) -> Vec<Section> {
         });
     }
     out
+}
+
+/// Per-class columns of a multi-class evaluation (overall; per group in eval.json).
+const CLASS_COLUMNS: [&str; 4] = [
+    "selection_rate",
+    "true_positive_rate",
+    "false_positive_rate",
+    "precision",
+];
+
+fn class_header() -> Vec<String> {
+    let mut h = vec!["class".to_string()];
+    h.extend(CLASS_COLUMNS.iter().map(|c| c.replace('_', " ")));
+    h
+}
+
+fn class_rows(e: &Evaluation) -> Vec<Vec<String>> {
+    e.classes
+        .iter()
+        .map(|c| {
+            let m = &c.evaluation.overall.metrics;
+            let mut r = vec![c.class.clone()];
+            r.extend(CLASS_COLUMNS.iter().map(|k| cell(m.get(*k))));
+            r
+        })
+        .collect()
 }
 
 fn header(several: bool) -> Vec<String> {
@@ -218,6 +249,16 @@ pub fn table(evals: &[Evaluation], gates: &[GateResult]) -> String {
             t.push_str(&format!("  too small to judge: {}\n", excluded.join(", ")));
         }
     }
+    for e in evals.iter().filter(|e| !e.classes.is_empty()) {
+        t.push_str(&format!(
+            "\nper class, one against the rest{}\n",
+            e.model
+                .as_ref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ));
+        t.push_str(&aligned(&class_header(), &class_rows(e)));
+    }
     if !gates.is_empty() {
         t.push_str("\ngates\n");
         for g in gates {
@@ -252,6 +293,21 @@ pub fn markdown(evals: &[Evaluation], gates: &[GateResult]) -> String {
         }
         if !excluded.is_empty() {
             t.push_str(&format!("\nToo small to judge: {}.\n", excluded.join(", ")));
+        }
+    }
+    for e in evals.iter().filter(|e| !e.classes.is_empty()) {
+        t.push_str(&format!(
+            "\n## Per class, one against the rest{}\n\n",
+            e.model
+                .as_ref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ));
+        let h = class_header();
+        t.push_str(&format!("| {} |\n", h.join(" | ")));
+        t.push_str(&format!("|{}\n", " --- |".repeat(h.len())));
+        for r in class_rows(e) {
+            t.push_str(&format!("| {} |\n", r.join(" | ")));
         }
     }
     if !gates.is_empty() {

@@ -29,6 +29,10 @@ pub(crate) struct Row {
     /// bit 0: the label is positive; bit 1: the prediction is.
     pub code: u8,
     pub bin: u8,
+    /// The label's and the prediction's class (indices into the accumulator's classes),
+    /// for multi-class labels.
+    pub y_class: u16,
+    pub p_class: u16,
     pub w: f64,
     pub log_loss: f64,
     pub brier: f64,
@@ -53,6 +57,8 @@ impl Row {
         Self {
             code: u8::from(y) | (u8::from(pred) << 1),
             bin,
+            y_class: 0,
+            p_class: 0,
             w,
             log_loss,
             brier,

@@ -386,7 +386,9 @@ fn grouping(
     let mut points = Vec::new();
     for (s, e) in evals.iter().enumerate() {
         for (row, d) in CHART_DISPARITIES.iter().enumerate() {
-            let v = &e.groupings[k].disparities[*d];
+            let Some(v) = e.groupings[k].disparities.get(*d) else {
+                continue;
+            };
             if let Some(x) = v.value {
                 points.push(charts::Point {
                     row,
@@ -425,7 +427,11 @@ fn grouping(
         let _ = write!(h, "<th>{}</th>", esc(model_name(e)));
     }
     h.push_str("<th class=\"name\">gate</th></tr>\n");
-    for d in DISPARITIES {
+    for d in DISPARITIES.iter().copied().filter(|d| {
+        evals
+            .iter()
+            .any(|e| e.groupings[k].disparities.contains_key(*d))
+    }) {
         let _ = write!(
             h,
             "<tr class=\"disparity\" data-disparity=\"{d}\"><td class=\"name\">{d}</td>"
