@@ -354,3 +354,20 @@ def test_multiclass_accuracy_per_group_and_one_vs_rest_rates(tmp_path):
     proc = run_strata("eval", "--predictions", str(path), "--group", "g", "--positive", "1", "--pred", "none",
                       check=False)
     assert proc.returncode == 3 and "third class" in one_error_line(proc)
+
+
+def test_a_group_of_the_training_data_absent_from_the_predictions_is_reported(data, tmp_path):
+    path, _ = data
+    spec = tmp_path / "ref.toml"
+    spec.write_text(GATES.format(gates="") + textwrap.dedent("""
+        [groups.reference.race]
+        a = 0.5
+        b = 0.3
+        c = 0.1
+        d = 0.1
+        """))
+    proc = run_strata("eval", str(spec), "--predictions", str(path), "--label", "y", "--pred", "p", "--score", "s",
+                      "--format", "json")
+    out = json.loads(proc.stdout)
+    assert out["absent_groups"] == [{"model": None, "attribute": "race", "group": "d", "known_from": "groups.reference"}]
+    assert "absent from the predictions" in proc.stderr and "panicked" not in proc.stderr

@@ -27,6 +27,63 @@ struct EvalJson<'a> {
     models: &'a [Evaluation],
     gates: &'a [GateResult],
     passed: bool,
+    /// Groups the training data had (the spec's reference mix, the curation's strata)
+    /// that the predictions lack.
+    absent_groups: &'a [AbsentGroup],
+}
+
+#[derive(Debug, Serialize)]
+struct AbsentGroup {
+    model: Option<String>,
+    attribute: String,
+    group: String,
+    known_from: &'static str,
+}
+
+/// Per attribute, the groups the spec's reference and the curation name, and where
+/// each is known from.
+fn expected_groups(
+    spec: Option<&strata_spec::Pipeline>,
+    curation: Option<&serde_json::Value>,
+    attributes: &[String],
+) -> Vec<(String, String, &'static str)> {
+    let mut out: Vec<(String, String, &'static str)> = Vec::new();
+    let mut add = |a: &str, g: String, from: &'static str| {
+        if !out.iter().any(|(x, y, _)| x == a && *y == g) {
+            out.push((a.to_string(), g, from));
+        }
+    };
+    if let Some(c) = curation
+        .and_then(|c| c.get("strata"))
+        .and_then(|s| s.as_array())
+    {
+        for s in c {
+            if let Some(map) = s.get("stratum").and_then(|m| m.as_object()) {
+                for (k, v) in map {
+                    if attributes.contains(k) {
+                        let g = match v {
+                            serde_json::Value::Null => strata_spec::MISSING_GROUP.to_string(),
+                            serde_json::Value::String(t) => t.clone(),
+                            other => other.to_string(),
+                        };
+                        add(k, g, "curation");
+                    }
+                }
+            }
+        }
+    }
+    if let Some(s) = spec {
+        for (a, groups) in &s.groups.reference {
+            if attributes.contains(a) {
+                for (g, share) in groups {
+                    if *share > 0.0 {
+                        add(a, g.clone(), "groups.reference");
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn column(name: &str) -> Option<String> {
@@ -36,6 +93,16 @@ fn column(name: &str) -> Option<String> {
 pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
     let spec = match &args.pipeline {
         Some(p) => Some(strata_spec::Pipeline::load(p)?),
+        None => None,
+    };
+    let curation = match &args.curation {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
+            Some((path.display().to_string(), json))
+        }
         None => None,
     };
     let groups = if !args.groups.is_empty() {
@@ -116,6 +183,29 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
         evaluations.push(ev);
     }
     let gates = strata_metrics::judge(&evaluations, &e.gates)?;
+    let mut absent = Vec::new();
+    for (attribute, group, known_from) in expected_groups(
+        spec.as_ref(),
+        curation.as_ref().map(|c| &c.1),
+        &options.attributes,
+    ) {
+        for ev in &evaluations {
+            let present = ev
+                .groupings
+                .iter()
+                .find(|g| g.attributes == [attribute.clone()])
+                .is_some_and(|g| g.groups.iter().any(|x| x.group == group));
+            if !present {
+                tracing::warn!(model = ev.model.as_deref().unwrap_or(""), %attribute, %group, known_from, "a group of the training data is absent from the predictions");
+                absent.push(AbsentGroup {
+                    model: ev.model.clone(),
+                    attribute: attribute.clone(),
+                    group: group.clone(),
+                    known_from,
+                });
+            }
+        }
+    }
     let passed = gates.iter().all(|g| g.passed);
     let json = EvalJson {
         schema_version: strata_metrics::EVAL_SCHEMA_VERSION,
@@ -137,6 +227,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
         models: &evaluations,
         gates: &gates,
         passed,
+        absent_groups: &absent,
     };
     let json_text = strata_spec::json::to_string_pretty(&json)? + "\n";
     let table = strata_metrics::render::table(&evaluations, &gates);
