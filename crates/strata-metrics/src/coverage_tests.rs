@@ -9,7 +9,8 @@ use crate::{Accumulator, EvalOptions, evaluate};
 
 /// Group `a` (1000 rows) and group `b` (400 rows): labels positive with probability
 /// 0.4 and 0.3; predictions positive with probability 0.7 for positives and 0.2 for
-/// negatives in `a`, 0.65 and 0.05 in `b`.
+/// negatives in `a`, 0.65 and 0.05 in `b`; scores uniform on [0.2, 1] for positives and
+/// [0, 0.8] for negatives, so ROC AUC is 1 - 0.36 / 1.28 = 0.71875.
 fn dataset(seed: u64) -> Accumulator {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut acc = Accumulator::default();
@@ -17,7 +18,9 @@ fn dataset(seed: u64) -> Accumulator {
         for _ in 0..n {
             let y = rng.random::<f64>() < base;
             let pred = rng.random::<f64>() < if y { tpr } else { fpr };
-            acc.push(vec![Some(group.to_string())], y, pred, 1.0, None);
+            // scores uniform on [0.2, 1] for positives, [0, 0.8] for negatives
+            let score = if y { 0.2 } else { 0.0 } + 0.8 * rng.random::<f64>();
+            acc.push(vec![Some(group.to_string())], y, pred, 1.0, Some(score));
         }
     }
     acc
@@ -42,6 +45,8 @@ fn intervals_cover_the_true_value_at_about_the_nominal_rate() {
         ("a", "true_positive_rate", 0.7),
         ("b", "false_positive_rate", 0.05),
         ("b", "accuracy", 0.3 * 0.65 + 0.7 * 0.95),
+        ("a", "roc_auc", 0.71875),
+        ("b", "roc_auc", 0.71875),
     ];
     let disparity_truth = [
         ("demographic_parity_difference", (sel_a - sel_b).abs()),

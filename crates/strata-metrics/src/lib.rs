@@ -306,6 +306,64 @@ struct Estimate {
     overall: Vec<Result<f64, String>>,
     groups: Vec<Vec<Vec<Result<f64, String>>>>,
     disparities: Vec<Vec<Result<f64, String>>>,
+    /// A replicate's ROC AUC, overall and `[grouping][group]`, from binned scores (empty
+    /// without scores, and for the point estimate, which is exact).
+    auc_overall: Option<f64>,
+    auc_groups: Vec<Vec<Option<f64>>>,
+}
+
+/// Score bins of the replicates' ROC AUC: 4096 (scores rounded down to 1/4096) for up
+/// to 256 cells, fewer (at least 256) beyond, to bound each replicate's histogram at
+/// 2^20 entries.
+fn auc_bins(cells: usize) -> usize {
+    ((1usize << 20) / cells.max(1)).clamp(256, 4096)
+}
+
+/// ROC AUC from a histogram of (negative weight, positive weight) per ascending score
+/// bin; ties within a bin count half, as sklearn counts tied scores.
+fn binned_auc(hist: &[[f64; 2]]) -> Option<f64> {
+    let (mut neg_below, mut area, mut pos_total) = (0.0, 0.0, 0.0);
+    for [neg, pos] in hist {
+        area += pos * (neg_below + neg / 2.0);
+        neg_below += neg;
+        pos_total += pos;
+    }
+    (pos_total > 0.0 && neg_below > 0.0).then(|| area / (pos_total * neg_below))
+}
+
+/// A replicate's AUCs from its per-cell histograms (`cells × bins`).
+fn replicate_aucs(
+    hist: &[[f64; 2]],
+    bins: usize,
+    plans: &[Plan],
+) -> (Option<f64>, Vec<Vec<Option<f64>>>) {
+    let cells = hist.len() / bins;
+    let mut sum = vec![[0.0; 2]; bins];
+    let add = |sum: &mut Vec<[f64; 2]>, c: usize| {
+        for (a, b) in sum.iter_mut().zip(&hist[c * bins..(c + 1) * bins]) {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
+    };
+    for c in 0..cells {
+        add(&mut sum, c);
+    }
+    let overall = binned_auc(&sum);
+    let groups = plans
+        .iter()
+        .map(|plan| {
+            (0..plan.keys.len())
+                .map(|g| {
+                    sum.iter_mut().for_each(|x| *x = [0.0; 2]);
+                    for c in (0..cells).filter(|c| plan.cell_group[*c] == g) {
+                        add(&mut sum, c);
+                    }
+                    binned_auc(&sum)
+                })
+                .collect()
+        })
+        .collect();
+    (overall, groups)
 }
 
 fn counted_metrics(scores: bool) -> Vec<&'static str> {
@@ -359,6 +417,8 @@ fn estimate(
         overall: overall_values,
         groups,
         disparities: disp,
+        auc_overall: None,
+        auc_groups: Vec::new(),
     }
 }
 
@@ -382,12 +442,24 @@ fn interval(values: &mut [f64], confidence: f64) -> Option<(f64, f64)> {
 /// Resamples every cell to its own size (so every group keeps its size): replicate `r`
 /// draws from ChaCha8 stream `r` of the seed, cells in key order, so the intervals do
 /// not depend on the thread count.
-fn replicate(cells: &[&Vec<Row>], seed: u64, r: u64, counts: &mut Vec<u32>) -> Vec<Tally> {
+/// With `hist` (scores given), also fills each cell's score histogram (`bins` per cell).
+fn replicate(
+    cells: &[&Vec<Row>],
+    seed: u64,
+    r: u64,
+    counts: &mut Vec<u32>,
+    mut hist: Option<(&mut Vec<[f64; 2]>, usize)>,
+) -> Vec<Tally> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(r);
+    if let Some((h, bins)) = hist.as_mut() {
+        h.clear();
+        h.resize(cells.len() * *bins, [0.0; 2]);
+    }
     cells
         .iter()
-        .map(|rows| {
+        .enumerate()
+        .map(|(cell, rows)| {
             let n = rows.len();
             counts.clear();
             counts.resize(n, 0);
@@ -396,9 +468,24 @@ fn replicate(cells: &[&Vec<Row>], seed: u64, r: u64, counts: &mut Vec<u32>) -> V
                 counts[j] += 1;
             }
             let mut t = Tally::default();
-            for (row, &c) in rows.iter().zip(counts.iter()) {
-                if c > 0 {
-                    t.add(row, f64::from(c));
+            match hist.as_mut() {
+                None => {
+                    for (row, &c) in rows.iter().zip(counts.iter()) {
+                        if c > 0 {
+                            t.add(row, f64::from(c));
+                        }
+                    }
+                }
+                Some((h, bins)) => {
+                    let h = &mut h[cell * *bins..(cell + 1) * *bins];
+                    let scale = *bins as f64;
+                    for (row, &c) in rows.iter().zip(counts.iter()) {
+                        if c > 0 {
+                            t.add(row, f64::from(c));
+                            let b = ((row.score * scale) as usize).min(*bins - 1);
+                            h[b][usize::from(row.code & 1)] += row.w * f64::from(c);
+                        }
+                    }
                 }
             }
             t
@@ -555,10 +642,18 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
                         (&rows, &plans, &metrics, &eligible, &reference);
                     s.spawn(move || {
                         let mut counts = Vec::new();
+                        let mut hist = Vec::new();
+                        let bins = auc_bins(rows.len());
                         (t * per..((t + 1) * per).min(options.replicates))
                             .map(|r| {
-                                let tallies = replicate(rows, options.seed, r, &mut counts);
-                                estimate(&tallies, plans, metrics, eligible, reference)
+                                let h = scores.then_some((&mut hist, bins));
+                                let tallies = replicate(rows, options.seed, r, &mut counts, h);
+                                let mut e = estimate(&tallies, plans, metrics, eligible, reference);
+                                if scores {
+                                    (e.auc_overall, e.auc_groups) =
+                                        replicate_aucs(&hist, bins, plans);
+                                }
+                                e
                             })
                             .collect()
                     })
@@ -583,18 +678,20 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
         }
         value
     };
-    let auc_of = |select: &dyn Fn(usize) -> bool| -> Value {
-        if !scores {
-            return Value::undefined("no scores given".into());
-        }
-        let mut v: Vec<(f64, bool, f64)> = rows
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| select(*c))
-            .flat_map(|(_, rs)| rs.iter().map(|r| (r.score, r.code & 1 == 1, r.w)))
-            .collect();
-        Value::of(roc_auc(&mut v))
-    };
+    // the estimate is exact (every score); the replicates' values come from binned scores
+    let auc_of =
+        |select: &dyn Fn(usize) -> bool, samples: &mut dyn Iterator<Item = Option<f64>>| -> Value {
+            if !scores {
+                return Value::undefined("no scores given".into());
+            }
+            let mut v: Vec<(f64, bool, f64)> = rows
+                .iter()
+                .enumerate()
+                .filter(|(c, _)| select(*c))
+                .flat_map(|(_, rs)| rs.iter().map(|r| (r.score, r.code & 1 == 1, r.w)))
+                .collect();
+            with_interval(&roc_auc(&mut v), samples)
+        };
     let overall_rows = acc.rows;
     let mut overall_metrics = BTreeMap::new();
     for (k, m) in metrics.iter().enumerate() {
@@ -606,7 +703,10 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
             ),
         );
     }
-    overall_metrics.insert("roc_auc".into(), auc_of(&|_| true));
+    overall_metrics.insert(
+        "roc_auc".into(),
+        auc_of(&|_| true, &mut boot.iter().map(|b| b.auc_overall)),
+    );
     let mut groupings = Vec::new();
     for (p, plan) in plans.iter().enumerate() {
         let mut groups = Vec::new();
@@ -623,7 +723,13 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
                     ),
                 );
             }
-            m.insert("roc_auc".into(), auc_of(&|c| plan.cell_group[c] == g));
+            m.insert(
+                "roc_auc".into(),
+                auc_of(
+                    &|c| plan.cell_group[c] == g,
+                    &mut boot.iter().map(|b| b.auc_groups.get(p).and_then(|x| x[g])),
+                ),
+            );
             let rows = m["count"].value.unwrap_or(0.0) as u64;
             groups.push(GroupResult {
                 group: group_name(key),
