@@ -34,6 +34,10 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole pipeline: validate, profile, checks, curate and publish, train a
+    /// baseline and a curated model, score both on the untouched test split, evaluate,
+    /// gates, report. Exit 0 passed, 1 a check or gate failed, 3 an error.
+    Run(RunArgs),
     /// Check a pipeline spec and its source's schema without running a job.
     Validate(PipelineArgs),
     /// Profile group representation: every protected attribute alone and their intersections.
@@ -113,6 +117,30 @@ pub struct EvalArgs {
     /// Summary format on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline spec.
+    pub pipeline: PathBuf,
+    /// The run folder (a path or URL on any supported store; default
+    /// `strata-runs/<pipeline name>` under the working directory).
+    #[arg(long, value_name = "URL")]
+    pub out: Option<String>,
+    /// Overrides `curate.seed` (and with it the default train and eval seeds).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Where the plans run: `local` (this process).
+    #[arg(long, value_enum, default_value_t = EngineArg::Local)]
+    pub engine: EngineArg,
+    /// The final summary on stdout: `table` (stage lines and a verdict) or `json` (run.json).
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    pub format: SummaryFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    Local,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ use crate::cli::{
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let progress = crate::progress::Style::of(&cli.global);
     match cli.command {
+        Command::Run(args) => crate::run::run(args, progress).await,
         Command::Train(args) => crate::train::train(args, progress).await,
         Command::Predict(args) => crate::train::predict(args).await,
         Command::Eval(args) => crate::eval::eval(args).await,

@@ -90,11 +90,28 @@ fn column(name: &str) -> Option<String> {
     (name != "none").then(|| name.to_string())
 }
 
+/// An evaluation, rendered every way it is written.
+pub struct EvalRun {
+    pub json_text: String,
+    pub table: String,
+    pub markdown: String,
+    pub html: String,
+    pub evaluations: Vec<Evaluation>,
+    pub gates: Vec<GateResult>,
+    pub passed: bool,
+}
+
+/// What `strata run` hands an evaluation besides the arguments.
+#[derive(Default)]
+pub struct EvalContext {
+    /// curation.json, already read: (its name for errors, its contents).
+    pub curation: Option<(String, serde_json::Value)>,
+    /// Facts the report shows first (the run, its stages).
+    pub facts: Vec<(String, String)>,
+    pub title: Option<String>,
+}
+
 pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
-    let spec = match &args.pipeline {
-        Some(p) => Some(strata_spec::Pipeline::load(p)?),
-        None => None,
-    };
     let curation = match &args.curation {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -105,6 +122,43 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
+    let run = evaluate(
+        &args,
+        EvalContext {
+            curation,
+            ..Default::default()
+        },
+    )
+    .await?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
+        write_atomically(&dir.join("eval.json"), run.json_text.as_bytes())?;
+        write_atomically(&dir.join("eval.md"), run.markdown.as_bytes())?;
+        write_atomically(&dir.join("report.html"), run.html.as_bytes())?;
+    }
+    print_stdout(&match args.format {
+        OutputFormat::Json => run.json_text,
+        OutputFormat::Markdown => run.markdown,
+        OutputFormat::Table => run.table,
+    })?;
+    for g in run.gates.iter().filter(|g| !g.passed) {
+        tracing::error!(gate = %g.line(), "gate failed");
+    }
+    Ok(if run.passed {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}
+
+/// Reads the predictions, evaluates every model, judges the gates and renders it all.
+pub async fn evaluate(args: &EvalArgs, context: EvalContext) -> anyhow::Result<EvalRun> {
+    let spec = match &args.pipeline {
+        Some(p) => Some(strata_spec::Pipeline::load(p)?),
+        None => None,
+    };
+    let curation = context.curation;
     let groups = if !args.groups.is_empty() {
         args.groups.clone()
     } else if let Some(s) = &spec {
@@ -232,21 +286,14 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
     let json_text = strata_spec::json::to_string_pretty(&json)? + "\n";
     let table = strata_metrics::render::table(&evaluations, &gates);
     let markdown = strata_metrics::render::markdown(&evaluations, &gates);
-    if let Some(dir) = &args.out {
-        let representation = match &args.curation {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-                let json: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
-                Some(strata_report::Representation::from_curation(
-                    &json,
-                    &path.display().to_string(),
-                )?)
-            }
+    let html;
+    {
+        let representation = match &curation {
+            Some((path, json)) => Some(strata_report::Representation::from_curation(json, path)?),
             None => None,
         };
-        let mut facts = vec![
+        let mut facts = context.facts;
+        facts.extend([
             ("predictions".to_string(), url.to_string()),
             ("files".to_string(), read.files.len().to_string()),
             (
@@ -254,7 +301,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
                 format!("{} (positive: {positive})", args.label),
             ),
             ("prediction".to_string(), json.prediction.clone()),
-        ];
+        ]);
         if let Some(s) = &spec {
             facts.insert(0, ("pipeline".to_string(), s.name.clone()));
         }
@@ -276,33 +323,24 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
                 .join("; "),
         ));
         facts.push(("strata".to_string(), env!("CARGO_PKG_VERSION").to_string()));
-        let html = strata_report::html(&strata_report::Report {
-            title: match &spec {
+        html = strata_report::html(&strata_report::Report {
+            title: context.title.clone().unwrap_or_else(|| match &spec {
                 Some(s) => format!("Evaluation: {}", s.name),
                 None => "Evaluation".to_string(),
-            },
+            }),
             facts,
             evaluations: &evaluations,
             gates: &gates,
             representation: representation.as_ref(),
         })?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
-        write_atomically(&dir.join("eval.json"), json_text.as_bytes())?;
-        write_atomically(&dir.join("eval.md"), markdown.as_bytes())?;
-        write_atomically(&dir.join("report.html"), html.as_bytes())?;
     }
-    print_stdout(&match args.format {
-        OutputFormat::Json => json_text,
-        OutputFormat::Markdown => markdown,
-        OutputFormat::Table => table,
-    })?;
-    for g in gates.iter().filter(|g| !g.passed) {
-        tracing::error!(gate = %g.line(), "gate failed");
-    }
-    Ok(if passed {
-        Outcome::Success
-    } else {
-        Outcome::Failed
+    Ok(EvalRun {
+        json_text,
+        table,
+        markdown,
+        html,
+        evaluations,
+        gates,
+        passed,
     })
 }

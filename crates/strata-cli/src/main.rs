@@ -6,6 +6,7 @@ mod commands;
 mod eval;
 mod logging;
 mod progress;
+mod run;
 mod train;
 
 use std::process::ExitCode;

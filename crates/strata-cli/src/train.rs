@@ -14,24 +14,14 @@ pub async fn train(args: TrainArgs, style: Style) -> anyhow::Result<Outcome> {
     if args.no_sample_weights {
         spec.train.sample_weights = false;
     }
-    let engine = Engine::new(&EngineOptions::default())?;
     let shards = strata_run::parse_location(&args.shards)?;
-    let store = engine.store_for(&shards, &spec.storage)?;
-    let mut out = strata_run::parse_location(&args.out)?;
-    if !out.path().ends_with('/') {
-        out.set_path(&format!("{}/", out.path()));
-    }
-    let out_store = engine.store_for(&out, &spec.storage)?;
+    let out = folder(strata_run::parse_location(&args.out)?);
     let options = TrainOptions {
         seed: args.seed,
         device: strata_train::device(args.gpu)?,
     };
-    let mut progress = EpochProgress::new(style);
-    let trained = strata_train::train(&spec, store, &shards, &options, &mut progress).await?;
-    let dest = Destination::new(out_store, out.clone());
-    trained.save(&dest).await?;
+    let trained = train_to(&spec, &shards, &out, &options, style).await?;
     let report = trained.report.as_ref().expect("fresh from training");
-    tracing::info!(out = %out, model_sha256 = %report.model_sha256, "model written");
     let text = match args.format {
         SummaryFormat::Json => strata_spec::json::to_string_pretty(report)? + "\n",
         SummaryFormat::Table => {
@@ -74,6 +64,52 @@ pub async fn train(args: TrainArgs, style: Style) -> anyhow::Result<Outcome> {
     };
     print_stdout(&text)?;
     Ok(Outcome::Success)
+}
+
+/// A folder URL ends in `/`.
+pub fn folder(mut url: url::Url) -> url::Url {
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    url
+}
+
+/// Trains the spec's model on the run at `shards` and saves it under `out`.
+pub async fn train_to(
+    spec: &strata_spec::Pipeline,
+    shards: &url::Url,
+    out: &url::Url,
+    options: &TrainOptions,
+    style: Style,
+) -> anyhow::Result<Trained> {
+    let engine = Engine::new(&EngineOptions::default())?;
+    let store = engine.store_for(shards, &spec.storage)?;
+    let out_store = engine.store_for(out, &spec.storage)?;
+    let mut progress = EpochProgress::new(style);
+    let trained = strata_train::train(spec, store, shards, options, &mut progress).await?;
+    let dest = Destination::new(out_store, out.clone());
+    trained.save(&dest).await?;
+    let report = trained.report.as_ref().expect("fresh from training");
+    tracing::info!(out = %out, model_sha256 = %report.model_sha256, "model written");
+    Ok(trained)
+}
+
+/// Scores a split of the run at `run` with a trained model, writing Parquet to `out`.
+pub async fn predict_split(
+    trained: &Trained,
+    run: &url::Url,
+    split: &str,
+    out: &url::Url,
+    storage: &strata_spec::StorageOptions,
+) -> anyhow::Result<strata_train::PredictSummary> {
+    let engine = Engine::new(&EngineOptions::default())?;
+    let store = engine.store_for(run, storage)?;
+    let out_store = engine.store_for(out, storage)?;
+    let input = PredictInput::Run {
+        url: run.clone(),
+        split: split.to_string(),
+    };
+    Ok(strata_train::predict(trained, store, &input, out_store, out).await?)
 }
 
 fn describe(hidden: &[u64]) -> String {

@@ -26,6 +26,21 @@ pub struct GateResult {
     /// Why a gate could not be judged (and so failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A relative gate: the model compared against, its figure, how, and what the
+    /// comparison gives (`compared`, with `compared_lower`/`compared_upper` from this
+    /// model's interval ends against the baseline's estimate); `threshold` applies to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<strata_spec::Compare>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_lower: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_upper: Option<f64>,
 }
 
 impl GateResult {
@@ -49,8 +64,22 @@ impl GateResult {
             Some(g) => format!("{} = {g}", self.grouping),
             None => self.grouping.clone(),
         };
+        let relative = match (&self.baseline, self.compare) {
+            (Some(b), Some(c)) => format!(
+                " vs {b} {}: {} {}",
+                self.baseline_value
+                    .map_or("undefined".into(), |v| format!("{v:.4}")),
+                match c {
+                    strata_spec::Compare::Difference => "difference",
+                    strata_spec::Compare::Ratio => "ratio",
+                },
+                self.compared
+                    .map_or("undefined".into(), |v| format!("{v:.4}")),
+            ),
+            _ => String::new(),
+        };
         format!(
-            "{}{model} {} on {on}: {}{interval}{judged} {} {}{}",
+            "{}{model} {} on {on}: {}{interval}{judged}{relative} {} {}{}",
             if self.passed { "PASS" } else { "FAIL" },
             self.metric,
             self.value.map_or("undefined".into(), |v| format!("{v:.4}")),
@@ -70,6 +99,19 @@ pub fn check_gates(evals: &[Evaluation], gates: &[Gate]) -> Result<(), MetricsEr
     let models: Vec<String> = evals.iter().filter_map(|e| e.model.clone()).collect();
     for g in gates {
         let bad = |m: String| MetricsError::Usage(format!("{}: {m}", g.key));
+        if let Some(r) = &g.relative
+            && !models.contains(&r.baseline)
+        {
+            return Err(bad(format!(
+                "the baseline model `{}` is not in the predictions (models: {})",
+                r.baseline,
+                if models.is_empty() {
+                    "none: the files have no model column".to_string()
+                } else {
+                    models.join(", ")
+                }
+            )));
+        }
         if let Some(m) = &g.model
             && !models.contains(m)
         {
@@ -112,7 +154,12 @@ pub fn check_gates(evals: &[Evaluation], gates: &[Gate]) -> Result<(), MetricsEr
 }
 
 fn applies(g: &Gate, e: &Evaluation) -> bool {
-    g.model.is_none() || g.model == e.model
+    match (&g.model, &g.relative) {
+        (Some(m), _) => e.model.as_ref() == Some(m),
+        // a relative gate judges every model but its baseline
+        (None, Some(r)) => e.model.as_ref() != Some(&r.baseline),
+        (None, None) => true,
+    }
 }
 
 fn find<'a>(e: &'a Evaluation, attributes: &[String]) -> Option<&'a GroupingResult> {
@@ -125,47 +172,85 @@ fn find<'a>(e: &'a Evaluation, attributes: &[String]) -> Option<&'a GroupingResu
     })
 }
 
+/// The figure a gate reads from one evaluation, and the grouping's display name.
+fn figure<'a>(g: &Gate, e: &'a Evaluation) -> Result<(String, &'a Value), MetricsError> {
+    let missing = || {
+        MetricsError::Usage(format!(
+            "{}: the evaluation has no `{}` (scores missing?)",
+            g.key, g.metric
+        ))
+    };
+    if g.grouping.is_empty() {
+        let v = e.overall.metrics.get(&g.metric).ok_or_else(missing)?;
+        return Ok(("overall".into(), v));
+    }
+    let found = find(e, &g.grouping).expect("checked");
+    let v = match &g.group {
+        Some(name) => found
+            .groups
+            .iter()
+            .find(|x| &x.group == name)
+            .and_then(|x| x.metrics.get(&g.metric)),
+        None => found.disparities.get(&g.metric),
+    };
+    Ok((found.grouping.clone(), v.ok_or_else(missing)?))
+}
+
+fn compare(c: strata_spec::Compare, x: Option<f64>, b: Option<f64>) -> Option<f64> {
+    let (x, b) = (x?, b?);
+    match c {
+        strata_spec::Compare::Difference => Some(x - b),
+        strata_spec::Compare::Ratio => (b != 0.0).then(|| x / b),
+    }
+}
+
 /// Judges every gate against every evaluation it applies to (in model order).
 pub fn judge(evals: &[Evaluation], gates: &[Gate]) -> Result<Vec<GateResult>, MetricsError> {
     check_gates(evals, gates)?;
     let mut out = Vec::new();
     for g in gates {
+        let base = match &g.relative {
+            Some(r) => {
+                let e = evals
+                    .iter()
+                    .find(|e| e.model.as_ref() == Some(&r.baseline))
+                    .expect("checked");
+                Some((r, figure(g, e)?.1.clone()))
+            }
+            None => None,
+        };
         for e in evals.iter().filter(|e| applies(g, e)) {
-            let missing = || {
-                MetricsError::Usage(format!(
-                    "{}: the evaluation has no `{}` (scores missing?)",
-                    g.key, g.metric
-                ))
-            };
-            let (grouping, value): (String, &Value) = if g.grouping.is_empty() {
-                let v = e.overall.metrics.get(&g.metric).ok_or_else(missing)?;
-                ("overall".into(), v)
-            } else {
-                let found = find(e, &g.grouping).expect("checked");
-                let v = match &g.group {
-                    Some(name) => found
-                        .groups
-                        .iter()
-                        .find(|x| &x.group == name)
-                        .expect("checked")
-                        .metrics
-                        .get(&g.metric),
-                    None => found.disparities.get(&g.metric),
-                };
-                (found.grouping.clone(), v.ok_or_else(missing)?)
+            let (grouping, value) = figure(g, e)?;
+            let (compared, lower, upper) = match &base {
+                Some((r, b)) => (
+                    compare(r.compare, value.value, b.value),
+                    compare(r.compare, value.lower, b.value),
+                    compare(r.compare, value.upper, b.value),
+                ),
+                None => (value.value, value.lower, value.upper),
             };
             let judged = match g.on {
-                Bound::Point => value.value,
-                Bound::Lower => value.lower,
-                Bound::Upper => value.upper,
+                Bound::Point => compared,
+                Bound::Lower => lower,
+                Bound::Upper => upper,
             };
             let (passed, reason) = match judged {
                 Some(v) => (g.op.holds(v, g.value), None),
                 None => (
                     false,
-                    Some(value.undefined.clone().unwrap_or_else(|| {
-                        "no interval: set eval.replicates above 0 to judge an interval's end".into()
-                    })),
+                    Some(
+                        value
+                            .undefined
+                            .clone()
+                            .or_else(|| base.as_ref().and_then(|b| b.1.undefined.clone()))
+                            .unwrap_or_else(|| match (&base, g.on) {
+                                (Some(_), Bound::Point) => {
+                                    "the baseline's figure is 0: no ratio".into()
+                                }
+                                _ => "no interval: set eval.replicates above 0 to judge an interval's end"
+                                    .into(),
+                            }),
+                    ),
                 ),
             };
             out.push(GateResult {
@@ -181,6 +266,12 @@ pub fn judge(evals: &[Evaluation], gates: &[Gate]) -> Result<Vec<GateResult>, Me
                 upper: value.upper,
                 passed,
                 reason,
+                baseline: base.as_ref().map(|b| b.0.baseline.clone()),
+                baseline_value: base.as_ref().and_then(|b| b.1.value),
+                compare: base.as_ref().map(|b| b.0.compare),
+                compared: base.as_ref().and(compared),
+                compared_lower: base.as_ref().and(lower),
+                compared_upper: base.as_ref().and(upper),
             });
         }
     }

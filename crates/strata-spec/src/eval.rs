@@ -79,6 +79,8 @@ pub(crate) struct RawGate {
     pub on: Bound,
     pub group: Option<String>,
     pub model: Option<String>,
+    pub baseline: Option<String>,
+    pub compare: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +149,26 @@ pub struct Gate {
     pub on: Bound,
     /// Where the gate is in the spec, for errors (`eval.gates[k]`).
     pub key: String,
+    /// A gate relative to another model's figure (e.g. the curated model against the
+    /// baseline): what is compared with `value`.
+    pub relative: Option<Relative>,
+}
+
+/// How a relative gate compares a model's figure `x` with the baseline's `b`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Relative {
+    /// The model compared against (default `baseline`).
+    pub baseline: String,
+    pub compare: Compare,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compare {
+    /// `x - b`, e.g. accuracy at most 0.02 below the baseline's: `>= -0.02`.
+    Difference,
+    /// `x / b`, e.g. a disparity at most half the baseline's: `<= 0.5`.
+    Ratio,
 }
 
 /// The validated `[eval]` section.
@@ -282,6 +304,29 @@ pub(crate) fn validate_eval(
                 EVAL_DISPARITIES.join(", ")
             )));
         }
+        let relative = match (g.baseline, g.compare.as_deref()) {
+            (None, None) => None,
+            (baseline, compare) => Some(Relative {
+                baseline: baseline.unwrap_or_else(|| "baseline".into()),
+                compare: match compare.unwrap_or("difference") {
+                    "difference" => Compare::Difference,
+                    "ratio" => Compare::Ratio,
+                    other => {
+                        return Err(err(format!(
+                            "compare `{other}` is not one of difference, ratio"
+                        )));
+                    }
+                },
+            }),
+        };
+        if let Some(r) = &relative
+            && g.model.as_ref() == Some(&r.baseline)
+        {
+            return Err(err(format!(
+                "model and baseline are both `{}`: a relative gate compares two models",
+                r.baseline
+            )));
+        }
         let op = match g.op.as_str() {
             "<=" => Op::Le,
             "<" => Op::Lt,
@@ -304,6 +349,7 @@ pub(crate) fn validate_eval(
             value: g.value,
             on: g.on,
             key,
+            relative,
         });
     }
     Ok(e)

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub use error::{Location, SpecError};
-pub use eval::{Bound, EVAL_DISPARITIES, EVAL_METRICS, Eval, Gate, MAX_REPLICATES, Op};
+pub use eval::{
+    Bound, Compare, EVAL_DISPARITIES, EVAL_METRICS, Eval, Gate, MAX_REPLICATES, Op, Relative,
+};
 pub use model::{
     HttpOptions, Intersections, LabelValue, Mode, OnEmpty, RetryOptions, S3Options, SplitFractions,
     StorageOptions, Strategy, Stratify, Target,
