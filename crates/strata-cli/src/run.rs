@@ -146,6 +146,15 @@ impl Recorder {
         self.stopped_at.is_some()
     }
 
+    /// A stage that cannot run because an earlier one did not pass.
+    fn blocked(&mut self, name: &'static str) {
+        let why = format!(
+            "not run: stage {} did not pass",
+            self.stopped_at.unwrap_or("an earlier stage")
+        );
+        self.skip(name, &why);
+    }
+
     fn skip(&mut self, name: &'static str, why: &str) {
         let stage = Stage {
             name,
@@ -303,6 +312,40 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
     let pipeline = rec
         .stage("validate", async {
             let p = strata::Pipeline::from_spec(spec.clone(), &EngineOptions::default()).await?;
+            // the later stages' columns, against the source, before anything runs
+            let schema = &p.source().schema;
+            let named = spec
+                .train
+                .features
+                .iter()
+                .flatten()
+                .map(|c| ("train.features", c))
+                .chain(
+                    spec.train
+                        .categorical
+                        .iter()
+                        .map(|c| ("train.categorical", c)),
+                )
+                .chain(spec.train.numeric.iter().map(|c| ("train.numeric", c)));
+            for (key, c) in named {
+                if schema.field_with_name(c).is_err() {
+                    return Err(spec
+                        .error_at(
+                            key,
+                            format!(
+                                "column `{c}` is not in the source `{}` (columns: {})",
+                                p.source().url,
+                                schema
+                                    .fields()
+                                    .iter()
+                                    .map(|f| f.name().as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                        .into());
+                }
+            }
             let note = format!(
                 "{} file(s), {} columns",
                 p.source().files.len(),
@@ -323,7 +366,10 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
             })
             .await
         }
-        None => None,
+        None => {
+            rec.blocked("profile");
+            None
+        }
     };
 
     let checks = |stage: strata_check::StageSelection,
@@ -366,6 +412,7 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
         )
         .await
     } else {
+        rec.blocked("source checks");
         None
     };
 
@@ -394,7 +441,10 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
             })
             .await
         }
-        None => None,
+        None => {
+            rec.blocked("curate");
+            None
+        }
     };
 
     let curated_checks = match &published {
@@ -410,7 +460,10 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
             )
             .await
         }
-        None => None,
+        None => {
+            rec.blocked("curated checks");
+            None
+        }
     };
 
     // the baseline trains on the uncurated training split of the same split: with
@@ -544,7 +597,10 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
             })
             .await
         }
-        _ => None,
+        _ => {
+            rec.blocked("predict");
+            None
+        }
     };
 
     let mut evaluation: Option<EvalRun> = None;
@@ -630,13 +686,7 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
             })
             .await;
     } else {
-        rec.skip(
-            "evaluate",
-            &format!(
-                "not run: stage {} did not pass",
-                rec.stopped_at.unwrap_or("predict")
-            ),
-        );
+        rec.blocked("evaluate");
     }
 
     let status = rec.worst;

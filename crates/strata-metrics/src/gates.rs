@@ -100,6 +100,7 @@ pub fn check_gates(evals: &[Evaluation], gates: &[Gate]) -> Result<(), MetricsEr
     for g in gates {
         let bad = |m: String| MetricsError::Usage(format!("{}: {m}", g.key));
         if let Some(r) = &g.relative
+            && !models.is_empty()
             && !models.contains(&r.baseline)
         {
             return Err(bad(format!(
@@ -208,7 +209,13 @@ fn compare(c: strata_spec::Compare, x: Option<f64>, b: Option<f64>) -> Option<f6
 pub fn judge(evals: &[Evaluation], gates: &[Gate]) -> Result<Vec<GateResult>, MetricsError> {
     check_gates(evals, gates)?;
     let mut out = Vec::new();
+    let single = evals.iter().all(|e| e.model.is_none());
     for g in gates {
+        if single && g.relative.is_some() {
+            // one model's predictions (no model column): nothing to compare with
+            tracing::warn!(gate = %g.key, metric = %g.metric, "a relative gate needs its baseline's predictions (a model column): not judged");
+            continue;
+        }
         let base = match &g.relative {
             Some(r) => {
                 let e = evals

@@ -184,7 +184,7 @@ pub fn html(r: &Report<'_>) -> Result<String, ReportError> {
     );
 
     if !r.gates.is_empty() {
-        h.push_str("<section id=\"gates\">\n<h2>Gates</h2>\n<div class=\"scroll\"><table>\n<tr><th>verdict</th><th class=\"name\">model</th><th class=\"name\">metric</th><th class=\"name\">on</th><th>value</th><th>interval</th><th>judged on</th><th>threshold</th></tr>\n");
+        h.push_str("<section id=\"gates\">\n<h2>Gates</h2>\n<div class=\"scroll\"><table>\n<tr><th>verdict</th><th class=\"name\">model</th><th class=\"name\">metric</th><th class=\"name\">on</th><th>value</th><th>interval</th><th class=\"name\">against</th><th>judged on</th><th>threshold</th></tr>\n");
         for g in r.gates {
             let on = match &g.group {
                 Some(x) => format!("{} = {x}", g.grouping),
@@ -192,7 +192,7 @@ pub fn html(r: &Report<'_>) -> Result<String, ReportError> {
             };
             let _ = writeln!(
                 h,
-                "<tr class=\"gate {}\" data-metric=\"{}\"><td class=\"verdict-cell\">{}</td><td class=\"name\">{}</td><td class=\"name\">{}</td><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
+                "<tr class=\"gate {}\" data-metric=\"{}\"><td class=\"verdict-cell\">{}</td><td class=\"name\">{}</td><td class=\"name\">{}</td><td class=\"name\">{}</td><td>{}</td><td>{}</td><td class=\"name\">{}</td><td>{}</td><td>{} {}</td></tr>",
                 if g.passed { "pass" } else { "fail" },
                 esc(&g.metric),
                 if g.passed { "PASS" } else { "FAIL" },
@@ -202,6 +202,18 @@ pub fn html(r: &Report<'_>) -> Result<String, ReportError> {
                 g.value.map_or("undefined".into(), num),
                 match (g.lower, g.upper) {
                     (Some(l), Some(u)) => format!("[{}, {}]", num(l), num(u)),
+                    _ => "–".into(),
+                },
+                match (&g.baseline, g.compare) {
+                    (Some(b), Some(c)) => esc(&format!(
+                        "{b} {}: {} {}",
+                        g.baseline_value.map_or("undefined".into(), num),
+                        match c {
+                            strata_spec::Compare::Difference => "difference",
+                            strata_spec::Compare::Ratio => "ratio",
+                        },
+                        g.compared.map_or("undefined".into(), num)
+                    )),
                     _ => "–".into(),
                 },
                 match g.on {
@@ -215,7 +227,7 @@ pub fn html(r: &Report<'_>) -> Result<String, ReportError> {
             if let Some(reason) = &g.reason {
                 let _ = writeln!(
                     h,
-                    "<tr><td></td><td class=\"name note\" colspan=\"7\">{}</td></tr>",
+                    "<tr><td></td><td class=\"name note\" colspan=\"8\">{}</td></tr>",
                     esc(reason)
                 );
             }
