@@ -188,6 +188,9 @@ def test_the_run_report_renders_in_headless_chromium(adult_run, tmp_path):
     dom.feed(dom_proc.stdout)
     text = " ".join(dom.text)
     assert "all 4 gates pass" in text and "source checks" in text
+    checks = [a for t, a in dom.elements if t == "tr" and "check" in a.get("class", "").split()]
+    assert len(checks) == 9  # 5 source, 4 curated
+    assert all(a["class"].split()[1] in ("pass", "warn") for a in checks)
     assert any(t == "section" and a.get("id") == "representation" for t, a in dom.elements)
     shot = tmp_path / "run.png"
     headless(out / "report.html", tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")

@@ -109,6 +109,7 @@ pub struct EvalContext {
     /// Facts the report shows first (the run, its stages).
     pub facts: Vec<(String, String)>,
     pub title: Option<String>,
+    pub checks: Vec<strata_report::CheckLine>,
 }
 
 pub async fn eval(args: EvalArgs) -> anyhow::Result<Outcome> {
@@ -332,6 +333,7 @@ pub async fn evaluate(args: &EvalArgs, context: EvalContext) -> anyhow::Result<E
             evaluations: &evaluations,
             gates: &gates,
             representation: representation.as_ref(),
+            checks: context.checks.clone(),
         })?;
     }
     Ok(EvalRun {

@@ -657,6 +657,20 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
                 ));
             }
         }
+        let check_lines: Vec<strata_report::CheckLine> = [&source_checks, &curated_checks]
+            .into_iter()
+            .flatten()
+            .flat_map(|run| {
+                run.results.iter().map(|r| strata_report::CheckLine {
+                    stage: r.stage.as_str().to_string(),
+                    name: r.check.name.clone(),
+                    status: run.effective(r).as_str().to_string(),
+                    failing_rows: r.failing_rows,
+                    rule: r.rule.clone(),
+                    message: r.message.clone(),
+                })
+            })
+            .collect();
         evaluation = rec
             .stage("evaluate", async {
                 let run = crate::eval::evaluate(
@@ -665,6 +679,7 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
                         curation,
                         facts,
                         title: Some(format!("strata run: {}", spec.name)),
+                        checks: check_lines,
                     },
                 )
                 .await?;

@@ -33,6 +33,20 @@ pub struct Report<'a> {
     pub evaluations: &'a [Evaluation],
     pub gates: &'a [GateResult],
     pub representation: Option<&'a Representation>,
+    /// SQL check results to show (`strata run`).
+    pub checks: Vec<CheckLine>,
+}
+
+/// One SQL check's result, as the report shows it.
+#[derive(Debug, Clone)]
+pub struct CheckLine {
+    pub stage: String,
+    pub name: String,
+    /// `pass`, `warn`, `fail`, `error` or `skipped`.
+    pub status: String,
+    pub failing_rows: Option<u64>,
+    pub rule: String,
+    pub message: Option<String>,
 }
 
 /// Per-group metrics drawn as charts (every metric is in the tables).
@@ -61,7 +75,7 @@ dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:
 .verdict{display:inline-block;padding:6px 14px;border-radius:4px;font-weight:600}.verdict.pass{background:#e6f4ea;color:#1e7d32}.verdict.fail{background:#fdecea;color:#b71c1c}.verdict.none{background:#eee;color:#444}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:.88em}th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}th:first-child,td:first-child,td.name,th.name{text-align:left}th{background:#f6f6f6;position:sticky;top:0}
 tr.too-small td{color:#999}tr.too-small td:first-child::after{content:' (too small to judge)';font-size:.85em}
-tr.gate.pass td.verdict-cell{color:#1e7d32;font-weight:600}tr.gate.fail td.verdict-cell{color:#b71c1c;font-weight:600}
+tr.gate.pass td.verdict-cell,tr.check.pass td.verdict-cell{color:#1e7d32;font-weight:600}tr.gate.fail td.verdict-cell,tr.check.fail td.verdict-cell,tr.check.error td.verdict-cell{color:#b71c1c;font-weight:600}
 .scroll{overflow-x:auto}figure{margin:8px 0 20px}figcaption{font-size:.9em;color:#555}svg{max-width:100%;height:auto}
 .legend span{display:inline-block;margin-right:16px;font-size:.9em}.legend i{display:inline-block;width:12px;height:12px;border-radius:6px;margin-right:4px;vertical-align:-1px}
 .note{color:#666;font-size:.9em}
@@ -241,6 +255,23 @@ pub fn html(r: &Report<'_>) -> Result<String, ReportError> {
     }
     if let Some(rep) = r.representation {
         representation::section(&mut h, rep)?;
+    }
+    if !r.checks.is_empty() {
+        h.push_str("<section id=\"checks\">\n<h2>Checks</h2>\n<div class=\"scroll\"><table>\n<tr><th class=\"name\">stage</th><th class=\"name\">check</th><th class=\"name\">status</th><th>failing rows</th><th class=\"name\">rule</th><th class=\"name\">message</th></tr>\n");
+        for c in &r.checks {
+            let _ = writeln!(
+                h,
+                "<tr class=\"check {}\"><td class=\"name\">{}</td><td class=\"name\">{}</td><td class=\"name verdict-cell\">{}</td><td>{}</td><td class=\"name\">{}</td><td class=\"name\">{}</td></tr>",
+                esc(&c.status.to_ascii_lowercase()),
+                esc(&c.stage),
+                esc(&c.name),
+                esc(&c.status),
+                c.failing_rows.map_or("–".into(), |n| n.to_string()),
+                esc(&c.rule),
+                esc(c.message.as_deref().unwrap_or(""))
+            );
+        }
+        h.push_str("</table></div>\n</section>\n");
     }
     h.push_str("<footer><p class=\"note\">Metrics and disparities follow scikit-learn's and Fairlearn's definitions (strata's docs/evaluation.md); every figure is in eval.json.</p></footer>\n</body>\n</html>\n");
     Ok(h)
