@@ -195,3 +195,32 @@ def test_the_run_report_renders_in_headless_chromium(adult_run, tmp_path):
     shot = tmp_path / "run.png"
     headless(out / "report.html", tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
     assert shot.stat().st_size > 20_000
+
+
+def test_resampling_runs_against_a_baseline_of_the_same_split(tmp_path):
+    spec = ROOT / "pipelines" / "adult-census-mix.toml"
+    out = tmp_path / "mix"
+    run_strata("run", str(spec), "--out", str(out))
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "passed"
+    assert "baseline split" in [s["name"] for s in run["stages"]]
+
+    def split(root: pathlib.Path, name: str):
+        latest = json.loads((root / "_latest").read_text())
+        folder = root / pathlib.Path(latest["manifest"]).parent
+        t = pa_concat([pq.read_table(p) for p in sorted((folder / name).glob("*.parquet"))])
+        cols = [c for c in t.column_names if c not in ("sample_weight", "split")]
+        return t.select(cols).to_pandas().sort_values(cols).reset_index(drop=True)
+
+    # the baseline's run splits the same rows the same way; only the training rows differ
+    curated, baseline = out / "curated", out / "baseline-split"
+    assert split(curated, "test").equals(split(baseline, "test"))
+    assert len(split(baseline, "train")) == 26047 and len(split(curated, "train")) == 20000
+    b = json.loads((out / "models/baseline/train.json").read_text())
+    assert b["train_rows"] == 26047 and b["hyperparameters"]["sample_weights"] is False
+
+
+def pa_concat(tables):
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)

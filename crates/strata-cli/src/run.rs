@@ -396,7 +396,31 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
                 .put(&format!("checks/{prefix}.junit.xml"), run.to_junit())
                 .await?;
             let status = check_status(&run);
-            let note = format!("{} checks", run.results.len());
+            let mut note = format!("{} checks", run.results.len());
+            let bad: Vec<String> = run
+                .results
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        run.effective(r),
+                        strata_check::Status::Fail | strata_check::Status::Error
+                    )
+                })
+                .map(|r| match (&r.message, run.effective(r)) {
+                    (Some(m), strata_check::Status::Error) => {
+                        format!("{} could not run: {m}", r.check.name)
+                    }
+                    _ => format!(
+                        "{} failed ({} failing rows, {})",
+                        r.check.name,
+                        r.failing_rows.unwrap_or(0),
+                        r.rule
+                    ),
+                })
+                .collect();
+            if !bad.is_empty() {
+                note.push_str(&format!("; {}", bad.join("; ")));
+            }
             Ok((run, status, vec![a, b], Some(note)))
         }
     };
@@ -498,7 +522,12 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
             })
             .await
         }
-        _ => None,
+        _ => {
+            if curate_section.strategy != strata_spec::Strategy::Reweigh {
+                rec.blocked("baseline split");
+            }
+            None
+        }
     };
 
     let mut trained = Vec::new();
@@ -731,13 +760,17 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
                 t.push_str(&verdict(ev));
             }
             t.push_str(&format!(
-                "\n{}: run folder {out} (report: {}report.html)\n",
+                "\n{}: run folder {out}{}\n",
                 match status {
                     Status::Passed | Status::Skipped => "PASSED",
                     Status::Failed => "FAILED",
                     Status::Error => "ERROR",
                 },
-                out
+                if evaluation.is_some() {
+                    format!(" (report: {out}report.html)")
+                } else {
+                    String::new()
+                }
             ));
             if let Some(at) = run_json.stopped_at {
                 t.push_str(&format!(
