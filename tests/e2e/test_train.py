@@ -298,7 +298,9 @@ def test_tampered_run_is_refused(adult_run, tmp_path):
 def spec_with_train(tmp_path, section: str, source=None) -> pathlib.Path:
     text = ADULT_SPEC.read_text().replace("../data/adult/train.parquet", str(source or ROOT / "data/adult/train.parquet"))
     spec = tmp_path / "adult.toml"
-    spec.write_text(text + "\n[train]\n" + textwrap.dedent(section))
+    # the spec's own [train] section takes the test's keys
+    assert "\n[train]\n" in text
+    spec.write_text(text.replace("\n[train]\n", "\n[train]\n" + textwrap.dedent(section), 1))
     return spec
 
 
