@@ -215,13 +215,18 @@ def test_report_renders_in_headless_chromium(two_models):
     # charts: four metrics and the disparities per grouping, and the representation
     figures = [a for t, a in elements if t == "figure"]
     groupings = len(evaluation["models"][0]["groupings"])
-    assert len(figures) == groupings * 5 + 1
+    assert len(figures) == groupings * 5 + 2  # and the representation: per attribute, per stratum
     assert sum(1 for t, _ in elements if t == "svg") == len(figures)
     sex_accuracy = next(a for a in figures if a["data-metric"] == "accuracy")
     assert int(sex_accuracy["data-points"]) == 2 * len(evaluation["models"][0]["groupings"][0]["groups"])
     strata = json.loads(curation.read_text())["strata"]
-    assert sum(1 for t, a in elements if t == "tr" and a.get("class") == "stratum") == len(strata)
-    assert sum(1 for t, a in elements if t == "circle") >= sum(int(a["data-points"]) for a in figures[:-1])
+    assert sum(1 for t, a in elements if t == "tr" and a.get("class") == "strata") == len(strata)
+    values = {(k, v) for s in strata for k, v in s["stratum"].items()}
+    assert sum(1 for t, a in elements if t == "tr" and a.get("class") == "by-column") == len(values)
+    # a column's shares are its strata's, summed (recomputed here from curation.json)
+    female_after = sum(s["share_after"] for s in strata if s["stratum"]["sex"] == "Female")
+    assert f"{female_after:.4f}" in text
+    assert sum(1 for t, a in elements if t == "circle") >= sum(int(a["data-points"]) for a in figures[:-2])
 
     shot = pathlib.Path(os.environ.get("STRATA_REPORT_SHOT", tmp / "report.png"))
     headless(report, tmp, f"--screenshot={shot}", "--window-size=1280,2400")

@@ -97,8 +97,11 @@ fn esc(s: &str) -> String {
 }
 
 fn num(v: f64) -> String {
-    if v.abs() >= 1000.0 || v == v.trunc() {
+    if v == v.trunc() && v.abs() < 1e15 {
         format!("{v}")
+    } else if v.abs() >= 1000.0 {
+        // weighted counts: whole units are precision enough on a page
+        format!("{v:.0}")
     } else {
         format!("{v:.4}")
     }

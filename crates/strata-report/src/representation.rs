@@ -22,6 +22,9 @@ pub struct Share {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Representation {
+    /// Per column of the strata (each attribute, and the label when strata split by
+    /// it), each value's shares: the strata summed.
+    pub by_column: Vec<Share>,
     pub strata: Vec<Share>,
 }
 
@@ -34,6 +37,7 @@ impl Representation {
             .and_then(Json::as_array)
             .ok_or_else(|| bad("no `strata` list: not a curation.json".into()))?;
         let mut out = Vec::with_capacity(strata.len());
+        let mut by_column: Vec<Share> = Vec::new();
         for (i, s) in strata.iter().enumerate() {
             let stratum = s
                 .get("stratum")
@@ -63,6 +67,30 @@ impl Representation {
                 f(key)?.ok_or_else(|| bad(format!("strata[{i}]: no `{key}`")))
             };
             let count = |key: &str| s.get(key).and_then(Json::as_u64).unwrap_or(0);
+            for part in stratum.split(", ") {
+                let (before, after, target) = (
+                    need("share_before")?,
+                    need("share_after")?,
+                    f("target_share")?,
+                );
+                match by_column.iter_mut().find(|x| x.stratum == part) {
+                    Some(x) => {
+                        x.before += before;
+                        x.after += after;
+                        x.target = x.target.zip(target).map(|(a, b)| a + b);
+                        x.rows_before += count("rows_before");
+                        x.rows_after += count("rows_after");
+                    }
+                    None => by_column.push(Share {
+                        stratum: part.to_string(),
+                        before,
+                        after,
+                        target,
+                        rows_before: count("rows_before"),
+                        rows_after: count("rows_after"),
+                    }),
+                }
+            }
             out.push(Share {
                 stratum,
                 before: need("share_before")?,
@@ -72,15 +100,40 @@ impl Representation {
                 rows_after: count("rows_after"),
             });
         }
-        Ok(Self { strata: out })
+        // per column, in the strata's column order, values in order of first sight
+        let column = |s: &Share| s.stratum.split('=').next().unwrap_or("").to_string();
+        let order: Vec<String> = by_column.iter().map(column).fold(Vec::new(), |mut v, c| {
+            if !v.contains(&c) {
+                v.push(c);
+            }
+            v
+        });
+        by_column.sort_by_key(|s| order.iter().position(|c| *c == column(s)));
+        Ok(Self {
+            by_column,
+            strata: out,
+        })
     }
 }
 
 pub(crate) fn section(h: &mut String, r: &Representation) -> Result<(), ReportError> {
-    let rows: Vec<String> = r.strata.iter().map(|s| s.stratum.clone()).collect();
-    let before: Vec<f64> = r.strata.iter().map(|s| s.before).collect();
-    let after: Vec<f64> = r.strata.iter().map(|s| s.after).collect();
-    let target: Vec<Option<f64>> = r.strata.iter().map(|s| s.target).collect();
+    h.push_str("<section id=\"representation\">\n<h2>Representation of the training split</h2>\n");
+    part(
+        h,
+        &r.by_column,
+        "by-column",
+        "Per attribute (strata summed)",
+    )?;
+    part(h, &r.strata, "strata", "Per stratum")?;
+    h.push_str("</section>\n");
+    Ok(())
+}
+
+fn part(h: &mut String, shares: &[Share], kind: &str, title: &str) -> Result<(), ReportError> {
+    let rows: Vec<String> = shares.iter().map(|s| s.stratum.clone()).collect();
+    let before: Vec<f64> = shares.iter().map(|s| s.before).collect();
+    let after: Vec<f64> = shares.iter().map(|s| s.after).collect();
+    let target: Vec<Option<f64>> = shares.iter().map(|s| s.target).collect();
     let svg = charts::ShareChart {
         rows: &rows,
         before: &before,
@@ -91,12 +144,11 @@ pub(crate) fn section(h: &mut String, r: &Representation) -> Result<(), ReportEr
     let [b, a] = [charts::PALETTE[0], charts::PALETTE[1]];
     let _ = writeln!(
         h,
-        "<section id=\"representation\">\n<h2>Representation of the training split</h2>\n\
-         <p class=\"legend\"><span><i style=\"background:rgb({},{},{})\"></i>before curation</span>\
+        "<h3>{title}</h3>\n<p class=\"legend\"><span><i style=\"background:rgb({},{},{})\"></i>before curation</span>\
          <span><i style=\"background:rgb({},{},{})\"></i>after curation</span>\
          <span><i style=\"background:rgb(214,39,40)\"></i>target</span></p>\n\
-         <figure class=\"chart\" data-metric=\"representation\" data-points=\"{}\">\n{svg}\n\
-         <figcaption>Share of the training split per stratum, before and after curation, against the target</figcaption>\n</figure>",
+         <figure class=\"chart\" data-metric=\"representation-{kind}\" data-points=\"{}\">\n{svg}\n\
+         <figcaption>Share of the training split, before and after curation, against the target</figcaption>\n</figure>",
         b.0,
         b.1,
         b.2,
@@ -106,10 +158,10 @@ pub(crate) fn section(h: &mut String, r: &Representation) -> Result<(), ReportEr
         rows.len()
     );
     h.push_str("<div class=\"scroll\"><table>\n<tr><th class=\"name\">stratum</th><th>rows before</th><th>share before</th><th>rows after</th><th>share after</th><th>target</th></tr>\n");
-    for s in &r.strata {
+    for s in shares {
         let _ = writeln!(
             h,
-            "<tr class=\"stratum\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{kind}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&s.stratum),
             s.rows_before,
             num(s.before),
@@ -118,6 +170,6 @@ pub(crate) fn section(h: &mut String, r: &Representation) -> Result<(), ReportEr
             s.target.map_or("–".into(), num)
         );
     }
-    h.push_str("</table></div>\n</section>\n");
+    h.push_str("</table></div>\n");
     Ok(())
 }
