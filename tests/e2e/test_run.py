@@ -105,6 +105,8 @@ def test_eval_json_recomputed_by_fairlearn(adult_run):
              / sex["baseline"]["disparities"]["demographic_parity_difference"]["value"])
     assert gate["model"] == "curated" and gate["baseline"] == "baseline"
     assert abs(gate["compared"] - ratio) < 1e-12 and gate["passed"] == (ratio <= 0.75)
+    # both models scored the same rows: the comparison has a paired interval around it
+    assert gate["paired"] is True and gate["compared_lower"] <= ratio <= gate["compared_upper"]
 
 
 def test_rerun_reuses_the_published_run_and_gives_identical_outputs(adult_run):

@@ -817,6 +817,33 @@ fn verdict(ev: &EvalRun) -> String {
                     .collect();
                 t.push_str(&format!("  {d:<31} {}\n", cells.join("   ")));
             }
+            if let [b, c] = ev.evaluations.as_slice()
+                && c.pairs_with(b)
+            {
+                let d = "demographic_parity_difference";
+                let (x, y) = (
+                    &c.groupings[k].disparities[d],
+                    &b.groupings[k].disparities[d],
+                );
+                if let (Some(xv), Some(yv), Some(xs), Some(ys)) =
+                    (x.value, y.value, &x.samples, &y.samples)
+                {
+                    let mut diffs: Vec<f64> = xs
+                        .iter()
+                        .zip(ys.iter())
+                        .filter_map(|(a, b)| Some(a.as_ref()? - b.as_ref()?))
+                        .collect();
+                    if let Some((lo, hi)) =
+                        strata_metrics::percentile_interval(&mut diffs, c.confidence)
+                    {
+                        t.push_str(&format!(
+                            "  {:<31} {:+.3} [{lo:+.3}, {hi:+.3}] (paired bootstrap: the same test rows)\n",
+                            format!("{d}: {} − {}", c.model.as_deref().unwrap_or(""), b.model.as_deref().unwrap_or("")),
+                            xv - yv
+                        ));
+                    }
+                }
+            }
         }
         let acc: Vec<String> = ev
             .evaluations

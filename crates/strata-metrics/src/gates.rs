@@ -35,6 +35,11 @@ pub struct GateResult {
     pub baseline_value: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compare: Option<strata_spec::Compare>,
+    /// Whether `compared_lower`/`compared_upper` come from the paired bootstrap (both
+    /// models' figures from the same resampled rows in every replicate); else from this
+    /// model's interval ends against the baseline's estimate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paired: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compared: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +71,7 @@ impl GateResult {
         };
         let relative = match (&self.baseline, self.compare) {
             (Some(b), Some(c)) => format!(
-                " vs {b} {}: {} {}",
+                " vs {b} {}: {} {}{}",
                 self.baseline_value
                     .map_or("undefined".into(), |v| format!("{v:.4}")),
                 match c {
@@ -75,6 +80,10 @@ impl GateResult {
                 },
                 self.compared
                     .map_or("undefined".into(), |v| format!("{v:.4}")),
+                match (self.compared_lower, self.compared_upper, self.paired) {
+                    (Some(l), Some(u), Some(true)) => format!(" [{l:.4}, {u:.4}] (paired)"),
+                    _ => String::new(),
+                },
             ),
             _ => String::new(),
         };
@@ -222,18 +231,40 @@ pub fn judge(evals: &[Evaluation], gates: &[Gate]) -> Result<Vec<GateResult>, Me
                     .iter()
                     .find(|e| e.model.as_ref() == Some(&r.baseline))
                     .expect("checked");
-                Some((r, figure(g, e)?.1.clone()))
+                Some((r, figure(g, e)?.1.clone(), e))
             }
             None => None,
         };
         for e in evals.iter().filter(|e| applies(g, e)) {
             let (grouping, value) = figure(g, e)?;
+            let mut paired = None;
             let (compared, lower, upper) = match &base {
-                Some((r, b)) => (
-                    compare(r.compare, value.value, b.value),
-                    compare(r.compare, value.lower, b.value),
-                    compare(r.compare, value.upper, b.value),
-                ),
+                Some((r, b, be)) => {
+                    let point = compare(r.compare, value.value, b.value);
+                    // the same rows in every replicate: the comparison's own interval
+                    let pairs = match (&value.samples, &b.samples) {
+                        (Some(x), Some(y)) if e.pairs_with(be) && x.len() == y.len() => {
+                            let mut d: Vec<f64> = x
+                                .iter()
+                                .zip(y.iter())
+                                .filter_map(|(x, y)| compare(r.compare, *x, *y))
+                                .filter(|v| v.is_finite())
+                                .collect();
+                            crate::percentile_interval(&mut d, e.confidence)
+                        }
+                        _ => None,
+                    };
+                    paired = Some(pairs.is_some());
+                    match pairs {
+                        Some((lo, hi)) if point.is_some() => (point, Some(lo), Some(hi)),
+                        // unpaired: this model's interval ends against the baseline's estimate
+                        _ => (
+                            point,
+                            compare(r.compare, value.lower, b.value),
+                            compare(r.compare, value.upper, b.value),
+                        ),
+                    }
+                }
                 None => (value.value, value.lower, value.upper),
             };
             let judged = match g.on {
@@ -276,6 +307,7 @@ pub fn judge(evals: &[Evaluation], gates: &[Gate]) -> Result<Vec<GateResult>, Me
                 baseline: base.as_ref().map(|b| b.0.baseline.clone()),
                 baseline_value: base.as_ref().and_then(|b| b.1.value),
                 compare: base.as_ref().map(|b| b.0.compare),
+                paired,
                 compared: base.as_ref().and(compared),
                 compared_lower: base.as_ref().and(lower),
                 compared_upper: base.as_ref().and(upper),
@@ -283,4 +315,72 @@ pub fn judge(evals: &[Evaluation], gates: &[Gate]) -> Result<Vec<GateResult>, Me
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_spec::{Bound, Compare, Gate, Op, Relative};
+
+    use crate::{Accumulator, EvalOptions, evaluate, judge};
+
+    fn model(name: &str, flip: usize, n: usize) -> crate::Evaluation {
+        let mut acc = Accumulator::default();
+        for i in 0..n {
+            let g = if i % 3 == 0 { "a" } else { "b" };
+            let y = i % 2 == 0;
+            let pred = if i % 7 < flip { !y } else { y };
+            acc.push(vec![Some(g.to_string())], y, pred, 1.0, None);
+        }
+        let options = EvalOptions {
+            attributes: vec!["g".into()],
+            groupings: vec![vec![0]],
+            replicates: 200,
+            confidence: 0.95,
+            seed: 3,
+            min_group_rows: 0,
+            reference: Default::default(),
+        };
+        let mut e = evaluate(&acc, &options).unwrap();
+        e.model = Some(name.into());
+        e
+    }
+
+    fn gate(on: Bound) -> Gate {
+        Gate {
+            metric: "accuracy".into(),
+            grouping: Vec::new(),
+            group: None,
+            model: None,
+            op: Op::Ge,
+            value: -0.5,
+            on,
+            key: "eval.gates[0]".into(),
+            relative: Some(Relative {
+                baseline: "baseline".into(),
+                compare: Compare::Difference,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_relative_gate_pairs_the_replicates_of_the_same_rows() {
+        // the same predictions twice: every paired replicate's difference is exactly 0,
+        // while each model's own interval is wide
+        let evals = [model("baseline", 2, 600), model("curated", 2, 600)];
+        let r = &judge(&evals, &[gate(Bound::Lower)]).unwrap()[0];
+        assert_eq!(r.model.as_deref(), Some("curated"));
+        assert_eq!(r.paired, Some(true));
+        assert_eq!(
+            (r.compared, r.compared_lower, r.compared_upper),
+            (Some(0.0), Some(0.0), Some(0.0))
+        );
+        assert!(r.upper.unwrap() - r.lower.unwrap() > 0.02);
+        // two models of other rows (another size): no pairs, this model's ends against
+        // the baseline's estimate
+        let evals = [model("baseline", 2, 600), model("curated", 1, 630)];
+        let r = &judge(&evals, &[gate(Bound::Lower)]).unwrap()[0];
+        assert_eq!(r.paired, Some(false));
+        let b = evals[0].overall.metrics["accuracy"].value.unwrap();
+        assert_eq!(r.compared_lower, Some(r.lower.unwrap() - b));
+    }
 }

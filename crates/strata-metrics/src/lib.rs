@@ -258,6 +258,27 @@ pub struct Evaluation {
     /// worst-group accuracy; each class's one-vs-rest metrics and disparities are here.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<ClassEvaluation>,
+    /// Every cell's key and rows, in key order: two evaluations with the same cells
+    /// (and seed) drew the same rows in every replicate, so their replicates pair up.
+    #[serde(skip)]
+    pub cells: Vec<(Vec<Option<String>>, usize)>,
+}
+
+impl Evaluation {
+    /// Whether this evaluation's replicates pair with `other`'s: the same cells, sizes,
+    /// seed and replicate count (the same rows in each, as two models' predictions of
+    /// one test split are).
+    pub fn pairs_with(&self, other: &Evaluation) -> bool {
+        self.replicates > 0
+            && self.replicates == other.replicates
+            && self.seed == other.seed
+            && self.cells == other.cells
+    }
+}
+
+/// The percentile interval of `values` at `confidence` (None when empty).
+pub fn percentile_interval(values: &mut [f64], confidence: f64) -> Option<(f64, f64)> {
+    interval(values, confidence)
 }
 
 /// One class of a multi-class label against the rest.
@@ -670,11 +691,18 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
                          samples: &mut dyn Iterator<Item = Option<f64>>| {
         let mut value = Value::of(v.clone());
         if value.value.is_some() && !boot.is_empty() {
-            let mut xs: Vec<f64> = samples.flatten().filter(|x| x.is_finite()).collect();
+            let by_replicate: Vec<Option<f64>> = samples.collect();
+            let mut xs: Vec<f64> = by_replicate
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|x| x.is_finite())
+                .collect();
             if let Some((lo, hi)) = interval(&mut xs, options.confidence) {
                 value.lower = Some(lo);
                 value.upper = Some(hi);
             }
+            value.samples = Some(std::sync::Arc::new(by_replicate));
         }
         value
     };
@@ -787,6 +815,11 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
         },
         groupings,
         classes: Vec::new(),
+        cells: acc
+            .cells
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect(),
     })
 }
 

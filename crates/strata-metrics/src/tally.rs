@@ -117,6 +117,10 @@ pub struct Value {
     /// Why `value` is null (e.g. "no positive labels").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undefined: Option<String>,
+    /// The bootstrap replicates' values, by replicate (`None` where undefined): what
+    /// paired comparisons between models are drawn from. Not written out.
+    #[serde(skip)]
+    pub samples: Option<std::sync::Arc<Vec<Option<f64>>>>,
 }
 
 impl Value {
@@ -127,6 +131,7 @@ impl Value {
                 lower: None,
                 upper: None,
                 undefined: None,
+                samples: None,
             },
             Ok(_) => Self::undefined("not a finite number".into()),
             Err(why) => Self::undefined(why),
@@ -139,6 +144,7 @@ impl Value {
             lower: None,
             upper: None,
             undefined: Some(why),
+            samples: None,
         }
     }
 }

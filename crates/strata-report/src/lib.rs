@@ -223,13 +223,18 @@ pub fn html(r: &Report<'_>) -> Result<String, ReportError> {
                 },
                 match (&g.baseline, g.compare) {
                     (Some(b), Some(c)) => esc(&format!(
-                        "{b} {}: {} {}",
+                        "{b} {}: {} {}{}",
                         g.baseline_value.map_or("undefined".into(), num),
                         match c {
                             strata_spec::Compare::Difference => "difference",
                             strata_spec::Compare::Ratio => "ratio",
                         },
-                        g.compared.map_or("undefined".into(), num)
+                        g.compared.map_or("undefined".into(), num),
+                        match (g.compared_lower, g.compared_upper, g.paired) {
+                            (Some(l), Some(u), Some(true)) =>
+                                format!(" [{}, {}] paired", num(l), num(u)),
+                            _ => String::new(),
+                        }
                     )),
                     _ => "–".into(),
                 },
