@@ -7,9 +7,10 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Float64Type};
+use futures::StreamExt;
 use object_store::ObjectStore;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use url::Url;
 
 use crate::{Accumulator, Batch, MetricsError};
@@ -71,15 +72,18 @@ pub async fn read_predictions(
     let mut columns = columns.clone();
     let mut weight_seen = None;
     for (path, file) in &files {
-        let bytes = strata_run::fetch_object(store, path, file)
+        // ranged reads: a file is decoded batch by batch, never held whole
+        let object = strata_run::ObjectReader::open(store, path, file)
             .await
             .map_err(run_err)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| {
-            MetricsError::Usage(format!(
-                "{file}: not a readable Parquet file: {}",
-                strata_spec::one_line(&e.to_string())
-            ))
-        })?;
+        let builder = ParquetRecordBatchStreamBuilder::new(object)
+            .await
+            .map_err(|e| {
+                MetricsError::Usage(format!(
+                    "{file}: not a readable Parquet file: {}",
+                    strata_spec::one_line(&e.to_string())
+                ))
+            })?;
         let schema = builder.schema().clone();
         if columns.weight_if_present
             && let Some(w) = &columns.weight
@@ -142,11 +146,11 @@ pub async fn read_predictions(
             ));
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder
+        let mut reader = builder
             .with_projection(mask)
             .build()
             .map_err(|e| MetricsError::Usage(format!("{file}: {e}")))?;
-        for batch in reader {
+        while let Some(batch) = reader.next().await {
             let batch = batch.map_err(|e| {
                 MetricsError::Usage(format!("{file}: {}", strata_spec::one_line(&e.to_string())))
             })?;

@@ -39,7 +39,7 @@ pub use manifest::{
     ColumnSchema, InputFile, Latest, MANIFEST_SCHEMA_VERSION, Manifest, ShardEntry, SplitTotals,
     StratumCount,
 };
-pub use objects::{fetch_object, list_parquet};
+pub use objects::{ObjectReader, fetch_object, list_parquet};
 pub use verify::{VerifyReport, verify};
 
 /// Why reading, committing, verifying or assigning a run failed. Each displays as one line.
