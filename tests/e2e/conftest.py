@@ -65,6 +65,14 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+def one_error_line(proc) -> str:
+    """The one `error:` line a failed command prints (and no panic)."""
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "panicked" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
 def run_strata(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run([strata_bin(), *args], capture_output=True, text=True, env=full_env, timeout=300)

@@ -9,16 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_strata
+from conftest import run_strata, one_error_line
 
 MISSING = "(missing)"
-
-
-def one_error_line(proc) -> str:
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    assert "panicked" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 def predictions(n=4000, seed=3) -> pa.Table:

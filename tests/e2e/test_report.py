@@ -19,16 +19,9 @@ import pytest
 from fairlearn.metrics import MetricFrame, demographic_parity_difference
 from sklearn.metrics import accuracy_score
 
-from conftest import ROOT, run_strata
+from conftest import ROOT, run_strata, one_error_line
 
 ADULT_SPEC = ROOT / "pipelines" / "adult.toml"
-
-
-def one_error_line(proc) -> str:
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    assert "panicked" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, latest_manifest, run_strata
+from conftest import ROOT, latest_manifest, run_strata, one_error_line
 
 ADULT_SPEC = ROOT / "pipelines" / "adult.toml"
 ADULT_TEST = ROOT / "data" / "adult" / "test.parquet"
@@ -21,13 +21,6 @@ ADULT_TEST = ROOT / "data" / "adult" / "test.parquet"
 
 def sha(p: pathlib.Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def one_error_line(proc) -> str:
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    assert "panicked" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

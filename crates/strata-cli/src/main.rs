@@ -59,6 +59,21 @@ fn pin_kernel_threads() {
     }
 }
 
+/// One line: the error and its causes, so a scheduler's log keeps all of it (a cause
+/// whose text its parent already shows is not repeated).
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain().map(|e| strata_engine::one_line(&e.to_string())) {
+        if !msg.contains(&cause) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&cause);
+        }
+    }
+    msg
+}
+
 fn main() -> ExitCode {
     pin_kernel_threads();
     let args = cli::Cli::parse();
@@ -83,17 +98,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(args)) {
         Ok(outcome) => ExitCode::from(outcome as u8),
         Err(err) => {
-            // One line: the error and its causes, so a scheduler's log keeps all of it.
-            // (a cause whose text its parent already shows is not repeated)
-            let mut msg = String::new();
-            for cause in err.chain().map(|e| strata_engine::one_line(&e.to_string())) {
-                if !msg.contains(&cause) {
-                    if !msg.is_empty() {
-                        msg.push_str(": ");
-                    }
-                    msg.push_str(&cause);
-                }
-            }
+            let msg = error_line(&err);
             if args_json_logs() {
                 tracing::error!(error = %msg, "strata failed");
             }

@@ -181,18 +181,7 @@ impl Recorder {
         let t = Instant::now();
         let (value, status, outputs, message) = match f.await {
             Ok((v, s, o, m)) => (Some(v), s, o, m),
-            Err(e) => {
-                let mut msg = String::new();
-                for cause in e.chain().map(|c| strata_engine::one_line(&c.to_string())) {
-                    if !msg.contains(&cause) {
-                        if !msg.is_empty() {
-                            msg.push_str(": ");
-                        }
-                        msg.push_str(&cause);
-                    }
-                }
-                (None, Status::Error, Vec::new(), Some(msg))
-            }
+            Err(e) => (None, Status::Error, Vec::new(), Some(crate::error_line(&e))),
         };
         let stage = Stage {
             name,
