@@ -413,7 +413,23 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
             Ok((run, status, vec![a, b], Some(note)))
         }
     };
-    let source_checks = if pipeline.is_some() {
+    // a pipeline without SQL checks skips both check stages (`strata check` alone
+    // calls that an error: it was asked to check)
+    let has_checks = spec.checks.dirs.iter().any(|d| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
+    });
+    let no_checks = format!(
+        "no SQL checks in checks.dirs ({})",
+        spec.checks.dirs.join(", ")
+    );
+    let source_checks = if pipeline.is_some() && !has_checks {
+        rec.skip("source checks", &no_checks);
+        None
+    } else if pipeline.is_some() {
         rec.stage(
             "source checks",
             checks(
@@ -461,6 +477,10 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
     };
 
     let curated_checks = match &published {
+        Some(_) if !has_checks => {
+            rec.skip("curated checks", &no_checks);
+            None
+        }
         Some(pb) => {
             rec.stage(
                 "curated checks",
