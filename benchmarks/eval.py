@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import pathlib
-import resource
 import subprocess
 import sys
 import tempfile
@@ -88,16 +87,21 @@ def main() -> None:
         cmd = [str(strata), "eval", "--predictions", str(path), "--group", "sex", "--group", "race",
                "--positive", ">50K", "--replicates", str(args.replicates), "--seed", "1", "--format", "json",
                "--out", str(tmp / "out")]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # GNU time reports strata's own peak RSS (this process's rusage of its children
+        # would count the forked Python before exec, data and all)
+        gnu_time = pathlib.Path("/usr/bin/time")
+        wrapped = [str(gnu_time), "-f", "%M %U %S"] + cmd if gnu_time.exists() else cmd
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(wrapped, capture_output=True, text=True)
         strata_s = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             sys.exit(proc.stderr)
         out = json.loads(proc.stdout)["models"][0]
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        print(f"strata eval: {strata_s:.2f} s wall, {cpu:.2f} s CPU, peak RSS {after.ru_maxrss / 1024:.0f} MiB "
+        usage = ""
+        if gnu_time.exists():
+            rss_kb, user, system = proc.stderr.strip().splitlines()[-1].split()
+            usage = f", {float(user) + float(system):.2f} s CPU, peak RSS {int(rss_kb) / 1024:.0f} MiB"
+        print(f"strata eval: {strata_s:.2f} s wall{usage} "
               f"({args.replicates} replicates, every metric and disparity, sex, race and sex × race)")
 
         df = t.to_pandas()
