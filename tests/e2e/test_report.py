@@ -219,6 +219,10 @@ def test_report_renders_in_headless_chromium(two_models):
     # a column's shares are its strata's, summed (recomputed here from curation.json)
     female_after = sum(s["share_after"] for s in strata if s["stratum"]["sex"] == "Female")
     assert f"{female_after:.4f}" in text
+    # reweighing changes weights, not rows: each stratum's share of the weight is shown
+    total = sum(s["weight_sum"] for s in strata)
+    for s in strata:
+        assert f"{s['weight_sum'] / total:.4f}" in text
     assert sum(1 for t, a in elements if t == "circle") >= sum(int(a["data-points"]) for a in figures[:-2])
 
     shot = pathlib.Path(os.environ.get("STRATA_REPORT_SHOT", tmp / "report.png"))

@@ -18,6 +18,9 @@ pub struct Share {
     pub target: Option<f64>,
     pub rows_before: u64,
     pub rows_after: u64,
+    /// The share of the curated training split's weight (`weight_sum`): what
+    /// reweighing changes, where row shares stay as they were.
+    pub weighted_after: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +41,16 @@ impl Representation {
             .ok_or_else(|| bad("no `strata` list: not a curation.json".into()))?;
         let mut out = Vec::with_capacity(strata.len());
         let mut by_column: Vec<Share> = Vec::new();
+        let total_weight: f64 = strata
+            .iter()
+            .filter_map(|s| s.get("weight_sum").and_then(Json::as_f64))
+            .sum();
+        let weighted = |s: &Json| {
+            s.get("weight_sum")
+                .and_then(Json::as_f64)
+                .filter(|_| total_weight > 0.0)
+                .map(|w| w / total_weight)
+        };
         for (i, s) in strata.iter().enumerate() {
             let stratum = s
                 .get("stratum")
@@ -77,6 +90,7 @@ impl Representation {
                     Some(x) => {
                         x.before += before;
                         x.after += after;
+                        x.weighted_after = x.weighted_after.zip(weighted(s)).map(|(a, b)| a + b);
                         x.target = x.target.zip(target).map(|(a, b)| a + b);
                         x.rows_before += count("rows_before");
                         x.rows_after += count("rows_after");
@@ -88,6 +102,7 @@ impl Representation {
                         target,
                         rows_before: count("rows_before"),
                         rows_after: count("rows_after"),
+                        weighted_after: weighted(s),
                     }),
                 }
             }
@@ -98,6 +113,7 @@ impl Representation {
                 target: f("target_share")?,
                 rows_before: count("rows_before"),
                 rows_after: count("rows_after"),
+                weighted_after: weighted(s),
             });
         }
         // per column, in the strata's column order, values in order of first sight
@@ -157,16 +173,17 @@ fn part(h: &mut String, shares: &[Share], kind: &str, title: &str) -> Result<(),
         a.2,
         rows.len()
     );
-    h.push_str("<div class=\"scroll\"><table>\n<tr><th class=\"name\">stratum</th><th>rows before</th><th>share before</th><th>rows after</th><th>share after</th><th>target</th></tr>\n");
+    h.push_str("<div class=\"scroll\"><table>\n<tr><th class=\"name\">stratum</th><th>rows before</th><th>share before</th><th>rows after</th><th>share after</th><th>weighted share after</th><th>target</th></tr>\n");
     for s in shares {
         let _ = writeln!(
             h,
-            "<tr class=\"{kind}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{kind}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&s.stratum),
             s.rows_before,
             num(s.before),
             s.rows_after,
             num(s.after),
+            s.weighted_after.map_or("–".into(), num),
             s.target.map_or("–".into(), num)
         );
     }
