@@ -226,3 +226,34 @@ def pa_concat(tables):
     import pyarrow as pa
 
     return pa.concat_tables(tables)
+
+
+def test_a_run_killed_midway_can_simply_be_started_again(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import strata_bin
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([strata_bin(), "run", str(ADULT_SPEC), "--out", str(out), "--log-format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # kill it while the baseline trains: after the publish, before any model is written
+    deadline = time.time() + 120
+    line = ""
+    for line in proc.stderr:
+        if "train baseline" in line and "stage started" in line:
+            break
+        assert time.time() < deadline
+    assert "stage started" in line, "strata run never reached the training stage"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # the published run is whole (manifest, then _latest), nothing claims a finished run
+    latest = json.loads((out / "curated" / "_latest").read_text())
+    assert (out / "curated" / latest["manifest"]).exists()
+    assert not (out / "run.json").exists() and not (out / "eval.json").exists()
+    assert not (out / "models" / "baseline" / "train.json").exists()
+    again = run_strata("run", str(ADULT_SPEC), "--out", str(out))
+    assert "already published" in again.stdout
+    assert json.loads((out / "run.json").read_text())["status"] == "passed"
