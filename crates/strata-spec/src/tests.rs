@@ -278,3 +278,82 @@ fn train_section_is_validated_and_located() {
         vec!["sex".to_string(), "age".to_string()]
     );
 }
+
+#[test]
+fn eval_section_and_gates_are_validated_and_located() {
+    let with = |section: &str| format!("{VALID}\n[eval]\n{section}\n");
+    let e = parse(&with(
+        "replicates = 200\nconfidence = 0.9\n\
+         [[eval.gates]]\nmetric = \"demographic_parity_difference\"\ngrouping = \"sex × race\"\nop = \"<=\"\nvalue = 0.1\non = \"upper\"\n\
+         [[eval.gates]]\nmetric = \"accuracy\"\ncompare = \"difference\"\nop = \">=\"\nvalue = -0.02\n\
+         [[eval.gates]]\nmetric = \"accuracy\"\ngrouping = \"sex\"\ngroup = \"Female\"\nop = \">=\"\nvalue = 0.7\nmodel = \"curated\"",
+    ))
+    .unwrap()
+    .eval;
+    assert_eq!((e.replicates, e.confidence), (200, 0.9));
+    assert_eq!(
+        e.gates[0].grouping,
+        vec!["sex".to_string(), "race".to_string()]
+    );
+    assert_eq!((e.gates[0].op, e.gates[0].on), (Op::Le, Bound::Upper));
+    assert_eq!(
+        e.gates[1].relative,
+        Some(Relative {
+            baseline: "baseline".into(),
+            compare: Compare::Difference
+        })
+    );
+    assert_eq!(e.gates[2].group.as_deref(), Some("Female"));
+    assert_eq!(e.gates[2].key, "eval.gates[2]");
+    let gate = |body: &str| with(&format!("[[eval.gates]]\n{body}"));
+    for (text, key, needle) in [
+        (with("confidence = 1.0"), "eval.confidence", "below 1"),
+        (with("threshold = 2.0"), "eval.threshold", "from 0 to 1"),
+        (
+            gate("metric = \"fairness\"\nop = \">=\"\nvalue = 1"),
+            "eval.gates[0]",
+            "`fairness` is not a metric",
+        ),
+        (
+            gate("metric = \"accuracy\"\ngrouping = \"sex\"\nop = \">=\"\nvalue = 1"),
+            "eval.gates[0]",
+            "not a disparity",
+        ),
+        (
+            gate(
+                "metric = \"demographic_parity_ratio\"\ngrouping = \"age\"\nop = \">=\"\nvalue = 1",
+            ),
+            "eval.gates[0]",
+            "`age`",
+        ),
+        (
+            gate("metric = \"accuracy\"\ngroup = \"Female\"\nop = \">=\"\nvalue = 1"),
+            "eval.gates[0]",
+            "needs `grouping`",
+        ),
+        (
+            gate("metric = \"accuracy\"\nop = \"=\"\nvalue = 1"),
+            "eval.gates[0]",
+            "op `=`",
+        ),
+        (
+            gate("metric = \"accuracy\"\ncompare = \"percent\"\nop = \">=\"\nvalue = 1"),
+            "eval.gates[0]",
+            "compare `percent`",
+        ),
+        (
+            gate(
+                "metric = \"accuracy\"\ncompare = \"ratio\"\nmodel = \"baseline\"\nop = \">=\"\nvalue = 1",
+            ),
+            "eval.gates[0]",
+            "both `baseline`",
+        ),
+    ] {
+        let message = err(&text);
+        assert!(
+            message.contains(key) && message.contains(needle),
+            "{message}"
+        );
+        assert!(message.contains("demo.toml:"), "{message}");
+    }
+}
