@@ -313,8 +313,11 @@ def test_multiclass_accuracy_per_group_and_one_vs_rest_rates(tmp_path):
     path = tmp_path / "digits.parquet"
     pq.write_table(pa.table({"g": group, "y_true": yt, "y_pred": yp}), path)
     proc = run_strata("eval", "--predictions", str(path), "--group", "g", "--positive", "1",
-                      "--replicates", "50", "--format", "json")
+                      "--replicates", "50", "--format", "json", "--out", str(tmp_path / "out"))
     (m,) = json.loads(proc.stdout)["models"]
+    # the report lists every class against the rest
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert all(f'data-class="{k}"' in page for k in range(10))
     assert abs(m["overall"]["metrics"]["accuracy"]["value"] - accuracy_score(yt, yp)) < 1e-9
     assert set(m["overall"]["metrics"]) == {"count", "weighted_count", "accuracy"}
     g = m["groupings"][0]

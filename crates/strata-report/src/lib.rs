@@ -261,6 +261,9 @@ pub fn html(r: &Report<'_>) -> Result<String, ReportError> {
     for k in 0..first.groupings.len() {
         grouping(&mut h, evals, r.gates, k)?;
     }
+    for e in evals.iter().filter(|e| !e.classes.is_empty()) {
+        classes(&mut h, e);
+    }
     if let Some(rep) = r.representation {
         representation::section(&mut h, rep)?;
     }
@@ -283,6 +286,65 @@ pub fn html(r: &Report<'_>) -> Result<String, ReportError> {
     }
     h.push_str("<footer><p class=\"note\">Metrics and disparities follow scikit-learn's and Fairlearn's definitions (strata's docs/evaluation.md); every figure is in eval.json.</p></footer>\n</body>\n</html>\n");
     Ok(h)
+}
+
+/// A multi-class model's classes, each against the rest: overall rates, and per
+/// grouping the headline disparities.
+fn classes(h: &mut String, e: &Evaluation) {
+    const RATES: [&str; 4] = [
+        "selection_rate",
+        "true_positive_rate",
+        "false_positive_rate",
+        "precision",
+    ];
+    const GAPS: [&str; 2] = ["demographic_parity_difference", "equalized_odds_difference"];
+    let _ = writeln!(
+        h,
+        "<section class=\"classes\" data-model=\"{}\">\n<h2>Per class, one against the rest{}</h2>\n<div class=\"scroll\"><table>",
+        esc(model_name(e)),
+        e.model
+            .as_ref()
+            .map(|m| format!(" ({})", esc(m)))
+            .unwrap_or_default()
+    );
+    h.push_str("<tr><th class=\"name\">class</th>");
+    for m in RATES {
+        let _ = write!(h, "<th>{}</th>", esc(&m.replace('_', " ")));
+    }
+    for g in e
+        .classes
+        .first()
+        .map(|c| c.evaluation.groupings.as_slice())
+        .unwrap_or(&[])
+    {
+        for d in GAPS {
+            let _ = write!(
+                h,
+                "<th>{} ({})</th>",
+                esc(&d.replace('_', " ")),
+                esc(&g.grouping)
+            );
+        }
+    }
+    h.push_str("</tr>\n");
+    for c in &e.classes {
+        let _ = write!(
+            h,
+            "<tr class=\"class\" data-class=\"{}\"><td>{}</td>",
+            esc(&c.class),
+            esc(&c.class)
+        );
+        for m in RATES {
+            h.push_str(&cell(c.evaluation.overall.metrics.get(m)));
+        }
+        for g in &c.evaluation.groupings {
+            for d in GAPS {
+                h.push_str(&cell(g.disparities.get(d)));
+            }
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table></div>\n</section>\n");
 }
 
 fn header_row(h: &mut String, several: bool) {
