@@ -142,10 +142,6 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn stopped(&self) -> bool {
-        self.stopped_at.is_some()
-    }
-
     /// A stage that cannot run because an earlier one did not pass.
     fn blocked(&mut self, name: &'static str) {
         let why = format!(
@@ -555,17 +551,7 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
             "train curated"
         };
         let Some(shards) = shards else {
-            if !rec.stopped() {
-                rec.skip(stage_name, "nothing to train on");
-            } else {
-                rec.skip(
-                    stage_name,
-                    &format!(
-                        "not run: stage {} did not pass",
-                        rec.stopped_at.unwrap_or("")
-                    ),
-                );
-            }
+            rec.blocked(stage_name);
             continue;
         };
         let mut s = spec.clone();

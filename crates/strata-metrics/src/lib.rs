@@ -276,11 +276,6 @@ impl Evaluation {
     }
 }
 
-/// The percentile interval of `values` at `confidence` (None when empty).
-pub fn percentile_interval(values: &mut [f64], confidence: f64) -> Option<(f64, f64)> {
-    interval(values, confidence)
-}
-
 /// One class of a multi-class label against the rest.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassEvaluation {
@@ -451,7 +446,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
-fn interval(values: &mut [f64], confidence: f64) -> Option<(f64, f64)> {
+/// The percentile interval of `values` at `confidence` (None when empty).
+pub fn percentile_interval(values: &mut [f64], confidence: f64) -> Option<(f64, f64)> {
     if values.is_empty() {
         return None;
     }
@@ -698,7 +694,7 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
                 .copied()
                 .filter(|x| x.is_finite())
                 .collect();
-            if let Some((lo, hi)) = interval(&mut xs, options.confidence) {
+            if let Some((lo, hi)) = percentile_interval(&mut xs, options.confidence) {
                 value.lower = Some(lo);
                 value.upper = Some(hi);
             }

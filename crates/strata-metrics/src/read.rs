@@ -154,30 +154,31 @@ pub async fn read_predictions(
             let batch = batch.map_err(|e| {
                 MetricsError::Usage(format!("{file}: {}", strata_spec::one_line(&e.to_string())))
             })?;
-            let Some(m) = &model else {
-                positives += add_batch(
-                    models.entry(None).or_default(),
-                    &batch,
-                    &columns,
-                    positive,
-                    threshold,
-                    file,
-                    &mut classes,
-                )?;
-                continue;
+            // the batch split by model (all of it for the one model of a file without)
+            let parts: Vec<(Option<String>, RecordBatch)> = match &model {
+                None => vec![(None, batch)],
+                Some(m) => {
+                    let names = text(&batch, m, file)?;
+                    if names.null_count() > 0 {
+                        return Err(col(format!("{file}: a row has no model name (null)"), m));
+                    }
+                    let distinct: BTreeSet<&str> = names.iter().flatten().collect();
+                    distinct
+                        .into_iter()
+                        .map(|name| {
+                            let mask = BooleanArray::from(
+                                names.iter().map(|v| v == Some(name)).collect::<Vec<_>>(),
+                            );
+                            filter_record_batch(&batch, &mask)
+                                .map(|part| (Some(name.to_string()), part))
+                                .map_err(|e| MetricsError::Usage(format!("{file}: {e}")))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
             };
-            let names = text(&batch, m, file)?;
-            if names.null_count() > 0 {
-                return Err(col(format!("{file}: a row has no model name (null)"), m));
-            }
-            let distinct: BTreeSet<&str> = names.iter().flatten().collect();
-            for name in distinct {
-                let mask =
-                    BooleanArray::from(names.iter().map(|v| v == Some(name)).collect::<Vec<_>>());
-                let part = filter_record_batch(&batch, &mask)
-                    .map_err(|e| MetricsError::Usage(format!("{file}: {e}")))?;
+            for (name, part) in parts {
                 positives += add_batch(
-                    models.entry(Some(name.to_string())).or_default(),
+                    models.entry(name).or_default(),
                     &part,
                     &columns,
                     positive,

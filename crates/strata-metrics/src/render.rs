@@ -230,6 +230,26 @@ fn intro(evals: &[Evaluation]) -> String {
     )
 }
 
+/// ` (model)` after a title, when the predictions name their model.
+fn of_model(e: &Evaluation) -> String {
+    e.model
+        .as_ref()
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default()
+}
+
+fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut t = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        " --- |".repeat(header.len())
+    );
+    for r in rows {
+        t.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    t
+}
+
 /// A terminal summary.
 pub fn table(evals: &[Evaluation], gates: &[GateResult]) -> String {
     let mut t = format!("{}\n", intro(evals));
@@ -252,10 +272,7 @@ pub fn table(evals: &[Evaluation], gates: &[GateResult]) -> String {
     for e in evals.iter().filter(|e| !e.classes.is_empty()) {
         t.push_str(&format!(
             "\nper class, one against the rest{}\n",
-            e.model
-                .as_ref()
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default()
+            of_model(e)
         ));
         t.push_str(&aligned(&class_header(), &class_rows(e)));
     }
@@ -279,12 +296,7 @@ pub fn markdown(evals: &[Evaluation], gates: &[GateResult]) -> String {
     } in rows(evals)
     {
         t.push_str(&format!("\n## {name}\n\n"));
-        let h = header(evals.len() > 1);
-        t.push_str(&format!("| {} |\n", h.join(" | ")));
-        t.push_str(&format!("|{}\n", " --- |".repeat(h.len())));
-        for r in &table {
-            t.push_str(&format!("| {} |\n", r.join(" | ")));
-        }
+        t.push_str(&markdown_table(&header(evals.len() > 1), &table));
         if !disp.is_empty() {
             t.push_str("\n| disparity | value [interval] |\n| --- | --- |\n");
             for (d, v) in disp {
@@ -298,17 +310,9 @@ pub fn markdown(evals: &[Evaluation], gates: &[GateResult]) -> String {
     for e in evals.iter().filter(|e| !e.classes.is_empty()) {
         t.push_str(&format!(
             "\n## Per class, one against the rest{}\n\n",
-            e.model
-                .as_ref()
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default()
+            of_model(e)
         ));
-        let h = class_header();
-        t.push_str(&format!("| {} |\n", h.join(" | ")));
-        t.push_str(&format!("|{}\n", " --- |".repeat(h.len())));
-        for r in class_rows(e) {
-            t.push_str(&format!("| {} |\n", r.join(" | ")));
-        }
+        t.push_str(&markdown_table(&class_header(), &class_rows(e)));
     }
     if !gates.is_empty() {
         t.push_str("\n## Gates\n\n");
