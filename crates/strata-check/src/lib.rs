@@ -134,7 +134,8 @@ pub async fn check(
     };
     let batch =
         tables::profile_batch(pipeline, &profile).map_err(df_err("building the profile table"))?;
-    ctx.register_batch(tables::PROFILE_TABLE, batch)
+    engine
+        .register_small(tables::PROFILE_TABLE, batch)
         .map_err(df_err("registering the profile table"))?;
 
     // the published run, when asked for
@@ -167,7 +168,8 @@ pub async fn check(
             .map_err(|e| CheckError::Usage(format!("{}: {e}", dest.url_of(&manifest.summary))))?;
         let batch =
             tables::curation_batch(&summary).map_err(df_err("building the curation table"))?;
-        ctx.register_batch(tables::CURATION_TABLE, batch)
+        engine
+            .register_small(tables::CURATION_TABLE, batch)
             .map_err(df_err("registering the curation table"))?;
         run = Some((dest, manifest));
     }

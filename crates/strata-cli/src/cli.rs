@@ -130,17 +130,14 @@ pub struct RunArgs {
     /// Overrides `curate.seed` (and with it the default train and eval seeds).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Where the plans run: `local` (this process).
-    #[arg(long, value_enum, default_value_t = EngineArg::Local)]
-    pub engine: EngineArg,
+    /// Where the data stages run: `local` (this process) or `df://host:port`, an Apache
+    /// Ballista scheduler (overrides the spec's `engine`; needs a strata built with
+    /// `--features ballista`). Training and evaluation run here either way.
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
     /// The final summary on stdout: `table` (stage lines and a verdict) or `json` (run.json).
     #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
     pub format: SummaryFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EngineArg {
-    Local,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +303,11 @@ pub struct PipelineArgs {
     /// Memory for query execution (e.g. `512MiB`, `2GiB`); sorts spill to disk past it.
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     pub memory_limit: Option<usize>,
+    /// Where the plans run: `local` (this process) or `df://host:port`, an Apache
+    /// Ballista scheduler (overrides the spec's `engine`; needs a strata built with
+    /// `--features ballista`).
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
 }
 
 fn parse_partitions(s: &str) -> Result<usize, String> {

@@ -56,7 +56,7 @@ struct RunJson {
     spec: String,
     out: String,
     seed: u64,
-    engine: &'static str,
+    engine: String,
     started_at: String,
     finished_at: String,
     seconds: f64,
@@ -275,6 +275,12 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
         Some(u) => strata_run::parse_location(u)?,
         None => default_out(&spec)?,
     });
+    // the data stages run on this engine; the run folder, training and evaluation are
+    // this process's
+    let engine_options = EngineOptions {
+        engine: Some(args.engine.clone().unwrap_or_else(|| spec.engine.clone())),
+        ..EngineOptions::default()
+    };
     let engine = Engine::new(&EngineOptions::default())?;
     let store = engine.store_for(&out, &spec.storage)?;
     let dir = Folder {
@@ -296,7 +302,7 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
     // validate: the source's schema against the spec
     let pipeline = rec
         .stage("validate", async {
-            let p = strata::Pipeline::from_spec(spec.clone(), &EngineOptions::default()).await?;
+            let p = strata::Pipeline::from_spec(spec.clone(), &engine_options).await?;
             // the later stages' columns, against the source, before anything runs
             let schema = &p.source().schema;
             let named = spec
@@ -514,7 +520,7 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
             );
             let root = dir.url_of("baseline-split/");
             rec.stage("baseline split", async {
-                let p = strata::Pipeline::from_spec(base_spec, &EngineOptions::default()).await?;
+                let p = strata::Pipeline::from_spec(base_spec, &engine_options).await?;
                 let published = p
                     .curate(&strata_curate::CurateOptions {
                         seed: Some(seed),
@@ -736,7 +742,7 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
         spec: spec_path.display().to_string(),
         out: out.to_string(),
         seed,
-        engine: "local",
+        engine: engine_options.engine.clone().unwrap_or_default(),
         started_at,
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         seconds: started.elapsed().as_secs_f64(),

@@ -4,6 +4,8 @@
 //! registered and its source opened as a table, so swapping the embedded engine for a
 //! Ballista session later touches this crate only.
 
+#[cfg(feature = "ballista")]
+pub mod cluster;
 mod coded;
 mod error;
 mod schema;
@@ -13,9 +15,13 @@ mod weights;
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, lit};
 use object_store::memory::InMemory;
 
 pub use error::EngineError;
@@ -47,6 +53,9 @@ pub struct EngineOptions {
     pub target_partitions: Option<usize>,
     /// Memory for query execution, in bytes; sorts and aggregates spill to disk past it.
     pub memory_limit: Option<usize>,
+    /// Where plans run: `None` or `local` (this process), or `df://host:port`, an
+    /// Apache Ballista scheduler (needs the `ballista` feature).
+    pub engine: Option<String>,
 }
 
 /// A DataFusion session configured for strata.
@@ -55,6 +64,8 @@ pub struct Engine {
     ctx: SessionContext,
     memory: Arc<InMemory>,
     memory_limit: Option<usize>,
+    /// The Ballista engine URL, when plans run on a cluster.
+    cluster: Option<String>,
 }
 
 impl Engine {
@@ -97,7 +108,14 @@ impl Engine {
         let runtime = runtime
             .build_arc()
             .map_err(EngineError::datafusion("building the runtime"))?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let cluster = match options.engine.as_deref().map(str::trim) {
+            None | Some("local") => None,
+            Some(url) => Some(url.to_string()),
+        };
+        let ctx = match &cluster {
+            None => SessionContext::new_with_config_rt(config, runtime),
+            Some(url) => remote(url, config, runtime)?,
+        };
         // strata's functions registered in every session (and, on a cluster, every
         // executor) so its plans can be shipped as SQL or serialized plans.
         strata_functions::register(&ctx);
@@ -110,7 +128,18 @@ impl Engine {
             ctx,
             memory,
             memory_limit: options.memory_limit,
+            cluster,
         })
+    }
+
+    /// `local`, or the Ballista engine URL the plans run on.
+    pub fn name(&self) -> &str {
+        self.cluster.as_deref().unwrap_or("local")
+    }
+
+    /// Whether plans run on a Ballista cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
     }
 
     /// The DataFusion session: stages build their plans on it.
@@ -144,6 +173,69 @@ impl Engine {
         self.memory_limit
     }
 
+    /// Small driver-side rows (a profile, each cell's values) as a frame plans can read:
+    /// an in-memory table here, a `VALUES` plan on a cluster, which ships plans and
+    /// cannot reach this process's memory. Names and types are kept either way.
+    pub fn small_frame(
+        &self,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> datafusion::error::Result<DataFrame> {
+        if !self.is_cluster() {
+            let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+            return self.ctx.read_table(Arc::new(table));
+        }
+        let mut rows: Vec<Vec<Expr>> = Vec::new();
+        for b in &batches {
+            for r in 0..b.num_rows() {
+                let row = b
+                    .columns()
+                    .iter()
+                    .map(|c| ScalarValue::try_from_array(c, r).map(lit))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                rows.push(row);
+            }
+        }
+        let empty = rows.is_empty();
+        if empty {
+            // one typed row of nulls, filtered out below: VALUES needs a row
+            rows.push(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| ScalarValue::try_from(f.data_type()).map(lit))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?,
+            );
+        }
+        // decoded on the scheduler, VALUES names its columns column1, column2, ...:
+        // the projection gives them their names (and types) back
+        let names: Vec<Expr> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                datafusion::prelude::cast(
+                    datafusion::prelude::col(format!("column{}", i + 1)),
+                    f.data_type().clone(),
+                )
+                .alias(f.name())
+            })
+            .collect();
+        let mut plan = LogicalPlanBuilder::values(rows)?.project(names)?;
+        if empty {
+            plan = plan.filter(lit(false))?;
+        }
+        Ok(DataFrame::new(self.ctx.state(), plan.build()?))
+    }
+
+    /// [`Engine::small_frame`] registered as table `name` (replacing one of that name).
+    pub fn register_small(&self, name: &str, batch: RecordBatch) -> datafusion::error::Result<()> {
+        let frame = self.small_frame(batch.schema(), vec![batch])?;
+        self.ctx.deregister_table(name)?;
+        self.ctx.register_table(name, frame.into_view())?;
+        Ok(())
+    }
+
     /// The store behind `memory://` URLs.
     pub fn memory_store(&self) -> Arc<InMemory> {
         self.memory.clone()
@@ -157,6 +249,27 @@ impl Engine {
 /// the footers, and row groups or pages pruned for predicates only NaN satisfies
 /// (apache/datafusion#15812, #24804). strata reads every row of its inputs anyway, so
 /// statistics buy it nothing: they are off, whatever the `DATAFUSION_*` variables say.
+#[cfg(feature = "ballista")]
+fn remote(
+    url: &str,
+    config: SessionConfig,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> Result<SessionContext, EngineError> {
+    cluster::remote_context(cluster::scheduler_address(url)?, config, runtime)
+}
+
+#[cfg(not(feature = "ballista"))]
+fn remote(
+    url: &str,
+    _config: SessionConfig,
+    _runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> Result<SessionContext, EngineError> {
+    Err(EngineError::Config(format!(
+        "engine `{url}`: this strata was built without Ballista support \
+         (build it with `--features ballista`, README \"Running on a cluster\")"
+    )))
+}
+
 fn never_trust_parquet_statistics(config: &mut SessionConfig) {
     let options = config.options_mut();
     options.execution.collect_statistics = false;

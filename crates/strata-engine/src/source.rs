@@ -203,13 +203,19 @@ impl Engine {
             .map(|(meta, own)| (meta.location.clone(), coded_schema(own, columns)))
             .collect();
         let schema = coded_schema(&source.schema, columns);
-        let table = CodedTable::new(Arc::new(listing.table(schema.clone())?), hints);
+        let listed = Arc::new(listing.table(schema.clone())?);
+        // A cluster gets the listing table itself, which Ballista serializes: its
+        // schema adapter casts each file's strings to the coded type, the same values
+        // the per-file hints read as they are stored.
+        let table: Arc<dyn datafusion::datasource::TableProvider> = if self.is_cluster() {
+            listed
+        } else {
+            Arc::new(CodedTable::new(listed, hints))
+        };
         // a session that runs several stages registers it once per stage, with the
         // columns that stage codes
         self.ctx.deregister_table(name).map_err(err())?;
-        self.ctx
-            .register_table(name, Arc::new(table))
-            .map_err(err())?;
+        self.ctx.register_table(name, table).map_err(err())?;
         Ok(schema)
     }
 

@@ -39,10 +39,26 @@ pub use weights::{MAX_WEIGHT, MIN_POSITIVE_WEIGHT, WEIGHT_SCALE, invalid_weight,
 /// Registers every strata function in `ctx` (a session, or an executor's function
 /// registry through its session), so plans naming them can be planned and shipped.
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udf(strata_hash_udf());
-    ctx.register_udf(strata_group_hash_udf());
-    ctx.register_udf(strata_if_udf());
-    ctx.register_udf(strata_lookup_udf());
-    ctx.register_udaf(strata_cells_udaf());
-    ctx.register_udaf(strata_cut_zones_udaf());
+    for udf in scalar_functions() {
+        ctx.register_udf(udf);
+    }
+    for udaf in aggregate_functions() {
+        ctx.register_udaf(udaf);
+    }
+}
+
+/// strata's scalar functions, for registries other than a session's (a Ballista
+/// executor's).
+pub fn scalar_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+    vec![
+        strata_hash_udf(),
+        strata_group_hash_udf(),
+        strata_if_udf(),
+        strata_lookup_udf(),
+    ]
+}
+
+/// strata's aggregate functions, for registries other than a session's.
+pub fn aggregate_functions() -> Vec<datafusion::logical_expr::AggregateUDF> {
+    vec![strata_cells_udaf(), strata_cut_zones_udaf()]
 }

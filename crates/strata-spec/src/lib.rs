@@ -49,6 +49,9 @@ pub struct Pipeline {
     pub label: Label,
     pub groups: Groups,
     pub storage: StorageOptions,
+    /// `engine`: where the data stages run, `local` (this process, the default) or an
+    /// Apache Ballista scheduler, `df://host:port` (the CLI's `--engine` overrides it).
+    pub engine: String,
     /// The `[curate]` section, if any.
     pub curate: Option<Curate>,
     /// `[publish]`: how curated splits are cut into shards.
@@ -371,6 +374,22 @@ impl Pipeline {
             }
         }
 
+        let engine = match &raw.engine {
+            None => "local".to_string(),
+            Some(e) => {
+                let v = e.get_ref().trim();
+                if v != "local" && !v.starts_with("df://") {
+                    return Err(reporter.at(
+                        Some(e.span()),
+                        "engine",
+                        format!("`{v}` is not an engine: `local` or `df://host:port`"),
+                    ));
+                }
+                locations.insert("engine".into(), Location::of_offset(&text, e.span().start));
+                v.to_string()
+            }
+        };
+
         let curate = match raw.curate {
             None => None,
             Some(c) => {
@@ -552,6 +571,7 @@ impl Pipeline {
                 reference,
             },
             storage: raw.storage,
+            engine,
             curate,
             publish,
             checks,

@@ -12,6 +12,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPipeline {
     pub name: Option<String>,
+    pub engine: Option<Spanned<String>>,
     pub source: RawSource,
     pub label: RawLabel,
     pub groups: RawGroups,

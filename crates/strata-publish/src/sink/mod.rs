@@ -193,6 +193,9 @@ pub struct ShardSink {
     /// with equal order keys and equal `distinct` values fail the write, before
     /// anything is uploaded.
     pub unique_order: bool,
+    /// Worker threads dealing and encoding (the engine's target partitions; 0: every
+    /// core).
+    pub threads: usize,
 }
 
 impl ShardSink {
@@ -397,19 +400,31 @@ impl ShardSink {
         // encoded shards wait for upload in memory up to a quarter of the budget, then
         // in local files (from the start when spilling)
         let in_memory = if spilling { 0 } else { self.memory_budget / 4 };
-        let work = Work {
-            decoded: &decoded,
-            layout: &layout,
-            plan: &plan,
-            sink: &self,
-            schema: &schema,
-            shard_dir: spill_root.path().to_path_buf(),
-            spilling,
-            encoded_room: std::sync::atomic::AtomicUsize::new(in_memory),
-            fault: Fault::from_env()?,
+        let fault = Fault::from_env()?;
+        // the workers block on their queue: they run on threads of their own, off the
+        // async runtime, which keeps serving the other tasks (uploads, the engine)
+        let sink = Arc::new(self);
+        let (dealt, plan) = {
+            let (sink, layout, schema) = (sink.clone(), layout.clone(), schema.clone());
+            let shard_dir = spill_root.path().to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let work = Work {
+                    decoded: &decoded,
+                    layout: &layout,
+                    plan: &plan,
+                    sink: &sink,
+                    schema: &schema,
+                    shard_dir,
+                    spilling,
+                    encoded_room: std::sync::atomic::AtomicUsize::new(in_memory),
+                    fault,
+                };
+                work.run(files).map(|dealt| (dealt, plan))
+            })
+            .await
+            .map_err(join_err)??
         };
-        let dealt = work.run(files)?;
-        if self.unique_order && dealt.repeated > 0 {
+        if sink.unique_order && dealt.repeated > 0 {
             return Err(PublishError::RepeatedKeys {
                 rows: dealt.repeated,
             });
@@ -429,7 +444,7 @@ impl ShardSink {
 
         // 3. upload, once every row has been dealt and checked
         let started = std::time::Instant::now();
-        let shards = self.upload(dealt.encoded).await?;
+        let shards = sink.upload(dealt.encoded).await?;
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "shards uploaded"

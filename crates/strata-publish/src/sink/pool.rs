@@ -112,7 +112,10 @@ impl Work<'_> {
     /// While the writer spills, dealt pieces waiting for their shard are bounded by a
     /// share of the budget: past it, threads encode before they deal further.
     pub(super) fn run(&self, files: BTreeMap<u64, Vec<Held>>) -> Result<DealtAll, PublishError> {
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let parallel = match self.sink.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         let order: Vec<u64> = files.keys().copied().collect();
         let queue = std::sync::Mutex::new(Queue {
             ranges: files,
