@@ -57,7 +57,8 @@ pub(crate) fn remote_context(
     config: SessionConfig,
     runtime: Arc<RuntimeEnv>,
 ) -> Result<SessionContext, EngineError> {
-    let mut config = config;
+    // Ballista's settings first: the one below lives in its namespace
+    let mut config = ballista_core::extension::SessionConfigExt::upgrade_for_ballista(config);
     // Ballista 55's adaptive planner lost object stores ("No suitable object store
     // found", fixed after 55.0.0): the static planner runs strata's plans.
     config = config.set_bool(
