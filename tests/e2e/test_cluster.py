@@ -125,8 +125,20 @@ def comparable(doc: dict, root: str) -> dict:
 
 def curate_both(spec, s3, s3_env, engine: str, name: str, *extra: str):
     for where, args in (("local", []), ("cluster", ["--engine", engine])):
-        run_strata("curate", str(spec), "--out", f"s3://{BUCKET}/{name}-{where}", *args, *extra, env=s3_env)
+        proc = run_strata("curate", str(spec), "--out", f"s3://{BUCKET}/{name}-{where}", *args, *extra, env=s3_env)
+    assert_rows_stayed_on_the_cluster(proc.stderr)
     return published(s3, f"{name}-local"), published(s3, f"{name}-cluster")
+
+
+def assert_rows_stayed_on_the_cluster(stderr: str) -> None:
+    """The shards were written on an executor: the writer there received the curated
+    rows, the driver only the shards' metadata (strata's log line, in bytes of Arrow
+    data; the shard bytes themselves are compared with the local run's)."""
+    line = next((l for l in stderr.splitlines() if "shards written on the cluster" in l), None)
+    assert line, stderr
+    fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+    assert int(fields["writer_input_bytes"]) > 1_000_000, line
+    assert int(fields["received_bytes"]) < 256 * 1024, line
 
 
 def assert_same_runs(local, cluster, name: str):

@@ -53,6 +53,8 @@ pub fn scheduler_session(config: SessionConfig) -> Result<SessionState> {
         .with_config(config)
         .with_runtime_env(runtime(None)?)
         .with_default_features()
+        // plans the shard writer node (it runs on an executor)
+        .with_query_planner(Arc::new(strata_publish::StrataQueryPlanner))
         .with_scalar_functions(registry.scalar_functions.into_values().collect())
         .with_aggregate_functions(registry.aggregate_functions.into_values().collect())
         .with_window_functions(registry.window_functions.into_values().collect())

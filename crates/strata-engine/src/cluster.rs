@@ -9,13 +9,24 @@
 
 use std::sync::Arc;
 
-use ballista_core::extension::SessionStateExt;
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::execution::TaskContext;
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use object_store::ObjectStore;
+use strata_publish::{ShardWriterExec, ShardWriterNode};
 use url::Url;
 
 use crate::EngineError;
@@ -58,13 +69,16 @@ pub(crate) fn remote_context(
     runtime: Arc<RuntimeEnv>,
 ) -> Result<SessionContext, EngineError> {
     // Ballista's settings first: the one below lives in its namespace
-    let mut config = ballista_core::extension::SessionConfigExt::upgrade_for_ballista(config);
+    let mut config = config.upgrade_for_ballista();
     // Ballista 55's adaptive planner lost object stores ("No suitable object store
     // found", fixed after 55.0.0): the static planner runs strata's plans.
     config = config.set_bool(
         ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED,
         false,
     );
+    let config = config
+        .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
@@ -75,6 +89,159 @@ pub(crate) fn remote_context(
             "connecting to the Ballista scheduler",
         ))?;
     Ok(SessionContext::new_with_state(state))
+}
+
+/// Ballista's logical codec, and strata's shard writer node
+/// ([`strata_publish::ShardWriterNode`]): what the client encodes plans with and the
+/// scheduler decodes them with.
+#[derive(Debug, Default)]
+pub struct LogicalCodec {
+    ballista: BallistaLogicalExtensionCodec,
+}
+
+impl LogicalExtensionCodec for LogicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> Result<Extension> {
+        match ShardWriterNode::decode(buf)? {
+            Some(spec) => {
+                let [input] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "the shard writer has one input".into(),
+                    ));
+                };
+                Ok(Extension {
+                    node: Arc::new(ShardWriterNode::new(input.clone(), spec)?),
+                })
+            }
+            None => self.ballista.try_decode(buf, inputs, ctx),
+        }
+    }
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        match node.node.as_any().downcast_ref::<ShardWriterNode>() {
+            Some(writer) => {
+                buf.extend(ShardWriterNode::encode(writer.spec())?);
+                Ok(())
+            }
+            None => self.ballista.try_encode(node, buf),
+        }
+    }
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        self.ballista
+            .try_decode_table_provider(buf, table_ref, schema, ctx)
+    }
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.ballista
+            .try_encode_table_provider(table_ref, node, buf)
+    }
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn FileFormatFactory>> {
+        self.ballista.try_decode_file_format(buf, ctx)
+    }
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> Result<()> {
+        self.ballista.try_encode_file_format(buf, node)
+    }
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.ballista.try_decode_udf(name, buf)
+    }
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udf(node, buf)
+    }
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.ballista.try_decode_udaf(name, buf)
+    }
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udaf(node, buf)
+    }
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.ballista.try_decode_udwf(name, buf)
+    }
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udwf(node, buf)
+    }
+}
+
+/// Ballista's physical codec, and strata's shard writer
+/// ([`strata_publish::ShardWriterExec`]): what the scheduler encodes stages with and
+/// the executors decode them with.
+#[derive(Debug, Default)]
+pub struct PhysicalCodec {
+    ballista: BallistaPhysicalExtensionCodec,
+}
+
+impl PhysicalExtensionCodec for PhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match ShardWriterNode::decode(buf)? {
+            Some(spec) => {
+                let [input] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "the shard writer has one input".into(),
+                    ));
+                };
+                Ok(Arc::new(ShardWriterExec::try_new(Arc::clone(input), spec)?))
+            }
+            None => self.ballista.try_decode(buf, inputs, ctx, proto_converter),
+        }
+    }
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        match node.downcast_ref::<ShardWriterExec>() {
+            Some(writer) => {
+                buf.extend(ShardWriterNode::encode(writer.spec())?);
+                Ok(())
+            }
+            None => self.ballista.try_encode(node, buf, proto_converter),
+        }
+    }
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.ballista.try_decode_udf(name, buf)
+    }
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udf(node, buf)
+    }
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.ballista.try_decode_udaf(name, buf)
+    }
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udaf(node, buf)
+    }
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.ballista.try_decode_udwf(name, buf)
+    }
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udwf(node, buf)
+    }
 }
 
 /// Object stores by URL for a scheduler or executor: `file://` and stores registered

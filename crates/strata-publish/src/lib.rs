@@ -16,9 +16,14 @@
 //! `_latest` moves only after that. Shards are written by [`ShardSink`] from a stream
 //! in any order; reading, committing, verifying and assigning runs is `strata-run`.
 
+mod exec;
 mod sink;
 mod unit_cache;
 
+pub use exec::{
+    RemoteWritten, ShardWriterExec, ShardWriterNode, ShardWriterPlanner, SinkSpec,
+    StrataQueryPlanner, read_written,
+};
 pub use sink::{
     RANGE_ROWS, ShardSink, SinkColumns, SinkOutput, StratumTotals, default_memory_budget,
 };

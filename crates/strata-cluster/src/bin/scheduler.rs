@@ -1,5 +1,5 @@
 //! `strata-scheduler`: Ballista 55's scheduler (its flags: `--help`) with strata's
-//! functions and object stores in every job's session.
+//! functions, object stores and shard writer in every job's session.
 
 use std::sync::Arc;
 
@@ -29,7 +29,12 @@ async fn run() -> ballista_core::error::Result<()> {
         .parse()
         .map_err(|e: std::net::AddrParseError| BallistaError::Configuration(e.to_string()))?;
     let config: SchedulerConfig = opt.try_into()?;
-    let config = config.with_override_session_builder(Arc::new(strata_cluster::scheduler_session));
+    let mut config =
+        config.with_override_session_builder(Arc::new(strata_cluster::scheduler_session));
+    // strata's shard writer node, besides Ballista's own
+    config.override_logical_codec = Some(Arc::new(strata_engine::cluster::LogicalCodec::default()));
+    config.override_physical_codec =
+        Some(Arc::new(strata_engine::cluster::PhysicalCodec::default()));
     let cluster = BallistaCluster::new_from_config(&config).await?;
     tracing::info!(%addr, "strata scheduler starting");
     start_server(cluster, addr, Arc::new(config)).await

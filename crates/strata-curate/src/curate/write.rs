@@ -2,6 +2,7 @@
 //! stratum's rows to the shards in shuffle-key order (docs/publishing.md).
 
 use super::*;
+use strata_publish::{ShardWriterNode, SinkSpec};
 
 /// What the writer is told of the plan besides the rows.
 pub(super) struct ShardPlan<'a> {
@@ -70,14 +71,6 @@ impl Passes<'_> {
             .map_err(df_err("planning the curated output"))?;
 
         let started = std::time::Instant::now();
-        let physical = output
-            .create_physical_plan()
-            .await
-            .map_err(df_err("planning curation pass 2"))?;
-        tracing::debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(true), "curation pass 2 plan");
-        let streams =
-            datafusion::physical_plan::execute_stream_partitioned(physical, self.ctx().task_ctx())
-                .map_err(df_err("running curation pass 2"))?;
         let strata_values: HashMap<u64, Vec<Option<String>>> = plan
             .cells
             .iter()
@@ -92,6 +85,10 @@ impl Passes<'_> {
             })
             .collect();
         let has_ties = !plan.trims.is_empty();
+        let memory_budget = match (self.engine.memory_limit(), plan.shard_memory) {
+            (Some(_), _) => Some(0),
+            (None, budget) => budget,
+        };
         let sink = ShardSink {
             destination: destination.clone(),
             run_dir: Destination::run_dir(run_id),
@@ -114,16 +111,43 @@ impl Passes<'_> {
             range_rows: plan.range_rows.unwrap_or(strata_publish::RANGE_ROWS),
             trims: plan.trims,
             // with a memory limit the writer spills from the start; otherwise past a
-            // budget
-            memory_budget: match (self.engine.memory_limit(), plan.shard_memory) {
-                (Some(_), _) => 0,
-                (None, Some(budget)) => budget,
-                (None, None) => strata_publish::default_memory_budget(),
-            },
+            // budget (by default, from the memory of the machine that writes)
+            memory_budget: memory_budget.unwrap_or_else(strata_publish::default_memory_budget),
             unique_order: self.pipeline.source.id_column.is_some(),
             threads: self.ctx().state().config().target_partitions(),
         };
-        let written = match sink.write(streams).await {
+        let written = if self.engine.is_cluster() {
+            // on an executor: the rows never reach this process, only what was written
+            let spec = SinkSpec::of(&sink, memory_budget);
+            let plan = ShardWriterNode::plan(output.into_unoptimized_plan(), spec)
+                .map_err(df_err("planning the shard writer"))?;
+            let batches = DataFrame::new(self.ctx().state(), plan)
+                .collect()
+                .await
+                .map_err(df_err("writing shards on the cluster"))?;
+            let received: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+            strata_publish::read_written(&batches).map(|w| {
+                tracing::info!(
+                    writer_input_bytes = w.input_bytes,
+                    received_bytes = received,
+                    "shards written on the cluster"
+                );
+                w.output
+            })
+        } else {
+            let physical = output
+                .create_physical_plan()
+                .await
+                .map_err(df_err("planning curation pass 2"))?;
+            tracing::debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(true), "curation pass 2 plan");
+            let streams = datafusion::physical_plan::execute_stream_partitioned(
+                physical,
+                self.ctx().task_ctx(),
+            )
+            .map_err(df_err("running curation pass 2"))?;
+            sink.write(streams).await
+        };
+        let written = match written {
             Err(strata_publish::PublishError::RepeatedKeys { rows }) => {
                 let id = self
                     .pipeline
@@ -146,6 +170,7 @@ impl Passes<'_> {
         };
         tracing::info!(
             shards = written.shards.len(),
+            engine = self.engine.name(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "curated shards written"
         );

@@ -102,7 +102,7 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 /// Names of the columns the sink reads. The helpers among them (`split`, `stratum`,
 /// `cell`, `order`, `tie`) steer the sink and are not written; every other column of the
 /// stream is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SinkColumns {
     /// The split, as an index into `split_names` (an integer helper). Rows of a shard
     /// share one split, so the sink writes its name itself: a `split_column` of plain
@@ -150,7 +150,7 @@ impl SinkColumns {
 }
 
 /// Rows and weights of one (split, stratum) over all its shards.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StratumTotals {
     pub rows: u64,
     pub weight_sum: f64,
