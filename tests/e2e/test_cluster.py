@@ -227,6 +227,7 @@ def test_a_killed_executor_never_leaves_a_partial_run(tmp_path, synthetic, s3, s
         time.sleep(3)
         os.kill(victim, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=600)
+        print(f"killed executor: strata exited {proc.returncode}")
         listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="killed/").get("Contents", [])
         keys = [o["Key"] for o in listed]
         if proc.returncode == 0:
@@ -242,6 +243,26 @@ def test_a_killed_executor_never_leaves_a_partial_run(tmp_path, synthetic, s3, s
             assert "killed/_latest" not in keys, keys
     finally:
         cluster_down(state)
+
+
+def test_strata_run_on_the_cluster_gives_the_local_models_and_evaluation(cluster, s3, s3_env):
+    """The README's main command with --engine: every stage passes, and the models,
+    predictions' evaluation and gates are the local run's, byte for byte."""
+    engine, _ = cluster
+    for where, args in (("local", []), ("cluster", ["--engine", engine])):
+        run_strata("run", str(ADULT_SPEC), "--out", f"s3://{BUCKET}/run-{where}/", *args, env=s3_env)
+    runs = {w: get_json(s3, f"run-{w}/run.json") for w in ("local", "cluster")}
+    assert runs["cluster"]["status"] == runs["local"]["status"] == "passed"
+    assert runs["cluster"]["engine"] == engine and runs["local"]["engine"] == "local"
+    assert [s["status"] for s in runs["cluster"]["stages"]] == [s["status"] for s in runs["local"]["stages"]]
+    evals = {w: get_json(s3, f"run-{w}/eval.json") for w in ("local", "cluster")}
+    assert evals["cluster"]["models"] == evals["local"]["models"]
+    assert evals["cluster"]["gates"] == evals["local"]["gates"]
+    for model in ("baseline", "curated"):
+        key = f"models/{model}/model.safetensors"
+        local = s3.get_object(Bucket=BUCKET, Key=f"run-local/{key}")["Body"].read()
+        remote = s3.get_object(Bucket=BUCKET, Key=f"run-cluster/{key}")["Body"].read()
+        assert local == remote, model
 
 
 def test_an_unreachable_scheduler_is_one_clear_error(s3_env):
