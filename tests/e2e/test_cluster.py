@@ -10,7 +10,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 
 import boto3
@@ -84,14 +83,10 @@ def s3(s3_env):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory, s3):
-    """Two million generated rows in four files (benchmarks/gen_synthetic.py), on S3,
-    and a spec that undersamples them exactly."""
+    """Two million generated rows in four files (`strata synth`), on S3, and a spec that
+    undersamples them exactly."""
     data = tmp_path_factory.mktemp("synthetic")
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/gen_synthetic.py"), "--rows", "2000000", "--files", "4",
-         "--seed", "7", "--out", str(data)],
-        check=True, timeout=300,
-    )
+    run_strata("synth", "--rows", "2M", "--files", "4", "--seed", "7", "--out", str(data))
     for f in sorted(data.glob("*.parquet")):
         s3.upload_file(str(f), BUCKET, f"synthetic/{f.name}")
     spec = data / "synthetic.toml"

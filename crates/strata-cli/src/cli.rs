@@ -61,6 +61,70 @@ pub enum Command {
     /// Evaluate any model's predictions per group: metrics, disparities with bootstrap
     /// intervals, and the spec's gates (exit 1 when a gate fails).
     Eval(EvalArgs),
+    /// Generate a skewed, labelled dataset with known group structure (docs/synth.md)
+    /// as zstd Parquet files, deterministic by seed, in constant memory.
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Rows to generate: a number, or with a suffix `k`, `M` or `G` (e.g. `20M`).
+    #[arg(long, value_parser = parse_count)]
+    pub rows: u64,
+    /// The output folder (a path, `file://`, `s3://`, ...); it must hold no `.parquet`
+    /// file yet (see `--overwrite`).
+    #[arg(long, value_name = "URL")]
+    pub out: String,
+    /// Files to cut the rows into.
+    #[arg(long, default_value_t = 1)]
+    pub files: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// What kind of data (docs/synth.md).
+    #[arg(long, value_enum, default_value_t = PresetArg::Census)]
+    pub preset: PresetArg,
+    /// Rows per Parquet row group.
+    #[arg(long, value_parser = parse_count, default_value = "1048576")]
+    pub row_group_rows: u64,
+    /// Remove the `.parquet` files the folder already holds first.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Files written at once (default: the cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    pub format: SummaryFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// Census-like people: sex, race, age band (with missing values), features with
+    /// signal, a weight and a group-dependent 0/1 label.
+    Census,
+}
+
+/// `20M`, `1.5k`, `3G` or a plain number (underscores allowed).
+fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let (num, scale) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G' | 'b' | 'B') => (&t[..t.len() - 1], 1e9),
+        _ => (t.as_str(), 1.0),
+    };
+    if scale == 1.0 {
+        return num
+            .parse::<u64>()
+            .map_err(|_| format!("`{s}` is not a count (e.g. 1000000 or 20M)"));
+    }
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a count (e.g. 1000000 or 20M)"))?;
+    let n = v * scale;
+    if !(n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= u64::MAX as f64) {
+        return Err(format!("`{s}` is not a whole count"));
+    }
+    Ok(n as u64)
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Train(args) => crate::train::train(args, progress).await,
         Command::Predict(args) => crate::train::predict(args).await,
         Command::Eval(args) => crate::eval::eval(args).await,
+        Command::Synth(args) => crate::synth::synth(args, progress).await,
         Command::Validate(args) => validate(args).await,
         Command::Profile(args) => profile(args).await,
         Command::Curate(args) => curate(args).await,

@@ -7,6 +7,7 @@ mod eval;
 mod logging;
 mod progress;
 mod run;
+mod synth;
 mod train;
 
 use std::process::ExitCode;
