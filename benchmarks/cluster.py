@@ -5,8 +5,9 @@ engine, on the same files, in one run.
     cargo build --release -p strata-cli --features ballista -p strata-cluster
     python3 benchmarks/cluster.py [--rows 20000000] [--files 8]
 
-Jobs (each a process of its own): the profile, a reweighing curation and an exact
-undersample, both publishing zstd shards. Engines, one after the other: the embedded
+Data: `strata synth` (census preset, seed 0) under bench-data/. Jobs (each a process
+of its own): the profile, a reweighing curation and an exact undersample, both
+publishing zstd shards (the specs of benchmarks/synthetic*.toml over that data). Engines, one after the other: the embedded
 engine (`local`), then clusters started by scripts/cluster-up on this machine with the
 same cores in all: one executor offering every core, and two executors offering half
 each. For every job: wall seconds, the driver's peak RSS, the Arrow bytes the driver
@@ -31,9 +32,8 @@ import subprocess
 import sys
 import time
 
-from harness import ROOT, TARGET, latest_run, synthetic_data
+from harness import ROOT, TARGET, latest_run
 
-RELEASE = TARGET / "release"
 
 
 def loopback_bytes() -> int:
@@ -53,10 +53,12 @@ def timed(cmd: list[str]) -> dict:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed: {err[-2000:]}")
     received = re.findall(r"received_bytes[=\":]+(\d+)", err)
+    writer = re.findall(r"writer_input_bytes[=\":]+(\d+)", err)
     return {
         "wall_s": round(wall, 2),
         "loopback_bytes": loopback_bytes() - lo,
         "received_bytes": int(received[-1]) if received else None,
+        "writer_input_bytes": int(writer[-1]) if writer else None,
         "stdout": out,
     }
 
@@ -93,21 +95,36 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20_000_000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--json", type=pathlib.Path, default=ROOT / "bench-data" / "cluster.json")
+    ap.add_argument("--build", choices=["release", "debug"], default="release",
+                    help="which build's binaries (debug: to try the script quickly)")
     args = ap.parse_args()
+    RELEASE = TARGET / args.build
     for b in ("strata", "strata-scheduler", "strata-executor"):
         if not (RELEASE / b).exists():
             sys.exit(f"{RELEASE / b} is missing: cargo build --release -p strata-cli --features ballista -p strata-cluster")
-    data = synthetic_data(args.rows, args.files)
     strata = str(RELEASE / "strata")
+    data = ROOT / "bench-data" / f"census-{args.rows}-{args.files}"
+    if not (data / ".complete").exists():
+        subprocess.run([strata, "synth", "--rows", str(args.rows), "--files", str(args.files), "--seed", "0",
+                        "--out", str(data), "--overwrite"], check=True)
+        (data / ".complete").touch()
     scratch = ROOT / "bench-data" / "cluster-out"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
+
+    def spec(name: str) -> pathlib.Path:
+        """benchmarks/NAME.toml over the generated data."""
+        text = (ROOT / "benchmarks" / f"{name}.toml").read_text()
+        assert 'url = "../bench-data/synthetic/"' in text
+        p = scratch / f"{name}.toml"
+        p.write_text(text.replace('url = "../bench-data/synthetic/"', f'url = "{data}/"'))
+        return p
     cores = os.cpu_count() or 2
     engines = [("local", 0, 0), ("1 executor", 1, cores), ("2 executors", 2, max(1, cores // 2))]
     jobs = [
-        ("profile", ROOT / "benchmarks/synthetic.toml", ["profile", "--format", "json"]),
-        ("curate reweigh", ROOT / "benchmarks/synthetic-reweigh.toml", ["curate"]),
-        ("curate undersample", ROOT / "benchmarks/synthetic-undersample.toml", ["curate"]),
+        ("profile", spec("synthetic"), ["profile", "--format", "json"]),
+        ("curate reweigh", spec("synthetic-reweigh"), ["curate"]),
+        ("curate undersample", spec("synthetic-undersample"), ["curate"]),
     ]
     results, reference = [], {}
     for engine_name, executors, vcores in engines:
@@ -115,7 +132,7 @@ def main() -> None:
         engine_args: list[str] = []
         if executors:
             up = subprocess.run(
-                [str(ROOT / "scripts/cluster-up"), "--release", "--no-build", "--executors", str(executors),
+                [str(ROOT / "scripts/cluster-up"), *(["--release"] if args.build == "release" else []), "--no-build", "--executors", str(executors),
                  "--vcores", str(vcores), "--state", str(state)],
                 capture_output=True, text=True, env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)},
             )
@@ -142,7 +159,7 @@ def main() -> None:
                 del m["stdout"]
                 results.append({"engine": engine_name, "executors": executors, "vcores": vcores, "job": job, **m})
                 print(f"{engine_name:12} {job:20} {m['wall_s']:8.2f} s  driver peak {m['peak_rss_mib']:6} MiB"
-                      f"  received {m['received_bytes'] or 0:>12,} B  loopback {m['loopback_bytes']:>14,} B"
+                      f"  to driver {m['received_bytes'] or 0:>10,} B  to writer {m['writer_input_bytes'] or 0:>14,} B  loopback {m['loopback_bytes']:>14,} B"
                       f"  identical {m['identical_to_local']}", flush=True)
             if executors:
                 peaks = executor_peaks(state)
@@ -153,14 +170,17 @@ def main() -> None:
                 subprocess.run([str(ROOT / "scripts/cluster-down"), "--state", str(state)], capture_output=True)
 
     print()
-    print("| job | engine | seconds | vs local | driver peak RSS (MiB) | Arrow bytes to the driver | loopback bytes | identical |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| job | engine | seconds | vs local | driver peak RSS (MiB) | Arrow bytes to the driver |"
+          " Arrow bytes to the shard writer | loopback bytes | identical |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    fmt = lambda v: "—" if v is None else f"{v:,}"
     local = {r["job"]: r["wall_s"] for r in results if r.get("engine") == "local"}
     for r in results:
         if "job" not in r:
             continue
         print(f"| {r['job']} | {r['engine']} | {r['wall_s']:.2f} | {r['wall_s'] / local[r['job']]:.2f} |"
-              f" {r['peak_rss_mib']} | {r['received_bytes'] or 0:,} | {r['loopback_bytes']:,} | {r['identical_to_local']} |")
+              f" {r['peak_rss_mib']} | {fmt(r['received_bytes'])} | {fmt(r['writer_input_bytes'])} |"
+              f" {r['loopback_bytes']:,} | {r['identical_to_local']} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"rows": args.rows, "files": args.files, "cores": cores, "results": results}, indent=1))
     print(f"\nwritten: {args.json}")

@@ -477,6 +477,15 @@ fn result_batch(written: &Written, schema: &Schema) -> Result<RecordBatch> {
     )?)
 }
 
+/// The bytes of `batch`'s values (of its slices, not of buffers it shares with others).
+pub fn batch_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
+}
+
 /// `stream`, adding the Arrow bytes of its batches to `received`.
 fn counted(
     stream: SendableRecordBatchStream,
@@ -488,10 +497,7 @@ fn counted(
         schema,
         stream.inspect(move |batch| {
             if let Ok(batch) = batch {
-                received.fetch_add(
-                    batch.get_array_memory_size() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                received.fetch_add(batch_bytes(batch), std::sync::atomic::Ordering::Relaxed);
             }
         }),
     ))

@@ -22,7 +22,7 @@ mod unit_cache;
 
 pub use exec::{
     RemoteWritten, ShardWriterExec, ShardWriterNode, ShardWriterPlanner, SinkSpec,
-    StrataQueryPlanner, read_written,
+    StrataQueryPlanner, batch_bytes, read_written,
 };
 pub use sink::{
     RANGE_ROWS, ShardSink, SinkColumns, SinkOutput, StratumTotals, default_memory_budget,

@@ -125,7 +125,7 @@ impl Passes<'_> {
                 .collect()
                 .await
                 .map_err(df_err("writing shards on the cluster"))?;
-            let received: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+            let received: u64 = batches.iter().map(strata_publish::batch_bytes).sum();
             strata_publish::read_written(&batches).map(|w| {
                 tracing::info!(
                     writer_input_bytes = w.input_bytes,
