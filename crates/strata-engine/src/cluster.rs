@@ -91,6 +91,31 @@ pub(crate) fn remote_context(
     Ok(SessionContext::new_with_state(state))
 }
 
+/// Functions travel by name in both codecs; whatever else a codec knows of them is
+/// Ballista's.
+macro_rules! functions_from_ballista {
+    () => {
+        fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+            self.ballista.try_decode_udf(name, buf)
+        }
+        fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+            self.ballista.try_encode_udf(node, buf)
+        }
+        fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+            self.ballista.try_decode_udaf(name, buf)
+        }
+        fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+            self.ballista.try_encode_udaf(node, buf)
+        }
+        fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+            self.ballista.try_decode_udwf(name, buf)
+        }
+        fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+            self.ballista.try_encode_udwf(node, buf)
+        }
+    };
+}
+
 /// Ballista's logical codec, and strata's shard writer node
 /// ([`strata_publish::ShardWriterNode`]): what the client encodes plans with and the
 /// scheduler decodes them with.
@@ -162,24 +187,7 @@ impl LogicalExtensionCodec for LogicalCodec {
     ) -> Result<()> {
         self.ballista.try_encode_file_format(buf, node)
     }
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        self.ballista.try_decode_udf(name, buf)
-    }
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udf(node, buf)
-    }
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        self.ballista.try_decode_udaf(name, buf)
-    }
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udaf(node, buf)
-    }
-    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        self.ballista.try_decode_udwf(name, buf)
-    }
-    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udwf(node, buf)
-    }
+    functions_from_ballista!();
 }
 
 /// Ballista's physical codec, and strata's shard writer
@@ -224,24 +232,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
             None => self.ballista.try_encode(node, buf, proto_converter),
         }
     }
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        self.ballista.try_decode_udf(name, buf)
-    }
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udf(node, buf)
-    }
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        self.ballista.try_decode_udaf(name, buf)
-    }
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udaf(node, buf)
-    }
-    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        self.ballista.try_decode_udwf(name, buf)
-    }
-    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udwf(node, buf)
-    }
+    functions_from_ballista!();
 }
 
 /// Object stores by URL for a scheduler or executor: `file://` and stores registered
