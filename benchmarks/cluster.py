@@ -7,7 +7,7 @@ engine, on the same files, in one run.
 
 Data: `strata synth` (census preset, seed 0) under bench-data/. Jobs (each a process
 of its own): the profile, a reweighing curation and an exact undersample, both
-publishing zstd shards (the specs of benchmarks/synthetic*.toml over that data). Engines, one after the other: the embedded
+publishing zstd shards (the specs of benchmarks/census*.toml over that data). Engines, one after the other: the embedded
 engine (`local`), then clusters started by scripts/cluster-up on this machine with the
 same cores in all: one executor offering every core, and two executors offering half
 each. For every job: wall seconds, the driver's peak RSS, the Arrow bytes the driver
@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-from harness import ROOT, TARGET, latest_run
+from harness import ROOT, TARGET, bench_spec, census_data, latest_run
 
 
 
@@ -103,28 +103,19 @@ def main() -> None:
         if not (RELEASE / b).exists():
             sys.exit(f"{RELEASE / b} is missing: cargo build --release -p strata-cli --features ballista -p strata-cluster")
     strata = str(RELEASE / "strata")
-    data = ROOT / "bench-data" / f"census-{args.rows}-{args.files}"
-    if not (data / ".complete").exists():
-        subprocess.run([strata, "synth", "--rows", str(args.rows), "--files", str(args.files), "--seed", "0",
-                        "--out", str(data), "--overwrite"], check=True)
-        (data / ".complete").touch()
+    data = census_data(args.rows, args.files, RELEASE / "strata")
     scratch = ROOT / "bench-data" / "cluster-out"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
 
     def spec(name: str) -> pathlib.Path:
-        """benchmarks/NAME.toml over the generated data."""
-        text = (ROOT / "benchmarks" / f"{name}.toml").read_text()
-        assert 'url = "../bench-data/synthetic/"' in text
-        p = scratch / f"{name}.toml"
-        p.write_text(text.replace('url = "../bench-data/synthetic/"', f'url = "{data}/"'))
-        return p
+        return bench_spec(name, data, scratch)
     cores = os.cpu_count() or 2
     engines = [("local", 0, 0), ("1 executor", 1, cores), ("2 executors", 2, max(1, cores // 2))]
     jobs = [
-        ("profile", spec("synthetic"), ["profile", "--format", "json"]),
-        ("curate reweigh", spec("synthetic-reweigh"), ["curate"]),
-        ("curate undersample", spec("synthetic-undersample"), ["curate"]),
+        ("profile", spec("census"), ["profile", "--format", "json"]),
+        ("curate reweigh", spec("census-reweigh"), ["curate"]),
+        ("curate undersample", spec("census-undersample"), ["curate"]),
     ]
     results, reference = [], {}
     for engine_name, executors, vcores in engines:

@@ -1,35 +1,41 @@
 #!/usr/bin/env python3
-"""Benchmark `strata profile` against DuckDB on the same synthetic files, in one run.
+"""Benchmark `strata profile` against DuckDB, Polars and pandas on the same files, in one run.
 
-    cargo build --release -p strata-cli -p strata-benchmarks
-    python3 benchmarks/profile.py [--rows 20000000] [--files 8] [--repeat 5]
+    scripts/bench --stages profile          # or, with the release build and peers at hand:
+    python3 benchmarks/profile.py [--rows 20000000] [--files 8] [--repeat 5] [--json FILE]
 
-Generates the data if missing (benchmarks/gen_synthetic.py), then times, each in its
-own process so peak memory (max RSS) is per job:
+Data: `strata synth` (census preset, seed 0) under bench-data/, generated if missing.
+Times, each in its own process so peak memory (max RSS) is per job:
   - strata profile (whole process: start-up, listing, planning, the pass, rendering);
-  - DuckDB GROUP BY GROUPING SETS over the four groupings strata reports
-    (query time inside the process, so DuckDB's Python start-up is not charged to it);
+  - the same aggregates (rows, positives, labelled rows, weight, positive weight per group
+    of sex, race, age_band and sex x race x age_band, missing values as a group) in
+    DuckDB (GROUP BY GROUPING SETS), Polars (lazy scan, one `collect_all`) and pandas
+    (read_parquet, four `groupby(dropna=False)`), each timed inside its process from
+    reading to result, so the interpreter's start-up is not charged to it; their group
+    counts must agree;
   - DuckDB GROUP BY over the finest cells only;
   - scan_floor: DataFusion decoding the same columns and nothing else, through
-    strata's engine; timed both as a whole process (start-up, listing, footers, the
-    scan: like for like with strata) and as the scan alone;
-  - scan_floor --coded: the same, reading the columns the way strata's profile does
-    (strings as Parquet dictionaries, four partitions per core).
+    strata's engine, as a whole process (start-up, listing, footers, the scan: like for
+    like with strata) and the scan alone; and `--coded` (strings as Parquet
+    dictionaries, as strata's profile reads them).
 The goal's ratio is taken against the faster of the two floors.
-Runs strata and the DuckDB queries round robin, then strata and the floors round robin
+Runs strata and the peers round robin, then strata and the floors round robin
 (a process started right after a DuckDB process runs slower, so the floors and strata
 are compared without one in between), and prints the median of --repeat runs and the
-ratios. Needs pyarrow, numpy and duckdb (the test venv has them).
+ratios. Peers missing from the interpreter (Polars outside scripts/bench's venv) are
+left out with a note.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import pathlib
 import statistics
+import subprocess
 import sys
 
-from harness import ROOT, TARGET, run, synthetic_data
+from harness import ROOT, TARGET, bench_spec, census_data, ratio, run, write_result
 
 DUCK = r"""
 import sys, time, duckdb
@@ -50,6 +56,35 @@ rows = con.execute(sql, [files]).fetchall()
 print(f"seconds={time.perf_counter() - t:.4f} groups={len(rows)}")
 """
 
+GROUPINGS = [["sex"], ["race"], ["age_band"], ["sex", "race", "age_band"]]
+
+POLARS = r"""
+import sys, time, polars as pl
+t = time.perf_counter()
+lf = pl.scan_parquet(sys.argv[1] + "/*.parquet")
+aggs = [pl.len().alias("n"), (pl.col("label") == 1).sum().alias("pos"), pl.col("label").count().alias("labelled"),
+        pl.col("weight").sum().alias("w"), pl.when(pl.col("label") == 1).then(pl.col("weight")).sum().alias("wpos")]
+out = pl.collect_all([lf.group_by(g).agg(aggs) for g in %r])
+print(f"seconds={time.perf_counter() - t:.4f} groups={sum(len(o) for o in out)}")
+""" % GROUPINGS
+
+PANDAS = r"""
+import sys, time, pandas as pd
+t = time.perf_counter()
+df = pd.read_parquet(sys.argv[1], columns=["sex", "race", "age_band", "label", "weight"])
+df["pos"] = df["label"] == 1
+df["wpos"] = df["weight"].where(df["pos"], 0.0)
+groups = 0
+for g in %r:
+    out = df.groupby(g, dropna=False, observed=True).agg(n=("label", "size"), pos=("pos", "sum"),
+        labelled=("label", "count"), w=("weight", "sum"), wpos=("wpos", "sum"))
+    groups += len(out)
+print(f"seconds={time.perf_counter() - t:.4f} groups={groups}")
+""" % GROUPINGS
+
+
+def importable(module: str) -> bool:
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
 def field(out: str, name: str) -> float:
@@ -65,31 +100,45 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--json", type=pathlib.Path, help="write the figures here (scripts/bench)")
     args = ap.parse_args()
 
-    data = synthetic_data(args.rows, args.files)
+    data = census_data(args.rows, args.files)
     size = sum(f.stat().st_size for f in data.glob("*.parquet"))
     strata = TARGET / "release" / "strata"
     scan = TARGET / "release" / "scan_floor"
-    spec = ROOT / "benchmarks" / "synthetic.toml"
+    spec = bench_spec("census", data, ROOT / "bench-data" / "specs")
 
     strata_job = [str(strata), "-q", "profile", str(spec), "--format", "json"]
+    env_threads = {"POLARS_MAX_THREADS": str(args.threads)}
+    os.environ.update(env_threads)
     peers = {
         "DuckDB GROUPING SETS": [sys.executable, "-c", DUCK, str(data), "grouping_sets", str(args.threads)],
         "DuckDB GROUP BY cells": [sys.executable, "-c", DUCK, str(data), "cells", str(args.threads)],
     }
+    missing = []
+    for name, module, code in (("Polars", "polars", POLARS), ("pandas", "pandas", PANDAS)):
+        if importable(module):
+            peers[name] = [sys.executable, "-c", code, str(data)]
+        else:
+            missing.append(name)
     floors = {
         "DataFusion scan floor": [str(scan), str(spec)],
         "DataFusion scan floor, coded": [str(scan), str(spec), "--coded"],
     }
-    for cmd in [strata_job, *peers.values(), *floors.values()]:
-        run(cmd)  # warm the page cache and the binaries
+    groups = {}
+    for name, cmd in [("strata", strata_job), *peers.items(), *floors.items()]:
+        _, _, out = run(cmd)  # warm the page cache and the binaries
+        if name in peers and name != "DuckDB GROUP BY cells":
+            groups[name] = int(field(out, "groups"))
+    if len(set(groups.values())) != 1:
+        sys.exit(f"the peers disagree on the number of groups: {groups}")
 
-    def rounds(others: dict[str, list[str]]) -> tuple[list[float], dict, dict, dict]:
+    def rounds(others: dict[str, list[str]], repeat: int) -> tuple[list[float], dict, dict, dict]:
         """strata and `others` round robin, one run of each per round, so that the
         machine's drift (10-20 % within minutes here) reaches every job alike."""
         mine, times, process, mems = [], {n: [] for n in others}, {n: [] for n in others}, {"strata profile": []}
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             wall, rss, _ = run(strata_job)
             mine.append(wall)
             mems["strata profile"].append(rss)
@@ -100,37 +149,47 @@ def main() -> None:
                 mems.setdefault(name, []).append(rss)
         return mine, times, process, mems
 
-    # Two sets of rounds: strata with DuckDB, then strata with the floors. A process
+    # Two sets of rounds: strata with the peers, then strata with the floors. A process
     # that starts right after a DuckDB process runs measurably slower (the floor by
     # ~6 %, strata by ~10-15 %: BENCHMARKS.md), so the floor comparison runs without
-    # DuckDB processes in between, each side under the same conditions.
-    mine_duck, duck_times, _, duck_mems = rounds(peers)
-    mine_floor, floor_times, floor_process, floor_mems = rounds(floors)
+    # peer processes in between, each side under the same conditions. pandas is slow
+    # enough that fewer runs of it say as much.
+    slow = {n: peers.pop(n) for n in ("pandas",) if n in peers}
+    mine_duck, duck_times, _, duck_mems = rounds(peers, args.repeat)
+    _, slow_times, _, slow_mems = rounds(slow, max(1, min(2, args.repeat))) if slow else ([], {}, {}, {})
+    mine_floor, floor_times, floor_process, floor_mems = rounds(floors, args.repeat)
     s_duck, s_floor = statistics.median(mine_duck), statistics.median(mine_floor)
     rss = lambda mems, name: max(mems[name])  # noqa: E731
     results = {
-        "strata profile (rounds with DuckDB)": (s_duck, rss(duck_mems, "strata profile")),
+        "strata profile (rounds with the peers)": (s_duck, rss(duck_mems, "strata profile")),
         **{name: (statistics.median(duck_times[name]), rss(duck_mems, name)) for name in peers},
+        **{name: (statistics.median(slow_times[name]), rss(slow_mems, name)) for name in slow},
         "strata profile (rounds with the floors)": (s_floor, rss(floor_mems, "strata profile")),
     }
     for name in floors:
         results[name] = (statistics.median(floor_times[name]), rss(floor_mems, name))
         results[f"{name} (whole process)"] = (statistics.median(floor_process[name]), rss(floor_mems, name))
 
-    print(f"\n{args.rows:,} rows, {args.files} files, {size / 1e6:.0f} MB zstd Parquet, "
-          f"{args.threads} threads, median of {args.repeat}\n")
-    print(f"| job | seconds | peak RSS (MiB) |\n| --- | ---: | ---: |")
+    setup = (f"{args.rows:,} rows, {args.files} files, {size / 1e6:.0f} MB zstd Parquet, "
+             f"{args.threads} threads, median of {args.repeat}")
+    print(f"\n{setup}\n")
+    print("| job | seconds | peak RSS (MiB) |\n| --- | ---: | ---: |")
     for name, (t, m) in results.items():
         print(f"| {name} | {t:.3f} | {m} |")
-    duck = results["DuckDB GROUPING SETS"][0]
-    print(f"\nstrata / DuckDB GROUPING SETS = {s_duck / duck:.2f}  (goal <= 1.0)")
-    print(f"strata / DuckDB cells         = {s_duck / results['DuckDB GROUP BY cells'][0]:.2f}")
-    for name in floors:
-        print(f"strata / {name[len('DataFusion '):]}, both whole processes = {s_floor / results[f'{name} (whole process)'][0]:.2f}")
     floor = min(results[f"{name} (whole process)"][0] for name in floors)
-    print(f"strata / the faster floor, both whole processes = {s_floor / floor:.2f}  (goal <= 1.2)")
-    print(f"strata (whole process) / scan floor (scan alone) = {s_floor / results['DataFusion scan floor'][0]:.2f}")
-    print(json.dumps({k: {"seconds": v[0], "peak_rss_mib": v[1]} for k, v in results.items()}))
+    ratios = [ratio("strata / DuckDB (GROUPING SETS)", s_duck / results["DuckDB GROUPING SETS"][0], "<= 0.7"),
+              ratio("strata / DuckDB (finest cells only)", s_duck / results["DuckDB GROUP BY cells"][0]),
+              ratio("strata / scan floor (faster floor, both whole processes)", s_floor / floor, "<= 1.15")]
+    if "Polars" in peers:
+        ratios.append(ratio("strata / Polars", s_duck / results["Polars"][0]))
+    if "pandas" in slow:
+        ratios.append(ratio("strata / pandas", s_duck / results["pandas"][0], "<= 0.1"))
+    for r in ratios:
+        print(f"{r['name']} = {r['value']:.2f}" + (f"  (goal {r['goal']}: {'met' if r['met'] else 'NOT met'})" if "goal" in r else ""))
+    for name in missing:
+        print(f"{name} left out: not importable here (scripts/bench installs it)")
+    jobs = [{"job": k, "seconds": round(v[0], 4), "peak_rss_mib": v[1]} for k, v in results.items()]
+    write_result(args.json, "profile", setup, jobs, ratios)
 
 
 if __name__ == "__main__":

@@ -153,8 +153,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--json", type=pathlib.Path, help="write the figures here (scripts/bench)")
     args = ap.parse_args()
     ensure_venv()
+    # harness by path: the benchmarks folder on sys.path would shadow the standard
+    # library's `profile` (benchmarks/profile.py), which PyTorch imports
+    import importlib.util
+    loader = importlib.util.spec_from_file_location("harness", ROOT / "benchmarks" / "harness.py")
+    harness = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(harness)
+    ratio, write_result = harness.ratio, harness.write_result
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -207,6 +215,14 @@ def main() -> None:
     print(f"ratio strata / keras: {strata_rps / keras_rps:.2f}")
     print(f"ratio strata / faster peer: {strata_rps / best:.2f} (goal >= 1.0)")
     print(f"strata share of the machine limit: {strata_rps * flops / 1e9 / peak:.1%} (goal >= 25%)")
+    write_result(args.json, "train",
+                 f"Adult train split, {rows} rows x {x.shape[1]} inputs, batch 128, median of {args.epochs} epochs, "
+                 f"{args.threads} threads; machine limit {peak:.1f} GFLOP/s",
+                 [{"job": f"{name} (rows/s)", "seconds": round(rows / rps, 3), "rows_per_second": round(rps)}
+                  for name, rps in [("strata", strata_rps), ("pytorch", torch_rps), ("keras", keras_rps)]],
+                 [ratio("strata / faster of PyTorch and Keras (throughput)", strata_rps / best, ">= 1.0"),
+                  ratio("strata / PyTorch (throughput)", strata_rps / torch_rps),
+                  ratio("strata / Keras (throughput)", strata_rps / keras_rps)])
 
 
 if __name__ == "__main__":

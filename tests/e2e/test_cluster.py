@@ -90,8 +90,8 @@ def synthetic(tmp_path_factory, s3):
     for f in sorted(data.glob("*.parquet")):
         s3.upload_file(str(f), BUCKET, f"synthetic/{f.name}")
     spec = data / "synthetic.toml"
-    spec.write_text((ROOT / "benchmarks/synthetic-undersample.toml").read_text().replace(
-        'url = "../bench-data/synthetic/"', f'url = "s3://{BUCKET}/synthetic/"'))
+    spec.write_text((ROOT / "benchmarks/census-undersample.toml").read_text().replace(
+        'url = "../bench-data/census/"', f'url = "s3://{BUCKET}/synthetic/"'))
     return spec
 
 

@@ -199,6 +199,13 @@ pub struct RunArgs {
     /// `--features ballista`). Training and evaluation run here either way.
     #[arg(long, value_name = "URL")]
     pub engine: Option<String>,
+    /// Memory for the data stages' query execution (e.g. `1GiB`); they spill to disk
+    /// past it. Training and evaluation stream their rows and hold one shard at a time.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory_limit: Option<usize>,
+    /// Where spill files go (created if missing; default: `$TMPDIR`).
+    #[arg(long, value_name = "DIR", env = "STRATA_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
     /// The final summary on stdout: `table` (stage lines and a verdict) or `json` (run.json).
     #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
     pub format: SummaryFormat,
@@ -367,6 +374,9 @@ pub struct PipelineArgs {
     /// Memory for query execution (e.g. `512MiB`, `2GiB`); sorts spill to disk past it.
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     pub memory_limit: Option<usize>,
+    /// Where spill files go (created if missing; default: `$TMPDIR`).
+    #[arg(long, value_name = "DIR", env = "STRATA_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
     /// Where the plans run: `local` (this process) or `df://host:port`, an Apache
     /// Ballista scheduler (overrides the spec's `engine`; needs a strata built with
     /// `--features ballista`).

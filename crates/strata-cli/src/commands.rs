@@ -35,6 +35,7 @@ async fn open(args: &PipelineArgs) -> anyhow::Result<strata::Pipeline> {
     let options = EngineOptions {
         target_partitions: args.target_partitions,
         memory_limit: args.memory_limit,
+        spill_dir: args.spill_dir.clone(),
         engine: Some(args.engine.clone().unwrap_or_else(|| spec.engine.clone())),
     };
     Ok(strata::Pipeline::from_spec(spec, &options).await?)

@@ -279,6 +279,8 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
     // this process's
     let engine_options = EngineOptions {
         engine: Some(args.engine.clone().unwrap_or_else(|| spec.engine.clone())),
+        memory_limit: args.memory_limit,
+        spill_dir: args.spill_dir.clone(),
         ..EngineOptions::default()
     };
     let engine = Engine::new(&EngineOptions::default())?;

@@ -65,6 +65,7 @@ fn run(batch: &RecordBatch, pipeline: &Pipeline) -> Vec<RecordBatch> {
         let engine = Engine::new(&EngineOptions {
             target_partitions: Some(3),
             memory_limit: None,
+            spill_dir: None,
             engine: None,
         })
         .unwrap();

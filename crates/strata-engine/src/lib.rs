@@ -53,6 +53,10 @@ pub struct EngineOptions {
     pub target_partitions: Option<usize>,
     /// Memory for query execution, in bytes; sorts and aggregates spill to disk past it.
     pub memory_limit: Option<usize>,
+    /// Where spill files go (DataFusion's sorts and aggregates, and the shard writer's
+    /// routed rows); created if missing. Default: the system's temporary folder
+    /// (`$TMPDIR`).
+    pub spill_dir: Option<std::path::PathBuf>,
     /// Where plans run: `None` or `local` (this process), or `df://host:port`, an
     /// Apache Ballista scheduler (needs the `ballista` feature).
     pub engine: Option<String>,
@@ -64,6 +68,7 @@ pub struct Engine {
     ctx: SessionContext,
     memory: Arc<InMemory>,
     memory_limit: Option<usize>,
+    spill_dir: Option<std::path::PathBuf>,
     /// The Ballista engine URL, when plans run on a cluster.
     cluster: Option<String>,
 }
@@ -105,6 +110,11 @@ impl Engine {
             let top = std::num::NonZeroUsize::new(5).expect("non-zero");
             runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(pool, top)));
         }
+        if let Some(dir) = &options.spill_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| EngineError::Config(format!("spill folder {}: {e}", dir.display())))?;
+            runtime = runtime.with_temp_file_path(dir);
+        }
         let runtime = runtime
             .build_arc()
             .map_err(EngineError::datafusion("building the runtime"))?;
@@ -128,6 +138,7 @@ impl Engine {
             ctx,
             memory,
             memory_limit: options.memory_limit,
+            spill_dir: options.spill_dir.clone(),
             cluster,
         })
     }
@@ -171,6 +182,11 @@ impl Engine {
     /// spill to disk when one is set.
     pub fn memory_limit(&self) -> Option<usize> {
         self.memory_limit
+    }
+
+    /// Where spill files go, if not the system's temporary folder.
+    pub fn spill_dir(&self) -> Option<&std::path::Path> {
+        self.spill_dir.as_deref()
     }
 
     /// Small driver-side rows (a profile, each cell's values) as a frame plans can read:

@@ -96,6 +96,8 @@ impl SinkSpec {
                 .memory_budget
                 .unwrap_or_else(crate::default_memory_budget),
             unique_order: self.unique_order,
+            // the executor's own temporary folder
+            spill_dir: None,
             // every core of the machine that writes
             threads: 0,
         }
@@ -575,6 +577,7 @@ mod tests {
             trims: Default::default(),
             memory_budget: 1 << 30,
             unique_order: true,
+            spill_dir: None,
             threads: 2,
         }
     }

@@ -470,11 +470,14 @@ fn fractional_weights_give_the_same_bytes_for_any_partitioning() {
         write_parquet(&data.join(format!("part-{part}.parquet")), &batch);
     }
     let (_d, spec) = write_spec(&small_spec(&format!("{}/", data.display())));
+    let spill = dir.path().join("spill/here");
+    let spill_arg = spill.to_str().unwrap();
     let mut outputs = Vec::new();
     for extra in [
         &["--target-partitions", "1"][..],
         &["--target-partitions", "4"],
         &["--memory-limit", "64MiB"],
+        &["--memory-limit", "64MiB", "--spill-dir", spill_arg],
     ] {
         let out = dir.path().join(format!("out{}", outputs.len()));
         curate_ok(&spec, &out, extra);
@@ -484,6 +487,38 @@ fn fractional_weights_give_the_same_bytes_for_any_partitioning() {
         outputs.iter().all(|o| *o == outputs[0]),
         "output differs across partitionings"
     );
+    // the spill folder was made, and nothing is left in it
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
+}
+
+/// A spill folder that cannot be made fails the command with its path, before anything
+/// is written.
+#[test]
+fn an_unusable_spill_folder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    let spill = file.join("spill");
+    let target = dir.path().join("out");
+    let o = strata()
+        .arg("curate")
+        .arg(repo_root().join("pipelines/adult.toml"))
+        .arg("--out")
+        .arg(&target)
+        .arg("--spill-dir")
+        .arg(&spill)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&spill.display().to_string()),
+        "{}",
+        errors[0]
+    );
+    assert!(!target.exists(), "nothing may be written");
 }
 
 /// A tuning variable that does not parse fails the run with its name, before anything

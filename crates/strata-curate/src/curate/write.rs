@@ -114,6 +114,7 @@ impl Passes<'_> {
             // budget (by default, from the memory of the machine that writes)
             memory_budget: memory_budget.unwrap_or_else(strata_publish::default_memory_budget),
             unique_order: self.pipeline.source.id_column.is_some(),
+            spill_dir: self.engine.spill_dir().map(Into::into),
             threads: self.ctx().state().config().target_partitions(),
         };
         let written = if self.engine.is_cluster() {

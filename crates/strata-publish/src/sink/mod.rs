@@ -189,6 +189,8 @@ pub struct ShardSink {
     /// Bytes the writer may hold in memory between its steps (about twice the routed
     /// rows); past it, and from the start when 0, rows go to spill files under `$TMPDIR`.
     pub memory_budget: usize,
+    /// Where the spill files go (`None`: `$TMPDIR`).
+    pub spill_dir: Option<std::path::PathBuf>,
     /// The order columns identify a row (a declared unique id went into them): rows
     /// with equal order keys and equal `distinct` values fail the write, before
     /// anything is uploaded.
@@ -305,14 +307,12 @@ impl ShardSink {
             split_names: self.columns.split_names.clone(),
             ranges: self.expected_rows.div_ceil(self.range_rows.max(1)).max(1),
         });
+        let spill_parent = self.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
         let spill_root = tempfile::Builder::new()
             .prefix("strata-shards-")
-            .tempdir()
+            .tempdir_in(&spill_parent)
             .map_err(|e| PublishError::Data {
-                context: format!(
-                    "creating spill files under {}",
-                    std::env::temp_dir().display()
-                ),
+                context: format!("creating spill files under {}", spill_parent.display()),
                 message: e.to_string(),
                 source: Some(Box::new(e)),
             })?;
