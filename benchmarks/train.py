@@ -161,6 +161,7 @@ def main() -> None:
     import importlib.util
     loader = importlib.util.spec_from_file_location("harness", ROOT / "benchmarks" / "harness.py")
     harness = importlib.util.module_from_spec(loader)
+    sys.modules["harness"] = harness  # dataclasses look their module up there
     loader.loader.exec_module(harness)
     ratio, write_result = harness.ratio, harness.write_result
     import numpy as np

@@ -190,7 +190,7 @@ pub struct ShardSink {
     /// rows); past it, and from the start when 0, rows go to spill files under `$TMPDIR`.
     pub memory_budget: usize,
     /// Where the spill files go (`None`: `$TMPDIR`).
-    pub spill_dir: Option<std::path::PathBuf>,
+    pub spill_dir: Option<PathBuf>,
     /// The order columns identify a row (a declared unique id went into them): rows
     /// with equal order keys and equal `distinct` values fail the write, before
     /// anything is uploaded.
