@@ -425,3 +425,43 @@ def test_train_and_predict_on_object_storage(adult_run, s3_env, tmp_path):
     remote = s3.get_object(Bucket="train-e2e", Key="model/model.safetensors")["Body"].read()
     assert hashlib.sha256(remote).hexdigest() == sha(tmp_path / "local" / "model.safetensors")
     assert pq.read_table(tmp_path / "p.parquet").num_rows > 0
+
+
+def shard_spec(tmp_path: pathlib.Path) -> pathlib.Path:
+    """adult.toml training a shard at a time."""
+    text = ADULT_SPEC.read_text().replace("[train]\n", '[train]\nshuffle = "shards"\n', 1)
+    text = text.replace('url = "../data/adult/train.parquet"', f'url = "{ROOT / "data" / "adult" / "train.parquet"}"')
+    assert 'shuffle = "shards"' in text
+    spec = tmp_path / "adult-shards.toml"
+    spec.write_text(text)
+    return spec
+
+
+def test_shard_shuffle_trains_as_well_a_shard_at_a_time(adult_run, tmp_path):
+    """`train.shuffle = "shards"`: each epoch visits the shards in a seeded order and
+    shuffles each one's rows; the model is as good as the in-memory shuffle's
+    (accuracy from pyarrow + numpy on the official test file) and fixed by the seed."""
+    spec = shard_spec(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        run_strata("train", str(spec), "--shards", str(adult_run), "--out", str(out), "--no-sample-weights",
+                   "--memory-limit", "1MiB")  # the limit binds only the in-memory shuffle
+    assert sha(a / "model.safetensors") == sha(b / "model.safetensors")
+    report = json.loads((a / "train.json").read_text())
+    assert report["hyperparameters"]["shuffle"] == "shards"
+    m = latest_manifest(adult_run)
+    assert report["train_rows"] == sum(s["rows"] for s in m["shards"] if s["split"] == "train")
+    assert report["validation_rows"] == sum(s["rows"] for s in m["shards"] if s["split"] == "validation")
+    f = predict(a, tmp_path / "official.parquet", "--input", str(ADULT_TEST))
+    acc = accuracy(tmp_path / "official.parquet")
+    print(f"shard-shuffled baseline accuracy on the official test file: {acc:.4f}")
+    assert f["rows"] == 16281 and acc >= 0.845, acc
+
+
+def test_a_split_over_the_memory_limit_names_the_shuffle_key(adult_run, tmp_path):
+    proc = run_strata("train", str(ADULT_SPEC), "--shards", str(adult_run), "--out", str(tmp_path / "m"),
+                      "--memory-limit", "1MiB", check=False)
+    assert proc.returncode == 3, proc.stderr
+    line = one_error_line(proc)
+    assert "adult.toml" in line and "over the memory limit of 1 MiB" in line and 'train.shuffle = "shards"' in line, line
+    assert not (tmp_path / "m").exists()

@@ -200,7 +200,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL")]
     pub engine: Option<String>,
     /// Memory for the data stages' query execution (e.g. `1GiB`); they spill to disk
-    /// past it. Training and evaluation stream their rows and hold one shard at a time.
+    /// past it. Training holds its encoded rows in memory unless `train.shuffle =
+    /// "shards"`, and refuses splits that would not fit under this limit.
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     pub memory_limit: Option<usize>,
     /// Where spill files go (created if missing; default: `$TMPDIR`).
@@ -232,6 +233,11 @@ pub struct TrainArgs {
     /// Train on the first CUDA GPU (needs a strata built with `--features cuda`).
     #[arg(long)]
     pub gpu: bool,
+    /// With `train.shuffle = "rows"` (the default), refuse a run whose training and
+    /// validation splits would encode to more than this (e.g. `1GiB`), naming the key
+    /// that trains a shard at a time instead.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory_limit: Option<usize>,
     /// Summary format on stdout (`json` prints train.json).
     #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
     pub format: SummaryFormat,

@@ -570,6 +570,7 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
                 let options = strata_train::TrainOptions {
                     seed: Some(seed),
                     device: strata_train::device(false)?,
+                    memory_limit: args.memory_limit,
                 };
                 let model = train_to(&s, &shards, &model_url, &options, style).await?;
                 let r = model.report.as_ref().expect("fresh");

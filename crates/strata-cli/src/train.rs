@@ -19,6 +19,7 @@ pub async fn train(args: TrainArgs, style: Style) -> anyhow::Result<Outcome> {
     let options = TrainOptions {
         seed: args.seed,
         device: strata_train::device(args.gpu)?,
+        memory_limit: args.memory_limit,
     };
     let trained = train_to(&spec, &shards, &out, &options, style).await?;
     let report = trained.report.as_ref().expect("fresh from training");

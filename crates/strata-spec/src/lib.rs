@@ -21,7 +21,7 @@ pub use model::{
 };
 pub use train::{
     ADDED_COLUMNS, MAX_BATCH_SIZE, MAX_CATEGORIES, MAX_EPOCHS, MAX_HIDDEN_LAYERS, MAX_LAYER_UNITS,
-    Train,
+    Shuffle, Train,
 };
 
 /// The value of a group whose attribute is null. Missing values form a group of their

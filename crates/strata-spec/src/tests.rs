@@ -229,16 +229,22 @@ fn train_defaults_are_the_classic_recipe() {
 fn train_section_is_validated_and_located() {
     let with = |section: &str| format!("{VALID}\n[train]\n{section}\n");
     let t = parse(&with(
-        "hidden = [64, 32]\nepochs = 3\nfeatures = [\"age\", \"zip\"]\ncategorical = [\"zip\"]",
+        "hidden = [64, 32]\nepochs = 3\nshuffle = \"shards\"\nfeatures = [\"age\", \"zip\"]\ncategorical = [\"zip\"]",
     ))
     .unwrap()
     .train;
     assert_eq!(t.hidden, vec![64, 32]);
+    assert_eq!(t.shuffle, Shuffle::Shards);
     assert_eq!(t.categorical, vec!["zip".to_string()]);
     for (section, key, needle) in [
         ("dropout = 1.0", "train.dropout", "below 1"),
         ("learning_rate = 0.0", "train.learning_rate", "above 0"),
         ("epochs = 0", "train.epochs", "from 1"),
+        (
+            "shuffle = \"batches\"",
+            "train.shuffle",
+            "expected \"rows\" or \"shards\"",
+        ),
         ("hidden = [0]", "train.hidden", "1 to 65536 units"),
         (
             "features = [\"sex\"]",

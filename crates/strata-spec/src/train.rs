@@ -42,6 +42,7 @@ pub(crate) struct RawTrain {
     pub early_stopping_patience: Option<Spanned<u64>>,
     pub sample_weights: Option<bool>,
     pub seed: Option<u64>,
+    pub shuffle: Option<Spanned<String>>,
 }
 
 /// The validated `[train]` section (defaults filled in).
@@ -76,6 +77,31 @@ pub struct Train {
     pub sample_weights: bool,
     /// The seed of initial weights, dropout masks and batch order (default: `curate.seed`).
     pub seed: Option<u64>,
+    /// How batches are drawn: every training row held in memory and shuffled together,
+    /// or shard by shard (memory for one shard, whatever the split's size).
+    pub shuffle: Shuffle,
+}
+
+/// `train.shuffle`: where the training rows live while the model trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shuffle {
+    /// `"rows"`: the whole training split encoded in memory, its rows shuffled together
+    /// each epoch (as a PyTorch `DataLoader(shuffle=True)` over a `TensorDataset`).
+    #[default]
+    Rows,
+    /// `"shards"`: each epoch visits the shards in a seeded order, decoding one at a
+    /// time and shuffling its rows (as WebDataset or `tf.data` over shard files); memory
+    /// holds one shard, so a split of any size trains.
+    Shards,
+}
+
+impl Shuffle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shuffle::Rows => "rows",
+            Shuffle::Shards => "shards",
+        }
+    }
 }
 
 impl Default for Train {
@@ -95,6 +121,7 @@ impl Default for Train {
             early_stopping_patience: None,
             sample_weights: true,
             seed: None,
+            shuffle: Shuffle::Rows,
         }
     }
 }
@@ -256,6 +283,19 @@ pub(crate) fn validate_train(
         t.sample_weights = w;
     }
     t.seed = raw.seed;
+    if let Some(v) = &raw.shuffle {
+        t.shuffle = match v.get_ref().as_str() {
+            "rows" => Shuffle::Rows,
+            "shards" => Shuffle::Shards,
+            other => {
+                return Err(reporter.at(
+                    Some(v.span()),
+                    "train.shuffle",
+                    format!("expected \"rows\" or \"shards\", found \"{other}\""),
+                ));
+            }
+        };
+    }
     Ok(t)
 }
 

@@ -99,7 +99,8 @@ pub struct History {
     pub stopped_early: bool,
 }
 
-/// Trains `model` on `train` (every row's `w` its weight), evaluating on `validation`.
+/// Trains `model` on `train` (every row's `w` its weight), evaluating on `validation`:
+/// the whole split as one block, its rows shuffled together each epoch.
 pub fn fit(
     model: &Mlp,
     train: &Encoded,
@@ -108,48 +109,134 @@ pub fn fit(
     progress: &mut dyn Progress,
 ) -> Result<History, TrainError> {
     let device = model.device().clone();
-    let width = model.inputs();
-    let hidden = model.hidden();
-    let rows = train.rows();
-    let mut opt = AdamW::new(
-        model.vars(),
-        ParamsAdamW {
-            lr: options.learning_rate,
-            beta1: options.beta1,
-            beta2: options.beta2,
-            eps: options.eps,
-            weight_decay: options.weight_decay,
-        },
-    )?;
-    let mut order_rng = rng(options.seed, STREAM_ORDER);
-    let mut dropout_rng = rng(options.seed, STREAM_DROPOUT);
-    let keep = 1.0 - options.dropout;
-    let scale = (1.0 / keep) as f32;
+    let mut fitter = Fitter::new(model, options)?;
+    // one order, reshuffled from where the last epoch left it
+    let mut order: Vec<u32> = (0..train.rows() as u32).collect();
+    for _ in 0..options.epochs {
+        fitter.start_epoch(train.rows() as u64, progress);
+        fitter.train_block(train, &mut order, progress)?;
+        let scored = match validation {
+            Some(v) if v.rows() > 0 => Some(evaluate(model, v, &device)?),
+            _ => None,
+        };
+        if fitter.end_epoch(scored, progress)? {
+            break;
+        }
+    }
+    fitter.finish()
+}
 
-    let mut order: Vec<u32> = (0..rows as u32).collect();
-    let mut history = History {
-        epochs: Vec::new(),
-        best_epoch: 0,
-        stopped_early: false,
-    };
-    let mut best: Option<(f64, Vec<Tensor>)> = None;
-    let mut since_best = 0;
-    let mut xb: Vec<f32> = Vec::with_capacity(options.batch_size * width);
-    for epoch in 1..=options.epochs {
-        progress.epoch_start(epoch, options.epochs, rows as u64);
+/// A training run driven a block of rows at a time, so that rows can come from memory
+/// ([`fit`]) or a shard at a time (`train.shuffle = "shards"`). Each epoch:
+/// [`start_epoch`](Self::start_epoch), [`train_block`](Self::train_block) for every
+/// block (in an order from [`shuffle`](Self::shuffle)), then
+/// [`end_epoch`](Self::end_epoch) with the validation scores.
+pub struct Fitter<'m> {
+    model: &'m Mlp,
+    options: FitOptions,
+    device: Device,
+    opt: AdamW,
+    order_rng: ChaCha8Rng,
+    dropout_rng: ChaCha8Rng,
+    keep: f64,
+    scale: f32,
+    xb: Vec<f32>,
+    history: History,
+    best: Option<(f64, Vec<Tensor>)>,
+    since_best: u64,
+    epoch: u64,
+    epoch_rows: u64,
+    seconds: f64,
+    loss_sum: f64,
+    correct: f64,
+    weight_total: f64,
+}
+
+impl std::fmt::Debug for Fitter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fitter")
+            .field("options", &self.options)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'m> Fitter<'m> {
+    pub fn new(model: &'m Mlp, options: &FitOptions) -> Result<Self, TrainError> {
+        let opt = AdamW::new(
+            model.vars(),
+            ParamsAdamW {
+                lr: options.learning_rate,
+                beta1: options.beta1,
+                beta2: options.beta2,
+                eps: options.eps,
+                weight_decay: options.weight_decay,
+            },
+        )?;
+        let keep = 1.0 - options.dropout;
+        Ok(Self {
+            model,
+            options: options.clone(),
+            device: model.device().clone(),
+            opt,
+            order_rng: rng(options.seed, STREAM_ORDER),
+            dropout_rng: rng(options.seed, STREAM_DROPOUT),
+            keep,
+            scale: (1.0 / keep) as f32,
+            xb: Vec::with_capacity(options.batch_size * model.inputs()),
+            history: History {
+                epochs: Vec::new(),
+                best_epoch: 0,
+                stopped_early: false,
+            },
+            best: None,
+            since_best: 0,
+            epoch: 0,
+            epoch_rows: 0,
+            seconds: 0.0,
+            loss_sum: 0.0,
+            correct: 0.0,
+            weight_total: 0.0,
+        })
+    }
+
+    /// Starts the next epoch, which will train on `rows` rows.
+    pub fn start_epoch(&mut self, rows: u64, progress: &mut dyn Progress) {
+        self.epoch += 1;
+        self.epoch_rows = rows;
+        self.seconds = 0.0;
+        (self.loss_sum, self.correct, self.weight_total) = (0.0, 0.0, 0.0);
+        progress.epoch_start(self.epoch, self.options.epochs, rows);
+    }
+
+    /// Shuffles `v` with the batch-order stream (the order of the shards, say).
+    pub fn shuffle(&mut self, v: &mut [u32]) {
+        shuffle(v, &mut self.order_rng);
+    }
+
+    /// Shuffles `order` (indices into `block`'s rows) and takes a step per batch of it.
+    pub fn train_block(
+        &mut self,
+        block: &Encoded,
+        order: &mut [u32],
+        progress: &mut dyn Progress,
+    ) -> Result<(), TrainError> {
         let started = Instant::now();
-        shuffle(&mut order, &mut order_rng);
-        let (mut loss_sum, mut correct, mut weight_total) = (0f64, 0f64, 0f64);
-        for chunk in order.chunks(options.batch_size) {
+        let width = self.model.inputs();
+        let hidden = self.model.hidden();
+        let device = self.device.clone();
+        shuffle(order, &mut self.order_rng);
+        for chunk in order.chunks(self.options.batch_size) {
             let b = chunk.len();
-            xb.clear();
+            self.xb.clear();
             let mut yb = Vec::with_capacity(b);
             let mut wb = Vec::with_capacity(b);
             for &i in chunk {
                 let i = i as usize;
-                xb.extend_from_slice(&train.x[i * width..(i + 1) * width]);
-                yb.push(train.y[i]);
-                wb.push(train.w[i]);
+                self.xb
+                    .extend_from_slice(&block.x[i * width..(i + 1) * width]);
+                yb.push(block.y[i]);
+                wb.push(block.w[i]);
             }
             let weight_sum: f64 = wb.iter().map(|w| f64::from(*w)).sum();
             if weight_sum <= 0.0 {
@@ -158,13 +245,15 @@ pub fn fit(
                 progress.rows_done(b as u64);
                 continue;
             }
-            let x = f32_tensor(xb.clone(), b, width, &device)?;
+            let x = f32_tensor(self.xb.clone(), b, width, &device)?;
+            let (dropout, keep, scale) = (self.options.dropout, self.keep, self.scale);
+            let dropout_rng = &mut self.dropout_rng;
             let masks = hidden
                 .iter()
                 .map(|&h| {
                     let m: Vec<f32> = (0..b * h)
                         .map(|_| {
-                            if options.dropout == 0.0 || keep_draw(&mut dropout_rng) < keep {
+                            if dropout == 0.0 || keep_draw(dropout_rng) < keep {
                                 scale
                             } else {
                                 0.0
@@ -176,17 +265,20 @@ pub fn fit(
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let y = Tensor::from_vec(yb.clone(), b, &device)?;
             let w = Tensor::from_vec(wb.clone(), b, &device)?;
-            let logits = model.logits(&x, &masks)?;
+            let logits = self.model.logits(&x, &masks)?;
             let loss = weighted_cross_entropy(&logits, &y, &w, weight_sum)?;
-            opt.backward_step(&loss)?;
+            self.opt.backward_step(&loss)?;
             let l = f64::from(loss.to_scalar::<f32>()?);
             if !l.is_finite() {
-                return Err(TrainError::Diverged { epoch, loss: l });
+                return Err(TrainError::Diverged {
+                    epoch: self.epoch,
+                    loss: l,
+                });
             }
-            loss_sum += l * weight_sum;
-            weight_total += weight_sum;
+            self.loss_sum += l * weight_sum;
+            self.weight_total += weight_sum;
             let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            correct += pred
+            self.correct += pred
                 .iter()
                 .zip(&yb)
                 .zip(&wb)
@@ -195,89 +287,124 @@ pub fn fit(
                 .sum::<f64>();
             progress.rows_done(b as u64);
         }
-        let seconds = started.elapsed().as_secs_f64();
-        let (validation_loss, validation_accuracy) = match validation {
-            Some(v) if v.rows() > 0 => {
-                let (l, a) = evaluate(model, v, &device)?;
-                (Some(l), Some(a))
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Ends the epoch with the validation split's (loss, accuracy), if there is one.
+    /// Returns whether training stops here (early stopping).
+    pub fn end_epoch(
+        &mut self,
+        validation: Option<(f64, f64)>,
+        progress: &mut dyn Progress,
+    ) -> Result<bool, TrainError> {
+        let epoch = self.epoch;
+        let of_weight = |x: f64| {
+            if self.weight_total > 0.0 {
+                x / self.weight_total
+            } else {
+                0.0
             }
-            _ => (None, None),
         };
         let stats = EpochStats {
             epoch,
-            train_loss: if weight_total > 0.0 {
-                loss_sum / weight_total
-            } else {
-                0.0
-            },
-            train_accuracy: if weight_total > 0.0 {
-                correct / weight_total
-            } else {
-                0.0
-            },
-            validation_loss,
-            validation_accuracy,
-            seconds,
-            rows_per_second: rows as f64 / seconds.max(1e-9),
+            train_loss: of_weight(self.loss_sum),
+            train_accuracy: of_weight(self.correct),
+            validation_loss: validation.map(|v| v.0),
+            validation_accuracy: validation.map(|v| v.1),
+            seconds: self.seconds,
+            rows_per_second: self.epoch_rows as f64 / self.seconds.max(1e-9),
         };
         progress.epoch_end(&stats);
-        history.epochs.push(stats);
-        history.best_epoch = epoch;
-        if let (Some(patience), Some(vl)) = (options.early_stopping_patience, validation_loss) {
-            if best.as_ref().is_none_or(|(b, _)| vl < *b) {
-                best = Some((vl, model.snapshot()?));
-                since_best = 0;
+        self.history.epochs.push(stats);
+        self.history.best_epoch = epoch;
+        if let (Some(patience), Some((vl, _))) = (self.options.early_stopping_patience, validation)
+        {
+            if self.best.as_ref().is_none_or(|(b, _)| vl < *b) {
+                self.best = Some((vl, self.model.snapshot()?));
+                self.since_best = 0;
             } else {
-                since_best += 1;
+                self.since_best += 1;
             }
-            if let Some((_, _)) = &best {
-                history.best_epoch = epoch - since_best;
+            if self.best.is_some() {
+                self.history.best_epoch = epoch - self.since_best;
             }
-            if since_best >= patience {
-                history.stopped_early = epoch < options.epochs;
-                break;
+            if self.since_best >= patience {
+                self.history.stopped_early = epoch < self.options.epochs;
+                return Ok(true);
             }
         }
+        Ok(false)
     }
-    if let Some((_, weights)) = &best {
-        model.restore(weights)?;
+
+    /// How training ended; the model holds the best epoch's weights.
+    pub fn finish(self) -> Result<History, TrainError> {
+        if let Some((_, weights)) = &self.best {
+            self.model.restore(weights)?;
+        }
+        Ok(self.history)
     }
-    Ok(history)
 }
 
 /// Weighted mean cross-entropy and weighted accuracy of `model` on `data`.
 pub fn evaluate(model: &Mlp, data: &Encoded, device: &Device) -> Result<(f64, f64), TrainError> {
-    let width = model.inputs();
-    let (mut loss, mut correct, mut total) = (0f64, 0f64, 0f64);
-    let rows = data.rows();
-    let mut start = 0;
-    while start < rows {
-        let end = (start + EVAL_ROWS).min(rows);
-        let b = end - start;
-        let x = f32_tensor(
-            data.x[start * width..end * width].to_vec(),
-            b,
-            width,
-            device,
-        )?;
-        let logits = model.logits(&x, &[])?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
-        for (i, row) in logp.iter().enumerate() {
-            let w = f64::from(data.w[start + i]);
-            let y = data.y[start + i] as usize;
-            loss -= w * f64::from(row[y]);
-            let best = argmax(row);
-            if best == y {
-                correct += w;
+    Ok(Scores::of(model, data, device)?.mean())
+}
+
+/// Sums of weighted cross-entropy, weighted correct rows and weight, so that a split
+/// scored a block at a time gives the same means as one pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scores {
+    pub loss: f64,
+    pub correct: f64,
+    pub weight: f64,
+}
+
+impl Scores {
+    /// The sums over `data`, in row order.
+    pub fn of(model: &Mlp, data: &Encoded, device: &Device) -> Result<Self, TrainError> {
+        let mut s = Self::default();
+        s.add(model, data, device)?;
+        Ok(s)
+    }
+
+    /// Adds `data`'s rows, in order.
+    pub fn add(&mut self, model: &Mlp, data: &Encoded, device: &Device) -> Result<(), TrainError> {
+        let width = model.inputs();
+        let rows = data.rows();
+        let mut start = 0;
+        while start < rows {
+            let end = (start + EVAL_ROWS).min(rows);
+            let b = end - start;
+            let x = f32_tensor(
+                data.x[start * width..end * width].to_vec(),
+                b,
+                width,
+                device,
+            )?;
+            let logits = model.logits(&x, &[])?;
+            let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
+            for (i, row) in logp.iter().enumerate() {
+                let w = f64::from(data.w[start + i]);
+                let y = data.y[start + i] as usize;
+                self.loss -= w * f64::from(row[y]);
+                if argmax(row) == y {
+                    self.correct += w;
+                }
+                self.weight += w;
             }
-            total += w;
+            start = end;
         }
-        start = end;
+        Ok(())
     }
-    if total <= 0.0 {
-        return Ok((0.0, 0.0));
+
+    /// (weighted mean loss, weighted accuracy); zeros when nothing weighs.
+    pub fn mean(&self) -> (f64, f64) {
+        if self.weight <= 0.0 {
+            return (0.0, 0.0);
+        }
+        (self.loss / self.weight, self.correct / self.weight)
     }
-    Ok((loss / total, correct / total))
 }
 
 /// Index of the largest value (the first, on ties: as `argmax` in candle and numpy).
@@ -456,6 +583,67 @@ mod tests {
             (back.inputs(), back.hidden(), back.classes()),
             (3, vec![16], 2)
         );
+    }
+
+    /// The toy split in blocks, trained as `train.shuffle = "shards"` does: each epoch
+    /// the blocks in a seeded order, each block's rows shuffled from `0..n`.
+    fn trained_in_blocks(seed: u64, blocks: usize) -> (Mlp, History) {
+        let d = Device::Cpu;
+        let model = Mlp::init(3, &[16], 2, &mut rng(seed, STREAM_INIT), &d).unwrap();
+        let train = toy(400, 1);
+        let validation = toy(100, 2);
+        let per = 400 / blocks;
+        let parts: Vec<Encoded> = (0..blocks)
+            .map(|b| Encoded {
+                x: train.x[b * per * 3..(b + 1) * per * 3].to_vec(),
+                y: train.y[b * per..(b + 1) * per].to_vec(),
+                w: train.w[b * per..(b + 1) * per].to_vec(),
+            })
+            .collect();
+        let o = options(seed);
+        let mut f = Fitter::new(&model, &o).unwrap();
+        let mut block_order: Vec<u32> = (0..blocks as u32).collect();
+        for _ in 0..o.epochs {
+            f.start_epoch(400, &mut Quiet);
+            f.shuffle(&mut block_order);
+            for &k in &block_order {
+                let part = &parts[k as usize];
+                let mut order: Vec<u32> = (0..part.rows() as u32).collect();
+                f.train_block(part, &mut order, &mut Quiet).unwrap();
+            }
+            // scored a block at a time: the same sums as one pass
+            let mut scores = Scores::default();
+            scores.add(&model, &toy(50, 2), &d).unwrap();
+            let mut rest = toy(100, 2);
+            rest.x.drain(..50 * 3);
+            rest.y.drain(..50);
+            rest.w.drain(..50);
+            scores.add(&model, &rest, &d).unwrap();
+            let whole = evaluate(&model, &validation, &d).unwrap();
+            let (l, a) = scores.mean();
+            assert!((l - whole.0).abs() < 1e-12 && (a - whole.1).abs() < 1e-12);
+            assert!(!f.end_epoch(Some((l, a)), &mut Quiet).unwrap());
+        }
+        let h = f.finish().unwrap();
+        (model, h)
+    }
+
+    #[test]
+    fn blocks_learn_and_are_fixed_by_the_seed() {
+        let (a, ha) = trained_in_blocks(3, 4);
+        let (b, _) = trained_in_blocks(3, 4);
+        let (c, _) = trained_in_blocks(4, 4);
+        let bytes = a.to_safetensors().unwrap();
+        assert_eq!(bytes, b.to_safetensors().unwrap());
+        assert_ne!(bytes, c.to_safetensors().unwrap());
+        assert_eq!(ha.epochs.len(), 3);
+        assert!(
+            ha.epochs.last().unwrap().validation_accuracy.unwrap() > 0.8,
+            "{ha:?}"
+        );
+        // the blocks' order matters: other blocks, another model
+        let (two, _) = trained_in_blocks(3, 2);
+        assert_ne!(bytes, two.to_safetensors().unwrap());
     }
 
     #[test]

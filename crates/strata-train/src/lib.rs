@@ -25,7 +25,7 @@ use candle_core::Device;
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use strata_run::{Destination, RunError};
-use strata_spec::Pipeline;
+use strata_spec::{Pipeline, Shuffle};
 use url::Url;
 
 pub use data::VerifiedRun;
@@ -34,7 +34,8 @@ pub use encoder::{
     LabelEncoding, WEIGHT_COLUMN, select_features,
 };
 pub use fit::{
-    EpochStats, FitOptions, History, Progress, Quiet, evaluate, fit, weighted_cross_entropy,
+    EpochStats, FitOptions, Fitter, History, Progress, Quiet, Scores, evaluate, fit,
+    weighted_cross_entropy,
 };
 pub use model::Mlp;
 pub use predict::{PredictInput, PredictSummary, predict};
@@ -149,6 +150,13 @@ pub struct Hyperparameters {
     pub max_categories: u64,
     pub protected_as_features: bool,
     pub init: String,
+    /// `train.shuffle`: "rows" (the split in memory) or "shards" (a shard at a time).
+    #[serde(default = "rows")]
+    pub shuffle: String,
+}
+
+fn rows() -> String {
+    Shuffle::Rows.as_str().into()
 }
 
 /// A trained model: its encoder and weights (and, fresh from [`train`], its report).
@@ -165,6 +173,9 @@ pub struct TrainOptions {
     /// Overrides `train.seed` (which defaults to `curate.seed`).
     pub seed: Option<u64>,
     pub device: Device,
+    /// With `train.shuffle = "rows"`, splits that would encode to more than this many
+    /// bytes are refused (naming the key that trains them a shard at a time).
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for TrainOptions {
@@ -172,6 +183,7 @@ impl Default for TrainOptions {
         Self {
             seed: None,
             device: Device::Cpu,
+            memory_limit: None,
         }
     }
 }
@@ -195,56 +207,60 @@ pub async fn train(
             "{context} is empty; there is nothing to train on"
         )));
     }
-    let mut train_bytes = Vec::with_capacity(train_shards.len());
+    // The encoder is fitted a shard at a time; with `shuffle = "rows"` the (compressed)
+    // shards are kept to be encoded next, with "shards" they are fetched again per epoch.
+    let keep = t.shuffle == Shuffle::Rows;
+    let mut train_bytes = Vec::with_capacity(if keep { train_shards.len() } else { 0 });
+    let mut fitter: Option<EncoderFitter> = None;
     for s in &train_shards {
-        train_bytes.push((run.fetch(s).await?, run.url_of(s)));
-    }
-    let schema = data::schema_of(train_bytes[0].0.clone(), &train_bytes[0].1)?;
-    let columns = select_features(spec, &schema, &train_bytes[0].1)?;
-    for a in &spec.groups.attributes {
-        if schema.field_with_name(a).is_err() {
-            return Err(TrainError::Column {
-                column: a.clone(),
-                message: format!(
-                    "{} has no such column (a protected attribute)",
-                    train_bytes[0].1
-                ),
-            });
+        let (bytes, url) = (run.fetch(s).await?, run.url_of(s));
+        let mut f = match fitter.take() {
+            Some(f) => f,
+            None => encoder_fitter(spec, &bytes, &url)?,
+        };
+        let needed = f.needed_columns();
+        for batch in data::decode(bytes.clone(), &needed, &url)? {
+            f.update(&batch?, &url)?;
+        }
+        fitter = Some(f);
+        if keep {
+            train_bytes.push((bytes, url));
         }
     }
-    let mut fitter = EncoderFitter::new(spec, columns);
-    let needed = fitter.needed_columns();
-    for (bytes, url) in &train_bytes {
-        for batch in data::decode(bytes.clone(), &needed, url)? {
-            fitter.update(&batch?, url)?;
-        }
-    }
+    let Some(fitter) = fitter else {
+        return Err(TrainError::Usage(format!("{context} has no shards")));
+    };
     let mut encoder = fitter.finish(&context)?;
     encoder.id_column = spec.source.id_column.clone();
     encoder.protected_attributes = spec.groups.attributes.clone();
-
-    let encode_all = |shards: &[(Bytes, String)]| -> Result<Encoded, TrainError> {
+    let encode = |bytes: Bytes, url: &str| -> Result<Encoded, TrainError> {
         let mut all = Encoded::default();
-        for (bytes, url) in shards {
-            for batch in data::decode(bytes.clone(), &encoder.needed_columns(true), url)? {
-                all.append(encoder.encode(&batch?, true, url)?);
-            }
+        for batch in data::decode(bytes, &encoder.needed_columns(true), url)? {
+            all.append(encoder.encode(&batch?, true, url)?);
         }
         Ok(all)
     };
-    let train_rows = encode_all(&train_bytes)?;
-    drop(train_bytes);
-    let mut validation_bytes = Vec::with_capacity(validation_shards.len());
-    for s in &validation_shards {
-        validation_bytes.push((run.fetch(s).await?, run.url_of(s)));
-    }
-    let validation_rows = encode_all(&validation_bytes)?;
-    drop(validation_bytes);
-    if t.early_stopping_patience.is_some() && validation_rows.rows() == 0 {
+    let train_count: u64 = train_shards.iter().map(|s| s.rows).sum();
+    let validation_count: u64 = validation_shards.iter().map(|s| s.rows).sum();
+    if t.early_stopping_patience.is_some() && validation_count == 0 {
         return Err(TrainError::Usage(format!(
             "{}: `train.early_stopping_patience` needs a validation split, and the run has none (set `curate.split.validation`)",
             spec.path.display()
         )));
+    }
+    if keep && let Some(limit) = options.memory_limit {
+        // x, y and w of every row, as `Encoded` holds them
+        let need = (train_count + validation_count) * (encoder.width as u64 + 2) * 4;
+        if need > limit as u64 {
+            return Err(TrainError::Usage(format!(
+                "{}: the training and validation splits encode to {} ({} rows × {} inputs, as f32), over the memory limit of {}; set `train.shuffle = \"shards\"` to hold one shard at a time",
+                spec.path.display(),
+                mib(need),
+                train_count + validation_count,
+                encoder.width,
+                mib(limit as u64)
+            )));
+        }
     }
 
     let seed = options
@@ -272,13 +288,57 @@ pub async fn train(
         beta2: BETA2,
         eps: EPS,
     };
-    let history = fit(
-        &model,
-        &train_rows,
-        (validation_rows.rows() > 0).then_some(&validation_rows),
-        &fit_options,
-        progress,
-    )?;
+    let history = match t.shuffle {
+        Shuffle::Rows => {
+            let mut train_rows = Encoded::default();
+            for (bytes, url) in train_bytes {
+                train_rows.append(encode(bytes, &url)?);
+            }
+            let mut validation_rows = Encoded::default();
+            for s in &validation_shards {
+                validation_rows.append(encode(run.fetch(s).await?, &run.url_of(s))?);
+            }
+            fit(
+                &model,
+                &train_rows,
+                (validation_rows.rows() > 0).then_some(&validation_rows),
+                &fit_options,
+                progress,
+            )?
+        }
+        Shuffle::Shards => {
+            // each epoch: the shards in a seeded order, each shard's rows shuffled
+            let mut fitting = Fitter::new(&model, &fit_options)?;
+            let mut shard_order: Vec<u32> = (0..train_shards.len() as u32).collect();
+            for _ in 0..t.epochs {
+                fitting.start_epoch(train_count, progress);
+                fitting.shuffle(&mut shard_order);
+                for &k in &shard_order {
+                    let s = &train_shards[k as usize];
+                    if s.rows == 0 {
+                        continue;
+                    }
+                    let block = encode(run.fetch(s).await?, &run.url_of(s))?;
+                    let mut order: Vec<u32> = (0..block.rows() as u32).collect();
+                    fitting.train_block(&block, &mut order, progress)?;
+                }
+                let scored = if validation_count > 0 {
+                    let mut scores = Scores::default();
+                    for s in &validation_shards {
+                        let block = encode(run.fetch(s).await?, &run.url_of(s))?;
+                        scores.add(&model, &block, &options.device)?;
+                    }
+                    Some(scores.mean())
+                } else {
+                    None
+                };
+                if fitting.end_epoch(scored, progress)? {
+                    break;
+                }
+            }
+            fitting.finish()?
+        }
+    };
     let model_bytes = model.to_safetensors()?;
     let encoder_json = encoder_json(&encoder)?;
     let report = TrainReport {
@@ -318,11 +378,12 @@ pub async fn train(
             protected_as_features: t.protected_as_features,
             init: "PyTorch nn.Linear default: uniform in ±1/sqrt(fan_in), weights and biases"
                 .into(),
+            shuffle: t.shuffle.as_str().into(),
         },
         inputs: encoder.input_names(),
         classes: encoder.label.classes.clone(),
-        train_rows: train_rows.rows() as u64,
-        validation_rows: validation_rows.rows() as u64,
+        train_rows: train_count,
+        validation_rows: validation_count,
         epochs: history.epochs,
         best_epoch: history.best_epoch,
         stopped_early: history.stopped_early,
@@ -336,6 +397,26 @@ pub async fn train(
         model,
         report: Some(report),
     })
+}
+
+/// The encoder fitter for the features a shard's schema offers (after checking that the
+/// protected attributes are there).
+fn encoder_fitter(spec: &Pipeline, bytes: &Bytes, url: &str) -> Result<EncoderFitter, TrainError> {
+    let schema = data::schema_of(bytes.clone(), url)?;
+    let columns = select_features(spec, &schema, url)?;
+    for a in &spec.groups.attributes {
+        if schema.field_with_name(a).is_err() {
+            return Err(TrainError::Column {
+                column: a.clone(),
+                message: format!("{url} has no such column (a protected attribute)"),
+            });
+        }
+    }
+    Ok(EncoderFitter::new(spec, columns))
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
 fn encoder_json(encoder: &Encoder) -> Result<String, TrainError> {
