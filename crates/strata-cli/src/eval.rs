@@ -190,12 +190,6 @@ pub async fn evaluate(args: &EvalArgs, context: EvalContext) -> anyhow::Result<E
         model: column(&args.model_column),
     };
     let threshold = args.threshold.unwrap_or(e.threshold);
-    let read =
-        strata_metrics::read_predictions(&store, &url, &columns, &positive, threshold).await?;
-    let null_labels: u64 = read.models.iter().map(|m| m.1.null_labels).sum();
-    if null_labels > 0 {
-        tracing::warn!(rows = null_labels, column = %args.label, "rows without a label are left out of every metric");
-    }
     let n = groups.len();
     let groupings = match &spec {
         Some(s) if args.groups.is_empty() => s.groups.groupings(),
@@ -227,15 +221,40 @@ pub async fn evaluate(args: &EvalArgs, context: EvalContext) -> anyhow::Result<E
             .unwrap_or(30),
         reference: e.reference_groups.clone(),
     };
-    let has_models = read.models.iter().any(|m| m.0.is_some());
-    let mut evaluations = Vec::with_capacity(read.models.len());
-    for (model, acc) in &read.models {
-        let mut ev = strata_metrics::evaluate(acc, &options).map_err(|err| match model {
-            Some(m) => anyhow::anyhow!("model `{m}`: {err}"),
-            None => err.into(),
-        })?;
-        ev.model = model.clone();
-        evaluations.push(ev);
+    // Several models are read one at a time, so that memory holds one model's rows
+    // (docs/evaluation.md, "Memory and speed").
+    let names = match columns.model.as_deref() {
+        Some(m) => strata_metrics::model_names(&store, &url, m).await?,
+        None => None,
+    };
+    let passes: Vec<Option<&str>> = match &names {
+        Some(n) if n.len() > 1 => n.iter().map(|m| Some(m.as_str())).collect(),
+        _ => vec![None],
+    };
+    let mut evaluations = Vec::new();
+    let (mut null_labels, mut has_models) = (0u64, false);
+    let mut first: Option<strata_metrics::Read> = None;
+    for only in passes {
+        let mut read =
+            strata_metrics::read_predictions_of(&store, &url, &columns, &positive, threshold, only)
+                .await?;
+        for (model, acc) in std::mem::take(&mut read.models) {
+            null_labels += acc.null_labels;
+            has_models |= model.is_some();
+            let mut ev = strata_metrics::evaluate(&acc, &options).map_err(|err| match &model {
+                Some(m) => anyhow::anyhow!("model `{m}`: {err}"),
+                None => err.into(),
+            })?;
+            ev.model = model;
+            evaluations.push(ev);
+        }
+        first.get_or_insert(read);
+    }
+    let Some(read) = first else {
+        anyhow::bail!("{url}: no predictions to evaluate");
+    };
+    if null_labels > 0 {
+        tracing::warn!(rows = null_labels, column = %args.label, "rows without a label are left out of every metric");
     }
     let gates = strata_metrics::judge(&evaluations, &e.gates)?;
     let mut absent = Vec::new();

@@ -220,13 +220,16 @@ fn check_status(run: &strata_check::CheckRun) -> Status {
     }
 }
 
-/// Reads a predictions file and adds a `model` column holding `name`.
-fn with_model(bytes: Bytes, name: &str, context: &str) -> anyhow::Result<Vec<RecordBatch>> {
+/// Reads a predictions file batch by batch, each with a `model` column holding `name`.
+fn with_model<'a>(
+    bytes: Bytes,
+    name: &'a str,
+    context: &'a str,
+) -> anyhow::Result<impl Iterator<Item = anyhow::Result<RecordBatch>> + 'a> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .and_then(|b| b.build())
         .map_err(|e| anyhow::anyhow!("{context}: {e}"))?;
-    let mut out = Vec::new();
-    for batch in reader {
+    Ok(reader.map(move |batch| {
         let batch = batch.map_err(|e| anyhow::anyhow!("{context}: {e}"))?;
         let mut fields: Vec<Field> = batch
             .schema()
@@ -237,12 +240,11 @@ fn with_model(bytes: Bytes, name: &str, context: &str) -> anyhow::Result<Vec<Rec
         fields.push(Field::new("model", DataType::Utf8, false));
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(Arc::new(StringArray::from(vec![name; batch.num_rows()])));
-        out.push(RecordBatch::try_new(
+        Ok(RecordBatch::try_new(
             Arc::new(Schema::new(fields)),
             columns,
-        )?);
-    }
-    Ok(out)
+        )?)
+    }))
 }
 
 fn default_out(spec: &strata_spec::Pipeline) -> anyhow::Result<Url> {
@@ -601,7 +603,12 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
         Some(pb) if trained.len() == 2 => {
             let run_url = folder(strata_run::parse_location(&pb.run_url)?);
             rec.stage("predict", async {
-                let mut batches = Vec::new();
+                // both models' predictions in one file, a batch at a time (the decoded
+                // rows are never all in memory)
+                let props = parquet::file::properties::WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                    .build();
+                let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
                 let mut rows = Vec::new();
                 for (name, model) in &trained {
                     let rel = format!("models/{name}/test-predictions.parquet");
@@ -610,21 +617,23 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
                         predict_split(model, &run_url, "test", &part, &spec.storage).await?;
                     rows.push(format!("{name} accuracy {:.4}", summary.accuracy));
                     let bytes = dir.get(&rel).await?;
-                    batches.extend(with_model(bytes, name, part.as_str())?);
+                    for batch in with_model(bytes, name, part.as_str())? {
+                        let batch = batch?;
+                        if writer.is_none() {
+                            writer = Some(ArrowWriter::try_new(
+                                Vec::new(),
+                                batch.schema(),
+                                Some(props.clone()),
+                            )?);
+                        }
+                        if let Some(w) = writer.as_mut() {
+                            w.write(&batch)?;
+                        }
+                    }
                 }
-                let schema = batches
-                    .first()
-                    .map(|b| b.schema())
-                    .ok_or_else(|| anyhow::anyhow!("the test split holds no rows to score"))?;
-                let mut buf = Vec::new();
-                let props = parquet::file::properties::WriterProperties::builder()
-                    .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-                    .build();
-                let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
-                for b in &batches {
-                    w.write(b)?;
-                }
-                w.close()?;
+                let buf = writer
+                    .ok_or_else(|| anyhow::anyhow!("the test split holds no rows to score"))?
+                    .into_inner()?;
                 let url = dir.put("predictions.parquet", buf).await?;
                 Ok(((), Status::Passed, vec![url], Some(rows.join(", "))))
             })

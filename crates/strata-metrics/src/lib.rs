@@ -5,8 +5,8 @@
 //! which keeps each cell's rows (the cell: one value of every protected attribute);
 //! [`evaluate`] rolls the cells up into each grouping (each attribute alone and the
 //! intersections, as the profile groups them), computes every metric and disparity,
-//! and draws the bootstrap. Memory: 48 bytes per row (label, prediction, weight, score
-//! and the row's log-loss and Brier terms), for ROC AUC and the bootstrap. The
+//! and draws the bootstrap. Memory: 32 bytes per row (label, prediction, weight, score
+//! and the row's log-loss term), for ROC AUC and the bootstrap. The
 //! definitions are in `docs/evaluation.md`.
 
 mod disparity;
@@ -26,7 +26,7 @@ use serde::Serialize;
 
 pub use disparity::{DISPARITIES, disparities};
 pub use gates::{GateResult, check_gates, judge};
-pub use read::{Columns, Read, read_predictions};
+pub use read::{Columns, Read, model_names, read_predictions, read_predictions_of};
 use tally::Row;
 pub use tally::{ECE_BINS, METRICS, SCORE_METRICS, Tally, Value, roc_auc};
 

@@ -62,6 +62,68 @@ pub async fn read_predictions(
     positive: &str,
     threshold: f64,
 ) -> Result<Read, MetricsError> {
+    read_predictions_of(store, url, columns, positive, threshold, None).await
+}
+
+/// The names in the model column of the files `url` names, in order (`None` when no
+/// file has the column): one pass over that column alone, so that the models can then
+/// be read one at a time ([`read_predictions_of`]), each model's rows in memory alone.
+pub async fn model_names(
+    store: &Arc<dyn ObjectStore>,
+    url: &Url,
+    column: &str,
+) -> Result<Option<Vec<String>>, MetricsError> {
+    let run_err = |e: strata_run::RunError| MetricsError::Usage(e.to_string());
+    let files = strata_run::list_parquet(store, url)
+        .await
+        .map_err(run_err)?;
+    let mut names: Option<BTreeSet<String>> = None;
+    for (path, file) in &files {
+        let object = strata_run::ObjectReader::open(store, path, file)
+            .await
+            .map_err(run_err)?;
+        let builder = ParquetRecordBatchStreamBuilder::new(object)
+            .await
+            .map_err(|e| {
+                MetricsError::Usage(format!(
+                    "{file}: not a readable Parquet file: {}",
+                    strata_spec::one_line(&e.to_string())
+                ))
+            })?;
+        let Ok(i) = builder.schema().index_of(column) else {
+            continue;
+        };
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [i]);
+        let mut reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| MetricsError::Usage(format!("{file}: {e}")))?;
+        let seen = names.get_or_insert_with(BTreeSet::new);
+        while let Some(batch) = reader.next().await {
+            let batch = batch.map_err(|e| {
+                MetricsError::Usage(format!("{file}: {}", strata_spec::one_line(&e.to_string())))
+            })?;
+            let values = text(&batch, column, file)?;
+            for v in values.iter().flatten() {
+                if !seen.contains(v) {
+                    seen.insert(v.to_string());
+                }
+            }
+        }
+    }
+    Ok(names.map(|n| n.into_iter().collect()))
+}
+
+/// As [`read_predictions`], keeping only the rows of model `only` (all rows with
+/// `None`).
+pub async fn read_predictions_of(
+    store: &Arc<dyn ObjectStore>,
+    url: &Url,
+    columns: &Columns,
+    positive: &str,
+    threshold: f64,
+    only: Option<&str>,
+) -> Result<Read, MetricsError> {
     let run_err = |e: strata_run::RunError| MetricsError::Usage(e.to_string());
     let files = strata_run::list_parquet(store, url)
         .await
@@ -165,6 +227,7 @@ pub async fn read_predictions(
                     let distinct: BTreeSet<&str> = names.iter().flatten().collect();
                     distinct
                         .into_iter()
+                        .filter(|name| only.is_none_or(|o| o == *name))
                         .map(|name| {
                             let mask = BooleanArray::from(
                                 names.iter().map(|v| v == Some(name)).collect::<Vec<_>>(),

@@ -23,7 +23,8 @@ pub struct Tally {
     pub bins: [[f64; 3]; ECE_BINS],
 }
 
-/// One row's contribution, as kept for the bootstrap.
+/// One row's contribution, as kept for the bootstrap: 32 bytes (the Brier term is
+/// recomputed from the score, a subtraction and a product, rather than kept).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Row {
     /// bit 0: the label is positive; bit 1: the prediction is.
@@ -35,24 +36,24 @@ pub(crate) struct Row {
     pub p_class: u16,
     pub w: f64,
     pub log_loss: f64,
-    pub brier: f64,
     pub score: f64,
 }
+
+const _: () = assert!(size_of::<Row>() == 32);
 
 /// sklearn's clipping of probabilities in `log_loss` (`eps="auto"`: float64's epsilon).
 const LOG_LOSS_EPS: f64 = f64::EPSILON;
 
 impl Row {
     pub fn new(y: bool, pred: bool, w: f64, score: Option<f64>) -> Self {
-        let (log_loss, brier, bin, s) = match score {
+        let (log_loss, bin, s) = match score {
             Some(p) => {
                 let c = p.clamp(LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS);
                 let ll = if y { -c.ln() } else { -(1.0 - c).ln() };
-                let t = if y { 1.0 } else { 0.0 };
                 let bin = ((p * ECE_BINS as f64).floor() as usize).min(ECE_BINS - 1);
-                (ll, (p - t) * (p - t), bin as u8, p)
+                (ll, bin as u8, p)
             }
-            None => (0.0, 0.0, 0, 0.0),
+            None => (0.0, 0, 0.0),
         };
         Self {
             code: u8::from(y) | (u8::from(pred) << 1),
@@ -61,7 +62,6 @@ impl Row {
             p_class: 0,
             w,
             log_loss,
-            brier,
             score: s,
         }
     }
@@ -80,8 +80,9 @@ impl Tally {
             _ => self.tp += w,
         }
         self.log_loss += w * r.log_loss;
-        self.brier += w * r.brier;
         let y = f64::from(r.code & 1);
+        // (p - t)², as sklearn's brier_score_loss (meaningless, and unused, without scores)
+        self.brier += w * ((r.score - y) * (r.score - y));
         let b = &mut self.bins[r.bin as usize];
         b[0] += w;
         b[1] += w * r.score;
