@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -175,8 +176,12 @@ def main() -> None:
     subprocess.run([strata, "-q", "curate", str(spec), "--out", str(work / "out")], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     train_spec = work / "adult.toml"
-    train_spec.write_text(spec.read_text().replace("../data/", str(ROOT / "data") + "/")
-                          + f"\n[train]\nepochs = {args.epochs}\n")
+    text = spec.read_text().replace("../data/", str(ROOT / "data") + "/")
+    # the spec's own [train] section, with this run's epochs
+    text, n = re.subn(r"(?m)^\[train\]\n(epochs = \d+\n)?", f"[train]\nepochs = {args.epochs}\n", text, count=1)
+    if n == 0:
+        text += f"\n[train]\nepochs = {args.epochs}\n"
+    train_spec.write_text(text)
     subprocess.run([strata, "-q", "train", str(train_spec), "--shards", str(work / "out"), "--out", str(work / "model")],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     report = json.loads((work / "model" / "train.json").read_text())
