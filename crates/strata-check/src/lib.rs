@@ -45,8 +45,28 @@ pub enum CheckError {
     Run(#[from] strata_run::RunError),
     #[error(transparent)]
     Profile(#[from] strata_profile::ProfileError),
+    /// Reading the curation summary or writing the failing rows. The message shows the
+    /// cause on one line; the cause itself is the source.
+    #[error("{context}: {message}")]
+    Data {
+        context: String,
+        message: String,
+        #[source]
+        source: strata_engine::BoxError,
+    },
     #[error("{0}")]
     Usage(String),
+}
+
+impl CheckError {
+    fn data(context: impl Into<String>) -> impl FnOnce(strata_engine::BoxError) -> Self {
+        let context = context.into();
+        move |source| Self::Data {
+            context,
+            message: strata_engine::one_line(&source.to_string()),
+            source,
+        }
+    }
 }
 
 /// Which stages `strata check` runs.
@@ -165,7 +185,7 @@ pub async fn check(
             CheckError::Usage(format!("{} is missing", dest.url_of(&manifest.summary)))
         })?;
         let summary: serde_json::Value = serde_json::from_slice(&summary)
-            .map_err(|e| CheckError::Usage(format!("{}: {e}", dest.url_of(&manifest.summary))))?;
+            .map_err(|e| CheckError::data(dest.url_of(&manifest.summary))(e.into()))?;
         let batch =
             tables::curation_batch(&summary).map_err(df_err("building the curation table"))?;
         engine
@@ -235,8 +255,7 @@ pub async fn check(
             .filter(|r| matches!(r.status, Status::Fail | Status::Warn) && !r.sample.is_empty())
         {
             let rel = format!("checks/{}__{}.parquet", r.stage.as_str(), r.check.name);
-            let bytes = failing_rows_parquet(&r.sample, &run_id)
-                .map_err(|e| CheckError::Usage(format!("{rel}: {e}")))?;
+            let bytes = failing_rows_parquet(&r.sample, &run_id).map_err(CheckError::data(&rel))?;
             dest.put(&rel, bytes.into()).await?;
             r.failing_rows_file = Some(dest.url_of(&rel));
         }
@@ -269,20 +288,22 @@ fn skipped(c: &CheckFile, stage: Stage, why: &str) -> CheckResult {
 }
 
 /// The kept failing rows with a leading `strata_run_id` column.
-fn failing_rows_parquet(batches: &[RecordBatch], run_id: &str) -> Result<Vec<u8>, String> {
+fn failing_rows_parquet(
+    batches: &[RecordBatch],
+    run_id: &str,
+) -> Result<Vec<u8>, strata_engine::BoxError> {
     let first = &batches[0];
     let mut fields = vec![Arc::new(Field::new("strata_run_id", DataType::Utf8, false))];
     fields.extend(first.schema().fields().iter().cloned());
     let schema = Arc::new(Schema::new(fields));
-    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None)
-        .map_err(|e| e.to_string())?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None)?;
     for b in batches {
         let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![run_id; b.num_rows()]))];
         cols.extend(b.columns().iter().cloned());
-        let b = RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?;
-        w.write(&b).map_err(|e| e.to_string())?;
+        let b = RecordBatch::try_new(schema.clone(), cols)?;
+        w.write(&b)?;
     }
-    w.into_inner().map_err(|e| e.to_string())
+    Ok(w.into_inner()?)
 }
 
 fn chrono_stamp() -> String {

@@ -32,8 +32,15 @@ pub enum CurateError {
     Engine(#[from] strata_engine::EngineError),
     #[error(transparent)]
     Spec(#[from] strata_spec::SpecError),
+    /// The output folder or a published run's summary, wrong as the message says; the
+    /// cause, where there is one, is the source.
     #[error("output `{url}`: {message}")]
-    Output { url: String, message: String },
+    Output {
+        url: String,
+        message: String,
+        #[source]
+        source: Option<strata_engine::BoxError>,
+    },
     #[error(transparent)]
     Publish(#[from] strata_publish::PublishError),
     #[error(transparent)]

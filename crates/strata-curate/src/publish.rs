@@ -38,6 +38,7 @@ pub(crate) async fn open_run(
         std::fs::create_dir_all(&dir).map_err(|e| CurateError::Output {
             url: root.to_string(),
             message: format!("cannot create the folder: {e}"),
+            source: Some(e.into()),
         })?;
     }
     let store = engine.store_for(&root, &pipeline.storage)?;
@@ -57,11 +58,13 @@ pub(crate) async fn open_run(
         let bytes = destination.get(&rel).await?.ok_or_else(|| CurateError::Output {
             url: destination.url_of(&rel),
             message: "the run's manifest exists but its summary is missing; run `strata shards verify`".into(),
+            source: None,
         })?;
         let curation: Curation =
             serde_json::from_slice(&bytes).map_err(|e| CurateError::Output {
                 url: destination.url_of(&rel),
                 message: format!("not a curation summary: {e}"),
+                source: Some(e.into()),
             })?;
         destination.point_latest(&manifest).await?;
         tracing::info!(run = %run.url, "this run is already published (same spec, seed and inputs); nothing to do");

@@ -24,8 +24,8 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, lit};
 use object_store::memory::InMemory;
 
-pub use error::EngineError;
 pub use error::one_line;
+pub use error::{BoxError, EngineError};
 pub use schema::{LabelKind, check_schema, check_source};
 pub use source::{SourceFile, SourceTable};
 pub use store::object_store_for;

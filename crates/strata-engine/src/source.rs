@@ -102,11 +102,15 @@ impl Engine {
         let mut files: Vec<ObjectMeta> = table_url
             .list_all_files(&state, store.as_ref(), extension)
             .await
-            .map_err(|e| source_err(&shown, format!("cannot list: {}", one_line(&e.to_string()))))?
+            .map_err(|e| {
+                source_err(&shown, format!("cannot list: {}", one_line(&e.to_string())))
+                    .caused_by(e)
+            })?
             .try_collect()
             .await
             .map_err(|e| {
                 source_err(&shown, format!("cannot list: {}", one_line(&e.to_string())))
+                    .caused_by(e)
             })?;
         files.retain(|f| f.size > 0 || single);
         files.sort_by(|a, b| a.location.cmp(&b.location));
@@ -351,7 +355,7 @@ async fn check_footers(
         let tail = store
             .get_range(&meta.location, meta.size - TAIL..meta.size)
             .await
-            .map_err(|e| source_err(&name(), format!("cannot read: {}", one_line(&e.to_string()))))?;
+            .map_err(|e| source_err(&name(), format!("cannot read: {}", one_line(&e.to_string()))).caused_by(e))?;
         if &tail[4..8] != MAGIC {
             return Err(source_err(&name(), "not a readable Parquet file: no `PAR1` magic at its end".into()));
         }
@@ -369,10 +373,7 @@ async fn check_footers(
 }
 
 fn source_err(url: &str, message: String) -> EngineError {
-    EngineError::Source {
-        url: url.to_string(),
-        message,
-    }
+    EngineError::bad_source(url, message)
 }
 
 /// Parses a source URL. Plain paths and `file://` URLs may hold globs (DataFusion

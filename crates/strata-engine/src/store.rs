@@ -59,18 +59,14 @@ pub fn object_store_for(
         ),
         (ClientConfigKey::Timeout, millis(retry.request_timeout_secs)),
     ];
-    let err = |e: object_store::Error| EngineError::Store {
-        url: redact(url),
-        message: crate::error::one_line(&e.to_string()),
+    let err = |e: object_store::Error| {
+        EngineError::bad_store(redact(url), crate::error::one_line(&e.to_string())).caused_by(e)
     };
     let bucket = || {
         url.host_str()
             .filter(|h| !h.is_empty())
             .map(str::to_string)
-            .ok_or_else(|| EngineError::Store {
-                url: redact(url),
-                message: "the URL names no bucket".into(),
-            })
+            .ok_or_else(|| EngineError::bad_store(redact(url), "the URL names no bucket"))
     };
 
     let store: Arc<dyn ObjectStore> = match url.scheme() {
@@ -125,12 +121,11 @@ pub fn object_store_for(
                 None => env_flag("STRATA_ALLOW_HTTP")?,
             };
             if url.scheme() == "http" && !allow_http {
-                return Err(EngineError::Store {
-                    url: redact(url),
-                    message: "plain http:// is refused (it sends data in clear text); set \
-                              `[storage.http] allow_http = true` or STRATA_ALLOW_HTTP=true"
-                        .into(),
-                });
+                return Err(EngineError::bad_store(
+                    redact(url),
+                    "plain http:// is refused (it sends data in clear text); set \
+                     `[storage.http] allow_http = true` or STRATA_ALLOW_HTTP=true",
+                ));
             }
             client = client.with_allow_http(allow_http);
             Arc::new(
@@ -143,12 +138,12 @@ pub fn object_store_for(
             )
         }
         other => {
-            return Err(EngineError::Store {
-                url: redact(url),
-                message: format!(
+            return Err(EngineError::bad_store(
+                redact(url),
+                format!(
                     "unsupported scheme `{other}` (use file://, s3://, gs://, az://, http(s):// or memory://)"
                 ),
-            });
+            ));
         }
     };
     Ok(Some(store))

@@ -20,6 +20,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::slots::SlotCache;
+
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Decimal128Array, Int64Array, ListArray, StructArray, UInt8Array,
     UInt64Array,
@@ -153,7 +155,7 @@ impl AggregateUDFImpl for StrataCutZones {
             });
         }
         Ok(Box::new(ZonesAccumulator {
-            cache: vec![(u64::MAX, u32::MAX); 1 << CACHE_BITS],
+            cache: SlotCache::new(),
             gaps: vec![Gap::default(); (strata.len() + 1) * ZONES],
             strata,
             index,
@@ -165,7 +167,6 @@ impl AggregateUDFImpl for StrataCutZones {
 /// Zones a stratum's keys fall in around its two windows: below the first, inside it,
 /// between the windows, inside the second, above it.
 pub const ZONES: usize = 5;
-const CACHE_BITS: u32 = 10;
 
 #[derive(Debug, Clone)]
 struct Stratum {
@@ -194,8 +195,8 @@ impl Gap {
 struct ZonesAccumulator {
     strata: Vec<Stratum>,
     index: std::collections::HashMap<u64, u32>,
-    /// Direct-mapped: stratum id → its index (`u32::MAX`: empty).
-    cache: Vec<(u64, u32)>,
+    /// Stratum id → its index, in front of `index`.
+    cache: SlotCache<u64, u32, 1024>,
     /// Per (stratum index, zone), for rows outside the windows; strata without windows
     /// (not in the list) count at index `strata.len()` by their own id in `inside`.
     gaps: Vec<Gap>,
@@ -232,14 +233,10 @@ fn zone_in(h: u64, windows: &[(u64, u64); 2]) -> u8 {
 
 impl ZonesAccumulator {
     fn stratum(&mut self, id: u64) -> Option<u32> {
-        let slot = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
-        let (k, i) = self.cache[slot];
-        if k == id && i != u32::MAX {
-            return Some(i);
-        }
-        let i = *self.index.get(&id)?;
-        self.cache[slot] = (id, i);
-        Some(i)
+        let index = &self.index;
+        self.cache
+            .get(id, |id| index.get(id).copied().ok_or(()))
+            .ok()
     }
 
     fn add(&mut self, stratum: u64, h1: u64, h2: u64, g: Gap) {
@@ -371,7 +368,7 @@ impl Accumulator for ZonesAccumulator {
         size_of_val(self)
             + self.strata.capacity() * size_of::<Stratum>()
             + self.index.capacity() * 16
-            + self.cache.capacity() * 16
+            + self.cache.size()
             + self.gaps.capacity() * size_of::<Gap>()
             + self.inside.len() * 64
     }

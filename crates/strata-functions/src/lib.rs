@@ -19,6 +19,7 @@ mod hash;
 mod if_else;
 mod kept;
 mod lookup;
+mod slots;
 mod struct_list;
 mod weights;
 
@@ -33,6 +34,7 @@ pub use hash::{
 };
 pub use if_else::{STRATA_IF, strata_if_udf};
 pub use lookup::{STRATA_LOOKUP, lookup, strata_lookup_udf};
+pub use slots::{SlotCache, SlotKey};
 pub use struct_list::aggregate_rows;
 pub use weights::{MAX_WEIGHT, MIN_POSITIVE_WEIGHT, WEIGHT_SCALE, invalid_weight, usable_weight};
 

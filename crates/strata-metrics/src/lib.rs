@@ -36,8 +36,29 @@ pub const EVAL_SCHEMA_VERSION: u32 = 1;
 pub enum MetricsError {
     #[error("column `{column}`: {message}")]
     Column { column: String, message: String },
+    /// Reading a predictions file. The message shows the cause on one line; the cause
+    /// itself is the source.
+    #[error("{file}: {message}")]
+    Read {
+        file: String,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{0}")]
     Usage(String),
+}
+
+impl MetricsError {
+    pub(crate) fn read<E: std::error::Error + Send + Sync + 'static>(
+        file: &str,
+    ) -> impl FnOnce(E) -> Self + '_ {
+        move |e| Self::Read {
+            file: file.to_string(),
+            message: strata_spec::one_line(&e.to_string()),
+            source: Box::new(e),
+        }
+    }
 }
 
 /// One batch of predictions: group columns (any type castable to text), the label and

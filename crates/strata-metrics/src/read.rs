@@ -97,12 +97,10 @@ pub async fn model_names(
         let mut reader = builder
             .with_projection(mask)
             .build()
-            .map_err(|e| MetricsError::Usage(format!("{file}: {e}")))?;
+            .map_err(MetricsError::read(file))?;
         let seen = names.get_or_insert_with(BTreeSet::new);
         while let Some(batch) = reader.next().await {
-            let batch = batch.map_err(|e| {
-                MetricsError::Usage(format!("{file}: {}", strata_spec::one_line(&e.to_string())))
-            })?;
+            let batch = batch.map_err(MetricsError::read(file))?;
             let values = text(&batch, column, file)?;
             for v in values.iter().flatten() {
                 if !seen.contains(v) {
@@ -211,11 +209,9 @@ pub async fn read_predictions_of(
         let mut reader = builder
             .with_projection(mask)
             .build()
-            .map_err(|e| MetricsError::Usage(format!("{file}: {e}")))?;
+            .map_err(MetricsError::read(file))?;
         while let Some(batch) = reader.next().await {
-            let batch = batch.map_err(|e| {
-                MetricsError::Usage(format!("{file}: {}", strata_spec::one_line(&e.to_string())))
-            })?;
+            let batch = batch.map_err(MetricsError::read(file))?;
             // the batch split by model (all of it for the one model of a file without)
             let parts: Vec<(Option<String>, RecordBatch)> = match &model {
                 None => vec![(None, batch)],
@@ -234,7 +230,7 @@ pub async fn read_predictions_of(
                             );
                             filter_record_batch(&batch, &mask)
                                 .map(|part| (Some(name.to_string()), part))
-                                .map_err(|e| MetricsError::Usage(format!("{file}: {e}")))
+                                .map_err(MetricsError::read(file))
                         })
                         .collect::<Result<_, _>>()?
                 }

@@ -18,7 +18,6 @@
 
 mod exec;
 mod sink;
-mod unit_cache;
 
 pub use exec::{
     RemoteWritten, ShardWriterExec, ShardWriterNode, ShardWriterPlanner, SinkSpec,

@@ -131,14 +131,9 @@ impl Destination {
         let rel = format!("{}/{MANIFEST_FILE}", Self::run_dir(run_id));
         match self.get(&rel).await? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| RunError::Manifest {
-                        url: self.url_of(&rel),
-                        message: format!("not a strata manifest: {e}"),
-                    })
-            }
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| RunError::not_json(self.url_of(&rel), "manifest", e)),
         }
     }
 
@@ -169,6 +164,7 @@ impl Destination {
             return Err(RunError::Manifest {
                 url: self.url_of(&rel),
                 message: format!("the manifest would not read back ({e}); nothing was committed"),
+                source: Some(Box::new(e)),
             });
         }
         if !self.put_new(&rel, bytes.into()).await? {
@@ -230,17 +226,12 @@ pub async fn resolve(
     store: Arc<dyn ObjectStore>,
     url: &Url,
 ) -> Result<(Destination, Manifest), RunError> {
-    let not_found = |what: &str| RunError::Manifest {
-        url: url.to_string(),
-        message: what.to_string(),
-    };
+    let not_found = |what: &str| RunError::manifest(url.to_string(), what);
     let parse = |bytes: &[u8], at: String| -> Result<Manifest, RunError> {
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| RunError::Manifest {
-            url: at.clone(),
-            message: format!("not a strata manifest: {e}"),
-        })?;
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| RunError::not_json(at.clone(), "manifest", e))?;
         // a manifest names files to read: none may lead outside its run folder
-        check_manifest_paths(&m).map_err(|message| RunError::Manifest { url: at, message })?;
+        check_manifest_paths(&m).map_err(|message| RunError::manifest(at, message))?;
         Ok(m)
     };
     if url.path().ends_with(".json") {
@@ -273,31 +264,28 @@ pub async fn resolve(
     let latest = dest.get(LATEST_FILE).await?.ok_or_else(|| {
         not_found("neither a manifest.json nor a _latest pointer is there: no committed run")
     })?;
-    let latest: Latest = serde_json::from_slice(&latest).map_err(|e| RunError::Manifest {
-        url: dest.url_of(LATEST_FILE),
-        message: format!("not a strata pointer: {e}"),
-    })?;
+    let latest: Latest = serde_json::from_slice(&latest)
+        .map_err(|e| RunError::not_json(dest.url_of(LATEST_FILE), "pointer", e))?;
     if !valid_run_id(&latest.run_id) {
-        return Err(RunError::Manifest {
-            url: dest.url_of(LATEST_FILE),
-            message: format!(
+        return Err(RunError::manifest(
+            dest.url_of(LATEST_FILE),
+            format!(
                 "names run id {:?}, which is not a run id (letters, digits, `-`, `_`, `.`)",
                 latest.run_id
             ),
-        });
+        ));
     }
     let run = Destination::new(
         store,
         Url::parse(&dest.url_of(&format!("{}/", Destination::run_dir(&latest.run_id))))
             .map_err(|e| not_found(&e.to_string()))?,
     );
-    let bytes = run
-        .get(MANIFEST_FILE)
-        .await?
-        .ok_or_else(|| RunError::Manifest {
-            url: run.url_of(MANIFEST_FILE),
-            message: "_latest names this run but its manifest is missing".into(),
-        })?;
+    let bytes = run.get(MANIFEST_FILE).await?.ok_or_else(|| {
+        RunError::manifest(
+            run.url_of(MANIFEST_FILE),
+            "_latest names this run but its manifest is missing",
+        )
+    })?;
     let m = parse(&bytes, run.url_of(MANIFEST_FILE))?;
     Ok((run, m))
 }
@@ -407,5 +395,45 @@ mod tests {
             .unwrap();
         let e = resolve(store.clone(), dest.root()).await.unwrap_err();
         assert!(e.to_string().contains("no committed run"), "{e}");
+    }
+
+    /// A pointer or manifest that is not JSON is an error naming its URL, whose source
+    /// is the JSON error itself (a caller can walk the chain), shown once on its line.
+    #[tokio::test]
+    async fn unreadable_json_keeps_its_cause_as_the_source() {
+        let (store, dest) = root();
+        store
+            .put(
+                &Path::from("out/_latest"),
+                PutPayload::from_static(b"{not json"),
+            )
+            .await
+            .unwrap();
+        let e = resolve(store.clone(), dest.root()).await.unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("`memory:///out/_latest`: not a strata pointer: "),
+            "{shown}"
+        );
+        let cause = std::error::Error::source(&e).expect("the JSON error is the source");
+        assert!(
+            cause.downcast_ref::<serde_json::Error>().is_some(),
+            "{cause:?}"
+        );
+        assert!(shown.ends_with(&cause.to_string()), "{shown}");
+
+        store
+            .put(
+                &Path::from("out/runs/r1/manifest.json"),
+                PutPayload::from_static(b"[1]"),
+            )
+            .await
+            .unwrap();
+        let e = dest.manifest("r1").await.unwrap_err();
+        let cause = std::error::Error::source(&e).expect("the JSON error is the source");
+        assert!(cause.is::<serde_json::Error>(), "{cause:?}");
+        // a wrong value with no underlying error has no source
+        let e = RunError::manifest("memory:///x", "names run id \"..\"");
+        assert!(std::error::Error::source(&e).is_none());
     }
 }

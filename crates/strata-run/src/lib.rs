@@ -59,15 +59,49 @@ pub enum RunError {
         "`{url}` already holds the manifest of a different run ({message}); publish to another output or run id, nothing was overwritten"
     )]
     Conflict { url: String, message: String },
-    /// A manifest or pointer that cannot be read.
+    /// A manifest or pointer that cannot be read. The message shows the cause on one
+    /// line; the cause itself, where there is one (a JSON error), is the source.
     #[error("`{url}`: {message}")]
-    Manifest { url: String, message: String },
+    Manifest {
+        url: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Reading a shard's Parquet.
     #[error("{context}: {message}")]
-    Data { context: String, message: String },
+    Data {
+        context: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     #[error("{0}")]
     Usage(String),
 }
+/// A cause kept as an error's source, so a caller can walk the chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl RunError {
+    /// A manifest or pointer at `url` that is wrong as `message` says, with no cause.
+    pub fn manifest(url: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Manifest {
+            url: url.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A manifest or pointer at `url` that is not `what` (its JSON does not parse).
+    pub(crate) fn not_json(url: impl Into<String>, what: &str, e: serde_json::Error) -> Self {
+        Self::Manifest {
+            url: url.into(),
+            message: format!("not a strata {what}: {e}"),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

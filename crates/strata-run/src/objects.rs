@@ -41,6 +41,7 @@ pub async fn list_parquet(
         return Err(RunError::Data {
             context: url.to_string(),
             message: "holds no .parquet file".into(),
+            source: None,
         });
     }
     let mut base = url.clone();

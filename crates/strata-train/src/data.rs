@@ -67,6 +67,7 @@ impl VerifiedRun {
             .ok_or_else(|| TrainError::Data {
                 context: self.run.url_of(&shard.path),
                 message: "disappeared after verification".into(),
+                source: None,
             })
     }
 
@@ -109,10 +110,11 @@ pub fn decode(
     Ok(reader.map(move |b| b.map_err(|e| data(&context, e))))
 }
 
-fn data(context: &str, e: impl std::fmt::Display) -> TrainError {
+fn data(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> TrainError {
     TrainError::Data {
         context: context.to_string(),
         message: strata_spec::one_line(&e.to_string()),
+        source: Some(Box::new(e)),
     }
 }
 

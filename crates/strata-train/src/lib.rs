@@ -68,8 +68,15 @@ pub enum TrainError {
     },
     #[error("column `{column}`: {message}")]
     Column { column: String, message: String },
+    /// Reading shards or writing predictions. The message shows the cause on one line;
+    /// the cause itself, where there is one, is the source.
     #[error("{context}: {message}")]
-    Data { context: String, message: String },
+    Data {
+        context: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("{0}")]
     Model(String),
     #[error("training diverged in epoch {epoch}: the loss is {loss}; lower `train.learning_rate`")]

@@ -137,10 +137,11 @@ pub async fn predict(
     })
 }
 
-fn data_err(url: &Url, e: impl std::fmt::Display) -> TrainError {
+fn data_err(url: &Url, e: impl std::error::Error + Send + Sync + 'static) -> TrainError {
     TrainError::Data {
         context: url.to_string(),
         message: strata_spec::one_line(&e.to_string()),
+        source: Some(Box::new(e)),
     }
 }
 
@@ -301,6 +302,7 @@ impl Layout {
             TrainError::Data {
                 context: context.to_string(),
                 message: strata_spec::one_line(&e.to_string()),
+                source: Some(Box::new(e)),
             }
         })?;
         Ok((out, right))

@@ -132,14 +132,16 @@ impl Pipeline {
             return Err(e);
         }
         match self.engine.find_invalid_utf8(&self.source).await {
-            Some((file, column)) => Err(Error::Engine(strata_engine::EngineError::Source {
-                url: file,
-                message: format!(
+            Some((file, column)) => {
+                let message = format!(
                     "column `{column}` holds bytes that are not valid UTF-8, which a string \
                      column must be ({})",
                     strata_engine::one_line(&e.to_string())
-                ),
-            })),
+                );
+                Err(Error::Engine(
+                    strata_engine::EngineError::bad_source(file, message).caused_by(e),
+                ))
+            }
             None => Err(e),
         }
     }

@@ -175,10 +175,10 @@ pub(super) fn nothing_to_curate(
 ) -> Result<(), CurateError> {
     let rows: u64 = cells.values().map(|c| c.rows).sum();
     if rows == 0 {
-        return Err(EngineError::Source {
-            url: source.url.clone(),
-            message: "has no rows; there is nothing to curate".into(),
-        }
+        return Err(EngineError::bad_source(
+            source.url.clone(),
+            "has no rows; there is nothing to curate",
+        )
         .into());
     }
     let labels: std::collections::BTreeSet<&str> =

@@ -267,12 +267,12 @@ impl Tuning {
 fn refuse_reserved_columns(source: &SourceTable) -> Result<(), CurateError> {
     for reserved in ["split", "sample_weight"].iter().chain(col::ALL) {
         if source.schema.field_with_name(reserved).is_ok() {
-            return Err(EngineError::Source {
-                url: source.url.clone(),
-                message: format!(
+            return Err(EngineError::bad_source(
+                source.url.clone(),
+                format!(
                     "has a column named `{reserved}`, which curation adds or uses; rename it first"
                 ),
-            }
+            )
             .into());
         }
     }

@@ -5,6 +5,7 @@
 //! counts per tuple id; `strata_group_hash` hashes each distinct tuple once.
 
 use super::*;
+use crate::slots::SlotCache;
 
 /// Rows of key columns → dense ids of their distinct tuples of values (0-based, in the
 /// order first seen), kept across batches.
@@ -326,16 +327,8 @@ pub(crate) fn short_bytes(b: &[u8]) -> Option<Fingerprint> {
     })
 }
 
-/// No value has this fingerprint: its length or high bits are out of range.
-pub(crate) const EMPTY: Fingerprint = u128::MAX;
-
 pub(crate) fn mix(key: Fingerprint) -> u64 {
     (key as u64 ^ (key >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-#[inline(always)]
-pub(crate) fn cache_slot(key: Fingerprint) -> usize {
-    (mix(key) >> (64 - CACHE_BITS)) as usize
 }
 
 /// Open addressing from fingerprints to nonzero codes, sized to stay mostly empty.
@@ -388,7 +381,7 @@ impl CodeTable {
 }
 
 /// Slots of a column's direct-mapped cache in front of its code table.
-pub(crate) const CACHE_BITS: u32 = 8;
+pub(crate) const CACHE_SLOTS: usize = 256;
 
 /// The codes of one key column: 0 for null, then one per distinct value in the order
 /// first seen. Rows look up a small direct-mapped cache first (one multiply, one
@@ -398,8 +391,9 @@ pub(crate) struct ColumnCodes {
     pub(crate) data_type: DataType,
     /// Code − 1 → the value.
     pub(crate) values: Vec<ScalarValue>,
-    /// A fixed-size array, so indexing by a slot below its length needs no bounds check.
-    pub(crate) cache: Box<[(Fingerprint, u32); 1 << CACHE_BITS]>,
+    /// No fingerprint is `u128::MAX` (the cache's empty marker): its length would be
+    /// out of range.
+    pub(crate) cache: SlotCache<Fingerprint, u32, CACHE_SLOTS>,
     pub(crate) short: CodeTable,
     pub(crate) long: HashMap<Box<[u8]>, u32>,
     /// Integer columns: the codes of the values `small_base..` (0: not coded yet), while
@@ -415,7 +409,7 @@ impl ColumnCodes {
         Self {
             data_type,
             values: Vec::new(),
-            cache: Box::new([(EMPTY, 0); 1 << CACHE_BITS]),
+            cache: SlotCache::new(),
             short: CodeTable::default(),
             long: HashMap::new(),
             small: Some((0, Vec::new())),
@@ -493,13 +487,13 @@ impl ColumnCodes {
 
     pub(crate) fn size(&self) -> usize {
         self.values.iter().map(ScalarValue::size).sum::<usize>()
-            + (self.cache.len() + self.short.slots.capacity()) * size_of::<(Fingerprint, u32)>()
+            + self.cache.size()
+            + self.short.slots.capacity() * size_of::<(Fingerprint, u32)>()
             + self.long.keys().map(|k| k.len() + 32).sum::<usize>()
     }
 
     pub(crate) fn cached(&self, key: Fingerprint) -> Option<u32> {
-        let (k, code) = self.cache[cache_slot(key)];
-        (k == key).then_some(code)
+        self.cache.peek(key)
     }
 
     pub(crate) fn new_code(&mut self, array: &dyn Array, row: usize) -> Result<u32> {
@@ -523,7 +517,7 @@ impl ColumnCodes {
                 code
             }
         };
-        self.cache[cache_slot(key)] = (key, code);
+        self.cache.put(key, code);
         Ok(code)
     }
 
@@ -562,12 +556,11 @@ impl ColumnCodes {
         let rows = &mut out[start..];
         let mut misses = false;
         for (i, code) in rows.iter_mut().enumerate() {
-            if let Some(key) = fingerprint(i) {
-                let (k, c) = self.cache[cache_slot(key)];
-                if k == key {
-                    *code = c;
-                    continue;
-                }
+            if let Some(key) = fingerprint(i)
+                && let Some(c) = self.cache.peek(key)
+            {
+                *code = c;
+                continue;
             }
             misses = true;
         }

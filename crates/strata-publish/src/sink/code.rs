@@ -5,13 +5,13 @@ use super::*;
 
 /// Numbers a batch's string column by `dictionary`. Short values (12 bytes or fewer,
 /// nearly every category) are found by their 16-byte view alone, through a
-/// [`UnitCache`] and then this task's map; the shared dictionary is asked once per
+/// [`SlotCache`] and then this task's map; the shared dictionary is asked once per
 /// value and task.
 pub(super) struct Coder<'a> {
     pub(super) dictionary: &'a std::sync::Mutex<Dictionary>,
     pub(super) short: HashMap<u128, u32>,
     pub(super) long: HashMap<String, u32>,
-    pub(super) cache: UnitCache<u128, u32>,
+    pub(super) cache: SlotCache<u128, u32, CACHE_SLOTS>,
 }
 
 impl<'a> Coder<'a> {
@@ -20,7 +20,7 @@ impl<'a> Coder<'a> {
             dictionary,
             short: HashMap::new(),
             long: HashMap::new(),
-            cache: UnitCache::new(),
+            cache: SlotCache::new(),
         }
     }
 

@@ -60,7 +60,11 @@ use parquet::schema::types::ColumnPath;
 use tokio::task::JoinSet;
 
 use crate::PublishError;
-use crate::unit_cache::UnitCache;
+use strata_functions::SlotCache;
+
+/// Slots of the routing loops' caches: room for a few hundred units or categories with
+/// few collisions.
+const CACHE_SLOTS: usize = 1024;
 use strata_run::{Destination, ShardEntry, StratumCount, sha256_hex};
 
 mod code;

@@ -23,7 +23,7 @@ pub(super) async fn route(
     // (split, stratum, cell, tie) → its number (asked of the shared table once per
     // unit); rows counted per (number, range)
     let mut unit_ids: HashMap<RouteUnit, u32> = HashMap::new();
-    let mut unit_cache = UnitCache::new();
+    let mut unit_cache = SlotCache::<_, _, CACHE_SLOTS>::new();
     let ranges = layout.ranges as usize;
     let mut counts = RangeCounts::Dense(Vec::new());
     let mut counted_units = 0usize;
