@@ -184,28 +184,23 @@ pub(super) fn deal_range(
         kept.push(((sl.sums_at + shard as usize) as u32, cell, w));
     }
 
-    // one take (of the written columns only) puts the range in (shard, key) order; each
-    // piece is a slice of it, and counts its share of the range's bytes
-    let mut order: Vec<u32> = Vec::with_capacity(kept.len());
-    let mut bounds: Vec<(usize, usize, usize)> = Vec::new();
-    for (g, list) in lists.into_iter().enumerate() {
-        if !list.is_empty() {
-            bounds.push((g, order.len(), list.len()));
-            order.extend(list);
-        }
-    }
+    // a take per shard (of the written columns only) gives each piece buffers of its
+    // own: a slice of one take of the whole range would keep all of the range alive
+    // until its last piece's shard is encoded, which for a shard completing late (a
+    // small stratum's rows lie anywhere in key order) pinned a range per waiting shard
     let written = rows
         .project(&(0..layout.keep.len()).collect::<Vec<_>>())
         .map_err(data_err("dealing shard rows"))?;
     drop(rows);
-    let sorted = take_record_batch(&written, &UInt32Array::from(order))
-        .map_err(data_err("dealing shard rows"))?;
-    drop(written);
-    let bytes_per_row = sorted.get_array_memory_size() / sorted.num_rows().max(1);
-    let pieces = bounds
-        .into_iter()
-        .map(|(g, start, len)| (g, sorted.slice(start, len), len * bytes_per_row))
-        .collect();
+    let mut pieces = Vec::new();
+    for (g, list) in lists.into_iter().enumerate() {
+        if !list.is_empty() {
+            let piece = take_record_batch(&written, &UInt32Array::from(list))
+                .map_err(data_err("dealing shard rows"))?;
+            let bytes = piece.get_array_memory_size();
+            pieces.push((g, piece, bytes));
+        }
+    }
     Ok(Some(DealtRange {
         pieces,
         rows: kept,
