@@ -98,8 +98,18 @@ pub fn default_memory_budget() -> usize {
     });
     available.map_or(4 << 30, |kib| kib.saturating_mul(1024) / 2)
 }
-/// Rows buffered per (split, range) before a spill write.
+/// Rows buffered per range before a spill write, at most.
 const SPILL_BATCH_ROWS: usize = 4096;
+/// Rows a routing task keeps waiting for spill writes over all its ranges. A waiting
+/// row is a slice of the batch it came from, which lives until the last of its ranges
+/// writes: with a threshold per range of this over the ranges, a batch lives about
+/// this many rows, whatever the number of ranges (so the size of the data).
+const SPILL_PENDING_ROWS: usize = 1 << 20;
+
+/// The spill-write threshold of each range when there are `ranges` of them.
+fn spill_batch_rows(ranges: u64) -> usize {
+    (SPILL_PENDING_ROWS / ranges.max(1) as usize).clamp(256, SPILL_BATCH_ROWS)
+}
 /// Shards uploading at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
 
@@ -649,6 +659,26 @@ fn join_err(e: tokio::task::JoinError) -> PublishError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows waiting for spill writes stay near a fixed total however many ranges there
+    /// are (the few-range case keeps full batches; very many ranges keep a floor).
+    #[test]
+    fn pending_spill_rows_do_not_grow_with_the_ranges() {
+        assert_eq!(spill_batch_rows(1), SPILL_BATCH_ROWS);
+        assert_eq!(spill_batch_rows(76), SPILL_BATCH_ROWS);
+        for ranges in [300u64, 763, 2_000, 4_096] {
+            let pending = spill_batch_rows(ranges) * ranges as usize;
+            assert!(
+                pending <= SPILL_PENDING_ROWS,
+                "{ranges} ranges: {pending} rows"
+            );
+            assert!(
+                pending * 2 > SPILL_PENDING_ROWS,
+                "{ranges} ranges: {pending} rows"
+            );
+        }
+        assert_eq!(spill_batch_rows(1 << 20), 256);
+    }
 
     /// Blocks hold the counts round robin from `offset` would give, cover every rank once
     /// in shard order, and `shard_at` finds each rank's block.

@@ -308,6 +308,15 @@ impl Work<'_> {
                 for &g in &plan.completes[range] {
                     ready.push(self.shard_job(g, pieces.remove(&g).unwrap_or_default(), &all.sums));
                 }
+                if next % 64 == 0 {
+                    // what waits for its shard: the writer's memory while it deals
+                    tracing::debug!(
+                        ranges_added = next,
+                        shards_waiting = pieces.len(),
+                        waiting_bytes = pieces.values().flatten().map(|p| p.1).sum::<usize>(),
+                        "dealing"
+                    );
+                }
             }
             queued += ready.len();
             let mut q = queue

@@ -25,6 +25,7 @@ pub(super) async fn route(
     let mut unit_ids: HashMap<RouteUnit, u32> = HashMap::new();
     let mut unit_cache = SlotCache::<_, _, CACHE_SLOTS>::new();
     let ranges = layout.ranges as usize;
+    let batch_rows = spill_batch_rows(layout.ranges);
     let mut counts = RangeCounts::Dense(Vec::new());
     let mut counted_units = 0usize;
     let mut range_of: Vec<u32> = Vec::new();
@@ -131,7 +132,7 @@ pub(super) async fn route(
             for (range, out) in open.iter_mut() {
                 if let RangeOut::Batches(batches) = out {
                     let path = dir.join(format!("routed-{range}-{partition}.arrow"));
-                    let mut file = SpillFile::create(&path, &layout.held_schema)?;
+                    let mut file = SpillFile::create(&path, &layout.held_schema, batch_rows)?;
                     for b in batches.drain(..) {
                         file.push(b, &path)?;
                     }
@@ -147,7 +148,7 @@ pub(super) async fn route(
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => v.insert(if spilling {
                     let path = dir.join(format!("routed-{range}-{partition}.arrow"));
-                    let file = SpillFile::create(&path, &layout.held_schema)?;
+                    let file = SpillFile::create(&path, &layout.held_schema, batch_rows)?;
                     RangeOut::File(path, file)
                 } else {
                     RangeOut::Batches(Vec::new())

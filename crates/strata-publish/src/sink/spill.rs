@@ -7,23 +7,30 @@ pub(super) struct SpillFile {
     pub(super) writer: FileWriter<BufWriter<File>>,
     pub(super) pending: Vec<RecordBatch>,
     pub(super) pending_rows: usize,
+    /// Rows past which the pending ones are written (`spill_batch_rows`).
+    pub(super) batch_rows: usize,
 }
 
 impl SpillFile {
-    pub(super) fn create(path: &Path, schema: &SchemaRef) -> Result<Self, PublishError> {
+    pub(super) fn create(
+        path: &Path,
+        schema: &SchemaRef,
+        batch_rows: usize,
+    ) -> Result<Self, PublishError> {
         let file = File::create(path).map_err(spill_err(path))?;
         let writer = FileWriter::try_new(BufWriter::new(file), schema).map_err(spill_err(path))?;
         Ok(Self {
             writer,
             pending: Vec::new(),
             pending_rows: 0,
+            batch_rows,
         })
     }
 
     pub(super) fn push(&mut self, batch: RecordBatch, path: &Path) -> Result<(), PublishError> {
         self.pending_rows += batch.num_rows();
         self.pending.push(batch);
-        if self.pending_rows >= SPILL_BATCH_ROWS {
+        if self.pending_rows >= self.batch_rows {
             self.flush(path)
         } else {
             Ok(())
