@@ -59,12 +59,17 @@ pub enum CheckError {
 }
 
 impl CheckError {
-    fn data(context: impl Into<String>) -> impl FnOnce(strata_engine::BoxError) -> Self {
+    fn data<E: Into<strata_engine::BoxError>>(
+        context: impl Into<String>,
+    ) -> impl FnOnce(E) -> Self {
         let context = context.into();
-        move |source| Self::Data {
-            context,
-            message: strata_engine::one_line(&source.to_string()),
-            source,
+        move |e| {
+            let source = e.into();
+            Self::Data {
+                context,
+                message: strata_engine::one_line(&source.to_string()),
+                source,
+            }
         }
     }
 }
@@ -185,7 +190,7 @@ pub async fn check(
             CheckError::Usage(format!("{} is missing", dest.url_of(&manifest.summary)))
         })?;
         let summary: serde_json::Value = serde_json::from_slice(&summary)
-            .map_err(|e| CheckError::data(dest.url_of(&manifest.summary))(e.into()))?;
+            .map_err(CheckError::data(dest.url_of(&manifest.summary)))?;
         let batch =
             tables::curation_batch(&summary).map_err(df_err("building the curation table"))?;
         engine

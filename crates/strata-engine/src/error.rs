@@ -35,9 +35,6 @@ pub enum EngineError {
     Config(String),
 }
 
-/// A cause kept as an error's source, so a caller can walk the chain.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 impl EngineError {
     /// The source at `url` is wrong as `message` says.
     pub fn bad_source(url: impl Into<String>, message: impl Into<String>) -> Self {
@@ -75,4 +72,4 @@ impl EngineError {
     }
 }
 
-pub use strata_spec::one_line;
+pub use strata_spec::{BoxError, one_line};

@@ -43,7 +43,7 @@ pub enum MetricsError {
         file: String,
         message: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: strata_spec::BoxError,
     },
     #[error("{0}")]
     Usage(String),

@@ -40,7 +40,7 @@ pub enum PublishError {
         context: String,
         message: String,
         #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        source: Option<strata_spec::BoxError>,
     },
     #[error("{0}")]
     Usage(String),

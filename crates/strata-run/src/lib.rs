@@ -79,9 +79,6 @@ pub enum RunError {
     #[error("{0}")]
     Usage(String),
 }
-/// A cause kept as an error's source, so a caller can walk the chain.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 impl RunError {
     /// A manifest or pointer at `url` that is wrong as `message` says, with no cause.
     pub fn manifest(url: impl Into<String>, message: impl Into<String>) -> Self {
@@ -108,7 +105,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-pub(crate) use strata_spec::one_line;
+pub(crate) use strata_spec::{BoxError, one_line};
 
 /// A user-given output URL or local path as a URL; local folders (and paths ending in
 /// `/`) get a trailing `/`, so relative names join under them.

@@ -925,6 +925,10 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A cause kept as a library error's source, so a caller can walk the chain (the
+/// message shows it on one line too: the CLI prints a cause only once).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An error message on one line: object_store, DataFusion and Parquet errors can span
 /// several, and a scheduler's log keeps one line per event. Every run of whitespace
 /// becomes one space.

@@ -78,7 +78,8 @@ impl VerifiedRun {
 
 /// The Arrow schema of a Parquet file.
 pub fn schema_of(bytes: Bytes, context: &str) -> Result<SchemaRef, TrainError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| data(context, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| TrainError::data(context, e))?;
     Ok(builder.schema().clone())
 }
 
@@ -88,7 +89,8 @@ pub fn decode(
     columns: &[String],
     context: &str,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, TrainError>>, TrainError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| data(context, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| TrainError::data(context, e))?;
     let schema = builder.schema().clone();
     let mut roots = Vec::with_capacity(columns.len());
     for c in columns {
@@ -105,17 +107,9 @@ pub fn decode(
         .with_projection(mask)
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(|e| data(context, e))?;
+        .map_err(|e| TrainError::data(context, e))?;
     let context = context.to_string();
-    Ok(reader.map(move |b| b.map_err(|e| data(&context, e))))
-}
-
-fn data(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> TrainError {
-    TrainError::Data {
-        context: context.to_string(),
-        message: strata_spec::one_line(&e.to_string()),
-        source: Some(Box::new(e)),
-    }
+    Ok(reader.map(move |b| b.map_err(|e| TrainError::data(&context, e))))
 }
 
 /// The Parquet files a plain input URL names (see [`strata_run::list_parquet`]).

@@ -75,7 +75,7 @@ pub enum TrainError {
         context: String,
         message: String,
         #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        source: Option<strata_spec::BoxError>,
     },
     #[error("{0}")]
     Model(String),
@@ -85,6 +85,20 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Usage(String),
+}
+
+impl TrainError {
+    /// Reading or writing data at `context` failed with `e` (kept as the source).
+    pub(crate) fn data(
+        context: impl std::fmt::Display,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Data {
+            context: context.to_string(),
+            message: strata_spec::one_line(&e.to_string()),
+            source: Some(Box::new(e)),
+        }
+    }
 }
 
 /// The device training runs on: the CPU, or with the `cuda` feature the first GPU.

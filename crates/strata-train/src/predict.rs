@@ -103,7 +103,7 @@ pub async fn predict(
         .build();
     let writer = object_store::buffered::BufWriter::new(out_store, out_path);
     let mut writer = AsyncArrowWriter::try_new(writer, layout.out_schema.clone(), Some(props))
-        .map_err(|e| data_err(&out_url, e))?;
+        .map_err(|e| TrainError::data(&out_url, e))?;
     let (mut rows, mut correct) = (0u64, 0u64);
     let mut first = Some(first);
     for (source, url) in &sources {
@@ -121,10 +121,13 @@ pub async fn predict(
             writer
                 .write(&out_batch)
                 .await
-                .map_err(|e| data_err(&out_url, e))?;
+                .map_err(|e| TrainError::data(&out_url, e))?;
         }
     }
-    writer.close().await.map_err(|e| data_err(&out_url, e))?;
+    writer
+        .close()
+        .await
+        .map_err(|e| TrainError::data(&out_url, e))?;
     Ok(PredictSummary {
         out_url: out_url.to_string(),
         rows,
@@ -135,14 +138,6 @@ pub async fn predict(
             0.0
         },
     })
-}
-
-fn data_err(url: &Url, e: impl std::error::Error + Send + Sync + 'static) -> TrainError {
-    TrainError::Data {
-        context: url.to_string(),
-        message: strata_spec::one_line(&e.to_string()),
-        source: Some(Box::new(e)),
-    }
 }
 
 enum Source {
@@ -298,13 +293,8 @@ impl Layout {
                 std::iter::repeat_n(1.0, n),
             )));
         }
-        let out = RecordBatch::try_new(self.out_schema.clone(), columns).map_err(|e| {
-            TrainError::Data {
-                context: context.to_string(),
-                message: strata_spec::one_line(&e.to_string()),
-                source: Some(Box::new(e)),
-            }
-        })?;
+        let out = RecordBatch::try_new(self.out_schema.clone(), columns)
+            .map_err(|e| TrainError::data(context, e))?;
         Ok((out, right))
     }
 }

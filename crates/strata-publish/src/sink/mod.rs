@@ -61,10 +61,6 @@ use tokio::task::JoinSet;
 
 use crate::PublishError;
 use strata_functions::SlotCache;
-
-/// Slots of the routing loops' caches: room for a few hundred units or categories with
-/// few collisions.
-const CACHE_SLOTS: usize = 1024;
 use strata_run::{Destination, ShardEntry, StratumCount, sha256_hex};
 
 mod code;
@@ -83,6 +79,9 @@ use pool::*;
 use route::*;
 use spill::*;
 
+/// Slots of the routing loops' caches: room for a few hundred units or categories with
+/// few collisions.
+const CACHE_SLOTS: usize = 1024;
 /// Rows handed to the Parquet writer at a time (and so its page-size checks).
 const CHUNK_ROWS: usize = 8192;
 /// Rows a key range holds on average: the unit of the in-memory sort.
