@@ -35,6 +35,7 @@ fn manifests_are_identical_across_runs_and_partition_counts() {
         let o = strata()
             .env("STRATA_RANGE_ROWS", "1000")
             .env("STRATA_SHARD_MEMORY", budget)
+            .arg("-v")
             .arg("curate")
             .arg(repo_root().join("pipelines/adult.toml"))
             .arg("--out")
@@ -47,12 +48,18 @@ fn manifests_are_identical_across_runs_and_partition_counts() {
             "curate failed: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        String::from_utf8_lossy(&o.stderr).into_owned()
     };
     with_ranges(&d, &["--memory-limit", "64MiB"], "1GiB");
     with_ranges(&e, &[], "1GiB");
-    // a budget of 1 MB: rows start in memory and move to spill files part-way through
+    // a budget of 1 MB: rows start in memory and move to spill files part-way through,
+    // and dealt rows waiting for their shard past a quarter of it go to files too
     let f = dir.path().join("f");
-    with_ranges(&f, &[], "1MB");
+    let log = with_ranges(&f, &[], "1MB");
+    assert!(
+        log.contains("dealt pieces waiting for their shard were moved to files"),
+        "the waiting pieces' files were not used: {log}"
+    );
     // a budget of 0: spill files from the start, without a memory limit
     let g = dir.path().join("g");
     with_ranges(&g, &[], "0");

@@ -70,6 +70,7 @@ mod layout;
 mod pool;
 mod route;
 mod spill;
+mod waiting;
 
 use code::*;
 use deal::*;
@@ -78,6 +79,7 @@ use layout::*;
 use pool::*;
 use route::*;
 use spill::*;
+use waiting::*;
 
 /// Slots of the routing loops' caches: room for a few hundred units or categories with
 /// few collisions.

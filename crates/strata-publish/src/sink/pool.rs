@@ -18,7 +18,7 @@ pub(super) struct EncodedShard {
 pub(super) struct ShardJob {
     pub(super) split: String,
     pub(super) index: u64,
-    pub(super) pieces: Vec<RecordBatch>,
+    pub(super) pieces: Vec<Piece>,
     pub(super) strata: Vec<StratumCount>,
     /// Bytes of the pieces, released from the held total once encoded.
     pub(super) held: usize,
@@ -107,6 +107,18 @@ pub(super) struct DealtRange {
 }
 
 impl Work<'_> {
+    /// Bytes of dealt pieces the writer holds before it deals further and, while it
+    /// spills, before pieces waiting for their shard go to files: a quarter of the
+    /// budget, or 128 MiB when the budget is 0 (a memory limit: DataFusion's pool holds
+    /// the rest).
+    fn deal_cap(&self) -> usize {
+        match (self.spilling, self.sink.memory_budget) {
+            (false, _) => usize::MAX,
+            (true, 0) => 128 << 20,
+            (true, budget) => budget / 4,
+        }
+    }
+
     /// Deals every range (any order, on every core), adds their sums in range order and
     /// hands each shard to be encoded once the range holding its last row is added.
     /// While the writer spills, dealt pieces waiting for their shard are bounded by a
@@ -125,11 +137,7 @@ impl Work<'_> {
             closed: false,
         });
         let wake = std::sync::Condvar::new();
-        let cap = if self.spilling {
-            (self.sink.memory_budget / 4).max(128 << 20)
-        } else {
-            usize::MAX
-        };
+        let cap = self.deal_cap();
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel::<Done>();
             for _ in 0..parallel {
@@ -139,7 +147,7 @@ impl Work<'_> {
             drop(tx);
             // (a panic here too must still close the queue, or the threads wait forever)
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.coordinate(&order, &queue, &wake, rx)
+                self.coordinate(&order, &queue, &wake, cap, rx)
             }))
             .unwrap_or_else(|_| {
                 Err(PublishError::Data {
@@ -249,6 +257,7 @@ impl Work<'_> {
         order: &[u64],
         queue: &std::sync::Mutex<Queue>,
         wake: &std::sync::Condvar,
+        cap: usize,
         rx: std::sync::mpsc::Receiver<Done>,
     ) -> Result<DealtAll, PublishError> {
         let plan = self.plan;
@@ -258,8 +267,7 @@ impl Work<'_> {
             repeated: 0,
             encoded: Vec::new(),
         };
-        // dealt pieces by shard (in one numbering of all shards), with their bytes
-        let mut pieces: HashMap<usize, Vec<(RecordBatch, usize)>> = HashMap::new();
+        let mut pieces = Waiting::new(plan, self.shard_dir.clone());
         // a range dealt early waits here until the ranges before it are added
         let mut waiting: BTreeMap<u64, Option<DealtRange>> = BTreeMap::new();
         let mut next = 0;
@@ -302,22 +310,25 @@ impl Work<'_> {
                     }
                     for (g, piece, bytes) in d.pieces {
                         added += bytes;
-                        pieces.entry(g).or_default().push((piece, bytes));
+                        pieces.add(g, piece, bytes);
                     }
                 }
                 for &g in &plan.completes[range] {
-                    ready.push(self.shard_job(g, pieces.remove(&g).unwrap_or_default(), &all.sums));
+                    ready.push(self.shard_job(g, pieces.take(g), &all.sums));
                 }
                 if next % 64 == 0 {
                     // what waits for its shard: the writer's memory while it deals
                     tracing::debug!(
                         ranges_added = next,
-                        shards_waiting = pieces.len(),
-                        waiting_bytes = pieces.values().flatten().map(|p| p.1).sum::<usize>(),
+                        shards_waiting = pieces.shards(),
+                        waiting_bytes = pieces.bytes(),
+                        spilled_bytes = pieces.spilled,
                         "dealing"
                     );
                 }
             }
+            // past the cap, what waits longest goes to files (in spill mode only)
+            let spilled = pieces.spill_past(cap)?;
             queued += ready.len();
             let mut q = queue
                 .lock()
@@ -327,17 +338,24 @@ impl Work<'_> {
                 q.encoding -= 1;
             }
             q.held += added;
+            q.held -= spilled;
             q.shards.extend(ready);
             drop(q);
             wake.notify_all();
         }
+        if pieces.spilled > 0 {
+            tracing::debug!(
+                spilled_bytes = pieces.spilled,
+                "dealt pieces waiting for their shard were moved to files"
+            );
+        }
         // every dealt piece belongs to a shard that was encoded: never drop rows silently
-        if !pieces.is_empty() {
+        if pieces.shards() > 0 {
             return Err(PublishError::Data {
                 context: "writing shards".into(),
                 message: format!(
                     "rows of {} shards were dealt after the shard was encoded",
-                    pieces.len()
+                    pieces.shards()
                 ),
                 source: None,
             });
@@ -346,12 +364,7 @@ impl Work<'_> {
     }
 
     /// Shard `g` (in one numbering of all shards), complete, with its per-stratum sums.
-    pub(super) fn shard_job(
-        &self,
-        g: usize,
-        pieces: Vec<(RecordBatch, usize)>,
-        sums: &[(u64, f64)],
-    ) -> ShardJob {
+    pub(super) fn shard_job(&self, g: usize, pieces: Vec<Piece>, sums: &[(u64, f64)]) -> ShardJob {
         let plan = self.plan;
         let (s, index) = plan.shard_of(g);
         // slots are laid out split by split
@@ -374,11 +387,11 @@ impl Work<'_> {
             })
             .collect();
         strata.sort_by(|a, b| a.values.cmp(&b.values));
-        let held = pieces.iter().map(|(_, b)| b).sum();
+        let held = pieces.iter().map(Piece::memory_bytes).sum();
         ShardJob {
             split: plan.names[s].clone(),
             index,
-            pieces: pieces.into_iter().map(|(p, _)| p).collect(),
+            pieces,
             strata,
             held,
         }
@@ -394,6 +407,7 @@ impl Work<'_> {
             strata,
             ..
         } = job;
+        let pieces = load(pieces)?;
         let bytes = encode(
             self.schema.clone(),
             &pieces,
