@@ -8,8 +8,10 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::StreamExt;
+use object_store::buffered::BufWriter;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use serde::Serialize;
 use std::sync::Arc;
 use strata_engine::{Engine, EngineOptions};
@@ -81,14 +83,6 @@ impl Folder {
     async fn put(&self, rel: &str, bytes: impl Into<Bytes>) -> anyhow::Result<String> {
         self.dest.put(rel, bytes.into()).await?;
         Ok(self.dest.url_of(rel))
-    }
-
-    /// An object under the folder, by its path relative to it.
-    async fn get(&self, rel: &str) -> anyhow::Result<Bytes> {
-        self.dest
-            .get(rel)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("{}: not found", self.dest.url_of(rel)))
     }
 }
 
@@ -221,30 +215,21 @@ fn check_status(run: &strata_check::CheckRun) -> Status {
 }
 
 /// Reads a predictions file batch by batch, each with a `model` column holding `name`.
-fn with_model<'a>(
-    bytes: Bytes,
-    name: &'a str,
-    context: &'a str,
-) -> anyhow::Result<impl Iterator<Item = anyhow::Result<RecordBatch>> + 'a> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.build())
-        .map_err(|e| anyhow::anyhow!("{context}: {e}"))?;
-    Ok(reader.map(move |batch| {
-        let batch = batch.map_err(|e| anyhow::anyhow!("{context}: {e}"))?;
-        let mut fields: Vec<Field> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new("model", DataType::Utf8, false));
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(StringArray::from(vec![name; batch.num_rows()])));
-        Ok(RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            columns,
-        )?)
-    }))
+/// `batch` with a `model` column of `name` after its columns.
+fn with_model(batch: RecordBatch, name: &str) -> anyhow::Result<RecordBatch> {
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("model", DataType::Utf8, false));
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(vec![name; batch.num_rows()])));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 fn default_out(spec: &strata_spec::Pipeline) -> anyhow::Result<Url> {
@@ -603,12 +588,14 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
         Some(pb) if trained.len() == 2 => {
             let run_url = folder(strata_run::parse_location(&pb.run_url)?);
             rec.stage("predict", async {
-                // both models' predictions in one file, a batch at a time (the decoded
-                // rows are never all in memory)
+                // both models' predictions in one file, a batch at a time, read and
+                // written streaming: neither file is ever whole in memory (at 200M source
+                // rows the test split's two files are over half a gigabyte)
                 let props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .build();
-                let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
+                let (store, path) = dir.dest.object("predictions.parquet");
+                let mut writer: Option<AsyncArrowWriter<BufWriter>> = None;
                 let mut rows = Vec::new();
                 for (name, model) in &trained {
                     let rel = format!("models/{name}/test-predictions.parquet");
@@ -616,25 +603,33 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
                     let summary =
                         predict_split(model, &run_url, "test", &part, &spec.storage).await?;
                     rows.push(format!("{name} accuracy {:.4}", summary.accuracy));
-                    let bytes = dir.get(&rel).await?;
-                    for batch in with_model(bytes, name, part.as_str())? {
-                        let batch = batch?;
-                        if writer.is_none() {
-                            writer = Some(ArrowWriter::try_new(
-                                Vec::new(),
+                    let (part_store, part_path) = dir.dest.object(&rel);
+                    let context = |e: parquet::errors::ParquetError| anyhow::anyhow!("{part}: {e}");
+                    let object =
+                        strata_run::ObjectReader::open(&part_store, &part_path, part.as_str())
+                            .await?;
+                    let mut batches = ParquetRecordBatchStreamBuilder::new(object)
+                        .await
+                        .and_then(|b| b.build())
+                        .map_err(context)?;
+                    while let Some(batch) = batches.next().await {
+                        let batch = with_model(batch.map_err(context)?, name)?;
+                        let w = match writer.as_mut() {
+                            Some(w) => w,
+                            None => writer.insert(AsyncArrowWriter::try_new(
+                                BufWriter::new(store.clone(), path.clone()),
                                 batch.schema(),
                                 Some(props.clone()),
-                            )?);
-                        }
-                        if let Some(w) = writer.as_mut() {
-                            w.write(&batch)?;
-                        }
+                            )?),
+                        };
+                        w.write(&batch).await?;
                     }
                 }
-                let buf = writer
+                writer
                     .ok_or_else(|| anyhow::anyhow!("the test split holds no rows to score"))?
-                    .into_inner()?;
-                let url = dir.put("predictions.parquet", buf).await?;
+                    .close()
+                    .await?;
+                let url = dir.dest.url_of("predictions.parquet");
                 Ok(((), Status::Passed, vec![url], Some(rows.join(", "))))
             })
             .await

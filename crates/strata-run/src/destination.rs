@@ -65,6 +65,11 @@ impl Destination {
         &self.root
     }
 
+    /// The store and the object path of `rel`, for reads and writes that stream.
+    pub fn object(&self, rel: &str) -> (Arc<dyn ObjectStore>, Path) {
+        (self.store.clone(), self.path_of(rel))
+    }
+
     fn path_of(&self, rel: &str) -> Path {
         if self.root_path.is_empty() {
             Path::from(rel)
