@@ -729,13 +729,14 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
             if !scores {
                 return Value::undefined("no scores given".into());
             }
-            let mut v: Vec<(f64, bool, f64)> = rows
+            // references to the rows held: at 20M rows 160 MB, where copies were 480
+            let mut v: Vec<&Row> = rows
                 .iter()
                 .enumerate()
                 .filter(|(c, _)| select(*c))
-                .flat_map(|(_, rs)| rs.iter().map(|r| (r.score, r.code & 1 == 1, r.w)))
+                .flat_map(|(_, rs)| rs.iter())
                 .collect();
-            with_interval(&roc_auc(&mut v), samples)
+            with_interval(&tally::roc_auc_of_rows(&mut v), samples)
         };
     let overall_rows = acc.rows;
     let mut overall_metrics = BTreeMap::new();

@@ -228,26 +228,37 @@ impl Tally {
 /// weighted ROC curve, ties between scores counted half (the trapezoid rule).
 pub fn roc_auc(rows: &mut [(f64, bool, f64)]) -> Result<f64, String> {
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    sorted_roc_auc(rows, |r| *r)
+}
+
+/// [`roc_auc`] of rows held elsewhere, as references: 8 bytes a row instead of 24,
+/// sorted the same (stable, by score), so the sums run in the same order.
+pub(crate) fn roc_auc_of_rows(rows: &mut [&Row]) -> Result<f64, String> {
+    rows.sort_by(|a, b| a.score.total_cmp(&b.score));
+    sorted_roc_auc(rows, |r| (r.score, r.code & 1 == 1, r.w))
+}
+
+/// The area over rows sorted by score; `get` gives a row's (score, positive, weight).
+fn sorted_roc_auc<T>(rows: &[T], get: impl Fn(&T) -> (f64, bool, f64)) -> Result<f64, String> {
     let (mut neg_below, mut area) = (0f64, 0f64);
-    let (total_pos, total_neg) =
-        rows.iter().fold(
-            (0.0, 0.0),
-            |(p, n), r| {
-                if r.1 { (p + r.2, n) } else { (p, n + r.2) }
-            },
-        );
+    let (total_pos, total_neg) = rows.iter().fold((0.0, 0.0), |(p, n), r| {
+        let (_, positive, w) = get(r);
+        if positive { (p + w, n) } else { (p, n + w) }
+    });
     if total_pos <= 0.0 || total_neg <= 0.0 {
         return Err("ROC AUC needs both positive and negative labels".into());
     }
     let mut i = 0;
     while i < rows.len() {
+        let score = get(&rows[i]).0;
         let mut j = i;
         let (mut pos, mut neg) = (0.0, 0.0);
-        while j < rows.len() && rows[j].0 == rows[i].0 {
-            if rows[j].1 {
-                pos += rows[j].2;
+        while j < rows.len() && get(&rows[j]).0 == score {
+            let (_, positive, w) = get(&rows[j]);
+            if positive {
+                pos += w;
             } else {
-                neg += rows[j].2;
+                neg += w;
             }
             j += 1;
         }
