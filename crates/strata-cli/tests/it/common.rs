@@ -6,7 +6,10 @@ use std::process::Output;
 use assert_cmd::Command;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // the runner's value, not the one compiled in: a test binary reused from a build of
+    // the same sources at another path (CI's bare clones) must not look there
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&dir)
         .join("../..")
         .canonicalize()
         .expect("repository root")
