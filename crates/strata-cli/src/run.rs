@@ -214,7 +214,6 @@ fn check_status(run: &strata_check::CheckRun) -> Status {
     }
 }
 
-/// Reads a predictions file batch by batch, each with a `model` column holding `name`.
 /// `batch` with a `model` column of `name` after its columns.
 fn with_model(batch: RecordBatch, name: &str) -> anyhow::Result<RecordBatch> {
     let mut fields: Vec<Field> = batch

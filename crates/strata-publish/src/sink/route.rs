@@ -194,15 +194,7 @@ pub(super) fn prepare(
     let mut batches = Vec::new();
     for input in inputs {
         match input {
-            Held::File(path) => {
-                let file = File::open(&path).map_err(spill_err(&path))?;
-                for b in FileReader::try_new_buffered(file, None).map_err(spill_err(&path))? {
-                    batches.push(b.map_err(spill_err(&path))?);
-                }
-                // removed in the background: unlinking a file still being written
-                // back to disk can block for a while
-                std::thread::spawn(move || std::fs::remove_file(path));
-            }
+            Held::File(path) => read_spill(path, &mut batches)?,
             Held::Batches(b) => batches.extend(b),
         }
     }

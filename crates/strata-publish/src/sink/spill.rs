@@ -54,6 +54,20 @@ impl SpillFile {
     }
 }
 
+/// The batches of a spill file, appended to `batches`; the file is then removed in the
+/// background (unlinking a file still being written back to disk can block a while).
+pub(super) fn read_spill(
+    path: PathBuf,
+    batches: &mut Vec<RecordBatch>,
+) -> Result<(), PublishError> {
+    let file = File::open(&path).map_err(spill_err(&path))?;
+    for b in FileReader::try_new_buffered(file, None).map_err(spill_err(&path))? {
+        batches.push(b.map_err(spill_err(&path))?);
+    }
+    std::thread::spawn(move || std::fs::remove_file(path));
+    Ok(())
+}
+
 /// Rows held between steps: in a spill file, or in memory when the sink may use it.
 pub(super) enum Held {
     File(PathBuf),

@@ -29,13 +29,7 @@ pub(super) fn load(pieces: Vec<Piece>) -> Result<Vec<RecordBatch>, PublishError>
     for piece in pieces {
         match piece {
             Piece::Memory(batch, _) => batches.push(batch),
-            Piece::File(path) => {
-                let file = File::open(&path).map_err(spill_err(&path))?;
-                for b in FileReader::try_new_buffered(file, None).map_err(spill_err(&path))? {
-                    batches.push(b.map_err(spill_err(&path))?);
-                }
-                std::fs::remove_file(&path).map_err(spill_err(&path))?;
-            }
+            Piece::File(path) => read_spill(path, &mut batches)?,
         }
     }
     Ok(batches)
@@ -121,28 +115,23 @@ impl Waiting {
                 .iter()
                 .position(|p| matches!(p, Piece::Memory(..)))
                 .expect("a piece in memory");
+            let Piece::Memory(batch, _) = &pieces[first] else {
+                unreachable!("found above")
+            };
             let path = self.dir.join(format!("waiting-{g}-{}.arrow", self.files));
             self.files += 1;
-            let mut writer: Option<FileWriter<BufWriter<File>>> = None;
+            let file = File::create(&path).map_err(spill_err(&path))?;
+            let mut writer = FileWriter::try_new(BufWriter::new(file), &batch.schema())
+                .map_err(spill_err(&path))?;
             for piece in pieces.drain(first..) {
                 let Piece::Memory(batch, bytes) = piece else {
                     unreachable!("pieces in memory are the last ones")
                 };
-                if writer.is_none() {
-                    let file = File::create(&path).map_err(spill_err(&path))?;
-                    writer = Some(
-                        FileWriter::try_new(BufWriter::new(file), &batch.schema())
-                            .map_err(spill_err(&path))?,
-                    );
-                }
-                let w = writer.as_mut().expect("opened above");
-                w.write(&batch).map_err(spill_err(&path))?;
+                writer.write(&batch).map_err(spill_err(&path))?;
                 self.bytes -= bytes;
                 self.spilled += bytes;
             }
-            if let Some(mut w) = writer {
-                w.finish().map_err(spill_err(&path))?;
-            }
+            writer.finish().map_err(spill_err(&path))?;
             pieces.push(Piece::File(path));
         }
         Ok(before - self.bytes)
