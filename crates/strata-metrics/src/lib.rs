@@ -5,9 +5,9 @@
 //! which keeps each cell's rows (the cell: one value of every protected attribute);
 //! [`evaluate`] rolls the cells up into each grouping (each attribute alone and the
 //! intersections, as the profile groups them), computes every metric and disparity,
-//! and draws the bootstrap. Memory: 32 bytes per row (label, prediction, weight, score
-//! and the row's log-loss term), for ROC AUC and the bootstrap. The
-//! definitions are in `docs/evaluation.md`.
+//! and draws the bootstrap. Memory: the rows, column by column, for ROC AUC and the
+//! bootstrap: 9 bytes a row (label and prediction, score), 8 more with weights, and
+//! 4 bytes a row for ROC AUC's order. The definitions are in `docs/evaluation.md`.
 
 mod disparity;
 mod gates;
@@ -27,7 +27,7 @@ use serde::Serialize;
 pub use disparity::{DISPARITIES, disparities};
 pub use gates::{GateResult, check_gates, judge};
 pub use read::{Columns, Read, model_names, read_predictions, read_predictions_of};
-use tally::Row;
+use tally::Rows;
 pub use tally::{ECE_BINS, METRICS, SCORE_METRICS, Tally, Value, roc_auc};
 
 pub const EVAL_SCHEMA_VERSION: u32 = 1;
@@ -78,7 +78,7 @@ pub struct Batch<'a> {
 /// Rows of every cell, as they arrive.
 #[derive(Debug, Default)]
 pub struct Accumulator {
-    cells: BTreeMap<Vec<Option<String>>, Vec<Row>>,
+    cells: BTreeMap<Vec<Option<String>>, Rows>,
     has_scores: Option<bool>,
     /// Every class seen in labels and predictions (their text), when pushed with
     /// classes; more than two make the evaluation multi-class.
@@ -104,6 +104,12 @@ impl Accumulator {
         Ok((self.classes.len() - 1) as u16)
     }
 
+    /// Gives back the room each cell's columns grew into while rows were pushed (up to
+    /// as much again as they hold).
+    pub fn shrink_to_fit(&mut self) {
+        self.cells.values_mut().for_each(Rows::shrink_to_fit);
+    }
+
     /// The classes seen, in order of first sight.
     pub fn classes(&self) -> &[String] {
         &self.classes
@@ -124,7 +130,7 @@ impl Accumulator {
         self.cells
             .entry(key)
             .or_default()
-            .push(Row::new(y, pred, w, score));
+            .push(tally::code(y, pred), w, score, None);
     }
 
     /// A batch (see [`Batch`]); `context` names the file in errors. Rows with a null
@@ -201,13 +207,13 @@ impl Accumulator {
                 .iter()
                 .map(|t| t.is_valid(i).then(|| t.value(i).to_string()))
                 .collect();
-            let mut row = Row::new(y_true.value(i), y_pred.1.value(i), w, s);
-            if let Some(c) = classes {
-                (row.y_class, row.p_class) = c[i];
-            }
+            let code = tally::code(y_true.value(i), y_pred.1.value(i));
             self.has_scores.get_or_insert(s.is_some());
             self.rows += 1;
-            self.cells.entry(key).or_default().push(row);
+            self.cells
+                .entry(key)
+                .or_default()
+                .push(code, w, s, classes.map(|c| c[i]));
         }
         Ok(())
     }
@@ -482,7 +488,7 @@ pub fn percentile_interval(values: &mut [f64], confidence: f64) -> Option<(f64, 
 /// not depend on the thread count.
 /// With `hist` (scores given), also fills each cell's score histogram (`bins` per cell).
 fn replicate(
-    cells: &[&Vec<Row>],
+    cells: &[&Rows],
     seed: u64,
     r: u64,
     counts: &mut Vec<u32>,
@@ -508,20 +514,20 @@ fn replicate(
             let mut t = Tally::default();
             match hist.as_mut() {
                 None => {
-                    for (row, &c) in rows.iter().zip(counts.iter()) {
+                    for (i, &c) in counts.iter().enumerate() {
                         if c > 0 {
-                            t.add(row, f64::from(c));
+                            t.add(rows, i, f64::from(c));
                         }
                     }
                 }
                 Some((h, bins)) => {
                     let h = &mut h[cell * *bins..(cell + 1) * *bins];
                     let scale = *bins as f64;
-                    for (row, &c) in rows.iter().zip(counts.iter()) {
+                    for (i, &c) in counts.iter().enumerate() {
                         if c > 0 {
-                            t.add(row, f64::from(c));
-                            let b = ((row.score * scale) as usize).min(*bins - 1);
-                            h[b][usize::from(row.code & 1)] += row.w * f64::from(c);
+                            t.add(rows, i, f64::from(c));
+                            let b = ((rows.score[i] * scale) as usize).min(*bins - 1);
+                            h[b][usize::from(rows.code[i] & 1)] += rows.w(i) * f64::from(c);
                         }
                     }
                 }
@@ -543,19 +549,24 @@ pub fn evaluate(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluation, 
 }
 
 /// The same rows with the binary label and prediction `f` gives them, without scores.
-fn derived(acc: &Accumulator, f: impl Fn(&Row) -> (bool, bool)) -> Accumulator {
+fn derived(acc: &Accumulator, f: impl Fn((u16, u16)) -> (bool, bool)) -> Accumulator {
     Accumulator {
         cells: acc
             .cells
             .iter()
             .map(|(k, rows)| {
-                let rows = rows
-                    .iter()
-                    .map(|r| {
-                        let (y, p) = f(r);
-                        Row::new(y, p, r.w, None)
+                let code = (0..rows.len())
+                    .map(|i| {
+                        let (y, p) = f(rows.classes.get(i).copied().unwrap_or((0, 0)));
+                        tally::code(y, p)
                     })
                     .collect();
+                let rows = Rows {
+                    code,
+                    score: Vec::new(),
+                    w: rows.w.clone(),
+                    classes: Vec::new(),
+                };
                 (k.clone(), rows)
             })
             .collect(),
@@ -583,7 +594,7 @@ fn evaluate_multiclass(
 ) -> Result<Evaluation, MetricsError> {
     // accuracy as the share of rows predicted right: label "right", prediction always
     // positive, so its accuracy is Σw·[y = ŷ] / Σw and every replicate draws the same rows
-    let mut main = evaluate_binary(&derived(acc, |r| (r.y_class == r.p_class, true)), options)?;
+    let mut main = evaluate_binary(&derived(acc, |(y, p)| (y == p, true)), options)?;
     keep(
         &mut main,
         &["count", "weighted_count", "accuracy"],
@@ -598,10 +609,7 @@ fn evaluate_multiclass(
     let ovr: Vec<&str> = counted_metrics(false);
     for k in order {
         let k16 = k as u16;
-        let mut e = evaluate_binary(
-            &derived(acc, |r| (r.y_class == k16, r.p_class == k16)),
-            options,
-        )?;
+        let mut e = evaluate_binary(&derived(acc, |(y, p)| (y == k16, p == k16)), options)?;
         keep(&mut e, &ovr, &DISPARITIES);
         main.classes.push(ClassEvaluation {
             class: acc.classes[k].clone(),
@@ -615,17 +623,24 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
     if acc.cells.is_empty() {
         return Err(MetricsError::Usage("no labelled rows to evaluate".into()));
     }
+    if let Some((key, _)) = acc.cells.iter().find(|(_, r)| r.len() > u32::MAX as usize) {
+        return Err(MetricsError::Usage(format!(
+            "group {} has more than {} rows: more than one evaluation holds",
+            group_name(key),
+            u32::MAX
+        )));
+    }
     let scores = acc.has_scores.unwrap_or(false);
     let keys: Vec<&Vec<Option<String>>> = acc.cells.keys().collect();
-    let rows: Vec<&Vec<Row>> = acc.cells.values().collect();
+    let rows: Vec<&Rows> = acc.cells.values().collect();
     let plans = plans(&keys, &options.groupings);
     let metrics = counted_metrics(scores);
     let cell_tallies: Vec<Tally> = rows
         .iter()
         .map(|rs| {
             let mut t = Tally::default();
-            for r in rs.iter() {
-                t.add(r, 1.0);
+            for i in 0..rs.len() {
+                t.add(rs, i, 1.0);
             }
             t
         })
@@ -723,20 +738,27 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
         }
         value
     };
-    // the estimate is exact (every score); the replicates' values come from binned scores
+    // the estimate is exact (every score); the replicates' values come from binned scores.
+    // Each cell's rows in score order, once (4 bytes a row), merged per group: no copy
+    // of the rows, and no sort per group
+    let by_score: Vec<Vec<u32>> = if scores {
+        rows.iter().map(|rs| rs.by_score()).collect()
+    } else {
+        Vec::new()
+    };
     let auc_of =
         |select: &dyn Fn(usize) -> bool, samples: &mut dyn Iterator<Item = Option<f64>>| -> Value {
             if !scores {
                 return Value::undefined("no scores given".into());
             }
-            // references to the rows held: at 20M rows 160 MB, where copies were 480
-            let mut v: Vec<&Row> = rows
+            let selected: Vec<(&Rows, &[u32])> = rows
                 .iter()
+                .zip(&by_score)
                 .enumerate()
                 .filter(|(c, _)| select(*c))
-                .flat_map(|(_, rs)| rs.iter())
+                .map(|(_, (rs, order))| (*rs, order.as_slice()))
                 .collect();
-            with_interval(&tally::roc_auc_of_rows(&mut v), samples)
+            with_interval(&tally::roc_auc_of_cells(&selected), samples)
         };
     let overall_rows = acc.rows;
     let mut overall_metrics = BTreeMap::new();

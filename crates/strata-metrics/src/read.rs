@@ -262,6 +262,7 @@ pub async fn read_predictions_of(
             &columns.label,
         ));
     }
+    models.values_mut().for_each(Accumulator::shrink_to_fit);
     Ok(Read {
         models: models.into_iter().collect(),
         weight: columns.weight.clone(),
