@@ -3,7 +3,7 @@
 their memory limit.
 
     scripts/bench --stages scale [--scale-rows 20M,60M,200M] [--memory-limit 1GiB]
-    python3 benchmarks/scale.py --rows 20M,60M,200M [--memory-limit 1GiB] [--run-rows 20M] [--json FILE]
+    python3 benchmarks/scale.py --rows 20M,60M,200M [--memory-limit 1GiB] [--run-rows 20M] [--jobs run,...] [--json FILE]
 
 For each size: `strata synth` data (census preset, seed 0; a file per 25M rows, at
 least --files), then, each in its own process under `--memory-limit` with spill files
@@ -100,9 +100,14 @@ def main() -> None:
     ap.add_argument("--spill-dir", type=pathlib.Path, default=ROOT / "bench-data" / "spill")
     ap.add_argument("--run-rows", type=count, default=20_000_000, help="`strata run` at sizes up to this")
     ap.add_argument("--keep-data", action="store_true", help="keep the generated data past 20M rows")
+    ap.add_argument("--jobs", default="profile,reweigh,undersample,run",
+                    help="which jobs to time (comma-separated): profile, reweigh, undersample, run")
     ap.add_argument("--json", type=pathlib.Path, help="write the figures here (scripts/bench)")
     args = ap.parse_args()
     sizes = [count(r) for r in args.rows.split(",") if r]
+    wanted = {j.strip() for j in args.jobs.split(",") if j.strip()}
+    if not wanted <= {"profile", "reweigh", "undersample", "run"}:
+        sys.exit(f"error: --jobs {args.jobs!r}: expected some of profile, reweigh, undersample, run")
     limit = ["--memory-limit", args.memory_limit, "--spill-dir", str(args.spill_dir)]
     specs = ROOT / "bench-data" / "specs"
     scratch = ROOT / "bench-data" / "scale-out"
@@ -121,6 +126,8 @@ def main() -> None:
             spec.write_text(spec.read_text().replace("[train]\n", '[train]\nshuffle = "shards"\n', 1))
             jobs.append(("run", [str(STRATA), "-q", "run", str(spec), "--out", str(scratch)]))
         for name, cmd in jobs:
+            if name.removeprefix("curate ") not in wanted:
+                continue
             shutil.rmtree(scratch, ignore_errors=True)
             m = job([*cmd, *limit], args.spill_dir)
             m.update(job=f"{name}, {rows / 1e6:g}M rows", rows=rows, input_mib=size >> 20,
