@@ -57,29 +57,9 @@ impl Rows {
     /// (score 0, weight 1, class 0) the first time a row needs it.
     pub fn push(&mut self, code: u8, w: f64, score: Option<f64>, classes: Option<(u16, u16)>) {
         let n = self.code.len();
-        // `resize(n, ..)` fills in the earlier rows once, and is a no-op after
-        match score {
-            Some(p) => {
-                self.score.resize(n, 0.0);
-                self.score.push(p);
-            }
-            None if !self.score.is_empty() => self.score.push(0.0),
-            None => {}
-        }
-        if w != 1.0 {
-            self.w.resize(n, 1.0);
-            self.w.push(w);
-        } else if !self.w.is_empty() {
-            self.w.push(1.0);
-        }
-        match classes {
-            Some(c) => {
-                self.classes.resize(n, (0, 0));
-                self.classes.push(c);
-            }
-            None if !self.classes.is_empty() => self.classes.push((0, 0)),
-            None => {}
-        }
+        push_column(&mut self.score, n, score, 0.0);
+        push_column(&mut self.w, n, (w != 1.0).then_some(w), 1.0);
+        push_column(&mut self.classes, n, classes, (0, 0));
         self.code.push(code);
     }
 
@@ -108,6 +88,19 @@ impl Rows {
         let mut idx: Vec<u32> = (0..s.len() as u32).collect();
         idx.sort_unstable_by(|&a, &b| s[a as usize].total_cmp(&s[b as usize]).then(a.cmp(&b)));
         idx
+    }
+}
+
+/// Appends row `n`'s value to a column kept only once some row needs it: the first
+/// such row fills in the `default` for the rows before it.
+fn push_column<T: Clone>(column: &mut Vec<T>, n: usize, value: Option<T>, default: T) {
+    match value {
+        Some(v) => {
+            column.resize(n, default); // a no-op once the column is kept
+            column.push(v);
+        }
+        None if !column.is_empty() => column.push(default),
+        None => {}
     }
 }
 
