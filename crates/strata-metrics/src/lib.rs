@@ -32,6 +32,10 @@ pub use tally::{ECE_BINS, METRICS, SCORE_METRICS, Tally, Value, roc_auc};
 
 pub const EVAL_SCHEMA_VERSION: u32 = 1;
 
+/// Rows whose log-loss terms the bootstrap keeps (32 MiB): all of them for most test
+/// splits; past it the rest are recomputed per replicate, so memory stays bounded.
+const LOG_LOSSES_KEPT: usize = 4 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("column `{column}`: {message}")]
@@ -489,6 +493,7 @@ pub fn percentile_interval(values: &mut [f64], confidence: f64) -> Option<(f64, 
 /// With `hist` (scores given), also fills each cell's score histogram (`bins` per cell).
 fn replicate(
     cells: &[&Rows],
+    log_losses: &[Vec<f64>],
     seed: u64,
     r: u64,
     counts: &mut Vec<u32>,
@@ -512,11 +517,13 @@ fn replicate(
                 counts[j] += 1;
             }
             let mut t = Tally::default();
+            let kept = &log_losses[cell];
+            let log_loss = |i: usize| kept.get(i).copied().unwrap_or_else(|| rows.log_loss(i));
             match hist.as_mut() {
                 None => {
                     for (i, &c) in counts.iter().enumerate() {
                         if c > 0 {
-                            t.add(rows, i, f64::from(c));
+                            t.add_with(rows, i, f64::from(c), log_loss(i));
                         }
                     }
                 }
@@ -525,7 +532,7 @@ fn replicate(
                     let scale = *bins as f64;
                     for (i, &c) in counts.iter().enumerate() {
                         if c > 0 {
-                            t.add(rows, i, f64::from(c));
+                            t.add_with(rows, i, f64::from(c), log_loss(i));
                             let b = ((rows.score[i] * scale) as usize).min(*bins - 1);
                             h[b][usize::from(rows.code[i] & 1)] += rows.w(i) * f64::from(c);
                         }
@@ -688,11 +695,21 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
             .map_or(1, usize::from)
             .max(1) as u64;
         let per = options.replicates.div_ceil(threads);
+        // the log-loss terms of up to LOG_LOSSES_KEPT rows, shared by every replicate
+        let mut budget = LOG_LOSSES_KEPT;
+        let log_losses: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| {
+                let kept = r.log_losses(budget);
+                budget -= kept.len();
+                kept
+            })
+            .collect();
         let chunks: Vec<Vec<Estimate>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let (rows, plans, metrics, eligible, reference) =
-                        (&rows, &plans, &metrics, &eligible, &reference);
+                    let (rows, log_losses, plans, metrics, eligible, reference) =
+                        (&rows, &log_losses, &plans, &metrics, &eligible, &reference);
                     s.spawn(move || {
                         let mut counts = Vec::new();
                         let mut hist = Vec::new();
@@ -700,7 +717,8 @@ fn evaluate_binary(acc: &Accumulator, options: &EvalOptions) -> Result<Evaluatio
                         (t * per..((t + 1) * per).min(options.replicates))
                             .map(|r| {
                                 let h = scores.then_some((&mut hist, bins));
-                                let tallies = replicate(rows, options.seed, r, &mut counts, h);
+                                let tallies =
+                                    replicate(rows, log_losses, options.seed, r, &mut counts, h);
                                 let mut e = estimate(&tallies, plans, metrics, eligible, reference);
                                 if scores {
                                     (e.auc_overall, e.auc_groups) =

@@ -25,8 +25,8 @@ pub struct Tally {
 
 /// One cell's rows, column by column, as kept for the bootstrap and ROC AUC: 9 bytes a
 /// row for binary labels with scores and no weights, 17 with weights, 4 more with
-/// classes. A row's log-loss term and calibration bin are recomputed from its score
-/// (a logarithm is cheaper than the 8 bytes a row it would take to keep it).
+/// classes. A row's log-loss term and calibration bin are recomputed from its score;
+/// the bootstrap keeps the terms of a bounded number of rows ([`Rows::log_losses`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rows {
     /// bit 0: the label is positive; bit 1: the prediction is.
@@ -73,6 +73,34 @@ impl Rows {
         self.score.get(i).copied()
     }
 
+    /// Row `i`'s log-loss term (0 without scores): sklearn's, clipped to `LOG_LOSS_EPS`.
+    #[inline]
+    pub fn log_loss(&self, i: usize) -> f64 {
+        match self.score(i) {
+            Some(p) => {
+                let c = p.clamp(LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS);
+                if self.code[i] & 1 == 1 {
+                    -c.ln()
+                } else {
+                    -(1.0 - c).ln()
+                }
+            }
+            None => 0.0,
+        }
+    }
+
+    /// The log-loss terms of the first `at_most` rows (none without scores), for the
+    /// bootstrap: each replicate counts about 63 % of the rows, so a thousand
+    /// replicates would take each row's logarithm hundreds of times.
+    pub fn log_losses(&self, at_most: usize) -> Vec<f64> {
+        if self.score.is_empty() {
+            return Vec::new();
+        }
+        (0..self.len().min(at_most))
+            .map(|i| self.log_loss(i))
+            .collect()
+    }
+
     /// Gives back the room the columns grew into (realloc in place, for large ones).
     pub fn shrink_to_fit(&mut self) {
         self.code.shrink_to_fit();
@@ -108,6 +136,12 @@ impl Tally {
     /// Row `i` of `rows`, counted `times`.
     #[inline]
     pub(crate) fn add(&mut self, rows: &Rows, i: usize, times: f64) {
+        self.add_with(rows, i, times, rows.log_loss(i));
+    }
+
+    /// [`Tally::add`] with row `i`'s log-loss term (`Rows::log_loss`) given.
+    #[inline]
+    pub(crate) fn add_with(&mut self, rows: &Rows, i: usize, times: f64, log_loss: f64) {
         let code = rows.code[i];
         let w = rows.w(i) * times;
         self.rows += times;
@@ -119,19 +153,11 @@ impl Tally {
             _ => self.tp += w,
         }
         let y = f64::from(code & 1);
-        // without scores: score 0, log loss 0, bin 0 (meaningless, and unused)
-        let (score, log_loss, bin) = match rows.score(i) {
-            Some(p) => {
-                let c = p.clamp(LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS);
-                let ll = if code & 1 == 1 {
-                    -c.ln()
-                } else {
-                    -(1.0 - c).ln()
-                };
-                let bin = ((p * ECE_BINS as f64).floor() as usize).min(ECE_BINS - 1);
-                (p, ll, bin)
-            }
-            None => (0.0, 0.0, 0),
+        // without scores: score 0, log loss 0, bin 0 (meaningless, and unused); a score
+        // is in [0, 1], so truncation is its floor
+        let (score, bin) = match rows.score(i) {
+            Some(p) => (p, ((p * ECE_BINS as f64) as usize).min(ECE_BINS - 1)),
+            None => (0.0, 0),
         };
         self.log_loss += w * log_loss;
         // (p - t)², as sklearn's brier_score_loss
@@ -395,6 +421,27 @@ mod tests {
         assert_eq!((t.tp, t.fp, t.tn, t.fn_), (1.0, 1.0, 3.0, 2.0));
         // Σ w (p - y)² = 0.1² + 0.6² + 3 · 0.2² + 2 · 0.6²
         assert!((t.brier - 1.21).abs() < 1e-12, "{}", t.brier);
+        // Σ w · log loss = -(ln 0.9 + ln 0.4 + 3 ln 0.8 + 2 ln 0.4)
+        let want = -(0.9f64.ln() + 0.4f64.ln() + 3.0 * 0.8f64.ln() + 2.0 * 0.4f64.ln());
+        assert!((t.log_loss - want).abs() < 1e-12, "{}", t.log_loss);
+        // calibration bins floor(10 p): 9, 6, 2, 4, by weight
+        let by_bin: Vec<f64> = t.bins.iter().map(|b| b[0]).collect();
+        assert_eq!(by_bin, [0.0, 0.0, 3.0, 0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
+        // the bootstrap's kept terms: the first rows only, the same values
+        assert_eq!(rows.log_losses(2), vec![-(0.9f64.ln()), -(0.4f64.ln())]);
+        assert!(Rows::default().log_losses(2).is_empty());
+    }
+
+    /// A score of exactly 1 falls in the last calibration bin, and a certain wrong
+    /// answer's log loss is clipped as sklearn clips it (-ln ε), not infinite.
+    #[test]
+    fn edge_scores_stay_in_range() {
+        let mut rows = Rows::default();
+        rows.push(code(false, true), 1.0, Some(1.0), None);
+        let mut t = Tally::default();
+        t.add(&rows, 0, 1.0);
+        assert_eq!(t.bins[ECE_BINS - 1][0], 1.0);
+        assert_eq!(t.log_loss, -(f64::EPSILON.ln()));
     }
 
     /// Two cells merged in score order: the positive at 0.9 (weight 1) is above all 5
