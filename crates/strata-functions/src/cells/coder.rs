@@ -635,6 +635,28 @@ impl ColumnCodes {
             }
             DataType::Date32 => bits_rows!(a.as_primitive::<Date32Type>().values()),
             DataType::Date64 => bits_rows!(a.as_primitive::<Date64Type>().values()),
+            // the usual dictionary (Parquet's strings): keys read in place, and only the
+            // valid rows looked up, instead of a normalised copy of the keys and a null
+            // test per row
+            DataType::Dictionary(k, _) if **k == DataType::Int32 => {
+                let dict = a.as_dictionary::<Int32Type>();
+                let mut value_codes = Vec::with_capacity(dict.values().len());
+                self.code(dict.values(), &mut value_codes)?;
+                let keys = dict.keys().values();
+                let code_of = |k: i32| usize::try_from(k).ok().and_then(|k| value_codes.get(k));
+                let start = out.len();
+                match a.logical_nulls() {
+                    None => out.extend(keys.iter().map(|&k| code_of(k).copied().unwrap_or(0))),
+                    Some(nulls) => {
+                        out.resize(start + a.len(), 0);
+                        let rows = &mut out[start..];
+                        for i in nulls.valid_indices() {
+                            rows[i] = code_of(keys[i]).copied().unwrap_or(0);
+                        }
+                    }
+                }
+                Ok(())
+            }
             DataType::Dictionary(..) => {
                 let dict = a.as_any_dictionary();
                 let mut value_codes = Vec::with_capacity(dict.values().len());

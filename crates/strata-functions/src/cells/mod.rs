@@ -1076,6 +1076,30 @@ mod tests {
         }
     }
 
+    /// A dictionary column with null keys and a null value codes each string as its
+    /// plain form does and every null as 0, whatever key a null slot holds.
+    #[test]
+    fn nullable_dictionaries_code_like_their_strings() {
+        let values: ArrayRef = Arc::new(StringArray::from(vec![Some("b"), None, Some("a")]));
+        let keys = Int32Array::from(vec![Some(2), None, Some(0), Some(1), None, Some(2)]);
+        let dict: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).unwrap());
+        let plain: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("a"),
+            None,
+            Some("b"),
+            None,
+            None,
+            Some("a"),
+        ]));
+        let mut codes = ColumnCodes::new(DataType::Utf8);
+        let (mut by_dict, mut by_plain) = (Vec::new(), Vec::new());
+        codes.code(&dict, &mut by_dict).unwrap();
+        codes.code(&plain, &mut by_plain).unwrap();
+        assert_eq!(by_dict, by_plain);
+        // numbered in the dictionary's order ("b", then "a"); nulls 0
+        assert_eq!(by_dict, vec![2, 0, 1, 0, 0, 2]);
+    }
+
     #[test]
     fn short_bytes_are_views() {
         let v = StringViewArray::from(vec!["", "abc", "twelve bytes"]);
