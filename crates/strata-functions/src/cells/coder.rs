@@ -635,46 +635,29 @@ impl ColumnCodes {
             }
             DataType::Date32 => bits_rows!(a.as_primitive::<Date32Type>().values()),
             DataType::Date64 => bits_rows!(a.as_primitive::<Date64Type>().values()),
-            // the usual dictionary (Parquet's strings): keys read in place, and only the
-            // valid rows looked up, instead of a normalised copy of the keys and a null
-            // test per row
-            DataType::Dictionary(k, _) if **k == DataType::Int32 => {
-                let dict = a.as_dictionary::<Int32Type>();
-                let mut value_codes = Vec::with_capacity(dict.values().len());
-                self.code(dict.values(), &mut value_codes)?;
-                let keys = dict.keys().values();
-                let code_of = |k: i32| usize::try_from(k).ok().and_then(|k| value_codes.get(k));
-                let start = out.len();
-                match a.logical_nulls() {
-                    None => out.extend(keys.iter().map(|&k| code_of(k).copied().unwrap_or(0))),
-                    Some(nulls) => {
-                        out.resize(start + a.len(), 0);
-                        let rows = &mut out[start..];
-                        for i in nulls.valid_indices() {
-                            rows[i] = code_of(keys[i]).copied().unwrap_or(0);
+            // a dictionary's values coded once; its keys read in place and only the
+            // valid rows looked up
+            DataType::Dictionary(..) => downcast_dictionary_array!(
+                a => {
+                    let mut value_codes = Vec::with_capacity(a.values().len());
+                    self.code(a.values(), &mut value_codes)?;
+                    let keys = a.keys().values();
+                    let code_of = |i: usize| value_codes.get(keys[i].as_usize()).copied().unwrap_or(0);
+                    let start = out.len();
+                    match a.logical_nulls() {
+                        None => out.extend((0..keys.len()).map(code_of)),
+                        Some(nulls) => {
+                            out.resize(start + keys.len(), 0);
+                            let rows = &mut out[start..];
+                            for i in nulls.valid_indices() {
+                                rows[i] = code_of(i);
+                            }
                         }
                     }
-                }
-                Ok(())
-            }
-            DataType::Dictionary(..) => {
-                let dict = a.as_any_dictionary();
-                let mut value_codes = Vec::with_capacity(dict.values().len());
-                self.code(dict.values(), &mut value_codes)?;
-                let nulls = a.logical_nulls();
-                if value_codes.is_empty() {
-                    out.extend(std::iter::repeat_n(0, a.len()));
-                } else {
-                    for (i, k) in dict.normalized_keys().into_iter().enumerate() {
-                        out.push(if nulls.as_ref().is_none_or(|n| n.is_valid(i)) {
-                            value_codes[k]
-                        } else {
-                            0
-                        });
-                    }
-                }
-                Ok(())
-            }
+                    Ok(())
+                },
+                t => exec_err!("{STRATA_CELLS}: unexpected {t}")
+            ),
             t if t.is_integer() && a.null_count() == 0 => downcast_integer_array!(
                 a => {
                     let values = a.values();

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StructArray,
-    downcast_integer_array,
+    downcast_dictionary_array, downcast_integer_array,
 };
 use datafusion::arrow::datatypes::{
     ArrowNativeType, DataType, Date32Type, Date64Type, Decimal128Type, Field, Fields, Float64Type,
