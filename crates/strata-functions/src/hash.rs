@@ -258,6 +258,67 @@ impl ScalarUDFImpl for StrataHash {
     }
 }
 
+/// `strata_hash(seed, columns…, k)` for copy `k` of a row, for every copy, without
+/// building the copies: output `j` hashes row `rows[j]` of `columns` followed by the copy
+/// number `copies[j]` (an `Int64`). The shard writer replicates resampled rows with it,
+/// giving each copy the shuffle key the engine would have given it after
+/// `unnest(range(0, copies))`, for a fraction of the copying.
+pub fn hash_copies(
+    seed: u64,
+    columns: &[ArrayRef],
+    rows: &[u32],
+    copies: &[i64],
+) -> Result<Vec<u64>> {
+    if rows.len() != copies.len() {
+        return exec_err!(
+            "hash_copies: {} rows but {} copy numbers",
+            rows.len(),
+            copies.len()
+        );
+    }
+    let canon: Vec<Canon> = columns.iter().map(canonical).collect::<Result<_>>()?;
+    let ints: Option<Vec<Ints>> = canon
+        .iter()
+        .map(|c| match c {
+            Canon::Int(a) if a.null_count() == 0 => Some(Ints::Signed(a.values())),
+            Canon::UInt(a) if a.null_count() == 0 => Some(Ints::Unsigned(a.values())),
+            _ => None,
+        })
+        .collect();
+    let copy = |j: usize| (0x02u8, copies[j] as u64);
+    let at = |j: usize| rows[j] as usize;
+    match ints.as_deref() {
+        Some([]) => {
+            return Ok((0..rows.len())
+                .map(|j| hash_words(seed, [copy(j)]))
+                .collect());
+        }
+        Some([a]) => {
+            return Ok((0..rows.len())
+                .map(|j| hash_words(seed, [a.at(at(j)), copy(j)]))
+                .collect());
+        }
+        Some([a, b]) => {
+            return Ok((0..rows.len())
+                .map(|j| hash_words(seed, [a.at(at(j)), b.at(at(j)), copy(j)]))
+                .collect());
+        }
+        _ => {}
+    }
+    let copy_column = Canon::Int(Int64Array::from(copies.to_vec()));
+    let mut buf = Vec::with_capacity(64);
+    Ok((0..rows.len())
+        .map(|j| {
+            buf.clear();
+            for c in &canon {
+                encode(c, at(j), &mut buf);
+            }
+            encode(&copy_column, j, &mut buf);
+            XxHash3_64::oneshot_with_seed(seed, &buf)
+        })
+        .collect())
+}
+
 /// The common case of ids and hashes of hashes: one to three integer columns without
 /// nulls, encoded into a fixed buffer on the stack (the same bytes as [`encode`]).
 fn hash_integers(seed: u64, columns: &[Canon], n: usize) -> Option<Vec<u64>> {
@@ -569,6 +630,77 @@ mod tests {
                 .len();
             assert!(distinct > 3, "{cols}: {distinct} distinct hashes");
         }
+    }
+
+    /// A row's copies hash as `strata_hash` of the unnested rows would: integer
+    /// columns (the fast path) and others (the general encoding), nulls included.
+    #[test]
+    fn copies_hash_as_unnested_rows() {
+        let h: ArrayRef = Arc::new(UInt64Array::from(vec![3, u64::MAX, 0, 1 << 63]));
+        let g: ArrayRef = Arc::new(Int64Array::from(vec![-1, 5, 9, i64::MIN]));
+        let s: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("a"),
+            None,
+            Some("bc"),
+            Some(""),
+        ]));
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(2), Some(3)]));
+        let rows = [0u32, 0, 0, 2, 3, 3, 1];
+        let copies = [0i64, 1, 2, 0, 0, 1, 0];
+        let udf = strata_hash_udf();
+        for cols in [
+            vec![],
+            vec![&h],
+            vec![&h, &g],
+            vec![&g, &s],
+            vec![&n, &h],
+            vec![&h, &g, &g],
+        ] {
+            let columns: Vec<ArrayRef> = cols.iter().map(|c| (*c).clone()).collect();
+            let got = hash_copies(11, &columns, &rows, &copies).unwrap();
+            // the unnested rows, hashed by the UDF
+            let at = datafusion::arrow::array::UInt32Array::from(rows.to_vec());
+            let mut args = vec![ColumnarValue::Scalar(ScalarValue::UInt64(Some(11)))];
+            for c in &columns {
+                let taken = datafusion::arrow::compute::take(c, &at, None).unwrap();
+                args.push(ColumnarValue::Array(taken));
+            }
+            args.push(ColumnarValue::Array(Arc::new(Int64Array::from(
+                copies.to_vec(),
+            ))));
+            let fields = args
+                .iter()
+                .map(|a| {
+                    Arc::new(datafusion::arrow::datatypes::Field::new(
+                        "a",
+                        a.data_type(),
+                        true,
+                    ))
+                })
+                .collect();
+            let want = udf
+                .invoke_with_args(ScalarFunctionArgs {
+                    args,
+                    arg_fields: fields,
+                    number_rows: rows.len(),
+                    return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                        "h",
+                        DataType::UInt64,
+                        false,
+                    )),
+                    config_options: Default::default(),
+                })
+                .unwrap()
+                .into_array(rows.len())
+                .unwrap();
+            assert_eq!(
+                got,
+                want.as_primitive::<UInt64Type>().values().to_vec(),
+                "{} columns",
+                cols.len()
+            );
+        }
+        assert!(hash_copies(11, &[], &[0], &[]).is_err());
     }
 
     #[test]

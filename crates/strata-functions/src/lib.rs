@@ -30,7 +30,8 @@ pub use cut_zones::{
     STRATA_CUT_ZONES, StratumWindows, ZONES, cut_zones, strata_cut_zones_udaf, zone_of,
 };
 pub use hash::{
-    STRATA_GROUP_HASH, STRATA_HASH, derive_seed, strata_group_hash_udf, strata_hash_udf, stream,
+    STRATA_GROUP_HASH, STRATA_HASH, derive_seed, hash_copies, strata_group_hash_udf,
+    strata_hash_udf, stream,
 };
 pub use if_else::{STRATA_IF, strata_if_udf};
 pub use lookup::{STRATA_LOOKUP, lookup, strata_lookup_udf};

@@ -569,6 +569,7 @@ mod tests {
                 tie: None,
                 distinct: vec!["id".into()],
                 categorical: vec!["name".into()],
+                copies: None,
             },
             strata: (10..13).map(|s| (s, vec![Some(format!("s{s}"))])).collect(),
             shard_rows: 700,
@@ -647,6 +648,93 @@ mod tests {
         for ((a, x), (b, y)) in direct.iter().zip(&node) {
             assert_eq!(a.strip_prefix("direct"), b.strip_prefix("node"));
             assert_eq!(x, y, "{a}");
+        }
+    }
+
+    /// Rows standing for their copies (`SinkColumns::copies`) write the very bytes of
+    /// the copies made by the engine, `unnest(range(0, copies))` keyed by
+    /// `strata_hash(seed, h, copy)`, as curation made them before the sink did.
+    #[tokio::test]
+    async fn copies_made_by_the_sink_write_the_engine_copies_bytes() {
+        use datafusion::functions_nested::expr_fn::range;
+        use datafusion::prelude::{col, lit};
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (schema, all) = batches(3000);
+        let ctx = SessionContext::new();
+        ctx.register_table(
+            "rows",
+            Arc::new(MemTable::try_new(schema, vec![all]).unwrap()),
+        )
+        .unwrap();
+        // the key column becomes the hashed helper, and 0 to 3 copies per row (some rows
+        // of many more, so that a batch is cut into pieces)
+        let copies =
+            datafusion::prelude::when((col("id") % lit(101i64)).eq(lit(0i64)), lit(40_000i64))
+                .otherwise(col("id") % lit(4i64))
+                .unwrap();
+        let base = ctx
+            .table("rows")
+            .await
+            .unwrap()
+            .with_column_renamed("__key", "__h")
+            .unwrap()
+            .with_column("__copies", copies)
+            .unwrap();
+        let seed = 7u64;
+        let unnested = base
+            .clone()
+            .with_column("__copy", range(lit(0i64), col("__copies"), lit(1i64)))
+            .unwrap()
+            .unnest_columns(&["__copy"])
+            .unwrap()
+            .with_column(
+                "__key",
+                strata_functions::strata_hash_udf().call(vec![
+                    lit(seed),
+                    col("__h"),
+                    col("__copy"),
+                ]),
+            )
+            .unwrap()
+            .drop_columns(&["__h", "__copies", "__copy"])
+            .unwrap();
+        let write = |df: datafusion::dataframe::DataFrame, root: &'static str, copies: bool| {
+            let store = Arc::clone(&store);
+            async move {
+                let mut sink = sink(store, root);
+                sink.expected_rows = 3000 * 2;
+                sink.shard_rows = 5000;
+                // copies share their id
+                sink.unique_order = false;
+                if copies {
+                    sink.columns.copies = Some(crate::SinkCopies {
+                        count: "__copies".into(),
+                        hashed: vec!["__h".into()],
+                        seed,
+                    });
+                }
+                let streams = df.execute_stream_partitioned().await.unwrap();
+                sink.write(streams).await.unwrap()
+            }
+        };
+        let want = write(unnested, "memory:///engine/", false).await;
+        let got = write(base, "memory:///sink/", true).await;
+        assert_eq!(got.totals, want.totals);
+        assert_eq!(got.schema, want.schema);
+        let rows: u64 = want.totals.values().map(|t| t.rows).sum();
+        assert_eq!(
+            rows,
+            (0..3000u64)
+                .map(|i| if i % 101 == 0 { 40_000 } else { i % 4 })
+                .sum::<u64>()
+        );
+        let engine = files(store.as_ref(), "engine").await;
+        let made = files(store.as_ref(), "sink").await;
+        assert!(engine.len() >= 8, "{} shards", engine.len());
+        assert_eq!(engine.len(), made.len());
+        for ((a, x), (b, y)) in engine.iter().zip(&made) {
+            assert_eq!(a.strip_prefix("engine"), b.strip_prefix("sink"));
+            assert!(x == y, "{a} and {b} differ");
         }
     }
 }

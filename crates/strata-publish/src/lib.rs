@@ -24,7 +24,8 @@ pub use exec::{
     StrataQueryPlanner, batch_bytes, read_written,
 };
 pub use sink::{
-    RANGE_ROWS, ShardSink, SinkColumns, SinkOutput, StratumTotals, default_memory_budget,
+    RANGE_ROWS, ShardSink, SinkColumns, SinkCopies, SinkOutput, StratumTotals,
+    default_memory_budget,
 };
 
 /// Why writing shards failed. Each displays as one line.

@@ -34,17 +34,19 @@ impl Passes<'_> {
         // when resampling makes them). The shuffle key alone orders the rows: the writer
         // breaks its rare ties on the written values, the row key among them (or the
         // whole row)
-        output_cols.extend([
-            ident("sample_weight"),
-            ident(col::SPLIT),
-            ident(col::CELL),
-            seeded_hash(
-                self.seed,
-                stream::SHUFFLE,
-                &[ident(col::H_SAMPLE), ident(col::H_SPLIT), ident(col::COPY)],
-            )
-            .alias(col::SHUFFLE_KEY),
-        ]);
+        output_cols.extend([ident("sample_weight"), ident(col::SPLIT), ident(col::CELL)]);
+        // copy k of a row is keyed by hash(h_sample, h_split, k); replicated rows come
+        // once with their number of copies, which the writer makes (not the engine:
+        // `unnest` copies every column once more and runs the key's hash per copy)
+        let hashed = [col::H_SAMPLE, col::H_SPLIT];
+        if plan.replicate {
+            output_cols.push(ident(col::COPIES));
+            output_cols.extend(hashed.map(ident));
+        } else {
+            let mut key: Vec<Expr> = hashed.map(ident).to_vec();
+            key.push(ident(col::COPY));
+            output_cols.push(seeded_hash(self.seed, stream::SHUFFLE, &key).alias(col::SHUFFLE_KEY));
+        }
         if group_strata {
             output_cols.push(ident(col::GROUP));
         }
@@ -52,7 +54,7 @@ impl Passes<'_> {
             output_cols.push(ident(col::TIE));
         }
         let output = self
-            .output(cell_table(plan.table.values()), plan.replicate)
+            .output(cell_table(plan.table.values()), false)
             .await
             .and_then(|df| {
                 // nested, not `AND`: see `at_or_below`
@@ -104,6 +106,11 @@ impl Passes<'_> {
                 distinct: self.pipeline.source.id_column.iter().cloned().collect(),
                 // group attributes and label: a few values each
                 categorical: self.pipeline.cell_columns(),
+                copies: plan.replicate.then(|| strata_publish::SinkCopies {
+                    count: col::COPIES.into(),
+                    hashed: hashed.map(String::from).to_vec(),
+                    seed: derive_seed(self.seed, stream::SHUFFLE),
+                }),
             },
             strata: strata_values,
             shard_rows: plan.shard_rows,

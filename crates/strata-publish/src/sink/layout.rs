@@ -15,6 +15,8 @@ pub(super) struct Layout {
     pub(super) stratum: usize,
     pub(super) cell: usize,
     pub(super) tie: Option<usize>,
+    /// Rows stand for their copies, and `key` is made per copy (`SinkColumns::copies`).
+    pub(super) copies: Option<CopiesLayout>,
     /// Written columns (no helpers).
     pub(super) keep: Vec<usize>,
     /// Stream columns the routed rows hold, in order: `keep` first (their unit number
@@ -32,6 +34,14 @@ pub(super) struct Layout {
     /// Split names by split index.
     pub(super) split_names: Vec<String>,
     pub(super) ranges: u64,
+}
+
+/// Stream positions of `SinkCopies`' helpers.
+#[derive(Debug)]
+pub(super) struct CopiesLayout {
+    pub(super) count: usize,
+    pub(super) hashed: Vec<usize>,
+    pub(super) seed: u64,
 }
 
 /// What rows are counted by while routing: (split, stratum, cell, tie id).

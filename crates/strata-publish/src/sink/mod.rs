@@ -148,6 +148,25 @@ pub struct SinkColumns {
     /// bytes or less, and each shard gets the strings back as it is encoded. (Other
     /// columns named here are held as they are.)
     pub categorical: Vec<String>,
+    /// Rows written several times: each input row stands for its copies, and the sink
+    /// makes them and their shuffle keys (the first order column, then not in the
+    /// stream). `None`: every row is written once, as it comes.
+    #[serde(default)]
+    pub copies: Option<SinkCopies>,
+}
+
+/// How the sink replicates rows (`SinkColumns::copies`): copy `k` of a row (`k` from 0)
+/// gets the shuffle key `strata_hash(seed, hashed…, k)`, the value the engine gives it
+/// after `unnest(range(0, count))`, so the shards are the bytes they would be had the
+/// copies come in the stream, without the engine building and copying them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SinkCopies {
+    /// Integer helper: how many copies of the row to write (0 writes none).
+    pub count: String,
+    /// Helpers hashed, in order, before the copy number.
+    pub hashed: Vec<String>,
+    /// The hash's seed (`strata_hash`'s first argument).
+    pub seed: u64,
 }
 
 impl SinkColumns {
@@ -160,6 +179,10 @@ impl SinkColumns {
         ];
         h.extend(self.order.iter().map(String::as_str));
         h.extend(self.tie.as_deref());
+        if let Some(c) = &self.copies {
+            h.push(c.count.as_str());
+            h.extend(c.hashed.iter().map(String::as_str));
+        }
         h
     }
 }
@@ -228,7 +251,22 @@ impl ShardSink {
                 source: None,
             });
         };
-        let input = compact_schema(&first.schema());
+        let mut input = compact_schema(&first.schema());
+        if self.columns.copies.is_some() {
+            // the shuffle key is made per copy: a column after the stream's
+            let key = self.columns.order.first().ok_or_else(|| {
+                PublishError::Usage("the shard sink needs at least one order column".into())
+            })?;
+            if input.index_of(key).is_ok() {
+                return Err(PublishError::Usage(format!(
+                    "the shard sink makes the shuffle key `{key}` of copied rows, and the stream has one"
+                )));
+            }
+            let mut fields: Vec<Field> =
+                input.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(Field::new(key, DataType::UInt64, false));
+            input = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
+        }
         let index_of = |name: &str| {
             input.index_of(name).map_err(|_| PublishError::Data {
                 context: "writing shards".into(),
@@ -312,6 +350,18 @@ impl ShardSink {
             stratum: index_of(&self.columns.stratum)?,
             cell: index_of(&self.columns.cell)?,
             tie: self.columns.tie.as_deref().map(index_of).transpose()?,
+            copies: match &self.columns.copies {
+                Some(c) => Some(CopiesLayout {
+                    count: index_of(&c.count)?,
+                    hashed: c
+                        .hashed
+                        .iter()
+                        .map(|h| index_of(h))
+                        .collect::<Result<_, _>>()?,
+                    seed: c.seed,
+                }),
+                None => None,
+            },
             held,
             held_schema: Arc::new(Schema::new(held_fields)),
             held_order,
@@ -738,6 +788,7 @@ mod tests {
             stratum: 0,
             cell: 0,
             tie: None,
+            copies: None,
             keep: vec![0, 1],
             held: vec![0, 1, 2],
             held_schema: schema.clone(),

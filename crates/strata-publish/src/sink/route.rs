@@ -35,128 +35,178 @@ pub(super) async fn route(
         if batch.num_rows() == 0 {
             continue;
         }
-        let original = batch;
-        let batch = compact(&original, &coded_input)?;
-        let n = batch.num_rows();
-        let split = split_column(&batch, layout)?;
-        let key = u64_column(&batch, layout.key)?;
-        let stratum = u64_column(&batch, layout.stratum)?;
-        let cell = u64_column(&batch, layout.cell)?;
-        let tie = layout.tie.map(|i| u64_column(&batch, i)).transpose()?;
-        range_of.clear();
-        for r in 0..n {
-            let range = ((key.value(r) as u128 * layout.ranges as u128) >> 64) as u32;
-            range_of.push(range);
-            let s = split.value(r) as usize;
-            let k = (
-                s,
-                stratum.value(r),
-                cell.value(r),
-                tie.as_ref().map_or(0, |t| t.value(r)),
-            );
-            let id = unit_cache.get(k, |k| match unit_ids.get(k) {
-                Some(&id) => Ok(id),
-                None => {
-                    let id = table
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .id(k)?;
-                    unit_ids.insert(*k, id);
-                    Ok::<_, PublishError>(id)
-                }
-            })?;
-            if id as usize >= counted_units {
-                counted_units = id as usize + 1;
-                counts.grow(counted_units, ranges);
-            }
-            counts.add(id, range, ranges);
-            unit_of.push(id);
-        }
-        // the rows keep their written columns, order columns and weight, and their unit
-        // number in place of the split, stratum, cell and tie
-        let mut held: Vec<ArrayRef> = layout
-            .held
-            .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect();
-        for (&k, coder) in layout.coded.iter().zip(&mut coders) {
-            held[k] = coder.code(original.column(layout.held[k]))?;
-        }
-        held.push(Arc::new(UInt32Array::from(std::mem::take(&mut unit_of))));
-        let batch = RecordBatch::try_new(layout.held_schema.clone(), held)
-            .map_err(data_err("routing shard rows"))?;
-        // one take puts the batch in range order (stable: a counting sort when ranges
-        // are few, else a sort); each range gets a zero-copy slice
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        if (layout.ranges as usize) <= 4 * n {
-            let mut at = vec![0u32; layout.ranges as usize + 1];
-            for &g in &range_of {
-                at[g as usize + 1] += 1;
-            }
-            for g in 1..at.len() {
-                at[g] += at[g - 1];
-            }
-            for (r, &g) in range_of.iter().enumerate() {
-                order[at[g as usize] as usize] = r as u32;
-                at[g as usize] += 1;
-            }
-        } else {
-            order.sort_by_key(|&r| range_of[r as usize]);
-        }
-        let mut bounds: Vec<(u64, usize, usize)> = Vec::new();
-        for (i, &r) in order.iter().enumerate() {
-            let g = range_of[r as usize] as u64;
-            match bounds.last_mut() {
-                Some((last, _, len)) if *last == g => *len += 1,
-                _ => bounds.push((g, i, 1)),
-            }
-        }
-        let sorted = if bounds.len() == 1 {
-            batch.clone()
-        } else {
-            take_record_batch(&batch, &UInt32Array::from(order))
-                .map_err(data_err("routing shard rows"))?
+        // rows standing for their copies are routed in pieces of a bounded number of
+        // copies, each copy taken once, straight into its range's place
+        let pieces = match &layout.copies {
+            None => vec![(batch, Vec::new())],
+            Some(c) => copy_pieces(&batch, c.count)?,
         };
-        // past the budget (by this task or another), what is held goes to files and so
-        // does everything after it
-        if !budget.spilling.load(Relaxed) {
-            let size = sorted.get_array_memory_size();
-            mine += size;
-            let held = budget.held.fetch_add(size, Relaxed) + size;
-            if held.saturating_mul(2) > budget.limit {
-                budget.spilling.store(true, Relaxed);
-            }
-        }
-        let spilling = budget.spilling.load(Relaxed);
-        if spilling && mine > 0 {
-            for (range, out) in open.iter_mut() {
-                if let RangeOut::Batches(batches) = out {
-                    let path = dir.join(format!("routed-{range}-{partition}.arrow"));
-                    let mut file = SpillFile::create(&path, &layout.held_schema, batch_rows)?;
-                    for b in batches.drain(..) {
-                        file.push(b, &path)?;
+        for (original, counts_of) in pieces {
+            let batch = compact(&original, &coded_input)?;
+            let n = batch.num_rows();
+            // each routed row's row in the batch (`None`: the same row), and its key
+            let (rep, key) = match &layout.copies {
+                None => (None, u64_column(&batch, layout.key)?),
+                Some(c) => {
+                    let total: usize = counts_of.iter().map(|&k| k as usize).sum();
+                    let (mut rep, mut number) =
+                        (Vec::with_capacity(total), Vec::with_capacity(total));
+                    for (r, &k) in counts_of.iter().enumerate() {
+                        rep.extend(std::iter::repeat_n(r as u32, k as usize));
+                        number.extend(0..k as i64);
                     }
-                    *out = RangeOut::File(path, file);
+                    let hashed: Vec<ArrayRef> =
+                        c.hashed.iter().map(|&i| batch.column(i).clone()).collect();
+                    let keys = strata_functions::hash_copies(c.seed, &hashed, &rep, &number)
+                        .map_err(data_err("hashing copied rows"))?;
+                    (Some(rep), datafusion::arrow::array::UInt64Array::from(keys))
+                }
+            };
+            let m = rep.as_ref().map_or(n, Vec::len);
+            if m == 0 {
+                continue;
+            }
+            let split = split_column(&batch, layout)?;
+            let stratum = u64_column(&batch, layout.stratum)?;
+            let cell = u64_column(&batch, layout.cell)?;
+            let tie = layout.tie.map(|i| u64_column(&batch, i)).transpose()?;
+            range_of.clear();
+            for j in 0..m {
+                let r = rep.as_ref().map_or(j, |rep| rep[j] as usize);
+                let range = ((key.value(j) as u128 * layout.ranges as u128) >> 64) as u32;
+                range_of.push(range);
+                let s = split.value(r) as usize;
+                let k = (
+                    s,
+                    stratum.value(r),
+                    cell.value(r),
+                    tie.as_ref().map_or(0, |t| t.value(r)),
+                );
+                let id = unit_cache.get(k, |k| match unit_ids.get(k) {
+                    Some(&id) => Ok(id),
+                    None => {
+                        let id = table
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .id(k)?;
+                        unit_ids.insert(*k, id);
+                        Ok::<_, PublishError>(id)
+                    }
+                })?;
+                if id as usize >= counted_units {
+                    counted_units = id as usize + 1;
+                    counts.grow(counted_units, ranges);
+                }
+                counts.add(id, range, ranges);
+                unit_of.push(id);
+            }
+            // the rows keep their written columns, order columns and weight, and their unit
+            // number in place of the split, stratum, cell and tie; a made key and the units
+            // are per routed row, the rest per batch row
+            let mut per_routed = vec![false; layout.held.len() + 1];
+            let mut held: Vec<ArrayRef> = Vec::with_capacity(layout.held.len() + 1);
+            for (h, &i) in layout.held.iter().enumerate() {
+                if rep.is_some() && i == layout.key {
+                    held.push(Arc::new(key.clone()));
+                    per_routed[h] = true;
+                } else {
+                    held.push(batch.column(i).clone());
                 }
             }
-            budget.held.fetch_sub(mine, Relaxed);
-            mine = 0;
-        }
-        for (range, start, len) in bounds {
-            let part = sorted.slice(start, len);
-            let out = match open.entry(range) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(if spilling {
-                    let path = dir.join(format!("routed-{range}-{partition}.arrow"));
-                    let file = SpillFile::create(&path, &layout.held_schema, batch_rows)?;
-                    RangeOut::File(path, file)
-                } else {
-                    RangeOut::Batches(Vec::new())
-                }),
+            for (&k, coder) in layout.coded.iter().zip(&mut coders) {
+                held[k] = coder.code(original.column(layout.held[k]))?;
+            }
+            held.push(Arc::new(UInt32Array::from(std::mem::take(&mut unit_of))));
+            per_routed[layout.held.len()] = true;
+            // one take puts the rows in range order (stable: a counting sort when ranges
+            // are few, else a sort); each range gets a zero-copy slice
+            let mut order: Vec<u32> = (0..m as u32).collect();
+            if (layout.ranges as usize) <= 4 * m {
+                let mut at = vec![0u32; layout.ranges as usize + 1];
+                for &g in &range_of {
+                    at[g as usize + 1] += 1;
+                }
+                for g in 1..at.len() {
+                    at[g] += at[g - 1];
+                }
+                for (r, &g) in range_of.iter().enumerate() {
+                    order[at[g as usize] as usize] = r as u32;
+                    at[g as usize] += 1;
+                }
+            } else {
+                order.sort_by_key(|&r| range_of[r as usize]);
+            }
+            let mut bounds: Vec<(u64, usize, usize)> = Vec::new();
+            for (i, &r) in order.iter().enumerate() {
+                let g = range_of[r as usize] as u64;
+                match bounds.last_mut() {
+                    Some((last, _, len)) if *last == g => *len += 1,
+                    _ => bounds.push((g, i, 1)),
+                }
+            }
+            let sorted = if rep.is_none() && bounds.len() == 1 {
+                held
+            } else {
+                // a copy's columns are its batch row's, taken once
+                let source = rep.as_ref().map(|rep| {
+                    UInt32Array::from_iter_values(order.iter().map(|&j| rep[j as usize]))
+                });
+                let order = UInt32Array::from(order);
+                held.iter()
+                    .zip(&per_routed)
+                    .map(|(c, &routed)| {
+                        let at = match (&source, routed) {
+                            (Some(source), false) => source,
+                            _ => &order,
+                        };
+                        take(c.as_ref(), at, None)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(data_err("routing shard rows"))?
             };
-            match out {
-                RangeOut::File(path, file) => file.push(part, path)?,
-                RangeOut::Batches(batches) => batches.push(part),
+            let sorted = RecordBatch::try_new(layout.held_schema.clone(), sorted)
+                .map_err(data_err("routing shard rows"))?;
+            // past the budget (by this task or another), what is held goes to files and so
+            // does everything after it
+            if !budget.spilling.load(Relaxed) {
+                let size = sorted.get_array_memory_size();
+                mine += size;
+                let held = budget.held.fetch_add(size, Relaxed) + size;
+                if held.saturating_mul(2) > budget.limit {
+                    budget.spilling.store(true, Relaxed);
+                }
+            }
+            let spilling = budget.spilling.load(Relaxed);
+            if spilling && mine > 0 {
+                for (range, out) in open.iter_mut() {
+                    if let RangeOut::Batches(batches) = out {
+                        let path = dir.join(format!("routed-{range}-{partition}.arrow"));
+                        let mut file = SpillFile::create(&path, &layout.held_schema, batch_rows)?;
+                        for b in batches.drain(..) {
+                            file.push(b, &path)?;
+                        }
+                        *out = RangeOut::File(path, file);
+                    }
+                }
+                budget.held.fetch_sub(mine, Relaxed);
+                mine = 0;
+            }
+            for (range, start, len) in bounds {
+                let part = sorted.slice(start, len);
+                let out = match open.entry(range) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(if spilling {
+                        let path = dir.join(format!("routed-{range}-{partition}.arrow"));
+                        let file = SpillFile::create(&path, &layout.held_schema, batch_rows)?;
+                        RangeOut::File(path, file)
+                    } else {
+                        RangeOut::Batches(Vec::new())
+                    }),
+                };
+                match out {
+                    RangeOut::File(path, file) => file.push(part, path)?,
+                    RangeOut::Batches(batches) => batches.push(part),
+                }
             }
         }
     }
@@ -175,6 +225,50 @@ pub(super) async fn route(
         ));
     }
     Ok(Routed { files, counts })
+}
+
+/// Routed rows made per piece of a batch of copied rows, at most (a row of more copies is
+/// a piece of its own).
+const COPIES_PER_PIECE: usize = 1 << 16;
+
+/// A batch of rows standing for their copies, cut into pieces of at most
+/// [`COPIES_PER_PIECE`] copies, each with its rows' copy counts.
+fn copy_pieces(
+    batch: &RecordBatch,
+    count: usize,
+) -> Result<Vec<(RecordBatch, Vec<u32>)>, PublishError> {
+    let name = batch.schema().field(count).name().clone();
+    let bad = |what: &str| PublishError::Data {
+        context: "writing shards".into(),
+        message: format!("the copies column `{name}` {what}"),
+        source: None,
+    };
+    let counts = cast(batch.column(count), &DataType::Int64)
+        .map_err(|e| bad(&format!("is not an integer: {e}")))?;
+    let counts = counts.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    if counts.null_count() > 0 {
+        return Err(bad("holds nulls"));
+    }
+    let counts: Vec<u32> = counts
+        .values()
+        .iter()
+        .map(|&k| u32::try_from(k))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("holds values outside 0..2^32"))?;
+    let mut pieces = Vec::new();
+    let (mut start, mut copies) = (0, 0usize);
+    for (r, &k) in counts.iter().enumerate() {
+        if copies + k as usize > COPIES_PER_PIECE && r > start {
+            pieces.push((batch.slice(start, r - start), counts[start..r].to_vec()));
+            (start, copies) = (r, 0);
+        }
+        copies += k as usize;
+    }
+    pieces.push((
+        batch.slice(start, counts.len() - start),
+        counts[start..].to_vec(),
+    ));
+    Ok(pieces)
 }
 
 /// A range read back and sorted by key, ready to deal.
