@@ -108,7 +108,8 @@ def main() -> None:
     ap.add_argument("--rows", type=count, default=20_000_000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--stages", default="synth,profile,curate,train,eval,run")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs whose median is reported: the profile's jobs, curate's strata jobs and copy floor")
     ap.add_argument("--memory-limit", default="1GiB")
     ap.add_argument("--scale-rows", default="20M,60M,200M")
     ap.add_argument("--json", type=pathlib.Path, default=ROOT / "bench-data" / "bench.json")
@@ -128,7 +129,8 @@ def main() -> None:
     common = ["--rows", str(args.rows), "--files", str(args.files)]
     commands = {
         "profile": [sys.executable, str(here / "profile.py"), *common, "--repeat", str(args.repeat)],
-        "curate": [sys.executable, str(here / "curate.py"), *common, "--memory-limit", args.memory_limit],
+        "curate": [sys.executable, str(here / "curate.py"), *common, "--memory-limit", args.memory_limit,
+                   "--repeat", str(args.repeat)],
         "train": [sys.executable, str(here / "train.py")],
         "eval": [sys.executable, str(here / "eval.py"), "--replicates", "1000"],
         "scale": [sys.executable, str(here / "scale.py"), "--rows", args.scale_rows, "--files", str(args.files),

@@ -31,6 +31,7 @@ import hashlib
 import os
 import pathlib
 import shutil
+import statistics
 import sys
 
 from duckdb_curate import JOB_GROUPS, GROUP, check_same
@@ -74,6 +75,9 @@ def main():
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--memory-limit", default="1GiB")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of strata's jobs and of the copy floor, whose median is reported "
+                         "(one of each peer: they take minutes)")
     ap.add_argument("--jobs", default=",".join(JOBS), help="comma-separated, from " + ", ".join(JOBS))
     ap.add_argument("--no-pandas", action="store_true", help="leave pandas out (it needs the data in memory)")
     ap.add_argument("--json", type=pathlib.Path, help="write the figures here (scripts/bench)")
@@ -92,13 +96,15 @@ def main():
     copy_out = scratch / "copy-floor"
     copy_sql = (f"COPY (SELECT * FROM source) TO '{copy_out}/' STORED AS PARQUET "
                 "OPTIONS (compression 'zstd(3)')")
-    wall, rss, _ = run([str(TARGET / "release" / "sql_timer"), str(bench_spec("census", data, specs)), copy_sql])
+    wall, rss = median_run([str(TARGET / "release" / "sql_timer"), str(bench_spec("census", data, specs)), copy_sql],
+                           copy_out, args.repeat)
     rows.append(("copy floor (DataFusion read + zstd Parquet write)", wall, rss, "whole process"))
     shutil.rmtree(copy_out, ignore_errors=True)
 
     for job in jobs:
         spec = str(bench_spec(f"census-{job}", data, specs))
-        wall, rss, _ = run([strata, "-q", "curate", spec, "--out", str(scratch / f"strata-{job}")])
+        out = scratch / f"strata-{job}"
+        wall, rss = median_run([strata, "-q", "curate", spec, "--out", str(out)], out, args.repeat)
         rows.append((f"strata {job}", wall, rss, "whole process"))
         wall, rss, out = run([strata, "-q", "curate", spec, "--out", str(scratch / f"strata-{job}-limited"),
                               "--memory-limit", args.memory_limit], check=False)
@@ -119,7 +125,8 @@ def main():
             (scratch / f"pandas-{job}.parquet").unlink(missing_ok=True)
 
     setup = (f"{args.rows:,} rows, {args.files} files, {size / 1e6:.0f} MB zstd Parquet, "
-             f"{args.threads} threads, one run each")
+             f"{args.threads} threads; strata (without a limit) and the copy floor: medians of "
+             f"{args.repeat}, the others one run each")
     print(f"\n{setup}\n")
     print("| job | seconds | peak RSS (MiB) | timed |\n| --- | ---: | ---: | --- |")
     for name, wall, rss, note in rows:
@@ -151,6 +158,18 @@ def main():
     jobs_out = [{"job": n, "seconds": round(w, 3), "peak_rss_mib": m, "note": note} for n, w, m, note in rows]
     write_result(args.json, "curate", setup, jobs_out, ratios)
     sys.exit(1 if failed else 0)
+
+
+def median_run(cmd: list[str], out: pathlib.Path, repeat: int) -> tuple[float, int]:
+    """Median wall seconds and largest peak RSS of `repeat` runs of `cmd`, each into an
+    empty `out` (the last run's output is kept for the checks)."""
+    walls, rsss = [], []
+    for _ in range(max(repeat, 1)):
+        shutil.rmtree(out, ignore_errors=True)
+        wall, rss, _ = run(cmd)
+        walls.append(wall)
+        rsss.append(rss)
+    return statistics.median(walls), max(rsss)
 
 
 def shard_hashes(out: pathlib.Path) -> dict:
