@@ -596,6 +596,17 @@ mod tests {
         out
     }
 
+    /// The files under `want` and under `got` (at least 8) have the same names and bytes.
+    async fn assert_same_shards(store: &dyn ObjectStore, want: &str, got: &str) {
+        let (want_files, got_files) = (files(store, want).await, files(store, got).await);
+        assert!(want_files.len() >= 8, "{} shards", want_files.len());
+        assert_eq!(want_files.len(), got_files.len());
+        for ((a, x), (b, y)) in want_files.iter().zip(&got_files) {
+            assert_eq!(a.strip_prefix(want), b.strip_prefix(got));
+            assert!(x == y, "{a} and {b} differ");
+        }
+    }
+
     /// The node, planned by a session with [`StrataQueryPlanner`] over an input of
     /// three partitions, writes the very bytes the sink writes from one stream, and
     /// reports the sink's output; its encoding round-trips.
@@ -641,14 +652,7 @@ mod tests {
         assert_eq!(got.output.schema, want.schema);
         assert!(got.input_bytes > 5000 * 8 * 4, "{}", got.input_bytes);
 
-        let direct = files(store.as_ref(), "direct").await;
-        let node = files(store.as_ref(), "node").await;
-        assert!(direct.len() >= 8, "{} shards", direct.len());
-        assert_eq!(direct.len(), node.len());
-        for ((a, x), (b, y)) in direct.iter().zip(&node) {
-            assert_eq!(a.strip_prefix("direct"), b.strip_prefix("node"));
-            assert_eq!(x, y, "{a}");
-        }
+        assert_same_shards(store.as_ref(), "direct", "node").await;
     }
 
     /// Rows standing for their copies (`SinkColumns::copies`) write the very bytes of
@@ -728,13 +732,6 @@ mod tests {
                 .map(|i| if i % 101 == 0 { 40_000 } else { i % 4 })
                 .sum::<u64>()
         );
-        let engine = files(store.as_ref(), "engine").await;
-        let made = files(store.as_ref(), "sink").await;
-        assert!(engine.len() >= 8, "{} shards", engine.len());
-        assert_eq!(engine.len(), made.len());
-        for ((a, x), (b, y)) in engine.iter().zip(&made) {
-            assert_eq!(a.strip_prefix("engine"), b.strip_prefix("sink"));
-            assert!(x == y, "{a} and {b} differ");
-        }
+        assert_same_shards(store.as_ref(), "engine", "sink").await;
     }
 }

@@ -48,18 +48,8 @@ pub(super) async fn route(
             let (rep, key) = match &layout.copies {
                 None => (None, u64_column(&batch, layout.key)?),
                 Some(c) => {
-                    let total: usize = counts_of.iter().map(|&k| k as usize).sum();
-                    let (mut rep, mut number) =
-                        (Vec::with_capacity(total), Vec::with_capacity(total));
-                    for (r, &k) in counts_of.iter().enumerate() {
-                        rep.extend(std::iter::repeat_n(r as u32, k as usize));
-                        number.extend(0..k as i64);
-                    }
-                    let hashed: Vec<ArrayRef> =
-                        c.hashed.iter().map(|&i| batch.column(i).clone()).collect();
-                    let keys = strata_functions::hash_copies(c.seed, &hashed, &rep, &number)
-                        .map_err(data_err("hashing copied rows"))?;
-                    (Some(rep), datafusion::arrow::array::UInt64Array::from(keys))
+                    let (rep, keys) = copies_of(&batch, &counts_of, c)?;
+                    (Some(rep), keys)
                 }
             };
             let m = rep.as_ref().map_or(n, Vec::len);
@@ -269,6 +259,28 @@ fn copy_pieces(
         counts[start..].to_vec(),
     ));
     Ok(pieces)
+}
+
+/// The copies of a piece's rows: each copy's row in the piece and its shuffle key.
+fn copies_of(
+    batch: &RecordBatch,
+    counts: &[u32],
+    copies: &CopiesLayout,
+) -> Result<(Vec<u32>, datafusion::arrow::array::UInt64Array), PublishError> {
+    let total: usize = counts.iter().map(|&k| k as usize).sum();
+    let (mut rep, mut number) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    for (r, &k) in counts.iter().enumerate() {
+        rep.extend(std::iter::repeat_n(r as u32, k as usize));
+        number.extend(0..k as i64);
+    }
+    let hashed: Vec<ArrayRef> = copies
+        .hashed
+        .iter()
+        .map(|&i| batch.column(i).clone())
+        .collect();
+    let keys = strata_functions::hash_copies(copies.seed, &hashed, &rep, &number)
+        .map_err(data_err("hashing copied rows"))?;
+    Ok((rep, keys.into()))
 }
 
 /// A range read back and sorted by key, ready to deal.
