@@ -4,6 +4,8 @@
 //! id, through a radix table of bit fields when every key allows it. `strata_cells`
 //! counts per tuple id; `strata_group_hash` hashes each distinct tuple once.
 
+use datafusion::arrow::array::Int32Array;
+
 use super::*;
 use crate::slots::SlotCache;
 
@@ -19,8 +21,9 @@ pub(crate) struct TupleCoder {
 }
 
 /// Key columns read as the digits of one number per row, each in its own bits: an
-/// `Int32` dictionary without null keys gives its key (radix: the dictionary's length),
-/// an integer column without nulls its value minus a base (radix: the span of its
+/// `Int32` dictionary gives its key (radix: the dictionary's length), or, with null
+/// keys, 0 for a null and its key + 1 otherwise (radix: one more), an integer column
+/// without nulls its value minus a base (radix: the span of its
 /// values). While the bits are few, the number indexes a table of tuple ids, kept across
 /// batches of the same dictionaries and spans. A row then costs one shift and `or` per
 /// column (a loop the compiler vectorises) and one lookup, instead of a lookup per
@@ -38,8 +41,9 @@ pub(crate) struct RadixTable {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Digits {
-    /// Dictionary keys, into these values.
-    Keys(ArrayRef),
+    /// Dictionary keys, into these values; with `nulls`, 0 for a null key and the key
+    /// + 1 otherwise.
+    Keys { values: ArrayRef, nulls: bool },
     /// Integers `base..base + radix`.
     Ints { base: i64, radix: u32 },
 }
@@ -50,7 +54,7 @@ impl Digits {
     /// where multiplies of 32-bit lanes do not).
     pub(crate) fn bits(&self) -> u32 {
         let radix = match self {
-            Digits::Keys(values) => values.len() as u64,
+            Digits::Keys { values, nulls } => values.len() as u64 + u64::from(*nulls),
             Digits::Ints { radix, .. } => u64::from(*radix),
         };
         64 - radix.saturating_sub(1).leading_zeros()
@@ -61,7 +65,16 @@ impl Digits {
     /// same integer span.
     pub(crate) fn same(&self, other: &Digits) -> bool {
         match (self, other) {
-            (Digits::Keys(a), Digits::Keys(b)) => Arc::ptr_eq(a, b) || a.as_ref() == b.as_ref(),
+            (
+                Digits::Keys {
+                    values: a,
+                    nulls: x,
+                },
+                Digits::Keys {
+                    values: b,
+                    nulls: y,
+                },
+            ) => x == y && (Arc::ptr_eq(a, b) || a.as_ref() == b.as_ref()),
             (Digits::Ints { base: a, radix: r }, Digits::Ints { base: b, radix: s }) => {
                 a == b && r == s
             }
@@ -152,11 +165,17 @@ impl TupleCoder {
         let mut shape = Vec::with_capacity(keys.len());
         let mut bits = 0;
         for (j, a) in keys.iter().enumerate() {
-            let digits = if let Some(d) = a
-                .as_dictionary_opt::<Int32Type>()
-                .filter(|d| d.keys().null_count() == 0)
-            {
-                Digits::Keys(d.values().clone())
+            let digits = if let Some(d) = a.as_dictionary_opt::<Int32Type>() {
+                let values = d.values().clone();
+                // a column keeps its null digit through batches without nulls (no
+                // rebuild of the table for a batch that happens to have none)
+                let nulls = d.keys().null_count() > 0
+                    || matches!(
+                        self.radix.shape.get(j),
+                        Some(Digits::Keys { values: v, nulls: true })
+                            if Arc::ptr_eq(v, &values) || v.as_ref() == values.as_ref()
+                    );
+                Digits::Keys { values, nulls }
             } else if a.data_type().is_integer() && a.null_count() == 0 {
                 let Some((low, high)) = integer_range(a)? else {
                     return Ok(false);
@@ -198,12 +217,17 @@ impl TupleCoder {
         let mut shift = 0;
         for (a, digits) in keys.iter().zip(&radix.shape) {
             match digits {
-                Digits::Keys(_) => {
+                Digits::Keys { nulls: false, .. } => {
                     let keys = a.as_dictionary::<Int32Type>().keys().values();
                     for (m, &k) in numbers.iter_mut().zip(keys.iter()) {
                         *m |= (k as u32) << shift;
                     }
                 }
+                Digits::Keys { nulls: true, .. } => add_nullable_key_digits(
+                    a.as_dictionary::<Int32Type>().keys(),
+                    shift,
+                    &mut numbers,
+                ),
                 Digits::Ints { base, .. } => add_integer_digits(a, *base, shift, &mut numbers)?,
             }
             shift += digits.bits();
@@ -292,6 +316,27 @@ pub(crate) fn integer_range(a: &ArrayRef) -> Result<Option<(i64, i64)>> {
         },
         t => return exec_err!("{STRATA_CELLS}: unexpected {t}")
     ))
+}
+
+/// Sets each row's key + 1 into its number at bit `shift`, and 0 for a null key: a
+/// mask per row from the validity bits, 64 rows at a time, so the loop has no branch
+/// (and a null's key, which may be anything, is masked off).
+pub(crate) fn add_nullable_key_digits(keys: &Int32Array, shift: u32, numbers: &mut [u32]) {
+    let values = keys.values();
+    let Some(valid) = keys.nulls() else {
+        for (m, &k) in numbers.iter_mut().zip(values.iter()) {
+            *m |= (k as u32 + 1) << shift;
+        }
+        return;
+    };
+    let bits = valid.inner().bit_chunks();
+    let words = bits.iter().chain(std::iter::once(bits.remainder_bits()));
+    for ((m, k), word) in numbers.chunks_mut(64).zip(values.chunks(64)).zip(words) {
+        for (j, (m, &k)) in m.iter_mut().zip(k).enumerate() {
+            let mask = 0u32.wrapping_sub((word >> j) as u32 & 1);
+            *m |= ((k as u32).wrapping_add(1) & mask) << shift;
+        }
+    }
 }
 
 /// Sets each row's `value - base` into its number at bit `shift` (values inside the
