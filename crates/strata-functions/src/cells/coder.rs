@@ -226,6 +226,7 @@ impl TupleCoder {
                 Digits::Keys { nulls: true, .. } => add_nullable_key_digits(
                     a.as_dictionary::<Int32Type>().keys(),
                     shift,
+                    digits.bits(),
                     &mut numbers,
                 ),
                 Digits::Ints { base, .. } => add_integer_digits(a, *base, shift, &mut numbers)?,
@@ -318,23 +319,32 @@ pub(crate) fn integer_range(a: &ArrayRef) -> Result<Option<(i64, i64)>> {
     ))
 }
 
-/// Sets each row's key + 1 into its number at bit `shift`, and 0 for a null key: a
-/// mask per row from the validity bits, 64 rows at a time, so the loop has no branch
-/// (and a null's key, which may be anything, is masked off).
-pub(crate) fn add_nullable_key_digits(keys: &Int32Array, shift: u32, numbers: &mut [u32]) {
-    let values = keys.values();
-    let Some(valid) = keys.nulls() else {
-        for (m, &k) in numbers.iter_mut().zip(values.iter()) {
-            *m |= (k as u32 + 1) << shift;
-        }
+/// Sets each row's key + 1 into its number at bit `shift` (`bits` wide), and 0 for a
+/// null key: every row's key first, in a loop without a branch (a null's key, which
+/// may be anything, cut to the digit's bits), then the few null rows' digits cleared,
+/// found 64 rows to a validity word.
+pub(crate) fn add_nullable_key_digits(
+    keys: &Int32Array,
+    shift: u32,
+    bits: u32,
+    numbers: &mut [u32],
+) {
+    let width = (1u32 << bits) - 1;
+    for (m, &k) in numbers.iter_mut().zip(keys.values().iter()) {
+        *m |= ((k as u32).wrapping_add(1) & width) << shift;
+    }
+    let Some(valid) = keys.nulls().filter(|v| v.null_count() > 0) else {
         return;
     };
-    let bits = valid.inner().bit_chunks();
-    let words = bits.iter().chain(std::iter::once(bits.remainder_bits()));
-    for ((m, k), word) in numbers.chunks_mut(64).zip(values.chunks(64)).zip(words) {
-        for (j, (m, &k)) in m.iter_mut().zip(k).enumerate() {
-            let mask = 0u32.wrapping_sub((word >> j) as u32 & 1);
-            *m |= ((k as u32).wrapping_add(1) & mask) << shift;
+    let clear = !(width << shift);
+    let words = valid.inner().bit_chunks();
+    let words = words.iter().chain(std::iter::once(words.remainder_bits()));
+    for (m, word) in numbers.chunks_mut(64).zip(words) {
+        // the last chunk's word has zeros past its rows
+        let mut nulls = !word & (u64::MAX >> (64 - m.len()));
+        while nulls != 0 {
+            m[nulls.trailing_zeros() as usize] &= clear;
+            nulls &= nulls - 1;
         }
     }
 }

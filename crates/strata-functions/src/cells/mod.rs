@@ -208,7 +208,57 @@ const SMALL_CHUNK: usize = 8192;
 /// [`exact_small_weights`] took. Indexes are below `len` by construction.
 fn chunk_sums(index: &[u32], exact: Option<&[i64]>, len: usize, sums: &mut Vec<(i64, i64)>) {
     sums.clear();
-    sums.resize(len, (0, 0));
+    if len > LANED_LIMIT {
+        sums.resize(len, (0, 0));
+        add_rows(index, exact, sums);
+        return;
+    }
+    // four tables, one per row of each four: a run of rows of one index (the usual case
+    // with skewed groups) makes four chains of adds through memory, not one
+    sums.resize(len * LANES, (0, 0));
+    let (a, rest) = sums.split_at_mut(len);
+    let (b, rest) = rest.split_at_mut(len);
+    let (c, d) = rest.split_at_mut(len);
+    let whole = index.len() / LANES * LANES;
+    match exact {
+        Some(exact) => {
+            for (i, e) in index[..whole]
+                .chunks_exact(LANES)
+                .zip(exact[..whole].chunks_exact(LANES))
+            {
+                for ((t, &k), &e) in [&mut *a, &mut *b, &mut *c, &mut *d]
+                    .into_iter()
+                    .zip(i)
+                    .zip(e)
+                {
+                    let (sum, n) = &mut t[k as usize];
+                    *sum += e;
+                    *n += 1;
+                }
+            }
+        }
+        None => {
+            for i in index[..whole].chunks_exact(LANES) {
+                for (t, &k) in [&mut *a, &mut *b, &mut *c, &mut *d].into_iter().zip(i) {
+                    t[k as usize].1 += 1;
+                }
+            }
+        }
+    }
+    add_rows(&index[whole..], exact.map(|e| &e[whole..]), a);
+    for (((a, b), c), d) in a.iter_mut().zip(&*b).zip(&*c).zip(&*d) {
+        a.0 += b.0 + c.0 + d.0;
+        a.1 += b.1 + c.1 + d.1;
+    }
+    sums.truncate(len);
+}
+
+/// Tables of [`chunk_sums`] for indexes up to this (64 KiB of sums in four).
+const LANED_LIMIT: usize = 1 << 10;
+const LANES: usize = 4;
+
+/// Adds each row's weight and count to its index's sums.
+fn add_rows(index: &[u32], exact: Option<&[i64]>, sums: &mut [(i64, i64)]) {
     match exact {
         Some(exact) => {
             for (&k, &e) in index.iter().zip(exact) {
