@@ -132,18 +132,22 @@ impl<'a> Passes<'a> {
         strata_plan
     }
 
-    /// The source rows with their keys.
-    pub(super) async fn keyed(&self) -> datafusion::error::Result<DataFrame> {
+    /// The source rows with their keys, read from `rows`.
+    pub(super) async fn keyed(&self, rows: Rows) -> datafusion::error::Result<DataFrame> {
         self.ctx()
-            .table(SOURCE_TABLE)
+            .table(rows.table())
             .await?
             .select(self.keyed_cols.clone())
     }
 
     /// The keyed rows with the cell table's columns and their split, as an index into
     /// SPLITS (choices by `strata_if`, not CASE: see strata_functions::strata_if_udf).
-    pub(super) async fn joined(&self, table: CellTable) -> datafusion::error::Result<DataFrame> {
-        let df = self.keyed().await?;
+    pub(super) async fn joined(
+        &self,
+        rows: Rows,
+        table: CellTable,
+    ) -> datafusion::error::Result<DataFrame> {
+        let df = self.keyed(rows).await?;
         let mut columns: Vec<Expr> = df
             .schema()
             .columns()
@@ -174,10 +178,11 @@ impl<'a> Passes<'a> {
     /// copy numbered `col::COPY` when some are replicated) and trimmed ties marked.
     pub(super) async fn output(
         &self,
+        rows: Rows,
         table: CellTable,
         replicate: bool,
     ) -> datafusion::error::Result<DataFrame> {
-        let mut df = self.joined(table).await?;
+        let mut df = self.joined(rows, table).await?;
         let copies = if !self.resample {
             lit(1i64)
         } else if self.exact {
@@ -222,4 +227,26 @@ pub(super) fn pick(cond: Expr, then: Expr, otherwise: Expr) -> Expr {
 /// Whether a joined row is a training row.
 pub(super) fn is_train() -> Expr {
     ident(col::SPLIT).eq(lit(0u8))
+}
+
+/// Which table a pass reads the source rows from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rows {
+    /// As they are: the pass writes their values (pass 2).
+    Written,
+    /// With the group and label columns read as dictionaries
+    /// (`strata_engine::CODED_SOURCE_TABLE`, registered by pass 0): for the passes that
+    /// only hash and count rows. Hashes are defined on values, so a row's keys are the
+    /// same either way (`strata_functions::hash`), and the group hashes code a
+    /// dictionary's few values instead of every row's string.
+    Keys,
+}
+
+impl Rows {
+    fn table(self) -> &'static str {
+        match self {
+            Rows::Written => SOURCE_TABLE,
+            Rows::Keys => CODED_SOURCE_TABLE,
+        }
+    }
 }

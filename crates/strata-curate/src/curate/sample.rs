@@ -28,7 +28,7 @@ impl Passes<'_> {
         let stratum_col = self.stratum_col();
         let train_rows = || async {
             // train is "at or below the first cut": the second cut's lookups are not read
-            self.joined(split_table.clone())
+            self.joined(Rows::Keys, split_table.clone())
                 .await?
                 .filter(at_or_below(col::H_SPLIT, col::H_SAMPLE, "__t1a", "__t1b"))?
                 .select(vec![
@@ -130,7 +130,7 @@ impl Passes<'_> {
         replicate: bool,
     ) -> Result<(BTreeMap<(GroupKey, LabelKey), Option<f64>>, bool), CurateError> {
         let sums = self
-            .output(cell_table(table.values()), replicate)
+            .output(Rows::Keys, cell_table(table.values()), replicate)
             .await
             .and_then(|df| {
                 df.filter(is_train())?.aggregate(

@@ -54,7 +54,7 @@ impl Passes<'_> {
         let started = std::time::Instant::now();
         let what = "curation pass 1 (the split)";
         let rows_by_cell = || async {
-            self.keyed().await?.select(vec![
+            self.keyed(Rows::Keys).await?.select(vec![
                 ident(col::CELL).alias(col::STRATUM),
                 ident(col::H_SPLIT).alias(col::KEY1),
                 ident(col::H_SAMPLE).alias(col::KEY2),
@@ -84,7 +84,7 @@ impl Passes<'_> {
                     })
                     .collect();
                 let df = self
-                    .keyed()
+                    .keyed(Rows::Keys)
                     .await
                     .and_then(|df| {
                         df.select(vec![

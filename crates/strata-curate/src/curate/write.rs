@@ -54,7 +54,7 @@ impl Passes<'_> {
             output_cols.push(ident(col::TIE));
         }
         let output = self
-            .output(cell_table(plan.table.values()), false)
+            .output(Rows::Written, cell_table(plan.table.values()), false)
             .await
             .and_then(|df| {
                 // nested, not `AND`: see `at_or_below`
