@@ -584,9 +584,15 @@ mod tests {
         let z = datafusion::arrow::array::Int8Array::from_iter_values(
             (0..n).map(|i| (i % 4) as i8 - 1),
         );
+        // null keys: the radix table's null digit (a coded scan's nullable columns)
+        let m: datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int32Type> =
+            (0..n)
+                .map(|i| (i % 7 != 2).then_some(["u", long, "v"][i % 3]))
+                .collect();
         let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter([
             ("e", Arc::new(e) as ArrayRef),
             ("z", Arc::new(z) as ArrayRef),
+            ("m", Arc::new(m) as ArrayRef),
             ("s", Arc::new(s) as ArrayRef),
             ("t", Arc::new(t) as ArrayRef),
             ("d", Arc::new(d) as ArrayRef),
@@ -608,6 +614,8 @@ mod tests {
             "d, 'lit', s, t, y, b, f",
             "e, z",
             "z, e, s",
+            "m, z, e",
+            "e, m",
         ]
         .iter()
         .flat_map(|c| [(c, "t"), (c, "u"), (c, "t")])
