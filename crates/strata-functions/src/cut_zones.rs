@@ -17,8 +17,9 @@
 //! a stratum is found through a small direct-mapped cache, and only rows inside a
 //! window (a few in a hundred) are grouped by key.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::slots::SlotCache;
 
@@ -159,7 +160,7 @@ impl AggregateUDFImpl for StrataCutZones {
             gaps: vec![Gap::default(); (strata.len() + 1) * ZONES],
             strata,
             index,
-            inside: BTreeMap::new(),
+            inside: HashMap::new(),
         }))
     }
 }
@@ -200,8 +201,10 @@ struct ZonesAccumulator {
     /// Per (stratum index, zone), for rows outside the windows; strata without windows
     /// (not in the list) count at index `strata.len()` by their own id in `inside`.
     gaps: Vec<Gap>,
-    /// (stratum id, zone, k1, k2) → totals, for rows inside windows and strata not listed.
-    inside: BTreeMap<(u64, u8, u64, u64), Gap>,
+    /// (stratum id, zone, k1, k2) → totals, for rows inside windows and strata not listed
+    /// (hashed: a B-tree of tens of thousands of keys costs a cache miss per level for
+    /// every row inside a window; sorted once for the output).
+    inside: HashMap<(u64, u8, u64, u64), Gap>,
 }
 
 /// The zone of primary key `h` in a stratum with `windows` (`None`: a stratum not in the
@@ -266,7 +269,9 @@ impl ZonesAccumulator {
                 }
             }
         }
+        let at = rows.len();
         rows.extend(self.inside.iter().map(|(k, g)| (*k, *g)));
+        rows[at..].sort_unstable_by_key(|r| r.0);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0.0))),
             Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| r.0.1))),
