@@ -74,13 +74,19 @@ impl Digits {
                     values: b,
                     nulls: y,
                 },
-            ) => x == y && (Arc::ptr_eq(a, b) || a.as_ref() == b.as_ref()),
+            ) => x == y && same_values(a, b),
             (Digits::Ints { base: a, radix: r }, Digits::Ints { base: b, radix: s }) => {
                 a == b && r == s
             }
             _ => false,
         }
     }
+}
+
+/// Whether two dictionaries' values are the same (one array, or equal ones, as batches
+/// of one column chunk hold).
+fn same_values(a: &ArrayRef, b: &ArrayRef) -> bool {
+    Arc::ptr_eq(a, b) || a.as_ref() == b.as_ref()
 }
 
 /// Bits of a radix table's numbers past which it is not used (2¹⁶ entries, 256 KiB of
@@ -172,8 +178,7 @@ impl TupleCoder {
                 let nulls = d.keys().null_count() > 0
                     || matches!(
                         self.radix.shape.get(j),
-                        Some(Digits::Keys { values: v, nulls: true })
-                            if Arc::ptr_eq(v, &values) || v.as_ref() == values.as_ref()
+                        Some(Digits::Keys { values: v, nulls: true }) if same_values(v, &values)
                     );
                 Digits::Keys { values, nulls }
             } else if a.data_type().is_integer() && a.null_count() == 0 {

@@ -210,42 +210,16 @@ fn chunk_sums(index: &[u32], exact: Option<&[i64]>, len: usize, sums: &mut Vec<(
     sums.clear();
     if len > LANED_LIMIT {
         sums.resize(len, (0, 0));
-        add_rows(index, exact, sums);
+        add_rows(index, exact, [sums]);
         return;
     }
     // four tables, one per row of each four: a run of rows of one index (the usual case
     // with skewed groups) makes four chains of adds through memory, not one
-    sums.resize(len * LANES, (0, 0));
+    sums.resize(len * 4, (0, 0));
     let (a, rest) = sums.split_at_mut(len);
     let (b, rest) = rest.split_at_mut(len);
     let (c, d) = rest.split_at_mut(len);
-    let whole = index.len() / LANES * LANES;
-    match exact {
-        Some(exact) => {
-            for (i, e) in index[..whole]
-                .chunks_exact(LANES)
-                .zip(exact[..whole].chunks_exact(LANES))
-            {
-                for ((t, &k), &e) in [&mut *a, &mut *b, &mut *c, &mut *d]
-                    .into_iter()
-                    .zip(i)
-                    .zip(e)
-                {
-                    let (sum, n) = &mut t[k as usize];
-                    *sum += e;
-                    *n += 1;
-                }
-            }
-        }
-        None => {
-            for i in index[..whole].chunks_exact(LANES) {
-                for (t, &k) in [&mut *a, &mut *b, &mut *c, &mut *d].into_iter().zip(i) {
-                    t[k as usize].1 += 1;
-                }
-            }
-        }
-    }
-    add_rows(&index[whole..], exact.map(|e| &e[whole..]), a);
+    add_rows(index, exact, [&mut *a, &mut *b, &mut *c, &mut *d]);
     for (((a, b), c), d) in a.iter_mut().zip(&*b).zip(&*c).zip(&*d) {
         a.0 += b.0 + c.0 + d.0;
         a.1 += b.1 + c.1 + d.1;
@@ -255,19 +229,36 @@ fn chunk_sums(index: &[u32], exact: Option<&[i64]>, len: usize, sums: &mut Vec<(
 
 /// Tables of [`chunk_sums`] for indexes up to this (64 KiB of sums in four).
 const LANED_LIMIT: usize = 1 << 10;
-const LANES: usize = 4;
 
-/// Adds each row's weight and count to its index's sums.
-fn add_rows(index: &[u32], exact: Option<&[i64]>, sums: &mut [(i64, i64)]) {
+/// Adds each row's weight and count to its index's sums, row `i` of each `N` to table
+/// `i mod N` (the rows past the last whole `N` to the first).
+fn add_rows<const N: usize>(
+    index: &[u32],
+    exact: Option<&[i64]>,
+    mut tables: [&mut [(i64, i64)]; N],
+) {
+    let whole = index.len() / N * N;
+    let (rows, rest) = index.split_at(whole);
     match exact {
         Some(exact) => {
-            for (&k, &e) in index.iter().zip(exact) {
-                let (sum, n) = &mut sums[k as usize];
-                *sum += e;
-                *n += 1;
+            for (i, e) in rows.chunks_exact(N).zip(exact.chunks_exact(N)) {
+                for ((t, &k), &e) in tables.iter_mut().zip(i).zip(e) {
+                    let (sum, n) = &mut t[k as usize];
+                    *sum += e;
+                    *n += 1;
+                }
             }
         }
-        None => index.iter().for_each(|&k| sums[k as usize].1 += 1),
+        None => {
+            for i in rows.chunks_exact(N) {
+                for (t, &k) in tables.iter_mut().zip(i) {
+                    t[k as usize].1 += 1;
+                }
+            }
+        }
+    }
+    if !rest.is_empty() {
+        add_rows(rest, exact.map(|e| &e[whole..]), [&mut *tables[0]]);
     }
 }
 
