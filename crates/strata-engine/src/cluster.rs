@@ -235,19 +235,28 @@ impl PhysicalExtensionCodec for PhysicalCodec {
     functions_from_ballista!();
 }
 
-/// Object stores by URL for a scheduler or executor: `file://` and stores registered
-/// by hand as DataFusion's default registry serves them; any other URL strata reads
-/// (`s3://`, `gs://`, `az://`, `http(s)://`) gets a store built from the process's
-/// environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as `strata` itself builds them, kept
-/// for the next task. Credentials stay in the environment: nothing here logs them.
-#[derive(Debug, Default)]
+/// Object stores by URL for a scheduler or executor: `file://` as `strata` serves it
+/// (ranged reads mapped, `crate::mapped`) and stores registered by hand; any other URL
+/// strata reads (`s3://`, `gs://`, `az://`, `http(s)://`) gets a store built from the
+/// process's environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as `strata` itself builds
+/// them, kept for the next task. Credentials stay in the environment: nothing here
+/// logs them.
+#[derive(Debug)]
 pub struct ClusterStores {
     known: DefaultObjectStoreRegistry,
 }
 
 impl ClusterStores {
     pub fn new() -> Self {
-        Self::default()
+        let known = DefaultObjectStoreRegistry::new();
+        crate::mapped::register(&known);
+        Self { known }
+    }
+}
+
+impl Default for ClusterStores {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod cluster;
 mod coded;
 mod error;
+mod mapped;
 mod schema;
 mod source;
 mod store;
@@ -134,6 +135,7 @@ impl Engine {
         let memory = Arc::new(InMemory::new());
         let url = url::Url::parse("memory://").expect("static URL");
         ctx.register_object_store(&url, memory.clone());
+        mapped::register(ctx.runtime_env().object_store_registry.as_ref());
         Ok(Self {
             ctx,
             memory,
