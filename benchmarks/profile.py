@@ -21,8 +21,9 @@ Times, each in its own process so peak memory (max RSS) is per job:
 The goal's ratio is taken against the faster of the two floors.
 Runs strata and the peers round robin, then strata and the floors round robin
 (a process started right after a DuckDB process runs slower, so the floors and strata
-are compared without one in between), and prints the median of --repeat runs and the
-ratios. Peers missing from the interpreter (Polars outside scripts/bench's venv) are
+are compared without one in between), and prints the median of --repeat runs (at
+least 5 with the peers and 9 with the floors: these are sub-second processes that move
+by a tenth from run to run, and their rounds are cheap) and the ratios. Peers missing from the interpreter (Polars outside scripts/bench's venv) are
 left out with a note.
 """
 from __future__ import annotations
@@ -155,9 +156,10 @@ def main() -> None:
     # peer processes in between, each side under the same conditions. pandas is slow
     # enough that fewer runs of it say as much.
     slow = {n: peers.pop(n) for n in ("pandas",) if n in peers}
-    mine_duck, duck_times, _, duck_mems = rounds(peers, args.repeat)
+    peer_repeat, floor_repeat = max(args.repeat, 5), max(args.repeat, 9)
+    mine_duck, duck_times, _, duck_mems = rounds(peers, peer_repeat)
     _, slow_times, _, slow_mems = rounds(slow, max(1, min(2, args.repeat))) if slow else ([], {}, {}, {})
-    mine_floor, floor_times, floor_process, floor_mems = rounds(floors, args.repeat)
+    mine_floor, floor_times, floor_process, floor_mems = rounds(floors, floor_repeat)
     s_duck, s_floor = statistics.median(mine_duck), statistics.median(mine_floor)
     rss = lambda mems, name: max(mems[name])  # noqa: E731
     results = {
@@ -171,7 +173,8 @@ def main() -> None:
         results[f"{name} (whole process)"] = (statistics.median(floor_process[name]), rss(floor_mems, name))
 
     setup = (f"{args.rows:,} rows, {args.files} files, {size / 1e6:.0f} MB zstd Parquet, "
-             f"{args.threads} threads, median of {args.repeat}")
+             f"{args.threads} threads, medians of {peer_repeat} (with DuckDB and Polars), "
+             f"{min(2, args.repeat) if slow else 0} (pandas), {floor_repeat} (with the floors)")
     print(f"\n{setup}\n")
     print("| job | seconds | peak RSS (MiB) |\n| --- | ---: | ---: |")
     for name, (t, m) in results.items():
