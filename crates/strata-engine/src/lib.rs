@@ -135,6 +135,7 @@ impl Engine {
         let memory = Arc::new(InMemory::new());
         let url = url::Url::parse("memory://").expect("static URL");
         ctx.register_object_store(&url, memory.clone());
+        // `file://`: ranged reads mapped, not copied into fresh buffers (docs/engine.md)
         mapped::register(ctx.runtime_env().object_store_registry.as_ref());
         Ok(Self {
             ctx,
