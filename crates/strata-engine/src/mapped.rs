@@ -35,12 +35,27 @@ impl fmt::Display for MappedLocal {
 /// Ranges this small are copied: a mapping costs two system calls and a page.
 const MAP_FROM: u64 = 64 * 1024;
 
+/// An error of this store, as `LocalFileSystem` reports those it has no variant for.
+fn error(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: source.into(),
+    }
+}
+
+/// A range that the file at `path` (`size` bytes) does not hold.
+fn outside(path: &std::path::Path, range: &Range<u64>, size: u64) -> object_store::Error {
+    error(format!(
+        "range {}..{} is outside {} ({size} bytes)",
+        range.start,
+        range.end,
+        path.display()
+    ))
+}
+
 /// The bytes `range` of `file`, mapped (or read, when small).
 fn read(file: &std::fs::File, path: &std::path::Path, range: Range<u64>) -> Result<Bytes> {
-    let err = |source: std::io::Error| object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: format!("reading {}: {source}", path.display()).into(),
-    };
+    let err = |source: std::io::Error| error(format!("reading {}: {source}", path.display()));
     let len = (range.end - range.start) as usize;
     if range.end - range.start < MAP_FROM {
         use std::io::{Read, Seek, SeekFrom};
@@ -68,10 +83,7 @@ fn read(file: &std::fs::File, path: &std::path::Path, range: Range<u64>) -> Resu
     // a file cut short since it was opened would fault on the missing pages: an error
     let size = file.metadata().map_err(err)?.len();
     if size < range.end {
-        return Err(err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("the file is {size} bytes, the range ends at {}", range.end),
-        )));
+        return Err(outside(path, &range, size));
     }
     Ok(Bytes::from_owner(map))
 }
@@ -129,16 +141,7 @@ impl ObjectStore for MappedLocal {
                 .into_iter()
                 .map(|r| {
                     if r.start > r.end || r.end > size {
-                        return Err(object_store::Error::Generic {
-                            store: "LocalFileSystem",
-                            source: format!(
-                                "range {}..{} is outside {} ({size} bytes)",
-                                r.start,
-                                r.end,
-                                path.display()
-                            )
-                            .into(),
-                        });
+                        return Err(outside(&path, &r, size));
                     }
                     read(&file, &path, r)
                 })
@@ -179,14 +182,13 @@ impl ObjectStore for MappedLocal {
     }
 }
 
-/// Runs `f` on the blocking pool, as the inner store does its reads.
+/// Runs `f` on the blocking pool, as the inner store does its reads (in place outside a
+/// Tokio runtime, as it does too).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        })?
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime.spawn_blocking(f).await.map_err(error)?,
+        Err(_) => f(),
+    }
 }
 
 /// Serves `file://` in `registry` with ranged reads mapped.
