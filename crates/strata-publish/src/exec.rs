@@ -734,4 +734,68 @@ mod tests {
         );
         assert_same_shards(store.as_ref(), "engine", "sink").await;
     }
+
+    fn stream_of(schema: SchemaRef, batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        ))
+    }
+
+    /// Shards upload while the last ones encode, but only once every range is dealt: a
+    /// declared unique key that repeats (found while dealing) fails the write with
+    /// nothing uploaded, though most shards were encoded by then; the same rows without
+    /// the promise are written.
+    #[tokio::test]
+    async fn a_repeated_key_fails_the_write_before_any_upload() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (schema, mut all) = batches(5000);
+        // the last batch again (53 rows: 5,000 in batches of 97): rows whose key and id
+        // each repeat another row's
+        let last = all.last().unwrap().clone();
+        let dup = last.num_rows() as u64;
+        assert_eq!(dup, 53);
+        all.push(last);
+        let mut refused = sink(Arc::clone(&store), "memory:///unique/");
+        refused.expected_rows = 5000 + dup;
+        let got = refused
+            .write(vec![stream_of(schema.clone(), all.clone())])
+            .await;
+        assert!(
+            matches!(got, Err(PublishError::RepeatedKeys { rows }) if rows == dup),
+            "{:?}",
+            got.err()
+        );
+        assert!(files(store.as_ref(), "unique").await.is_empty());
+
+        let mut kept = sink(Arc::clone(&store), "memory:///kept/");
+        kept.expected_rows = 5000 + dup;
+        kept.unique_order = false;
+        let written = kept.write(vec![stream_of(schema, all)]).await.unwrap();
+        let shards = files(store.as_ref(), "kept").await;
+        assert!(shards.len() >= 8, "{} shards", shards.len());
+        assert_eq!(shards.len(), written.shards.len());
+        let rows: u64 = written.shards.iter().map(|s| s.rows).sum();
+        assert_eq!(rows, 5000 + dup);
+    }
+
+    /// An upload that fails ends the write with that upload's error (the object it
+    /// could not write), not the workers' "uploads stopped".
+    #[tokio::test]
+    async fn a_failing_upload_reports_its_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // the output folder is a file: every shard's upload fails
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"a file").unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
+        let root = url::Url::from_directory_path(&blocked).unwrap();
+        let (schema, all) = batches(5000);
+        let err = sink(store, root.as_str())
+            .write(vec![stream_of(schema, all)])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("blocked/runs/r/"), "{err}");
+        assert!(!err.contains("uploads stopped"), "{err}");
+    }
 }

@@ -114,6 +114,14 @@ impl Destination {
         Ok(())
     }
 
+    /// Deletes the object at `rel`; one that is not there is no error.
+    pub async fn delete(&self, rel: &str) -> Result<(), RunError> {
+        match self.store.delete(&self.path_of(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_err(rel)(e)),
+        }
+    }
+
     /// Writes `rel` only if no object is there; `false` when one already was.
     async fn put_new(&self, rel: &str, bytes: Bytes) -> Result<bool, RunError> {
         let opts = PutOptions {

@@ -28,7 +28,8 @@
 //!    (so bytes never depend on where pieces start), and hashed. Rows of equal key
 //!    (rare) are ordered by their other order columns, then by their written values;
 //! 3. **upload**: once every row has been dealt (and a declared unique key checked),
-//!    the shards are uploaded, a few at a time.
+//!    the shards encoded so far are uploaded, a few at a time, and each later one as
+//!    soon as it is encoded.
 
 use std::collections::BTreeMap;
 
@@ -469,7 +470,15 @@ impl ShardSink {
         // the workers block on their queue: they run on threads of their own, off the
         // async runtime, which keeps serving the other tasks (uploads, the engine)
         let sink = Arc::new(self);
-        let (dealt, plan) = {
+        // shards upload while the last ones are still encoding, from the moment every
+        // range is dealt (and a declared unique key checked): nothing is uploaded for a
+        // write that fails that check
+        let (upload, uploads) = tokio::sync::mpsc::unbounded_channel();
+        let uploader = {
+            let sink = sink.clone();
+            tokio::spawn(async move { sink.upload(uploads).await })
+        };
+        let worked = {
             let (sink, layout, schema) = (sink.clone(), layout.clone(), schema.clone());
             let shard_dir = spill_root.path().to_path_buf();
             tokio::task::spawn_blocking(move || {
@@ -483,11 +492,26 @@ impl ShardSink {
                     spilling,
                     encoded_room: std::sync::atomic::AtomicUsize::new(in_memory),
                     fault,
+                    upload,
                 };
                 work.run(files).map(|dealt| (dealt, plan))
             })
             .await
-            .map_err(join_err)??
+            .map_err(join_err)
+            .and_then(|r| r)
+        };
+        let dealt_at = started.elapsed();
+        // the uploader ends once the workers' sender is gone; an upload's own error
+        // says more than the workers' "uploads stopped"
+        let (shards, uploaded) = uploader.await.map_err(join_err)?;
+        let (dealt, plan) = match uploaded.and(worked) {
+            Ok(worked) => worked,
+            Err(e) => {
+                // a shard encoding failed (or an upload) after the first uploads began:
+                // what was uploaded goes, as nothing of a failed write may stay
+                sink.delete(&shards).await;
+                return Err(e);
+            }
         };
         if sink.unique_order && dealt.repeated > 0 {
             return Err(PublishError::RepeatedKeys {
@@ -495,8 +519,12 @@ impl ShardSink {
             });
         }
         tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = dealt_at.as_millis() as u64,
             "shards dealt and encoded"
+        );
+        tracing::debug!(
+            elapsed_ms = (started.elapsed() - dealt_at).as_millis() as u64,
+            "last shards uploaded"
         );
         let names = &plan.names;
         let totals = dealt
@@ -506,14 +534,6 @@ impl ShardSink {
             .filter(|(t, _)| t.rows > 0)
             .map(|(t, (s, cell))| ((names[*s].clone(), *cell), *t))
             .collect();
-
-        // 3. upload, once every row has been dealt and checked
-        let started = std::time::Instant::now();
-        let shards = sink.upload(dealt.encoded).await?;
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "shards uploaded"
-        );
         Ok(SinkOutput {
             shards,
             totals,
@@ -652,18 +672,33 @@ impl ShardSink {
         }
     }
 
-    /// Uploads the encoded shards, a few at a time, and lists them by split and index.
-    async fn upload(&self, encoded: Vec<EncodedShard>) -> Result<Vec<ShardEntry>, PublishError> {
+    /// Uploads the encoded shards as the workers hand them over, a few at a time, and
+    /// lists them by split and index: every shard handed over (uploaded, or perhaps
+    /// not where the uploads failed), and whether all uploads succeeded.
+    async fn upload(
+        &self,
+        mut encoded: tokio::sync::mpsc::UnboundedReceiver<EncodedShard>,
+    ) -> (Vec<ShardEntry>, Result<(), PublishError>) {
         let mut uploads: JoinSet<Result<(), PublishError>> = JoinSet::new();
-        let mut entries = Vec::with_capacity(encoded.len());
-        for EncodedShard { entry, bytes } in encoded {
+        let mut entries = Vec::new();
+        let mut result = Ok(());
+        'shards: while let Some(EncodedShard { entry, bytes }) = encoded.recv().await {
             let bytes = match bytes {
                 Encoded::Memory(b) => b,
-                Encoded::File(p) => Bytes::from(std::fs::read(&p).map_err(spill_err(&p))?),
+                Encoded::File(p) => match std::fs::read(&p) {
+                    Ok(b) => Bytes::from(b),
+                    Err(e) => {
+                        result = Err(spill_err(&p)(e));
+                        break;
+                    }
+                },
             };
             while uploads.len() >= UPLOADS_IN_FLIGHT {
-                if let Some(r) = uploads.join_next().await {
-                    r.map_err(join_err)??;
+                if let Some(r) = uploads.join_next().await
+                    && let Err(e) = r.map_err(join_err).and_then(|r| r)
+                {
+                    result = Err(e);
+                    break 'shards;
                 }
             }
             let dest = self.destination.clone();
@@ -671,11 +706,29 @@ impl ShardSink {
             uploads.spawn(async move { Ok(dest.put(&rel, bytes).await?) });
             entries.push(entry);
         }
+        // (dropping the receiver on a failure stops the workers' hand-overs)
+        drop(encoded);
         while let Some(r) = uploads.join_next().await {
-            r.map_err(join_err)??;
+            if let Err(e) = r.map_err(join_err).and_then(|r| r)
+                && result.is_ok()
+            {
+                result = Err(e);
+            }
         }
         entries.sort_by(|a, b| (&a.split, a.index).cmp(&(&b.split, b.index)));
-        Ok(entries)
+        (entries, result)
+    }
+
+    /// Deletes these shards, as far as the store lets it (a failed write is already
+    /// being reported; a shard left behind is overwritten by the next run, and no
+    /// manifest ever names it).
+    async fn delete(&self, shards: &[ShardEntry]) {
+        for entry in shards {
+            let rel = format!("{}/{}", self.run_dir, entry.path);
+            if let Err(e) = self.destination.delete(&rel).await {
+                tracing::warn!(error = %e, "a shard of the failed write was left behind");
+            }
+        }
     }
 }
 

@@ -60,6 +60,8 @@ pub(super) struct Work<'a> {
     pub(super) spilling: bool,
     /// A failure to inject (tests of the failure paths only).
     pub(super) fault: Option<Fault>,
+    /// The uploader: every shard goes there once all ranges are dealt and checked.
+    pub(super) upload: tokio::sync::mpsc::UnboundedSender<EncodedShard>,
 }
 
 /// `STRATA_SINK_FAULT`, for the tests of the writer's failure paths: a worker panics
@@ -94,7 +96,6 @@ pub(super) struct DealtAll {
     pub(super) totals: Vec<StratumTotals>,
     /// Rows whose order keys equal the previous row's.
     pub(super) repeated: u64,
-    pub(super) encoded: Vec<EncodedShard>,
 }
 
 /// One range, dealt: its rows in (split, shard, key) order, one piece per shard.
@@ -265,8 +266,10 @@ impl Work<'_> {
             sums: vec![(0, 0.0); plan.n_sums],
             totals: vec![StratumTotals::default(); plan.cells.len()],
             repeated: 0,
-            encoded: Vec::new(),
         };
+        // shards encoded before every range is dealt wait here: a repeated key, found
+        // only then, fails the write before anything is uploaded
+        let mut encoded_early: Option<Vec<EncodedShard>> = Some(Vec::new());
         let mut pieces = Waiting::new(plan, self.shard_dir.clone());
         // a range dealt early waits here until the ranges before it are added
         let mut waiting: BTreeMap<u64, Option<DealtRange>> = BTreeMap::new();
@@ -286,7 +289,11 @@ impl Work<'_> {
                     waiting.insert(r, got?);
                 }
                 Done::Encoded(got, held) => {
-                    all.encoded.push(got?);
+                    let shard = got?;
+                    match &mut encoded_early {
+                        Some(early) => early.push(shard),
+                        None => self.hand_over(shard)?,
+                    }
                     encoded += 1;
                     released = held;
                 }
@@ -342,7 +349,11 @@ impl Work<'_> {
             q.shards.extend(ready);
             drop(q);
             wake.notify_all();
+            if next == order.len() {
+                self.release(&mut encoded_early, all.repeated)?;
+            }
         }
+        self.release(&mut encoded_early, all.repeated)?;
         if pieces.spilled > 0 {
             tracing::debug!(
                 spilled_bytes = pieces.spilled,
@@ -361,6 +372,33 @@ impl Work<'_> {
             });
         }
         Ok(all)
+    }
+
+    /// Once every range is dealt: hands the shards encoded so far to the uploader, and
+    /// from then on each one as it is encoded; keeps them back when a declared unique
+    /// key repeats (the write fails before anything is uploaded).
+    fn release(
+        &self,
+        early: &mut Option<Vec<EncodedShard>>,
+        repeated: u64,
+    ) -> Result<(), PublishError> {
+        if self.sink.unique_order && repeated > 0 {
+            return Ok(());
+        }
+        for shard in early.take().into_iter().flatten() {
+            self.hand_over(shard)?;
+        }
+        Ok(())
+    }
+
+    fn hand_over(&self, shard: EncodedShard) -> Result<(), PublishError> {
+        // the uploader stops taking shards only when an upload failed: its error is
+        // the one reported
+        self.upload.send(shard).map_err(|_| PublishError::Data {
+            context: "writing shards".into(),
+            message: "the uploads stopped".into(),
+            source: None,
+        })
     }
 
     /// Shard `g` (in one numbering of all shards), complete, with its per-stratum sums.
