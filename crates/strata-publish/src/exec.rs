@@ -780,22 +780,30 @@ mod tests {
     }
 
     /// An upload that fails ends the write with that upload's error (the object it
-    /// could not write), not the workers' "uploads stopped".
+    /// could not write), not the workers' "uploads stopped", and the shards uploaded
+    /// before it are deleted: nothing of the failed write stays.
     #[tokio::test]
-    async fn a_failing_upload_reports_its_own_error() {
+    async fn a_failing_upload_reports_its_own_error_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        // the output folder is a file: every shard's upload fails
-        let blocked = dir.path().join("blocked");
-        std::fs::write(&blocked, b"a file").unwrap();
+        // the test split's folder is a file: its shards' uploads fail, the train
+        // split's succeed
+        let run = dir.path().join("runs/r");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("test"), b"a file").unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
-        let root = url::Url::from_directory_path(&blocked).unwrap();
+        let root = url::Url::from_directory_path(dir.path()).unwrap();
         let (schema, all) = batches(5000);
         let err = sink(store, root.as_str())
             .write(vec![stream_of(schema, all)])
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("blocked/runs/r/"), "{err}");
+        assert!(err.contains("runs/r/test/part-"), "{err}");
         assert!(!err.contains("uploads stopped"), "{err}");
+        let train = run.join("train");
+        let left: Vec<_> = std::fs::read_dir(&train)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -701,8 +701,7 @@ impl ShardSink {
                     break 'shards;
                 }
             }
-            let dest = self.destination.clone();
-            let rel = format!("{}/{}", self.run_dir, entry.path);
+            let (dest, rel) = (self.destination.clone(), self.shard_rel(&entry));
             uploads.spawn(async move { Ok(dest.put(&rel, bytes).await?) });
             entries.push(entry);
         }
@@ -719,13 +718,17 @@ impl ShardSink {
         (entries, result)
     }
 
+    /// A shard's path under the destination root.
+    fn shard_rel(&self, entry: &ShardEntry) -> String {
+        format!("{}/{}", self.run_dir, entry.path)
+    }
+
     /// Deletes these shards, as far as the store lets it (a failed write is already
     /// being reported; a shard left behind is overwritten by the next run, and no
     /// manifest ever names it).
     async fn delete(&self, shards: &[ShardEntry]) {
         for entry in shards {
-            let rel = format!("{}/{}", self.run_dir, entry.path);
-            if let Err(e) = self.destination.delete(&rel).await {
+            if let Err(e) = self.destination.delete(&self.shard_rel(entry)).await {
                 tracing::warn!(error = %e, "a shard of the failed write was left behind");
             }
         }
