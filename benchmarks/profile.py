@@ -23,8 +23,8 @@ Runs strata and the peers round robin, then strata and the floors round robin
 (a process started right after a DuckDB process runs slower, so the floors and strata
 are compared without one in between), and prints the median of --repeat runs (at
 least 5 with the peers and 9 with the floors: these are sub-second processes that move
-by a tenth from run to run, and their rounds are cheap) and the ratios. Peers missing from the interpreter (Polars outside scripts/bench's venv) are
-left out with a note.
+by a tenth from run to run, and their rounds are cheap) and the ratios. Peers missing
+from the interpreter (Polars outside scripts/bench's venv) are left out with a note.
 """
 from __future__ import annotations
 

@@ -349,11 +349,11 @@ impl Work<'_> {
             q.shards.extend(ready);
             drop(q);
             wake.notify_all();
+            // (without ranges nothing is encoded, so nothing waits past the loop)
             if next == order.len() {
                 self.release(&mut encoded_early, all.repeated)?;
             }
         }
-        self.release(&mut encoded_early, all.repeated)?;
         if pieces.spilled > 0 {
             tracing::debug!(
                 spilled_bytes = pieces.spilled,
