@@ -54,6 +54,30 @@ fn col(message: String, column: &str) -> MetricsError {
     }
 }
 
+fn run_err(e: strata_run::RunError) -> MetricsError {
+    MetricsError::Usage(e.to_string())
+}
+
+/// A Parquet file of predictions, opened for ranged reads: decoded batch by batch,
+/// never held whole.
+async fn open(
+    store: &Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    file: &str,
+) -> Result<ParquetRecordBatchStreamBuilder<strata_run::ObjectReader>, MetricsError> {
+    let object = strata_run::ObjectReader::open(store, path, file)
+        .await
+        .map_err(run_err)?;
+    ParquetRecordBatchStreamBuilder::new(object)
+        .await
+        .map_err(|e| {
+            MetricsError::Usage(format!(
+                "{file}: not a readable Parquet file: {}",
+                strata_spec::one_line(&e.to_string())
+            ))
+        })
+}
+
 /// Reads every row of the Parquet file or folder `url` names.
 pub async fn read_predictions(
     store: &Arc<dyn ObjectStore>,
@@ -73,23 +97,12 @@ pub async fn model_names(
     url: &Url,
     column: &str,
 ) -> Result<Option<Vec<String>>, MetricsError> {
-    let run_err = |e: strata_run::RunError| MetricsError::Usage(e.to_string());
     let files = strata_run::list_parquet(store, url)
         .await
         .map_err(run_err)?;
     let mut names: Option<BTreeSet<String>> = None;
     for (path, file) in &files {
-        let object = strata_run::ObjectReader::open(store, path, file)
-            .await
-            .map_err(run_err)?;
-        let builder = ParquetRecordBatchStreamBuilder::new(object)
-            .await
-            .map_err(|e| {
-                MetricsError::Usage(format!(
-                    "{file}: not a readable Parquet file: {}",
-                    strata_spec::one_line(&e.to_string())
-                ))
-            })?;
+        let builder = open(store, path, file).await?;
         let Ok(i) = builder.schema().index_of(column) else {
             continue;
         };
@@ -122,7 +135,6 @@ pub async fn read_predictions_of(
     threshold: f64,
     only: Option<&str>,
 ) -> Result<Read, MetricsError> {
-    let run_err = |e: strata_run::RunError| MetricsError::Usage(e.to_string());
     let files = strata_run::list_parquet(store, url)
         .await
         .map_err(run_err)?;
@@ -132,18 +144,7 @@ pub async fn read_predictions_of(
     let mut columns = columns.clone();
     let mut weight_seen = None;
     for (path, file) in &files {
-        // ranged reads: a file is decoded batch by batch, never held whole
-        let object = strata_run::ObjectReader::open(store, path, file)
-            .await
-            .map_err(run_err)?;
-        let builder = ParquetRecordBatchStreamBuilder::new(object)
-            .await
-            .map_err(|e| {
-                MetricsError::Usage(format!(
-                    "{file}: not a readable Parquet file: {}",
-                    strata_spec::one_line(&e.to_string())
-                ))
-            })?;
+        let builder = open(store, path, file).await?;
         let schema = builder.schema().clone();
         if columns.weight_if_present
             && let Some(w) = &columns.weight
