@@ -92,9 +92,10 @@ pub fn latest_manifest(out: &Path) -> serde_json::Value {
     .unwrap()
 }
 
-/// `strata curate pipelines/adult.toml --out OUT EXTRA...`, expected to succeed: its stdout.
-pub fn publish(out: &Path, extra: &[&str]) -> String {
-    let o = strata()
+/// `strata curate pipelines/adult.toml --out OUT EXTRA...` on `cmd` (the binary with
+/// its environment and global flags), expected to succeed: its output.
+pub fn curate_ok(mut cmd: Command, out: &Path, extra: &[&str]) -> Output {
+    let o = cmd
         .arg("curate")
         .arg(repo_root().join("pipelines/adult.toml"))
         .arg("--out")
@@ -107,5 +108,10 @@ pub fn publish(out: &Path, extra: &[&str]) -> String {
         "curate failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    String::from_utf8(o.stdout).unwrap()
+    o
+}
+
+/// `strata curate pipelines/adult.toml --out OUT EXTRA...`, expected to succeed: its stdout.
+pub fn publish(out: &Path, extra: &[&str]) -> String {
+    String::from_utf8(curate_ok(strata(), out, extra).stdout).unwrap()
 }

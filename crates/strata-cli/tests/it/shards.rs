@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{fails, latest_manifest, publish, repo_root, strata};
+use crate::common::{curate_ok, fails, latest_manifest, publish, repo_root, strata};
 
 fn without_timestamp(mut m: serde_json::Value) -> serde_json::Value {
     m.as_object_mut()
@@ -32,23 +32,11 @@ fn manifests_are_identical_across_runs_and_partition_counts() {
     // the shard writer's spill files, and key ranges of 1000 rows instead of one range
     let (d, e) = (dir.path().join("d"), dir.path().join("e"));
     let with_ranges = |out: &Path, extra: &[&str], budget: &str| {
-        let o = strata()
-            .env("STRATA_RANGE_ROWS", "1000")
+        let mut cmd = strata();
+        cmd.env("STRATA_RANGE_ROWS", "1000")
             .env("STRATA_SHARD_MEMORY", budget)
-            .arg("-v")
-            .arg("curate")
-            .arg(repo_root().join("pipelines/adult.toml"))
-            .arg("--out")
-            .arg(out)
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "curate failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stderr).into_owned()
+            .arg("-v");
+        String::from_utf8_lossy(&curate_ok(cmd, out, extra).stderr).into_owned()
     };
     with_ranges(&d, &["--memory-limit", "64MiB"], "1GiB");
     with_ranges(&e, &[], "1GiB");
