@@ -230,13 +230,15 @@ def test_small_and_large_usable_weights_go_through_every_stage(tmp_path):
 # --- 3. a named column missing from one file ---------------------------------------------
 
 @pytest.mark.parametrize("column,key", [("g", "groups.attributes"), ("y", "label.column"),
-                                        ("w", "source.weight_column"), ("id", "source.id_column")])
+                                        ("w", "source.weight_column"), ("id", "source.id_column"),
+                                        ("x", "train.features")])
 def test_named_column_missing_from_one_file(tmp_path, column, key):
     src = tmp_path / "src"
     src.mkdir()
     pq.write_table(table(40, seed=1), src / "a.parquet")
     pq.write_table(table(40, seed=2).drop_columns([column]), src / "b.parquet")
-    spec = write_spec(tmp_path, f"{src}/")
+    # a model input missing from a file would be read as nulls and imputed
+    spec = write_spec(tmp_path, f"{src}/", extra='[train]\nfeatures = ["x"]')
     out = tmp_path / "out"
     for cmd in (["validate", str(spec)], ["profile", str(spec)]):
         assert_refused(run_strata(*cmd, check=False), key, f"column `{column}` is missing from file", "b.parquet")

@@ -16,8 +16,8 @@ pub enum LabelKind {
 
 /// Validates the pipeline's columns against the source: present with a usable type in
 /// the merged schema, and present in every file (a file without one would be read as
-/// nulls, silently moving its rows into the `(missing)` group). Returns the label's
-/// kind.
+/// nulls, silently moving its rows into the `(missing)` group, or a model input's values
+/// to the imputed mean). Returns the label's kind.
 pub fn check_source(pipeline: &Pipeline, source: &SourceTable) -> Result<LabelKind, EngineError> {
     let kind = check_schema(pipeline, &source.schema, &source.url)?;
     let named = pipeline
@@ -39,7 +39,8 @@ pub fn check_source(pipeline: &Pipeline, source: &SourceTable) -> Result<LabelKi
                 .id_column
                 .iter()
                 .map(|i| ("source.id_column", i)),
-        );
+        )
+        .chain(model_inputs(pipeline));
     for (key, column) in named {
         let missing: Vec<&SourceFile> = source
             .files
@@ -158,7 +159,24 @@ pub fn check_schema(
                 .into());
         }
     }
+    // the model's inputs: every command that reads the source checks the whole spec, so
+    // `strata validate` catches a misnamed input before `strata run` trains
+    for (key, column) in model_inputs(pipeline) {
+        find(key, column)?;
+    }
     Ok(kind)
+}
+
+/// The columns `[train]` names, each with its key.
+fn model_inputs(pipeline: &Pipeline) -> impl Iterator<Item = (&'static str, &String)> {
+    let train = &pipeline.train;
+    train
+        .features
+        .iter()
+        .flatten()
+        .map(|c| ("train.features", c))
+        .chain(train.categorical.iter().map(|c| ("train.categorical", c)))
+        .chain(train.numeric.iter().map(|c| ("train.numeric", c)))
 }
 
 fn value_type(t: &DataType) -> &DataType {

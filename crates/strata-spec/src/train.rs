@@ -189,6 +189,16 @@ pub(crate) fn validate_train(
             ));
         }
     }
+    // the engine checks these columns against the source's schema, at their lines
+    for (key, v) in [
+        ("train.features", &raw.features),
+        ("train.categorical", &raw.categorical),
+        ("train.numeric", &raw.numeric),
+    ] {
+        if let Some(v) = v {
+            locations.insert(key.into(), Location::of_offset(text, v.span().start));
+        }
+    }
     if let Some(features) = &t.features
         && let Some(stray) = t
             .categorical

@@ -93,9 +93,9 @@ pub async fn run(args: RunArgs, style: Style) -> anyhow::Result<Outcome> {
     // validate: the source's schema against the spec
     let pipeline = rec
         .stage("validate", async {
+            // every section's columns against the source (the model's inputs too), before
+            // anything runs
             let p = strata::Pipeline::from_spec(spec.clone(), &engine_options).await?;
-            // the later stages' columns, against the source, before anything runs
-            stages::check_train_columns(&spec, &p)?;
             let note = format!(
                 "{} file(s), {} columns",
                 p.source().files.len(),

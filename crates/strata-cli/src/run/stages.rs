@@ -1,6 +1,6 @@
-//! The steps of `strata run` that are more than a call into a library: the training
-//! columns checked against the source, a check stage's outputs and note, both models'
-//! predictions merged into one file, and what the report shows of the run.
+//! The steps of `strata run` that are more than a call into a library: a check stage's
+//! outputs and note, both models' predictions merged into one file, and what the
+//! report shows of the run.
 
 use std::sync::Arc;
 
@@ -15,48 +15,6 @@ use url::Url;
 use super::record::{Folder, Status, check_status};
 use crate::train::predict_split;
 use strata_train::Trained;
-
-/// The columns `[train]` names, against the source's schema: the validate stage checks
-/// them before anything runs.
-pub(super) fn check_train_columns(
-    spec: &strata_spec::Pipeline,
-    p: &strata::Pipeline,
-) -> anyhow::Result<()> {
-    let schema = &p.source().schema;
-    let named = spec
-        .train
-        .features
-        .iter()
-        .flatten()
-        .map(|c| ("train.features", c))
-        .chain(
-            spec.train
-                .categorical
-                .iter()
-                .map(|c| ("train.categorical", c)),
-        )
-        .chain(spec.train.numeric.iter().map(|c| ("train.numeric", c)));
-    for (key, c) in named {
-        if schema.field_with_name(c).is_err() {
-            return Err(spec
-                .error_at(
-                    key,
-                    format!(
-                        "column `{c}` is not in the source `{}` (columns: {})",
-                        p.source().url,
-                        schema
-                            .fields()
-                            .iter()
-                            .map(|f| f.name().as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-                .into());
-        }
-    }
-    Ok(())
-}
 
 /// Whether any of the spec's check folders holds a SQL check: a pipeline without any
 /// skips both check stages (`strata check` alone calls that an error: it was asked to

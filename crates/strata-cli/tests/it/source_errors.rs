@@ -79,6 +79,25 @@ fn protected_attribute_absent() {
 }
 
 #[test]
+fn model_input_absent() {
+    // `strata validate` checks `[train]`'s columns as `strata run` does, at their line
+    for (key, line) in [
+        ("features", r#"features = ["age", "nosuch"]"#),
+        ("categorical", r#"categorical = ["nosuch"]"#),
+        ("numeric", r#"numeric = ["nosuch"]"#),
+    ] {
+        let spec = adult_spec().replace("epochs = 5\n", &format!("epochs = 5\n{line}\n"));
+        let at = spec.lines().position(|l| l == line).expect("the line") + 1;
+        let col = line.find('[').expect("an array") + 1;
+        let (_d, spec) = write_spec(&spec);
+        let f = fails(&["validate", &spec.display().to_string()]);
+        assert_eq!(f.code, 3, "{}", f.error);
+        let want = format!(":{at}:{col}: key `train.{key}`: column `nosuch` not found in source");
+        assert!(f.error.contains(&want), "{want}\n{}", f.error);
+    }
+}
+
+#[test]
 fn label_absent() {
     let (_d, spec) =
         write_spec(&adult_spec().replace(r#"column = "income""#, r#"column = "salary""#));
