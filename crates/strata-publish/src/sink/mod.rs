@@ -683,16 +683,6 @@ impl ShardSink {
         let mut entries = Vec::new();
         let mut result = Ok(());
         'shards: while let Some(EncodedShard { entry, bytes }) = encoded.recv().await {
-            let bytes = match bytes {
-                Encoded::Memory(b) => b,
-                Encoded::File(p) => match std::fs::read(&p) {
-                    Ok(b) => Bytes::from(b),
-                    Err(e) => {
-                        result = Err(spill_err(&p)(e));
-                        break;
-                    }
-                },
-            };
             while uploads.len() >= UPLOADS_IN_FLIGHT {
                 if let Some(r) = uploads.join_next().await
                     && let Err(e) = r.map_err(join_err).and_then(|r| r)
@@ -702,7 +692,19 @@ impl ShardSink {
                 }
             }
             let (dest, rel) = (self.destination.clone(), self.shard_rel(&entry));
-            uploads.spawn(async move { Ok(dest.put(&rel, bytes).await?) });
+            uploads.spawn(async move {
+                let bytes = match bytes {
+                    Encoded::Memory(b) => b,
+                    // a spilled shard is read off the runtime's threads: the engine and
+                    // the other uploads keep running while it is read
+                    Encoded::File(p) => tokio::task::spawn_blocking(move || {
+                        std::fs::read(&p).map(Bytes::from).map_err(spill_err(&p))
+                    })
+                    .await
+                    .map_err(join_err)??,
+                };
+                Ok(dest.put(&rel, bytes).await?)
+            });
             entries.push(entry);
         }
         // (dropping the receiver on a failure stops the workers' hand-overs)
